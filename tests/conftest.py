@@ -1,0 +1,33 @@
+"""Shared fixtures: the real digits data and a small trained float CNN (trained once per session)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from tfcompress.data import Split, load_digits  # noqa: E402
+from tfcompress.models import build_digits_cnn, compile_classifier  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def digits() -> Split:
+    return load_digits()
+
+
+@pytest.fixture(scope="session")
+def trained_digits_cnn(digits: Split) -> keras.Model:
+    """A digits CNN trained for a few epochs (about 97% test accuracy). Do not mutate it in tests."""
+    keras.utils.set_random_seed(0)
+    model = compile_classifier(build_digits_cnn(width=16))
+    model.fit(digits.x_train, digits.y_train, epochs=8, batch_size=64, verbose=0)
+    return model
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)

@@ -1,0 +1,53 @@
+"""Every Keras / TensorFlow / LiteRT version switch lives here, and nowhere else."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+KERAS_VERSION: tuple[int, ...] = tuple(int(p) for p in keras.__version__.split(".")[:2])
+TF_VERSION: tuple[int, ...] = tuple(int(p) for p in tf.__version__.split(".")[:2])
+
+
+def is_tf_keras_model(model: Any) -> bool:
+    """True for a legacy Keras 2 (`tf_keras`) model, without importing tf_keras if it is absent."""
+    module = type(model).__module__
+    if module.startswith("tf_keras") or module.startswith("keras.src.engine"):
+        return True
+    try:
+        import tf_keras  # noqa: F401
+    except ImportError:
+        return False
+    import tf_keras
+
+    return isinstance(model, tf_keras.Model)
+
+
+def is_keras3_model(model: Any) -> bool:
+    return isinstance(model, keras.Model)
+
+
+def litert_interpreter_class() -> type:
+    """The LiteRT interpreter; `tf.lite.Interpreter` is deprecated and only a fallback."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter
+    except ImportError:  # pragma: no cover - ai-edge-litert is a hard dependency
+        return tf.lite.Interpreter
+
+
+def litert_op_resolver(builtin_only: bool) -> Any:
+    """OpResolverType for the LiteRT interpreter: XNNPACK (default) or plain builtin kernels."""
+    try:
+        from ai_edge_litert.interpreter import OpResolverType
+    except ImportError:  # pragma: no cover
+        from tensorflow.lite.python.interpreter import OpResolverType
+    if builtin_only:
+        return OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    return OpResolverType.AUTO
