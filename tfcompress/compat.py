@@ -51,3 +51,26 @@ def litert_op_resolver(builtin_only: bool) -> Any:
     if builtin_only:
         return OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     return OpResolverType.AUTO
+
+
+def tflite_schema() -> Any:
+    """The flatbuffer schema module of the TFLite format (object API)."""
+    try:
+        from ai_edge_litert import schema_py_generated
+    except ImportError:  # pragma: no cover
+        from tensorflow.lite.python import schema_py_generated
+    return schema_py_generated
+
+
+def disable_per_channel_dense(converter: Any) -> None:
+    """Ask the TFLite converter for per-tensor FULLY_CONNECTED weights (needed by the Edge TPU)."""
+    attribute = "_experimental_disable_per_channel_quantization_for_dense_layers"
+    if hasattr(converter, attribute):
+        setattr(converter, attribute, True)
+
+
+def load_keras_file(path: str, safe_mode: bool, custom_objects: dict | None) -> Any:
+    """Load a `.keras` / `.h5` file with Keras 3."""
+    return keras.saving.load_model(
+        path, custom_objects=custom_objects, compile=False, safe_mode=safe_mode
+    )

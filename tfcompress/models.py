@@ -23,10 +23,10 @@ def build_digits_cnn(
     """
     inputs = keras.Input(shape=input_shape, name="image")
     x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name="conv1")(inputs)
-    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.BatchNormalization(momentum=0.9, name="bn1")(x)
     x = keras.layers.ReLU(name="relu1")(x)
     x = keras.layers.Conv2D(width * 2, 3, padding="same", use_bias=False, name="conv2")(x)
-    x = keras.layers.BatchNormalization(name="bn2")(x)
+    x = keras.layers.BatchNormalization(momentum=0.9, name="bn2")(x)
     x = keras.layers.ReLU(name="relu2")(x)
     x = keras.layers.MaxPooling2D(2, name="pool")(x)
     x = keras.layers.Conv2D(width * 2, 3, padding="same", activation="relu", name="conv3")(x)
@@ -36,7 +36,7 @@ def build_digits_cnn(
     return keras.Model(inputs, outputs, name=name)
 
 
-def compile_classifier(model: keras.Model, learning_rate: float = 1e-2) -> keras.Model:
+def compile_classifier(model: keras.Model, learning_rate: float = 3e-3) -> keras.Model:
     """Compile a logits classifier with Adam, sparse cross-entropy and accuracy."""
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),

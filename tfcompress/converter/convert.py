@@ -1,0 +1,225 @@
+"""`convert`: Keras / tf_keras / SavedModel -> TFLite flatbuffer bytes in every deployment mode."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+
+from tfcompress import compat
+from tfcompress.converter.calibration import as_dataset_fn, collect_samples, synthetic_samples
+from tfcompress.converter.errors import ConversionError
+from tfcompress.converter.flatbuffer import read_model
+from tfcompress.converter.source import ModelSource, TraceableModel, load_source
+
+MODES = ("float32", "dynamic", "float16", "int8", "int16x8", "edgetpu")
+CALIBRATED_MODES = ("int8", "int16x8", "edgetpu")
+_FAKE_QUANT_OPS = {
+    "FakeQuantWithMinMaxVars",
+    "FakeQuantWithMinMaxVarsPerChannel",
+    "FakeQuantWithMinMaxArgs",
+}
+_log = logging.getLogger("tfcompress")
+
+
+def convert(
+    model: ModelSource,
+    mode: str = "float32",
+    representative_data: Any = None,
+    *,
+    num_samples: int = 200,
+    input_signature: Sequence[tf.TensorSpec] | None = None,
+    sparsity: bool = False,
+    safe_mode: bool = True,
+    custom_objects: dict | None = None,
+    progress: bool = False,
+) -> bytes:
+    """Convert a model to a TFLite flatbuffer and return its bytes.
+
+    Args:
+        model: a Keras 3 model, a legacy `tf_keras` model, a path to a `.keras`/`.h5` file or a
+            SavedModel directory.
+        mode: `"float32"`; `"dynamic"` (int8 weights, float activations); `"float16"` (float16
+            weights); `"int8"` (full integer, int8 input and output, no float op left);
+            `"int16x8"` (int16 activations, int8 weights, int16 input and output); `"edgetpu"`
+            (full integer, uint8 input and output, batch 1, per-tensor Dense weights).
+        representative_data: calibration inputs for the integer modes: a numpy array (batch
+            first), a list of arrays for several inputs, a `tf.data.Dataset` (of inputs or
+            `(inputs, labels)`, batched or not) or a generator. Optional for a
+            quantization-aware model, whose ranges come from its fake-quant ops.
+        num_samples: how many calibration samples to read at most.
+        input_signature: `tf.TensorSpec`s of the inputs, for a subclassed model that has none.
+        sparsity: also encode sparse weights (`EXPERIMENTAL_SPARSITY`) for pruned models.
+        safe_mode: load `.keras` files with Keras's safe mode (refuses to run Lambda code).
+        custom_objects: custom classes needed to load a `.keras` file.
+        progress: show a progress bar while calibrating.
+
+    Returns:
+        The flatbuffer as `bytes`; write it with `tfcompress.save_tflite`.
+
+    Raises:
+        ConversionError: the model, the mode or the calibration data cannot be used; the message
+            says what to change.
+
+    Example:
+        >>> import tfcompress as tfc
+        >>> from tfcompress.data import load_digits
+        >>> from tfcompress.models import build_digits_cnn
+        >>> split = load_digits()
+        >>> flatbuffer = tfc.convert(build_digits_cnn(), "int8", split.x_train[:50])
+        >>> tfc.inspect(flatbuffer).float_ops
+        []
+    """
+    if mode not in MODES:
+        raise ConversionError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
+    if representative_data is not None and mode not in CALIBRATED_MODES:
+        warnings.warn(
+            f"mode={mode!r} does not calibrate: representative_data is ignored.", stacklevel=2
+        )
+    source = load_source(model, input_signature, safe_mode, custom_objects)
+    if mode == "edgetpu":
+        source = source.with_batch_size(1)
+    concrete = source.concrete_function()
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], source.owner)
+    # The SavedModel lowering keeps Keras 3 variables as READ_VARIABLE ops that calibration cannot
+    # run; the frozen-graph pipeline turns them into constants and folds BatchNormalization.
+    converter.experimental_lower_to_saved_model = False
+    _configure(converter, mode, source, concrete, representative_data, num_samples, progress)
+    if sparsity:
+        converter.optimizations = list(
+            {*converter.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY}
+        )
+    flatbuffer = _run_converter(converter, source.name, mode)
+    read_model(flatbuffer, origin=f"the converted '{source.name}'")  # never hand back a broken file
+    return flatbuffer
+
+
+def has_fake_quant(concrete: Any) -> bool:
+    """True when the traced graph (or a function it calls) holds fake-quant ops (a QAT model)."""
+    graph_def = concrete.graph.as_graph_def()
+    ops = {node.op for node in graph_def.node}
+    ops |= {node.op for function in graph_def.library.function for node in function.node_def}
+    return bool(ops & _FAKE_QUANT_OPS)
+
+
+def _configure(
+    converter: Any,
+    mode: str,
+    source: TraceableModel,
+    concrete: Any,
+    representative_data: Any,
+    num_samples: int,
+    progress: bool,
+) -> None:
+    if mode == "float32":
+        return
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "dynamic":
+        return
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+        return
+    converter.representative_dataset = as_dataset_fn(
+        _calibration_samples(source, concrete, representative_data, num_samples, mode), progress
+    )
+    if mode == "int16x8":
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+        converter.inference_input_type = tf.int16
+        converter.inference_output_type = tf.int16
+        return
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    io_type = tf.uint8 if mode == "edgetpu" else tf.int8
+    converter.inference_input_type = io_type
+    converter.inference_output_type = io_type
+    if mode == "edgetpu":
+        compat.disable_per_channel_dense(converter)
+
+
+def _calibration_samples(
+    source: TraceableModel, concrete: Any, data: Any, num_samples: int, mode: str
+) -> list:
+    if data is not None:
+        return collect_samples(data, source.input_specs, num_samples, source.name)
+    if has_fake_quant(concrete):
+        # TF 2.21 refuses TFLITE_BUILTINS_INT8 without a representative dataset even when every
+        # range is already in the graph: feed it a few synthetic samples that change nothing.
+        _log.info("QAT model '%s': calibrating on synthetic inputs.", source.name)
+        return synthetic_samples(source.input_specs, count=min(num_samples, 16))
+    raise ConversionError(
+        f"mode={mode!r} needs representative_data to calibrate the activation ranges of "
+        f"'{source.name}': pass a few hundred real inputs (e.g. representative_data=x_train[:200]), "
+        "or train it quantization-aware with tfcompress.quantize_model."
+    )
+
+
+def _run_converter(converter: Any, name: str, mode: str) -> bytes:
+    try:
+        return converter.convert()
+    except ConversionError:
+        raise
+    except Exception as error:  # the converter raises ConverterError, ValueError, RuntimeError...
+        detail = str(error).strip().splitlines()
+        summary = (
+            "\n".join(line for line in detail if "error" in line.lower())[:1500]
+            or str(error)[:1500]
+        )
+        raise ConversionError(
+            f"The TFLite converter could not convert '{name}' to mode={mode!r}. An op in the model "
+            f"has no kernel for this mode; try mode='dynamic' or 'float16', or replace the op.\n{summary}"
+        ) from error
+
+
+def save_tflite(flatbuffer: bytes, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write a TFLite flatbuffer atomically (temporary file, then rename).
+
+    Args:
+        flatbuffer: bytes returned by `convert`.
+        path: where to write; parent folders are created.
+        overwrite: replace an existing file. Without it an existing file is an error.
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> import tempfile, tfcompress as tfc
+        >>> from tfcompress.models import build_digits_cnn
+        >>> out = tfc.save_tflite(tfc.convert(build_digits_cnn()), tempfile.mkdtemp() + "/m.tflite")
+        >>> out.stat().st_size > 0
+        True
+    """
+    if not isinstance(flatbuffer, bytes | bytearray):
+        raise TypeError(
+            f"save_tflite expects the bytes returned by convert(); got {type(flatbuffer).__name__}."
+        )
+    read_model(bytes(flatbuffer), origin="the bytes given to save_tflite")
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(
+            f"'{target}' is a directory: give a file path such as '{target}/model.tflite'."
+        )
+    if target.exists() and not overwrite:
+        raise FileExistsError(
+            f"'{target}' already exists; pass overwrite=True (CLI: --overwrite) to replace it."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+    )
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(flatbuffer)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return target
