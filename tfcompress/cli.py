@@ -1,0 +1,224 @@
+"""`tfcompress` command line: demo, convert, inspect, evaluate, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+DESCRIPTION = """\
+Compress Keras models and deploy them as TFLite flatbuffers measured on the LiteRT interpreter.
+
+typical use:
+  tfcompress demo                                   train a digits CNN, convert to every mode, print a table
+  tfcompress convert model.keras --mode int8 --calibration data.npz -o model.tflite
+  tfcompress inspect model.tflite --edgetpu         ops, dtypes, sizes and the Edge TPU mapping
+  tfcompress evaluate model.tflite --data test.npz  accuracy on LiteRT
+  tfcompress bench model.tflite --threads 1         median and p90 latency
+
+DATA.npz files hold arrays named x (inputs) and y (labels); the word 'digits' instead of a
+file uses scikit-learn's built-in digits data (8x8x1 images).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tfcompress",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="run the main job on the digits dataset")
+    demo.add_argument(
+        "--out", default="tflite_models", help="output folder (default: tflite_models)"
+    )
+    demo.add_argument("--epochs", type=int, default=15, help="training epochs of the float model")
+
+    conv = commands.add_parser("convert", help="convert a .keras file or SavedModel to .tflite")
+    conv.add_argument("model", help="a .keras / .h5 file or a SavedModel directory")
+    conv.add_argument(
+        "--mode",
+        default="float32",
+        choices=["float32", "dynamic", "float16", "int8", "int16x8", "edgetpu"],
+        help="float32 | dynamic (int8 weights) | float16 | int8 (full integer) | int16x8 | "
+        "edgetpu (full integer, uint8 I/O, batch 1)",
+    )
+    conv.add_argument(
+        "--calibration", help="DATA.npz (array x) or 'digits'; needed by int8, int16x8, edgetpu"
+    )
+    conv.add_argument(
+        "--num-samples", type=int, default=200, help="calibration samples (default 200)"
+    )
+    conv.add_argument("-o", "--output", required=True, help="the .tflite file to write")
+    conv.add_argument(
+        "--overwrite", action="store_true", help="replace the output file if it exists"
+    )
+    conv.add_argument(
+        "--sparsity", action="store_true", help="encode sparse weights (pruned models)"
+    )
+    conv.add_argument(
+        "--unsafe", action="store_true", help="load Lambda layers (turns off Keras safe mode)"
+    )
+
+    insp = commands.add_parser(
+        "inspect", help="ops, dtypes, quantization and sizes of a .tflite file"
+    )
+    insp.add_argument("file")
+    insp.add_argument("--edgetpu", action="store_true", help="also predict the Edge TPU mapping")
+    insp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="accuracy (or mae/mse) of a .tflite file on LiteRT"
+    )
+    evaluate.add_argument("file")
+    evaluate.add_argument("--data", required=True, help="DATA.npz with arrays x and y, or 'digits'")
+    evaluate.add_argument("--metric", default="accuracy", choices=["accuracy", "mae", "mse"])
+
+    bench = commands.add_parser("bench", help="latency of a .tflite file on LiteRT")
+    bench.add_argument("file")
+    bench.add_argument("--threads", type=int, default=1)
+    bench.add_argument("--runs", type=int, default=100)
+    bench.add_argument("--warmup", type=int, default=10)
+    bench.add_argument("--builtin", action="store_true", help="builtin kernels instead of XNNPACK")
+    return parser
+
+
+def load_arrays(spec: str, test_split: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Arrays x and y from an .npz file, or the built-in digits split for 'digits'."""
+    if spec == "digits":
+        from tfcompress.data import load_digits
+
+        split = load_digits()
+        return (split.x_test, split.y_test) if test_split else (split.x_train, split.y_train)
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Data file '{path}' does not exist: pass an .npz file or 'digits'."
+        )
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            names = list(arrays.files)
+            if "x" not in names:
+                raise ValueError(
+                    f"Data file '{path}' has arrays {names}; it needs one named 'x' (and 'y' for "
+                    "evaluate): np.savez(path, x=inputs, y=labels)."
+                )
+            return arrays["x"], (arrays["y"] if "y" in names else None)
+    except (OSError, EOFError) as error:
+        raise ValueError(f"Could not read '{path}' as an .npz file: {error}") from error
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from tfcompress.demo import run_demo
+
+    run_demo(args.out, epochs=args.epochs)
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    import tfcompress as tfc
+
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:  # fail before minutes of conversion, not after
+        raise FileExistsError(f"'{output}' already exists; pass --overwrite to replace it.")
+    data = load_arrays(args.calibration, test_split=False)[0] if args.calibration else None
+    flatbuffer = tfc.convert(
+        args.model,
+        mode=args.mode,
+        representative_data=data,
+        num_samples=args.num_samples,
+        sparsity=args.sparsity,
+        safe_mode=not args.unsafe,
+        progress=sys.stderr.isatty(),
+    )
+    tfc.save_tflite(flatbuffer, output, overwrite=args.overwrite)
+    report = tfc.inspect(flatbuffer)
+    print(
+        f"wrote {output} ({len(flatbuffer):,} bytes, mode {args.mode}, "
+        f"{len(report.float_ops)} float ops)"
+    )
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import tfcompress as tfc
+
+    report = tfc.inspect(args.file)
+    tpu = tfc.edgetpu_report(report) if args.edgetpu else None
+    if args.json:
+        payload = report.to_dict()
+        if tpu is not None:
+            payload["edgetpu"] = tpu.to_dict()
+        print(json.dumps(payload, indent=2))
+    else:
+        print(report.summary())
+        if tpu is not None:
+            print()
+            print(tpu.summary())
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import tfcompress as tfc
+
+    x, y = load_arrays(args.data)
+    if y is None:
+        raise ValueError(f"Data file '{args.data}' has no array 'y' with the labels or targets.")
+    score = tfc.evaluate_tflite(args.file, x, y, metric=args.metric, progress=sys.stderr.isatty())
+    print(f"{args.metric}: {score:.4f} on {len(y)} samples ({args.file}, LiteRT)")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import tfcompress as tfc
+
+    latency = tfc.benchmark_tflite(
+        args.file,
+        threads=args.threads,
+        runs=args.runs,
+        warmup=args.warmup,
+        builtin_only=args.builtin,
+    )
+    print(
+        f"median {latency.median_ms:.3f} ms, p90 {latency.p90_ms:.3f} ms over {latency.runs} runs "
+        f"({latency.threads} thread(s), {latency.delegate})"
+    )
+    return 0
+
+
+_COMMANDS = {
+    "demo": _demo,
+    "convert": _convert,
+    "inspect": _inspect,
+    "evaluate": _evaluate,
+    "bench": _bench,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `tfcompress` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    from tfcompress.converter.errors import ConversionError, TFLiteFileError
+
+    try:
+        return _COMMANDS[args.command](args)
+    except (
+        ConversionError,
+        TFLiteFileError,
+        FileNotFoundError,
+        FileExistsError,
+        PermissionError,
+        IsADirectoryError,
+        ValueError,
+    ) as error:
+        print(f"tfcompress {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

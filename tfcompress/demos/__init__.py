@@ -1,0 +1,1 @@
+"""Rows that each compression method adds to `tfcompress demo`."""
