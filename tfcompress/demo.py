@@ -143,15 +143,17 @@ def _plot(rows: list[DemoRow], keras_accuracy: float, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    for row in rows:
-        axis.scatter(row.bytes / 1024, row.accuracy * 100)
+    for index, row in enumerate(rows):
+        kib, accuracy = row.bytes / 1024, row.accuracy * 100
+        axis.scatter(kib, accuracy)
         axis.annotate(
             row.name.removeprefix("digits_"),
-            (row.bytes / 1024, row.accuracy * 100),
+            (kib, accuracy),
             textcoords="offset points",
-            xytext=(4, 4),
+            xytext=(5, 6 + 9 * (index % 3)),
             fontsize=8,
         )
+    axis.set_xscale("log")
     axis.axhline(keras_accuracy * 100, linestyle="--", color="grey", label="Keras float")
     axis.set_xlabel("file size (KiB)")
     axis.set_ylabel("test accuracy on LiteRT (%)")
