@@ -21,7 +21,9 @@ def test_unknown_mode_lists_the_modes(trained_digits_cnn):
 
 
 def test_wrong_calibration_shape_says_expected_and_got(trained_digits_cnn):
-    with pytest.raises(tfc.ConversionError, match=r"shape \(10, 8, 8\).*expected \(None, 8, 8, 1\)"):
+    with pytest.raises(
+        tfc.ConversionError, match=r"shape \(10, 8, 8\).*expected \(None, 8, 8, 1\)"
+    ):
         tfc.convert(trained_digits_cnn, "int8", np.zeros((10, 8, 8), np.float32))
 
 

@@ -30,7 +30,9 @@ def test_float_modes_agree_with_keras_top1(mode, trained_digits_cnn, digits, ker
     flatbuffer = tfc.convert(trained_digits_cnn, mode)
     tflite_logits = run_tflite(flatbuffer, digits.x_test)
     assert _top1_agreement(tflite_logits, keras_logits) >= 0.995
-    np.testing.assert_allclose(tflite_logits, keras_logits, atol=0.05 if mode == "float16" else 1e-3)
+    np.testing.assert_allclose(
+        tflite_logits, keras_logits, atol=0.05 if mode == "float16" else 1e-3
+    )
 
 
 def test_dynamic_mode_stores_int8_weights_and_float_io(trained_digits_cnn, digits, keras_logits):
@@ -58,7 +60,9 @@ def test_int8_mode_is_full_integer_and_keeps_accuracy(trained_digits_cnn, digits
     assert accuracy >= keras_accuracy - 0.02
 
 
-def test_int16x8_mode_has_int16_activations_and_int8_weights(trained_digits_cnn, digits, calibration, keras_logits):
+def test_int16x8_mode_has_int16_activations_and_int8_weights(
+    trained_digits_cnn, digits, calibration, keras_logits
+):
     flatbuffer = tfc.convert(trained_digits_cnn, "int16x8", calibration)
     report = tfc.inspect(flatbuffer)
     assert report.input_dtypes == ["INT16"] and report.float_ops == []
@@ -68,12 +72,16 @@ def test_int16x8_mode_has_int16_activations_and_int8_weights(trained_digits_cnn,
     assert _top1_agreement(run_tflite(flatbuffer, digits.x_test), keras_logits) >= 0.98
 
 
-def test_edgetpu_mode_is_uint8_batch1_with_per_tensor_dense(trained_digits_cnn, digits, calibration):
+def test_edgetpu_mode_is_uint8_batch1_with_per_tensor_dense(
+    trained_digits_cnn, digits, calibration
+):
     flatbuffer = tfc.convert(trained_digits_cnn, "edgetpu", calibration)
     report = tfc.inspect(flatbuffer)
     assert report.input_dtypes == ["UINT8"] and report.output_dtypes == ["UINT8"]
     assert report.tensors[report.inputs[0]].shape_signature == [1, 8, 8, 1]
-    dense_weights = [report.tensors[op.inputs[1]] for op in report.ops if op.name == "FULLY_CONNECTED"]
+    dense_weights = [
+        report.tensors[op.inputs[1]] for op in report.ops if op.name == "FULLY_CONNECTED"
+    ]
     assert dense_weights and not any(t.quantization.per_channel for t in dense_weights)
     assert tfc.edgetpu_report(report).fully_mapped
     assert tfc.evaluate_tflite(flatbuffer, digits.x_test, digits.y_test) >= 0.9
@@ -85,7 +93,9 @@ def test_int8_file_is_much_smaller_than_float32(trained_digits_cnn, calibration)
     assert int8_size < 0.45 * float_size
 
 
-@pytest.mark.parametrize("form", ["dataset_pairs", "dataset_batched", "generator", "list_of_arrays"])
+@pytest.mark.parametrize(
+    "form", ["dataset_pairs", "dataset_batched", "generator", "list_of_arrays"]
+)
 def test_representative_data_accepts_datasets_and_generators(form, trained_digits_cnn, calibration):
     if form == "dataset_pairs":
         data = tf.data.Dataset.from_tensor_slices((calibration, np.zeros(len(calibration))))
@@ -99,7 +109,9 @@ def test_representative_data_accepts_datasets_and_generators(form, trained_digit
     assert report.float_ops == []
 
 
-def test_converts_keras_file_and_saved_model_dir(trained_digits_cnn, digits, tmp_path, keras_logits):
+def test_converts_keras_file_and_saved_model_dir(
+    trained_digits_cnn, digits, tmp_path, keras_logits
+):
     keras_path = tmp_path / "model.keras"
     trained_digits_cnn.save(keras_path)
     saved_model = tmp_path / "saved_model"
@@ -118,7 +130,9 @@ def test_converts_legacy_tf_keras_model(digits):
     for mode, tolerance in (("float32", 1e-4), ("int8", 0.2)):
         data = digits.x_test[:20] if mode == "int8" else None  # calibrated on what it runs
         flatbuffer = tfc.convert(model, mode, data)
-        np.testing.assert_allclose(run_tflite(flatbuffer, digits.x_test[:20]), expected, atol=tolerance)
+        np.testing.assert_allclose(
+            run_tflite(flatbuffer, digits.x_test[:20]), expected, atol=tolerance
+        )
 
 
 def test_subclassed_model_converts_with_an_input_signature(digits):
