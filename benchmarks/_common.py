@@ -1,0 +1,52 @@
+"""Helpers shared by the benchmark scripts: environment facts and atomic JSON results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def environment() -> dict[str, Any]:
+    import keras
+    import tensorflow as tf
+
+    try:
+        from importlib.metadata import version
+
+        litert = version("ai-edge-litert")
+    except Exception:  # noqa: BLE001 - the version is informative only
+        litert = "unknown"
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "ai_edge_litert": litert,
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+
+
+def write_results(name: str, payload: dict[str, Any]) -> Path:
+    """Print the results as JSON and write them to benchmarks/results/<name>.json atomically."""
+    payload = {
+        "benchmark": name,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "environment": environment(),
+        **payload,
+    }
+    text = json.dumps(payload, indent=2)
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".json", dir=RESULTS)
+    with os.fdopen(handle, "w") as stream:
+        stream.write(text + "\n")
+    target = RESULTS / f"{name}.json"
+    os.replace(temporary, target)
+    return target
