@@ -116,3 +116,37 @@ def test_damaged_tflite_files_get_a_clear_error_everywhere(damage, int8_bytes, t
 def test_missing_tflite_file_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.tflite"):
         tfc.inspect(tmp_path / "nope.tflite")
+
+
+_FUZZ_SCRIPT = """
+import sys
+import numpy as np
+import tfcompress as tfc
+from tfcompress.converter import TFLiteFileError
+data = open(sys.argv[1], "rb").read()
+x = np.zeros((2, 8, 8, 1), np.float32)
+rng = np.random.default_rng(0)
+for trial in range(150):
+    damaged = bytearray(data)
+    for _ in range(4):
+        damaged[int(rng.integers(8, len(damaged)))] = int(rng.integers(0, 256))
+    try:
+        tfc.evaluate_tflite(bytes(damaged), x, np.zeros(2, int))
+    except (TFLiteFileError, ValueError):
+        pass
+print("survived")
+"""
+
+
+@pytest.mark.slow
+def test_randomly_damaged_files_never_crash_the_process(int8_bytes, tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "model.tflite"
+    path.write_bytes(int8_bytes)
+    result = subprocess.run(
+        [sys.executable, "-c", _FUZZ_SCRIPT, str(path)], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "survived" in result.stdout

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from tfcompress import compat
+from tfcompress.converter.errors import TFLiteFileError
 from tfcompress.converter.flatbuffer import TFLiteSource, load_bytes, read_model
 
 _METRICS = ("accuracy", "mae", "mse")
@@ -19,11 +20,19 @@ def make_interpreter(source: TFLiteSource, threads: int = 1, builtin_only: bool 
     data, origin = load_bytes(source)
     read_model(data, origin)  # a corrupted file gets a clear error, never a crash of the process
     interpreter_class = compat.litert_interpreter_class()
-    return interpreter_class(
-        model_content=data,
-        num_threads=threads,
-        experimental_op_resolver_type=compat.litert_op_resolver(builtin_only),
-    )
+    try:
+        interpreter = interpreter_class(
+            model_content=data,
+            num_threads=threads,
+            experimental_op_resolver_type=compat.litert_op_resolver(builtin_only),
+        )
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as error:
+        raise TFLiteFileError(
+            f"LiteRT cannot load {origin}: {str(error).strip()[:400]}. The file is corrupted, or "
+            "uses an op this runtime lacks; convert the model again."
+        ) from error
+    return interpreter
 
 
 def run_tflite(
@@ -51,6 +60,13 @@ def run_tflite(
     input_details = interpreter.get_input_details()
     if len(inputs) != len(input_details):
         raise ValueError(f"The model has {len(input_details)} inputs; got {len(inputs)} arrays.")
+    for detail, array in zip(input_details, inputs, strict=True):
+        if tuple(np.shape(array)[1:]) != tuple(detail["shape"][1:]):
+            raise ValueError(
+                f"Input '{detail['name']}' expects samples of shape "
+                f"{tuple(int(d) for d in detail['shape'][1:])}; "
+                f"got an array of shape {np.shape(array)}."
+            )
     count = len(inputs[0])
     dynamic_batch = all(d["shape_signature"][0] == -1 for d in input_details)
     step = batch_size if dynamic_batch else int(input_details[0]["shape"][0])
@@ -77,7 +93,12 @@ def _invoke(
     interpreter.allocate_tensors()
     for detail, array in zip(details, batch, strict=True):
         interpreter.set_tensor(detail["index"], _quantize(array, detail))
-    interpreter.invoke()
+    try:
+        interpreter.invoke()
+    except RuntimeError as error:
+        raise TFLiteFileError(
+            f"LiteRT failed to run the model: {str(error).strip()[:400]}"
+        ) from error
     results = []
     for detail in interpreter.get_output_details():
         results.append(_dequantize(interpreter.get_tensor(detail["index"]), detail)[:rows])
