@@ -162,7 +162,11 @@ def _calibration_samples(
 
 def _run_converter(converter: Any, name: str, mode: str) -> bytes:
     try:
-        return converter.convert()
+        with warnings.catch_warnings():
+            # with integer I/O the converter warns that input statistics were not given: they
+            # come from calibration, so the warning is noise for our users
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            return converter.convert()
     except ConversionError:
         raise
     except Exception as error:  # the converter raises ConverterError, ValueError, RuntimeError...

@@ -1,0 +1,82 @@
+"""Rebuild the README's results tables from benchmarks/results/*.json.
+
+Run: .venv/bin/python benchmarks/update_readme.py
+Each table sits between `<!-- results:NAME -->` and `<!-- /results:NAME -->` in README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def convert_table(data: dict) -> str:
+    digits, mobilenet = data["digits_cnn"], data["mobilenet_v2_035_96"]
+    lines = [
+        f"digits CNN, Keras float accuracy {digits['keras_accuracy']:.4f}:",
+        "",
+        "| mode | LiteRT accuracy | drop (pp) | top-1 agreement with Keras | bytes | float ops |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for mode, row in digits["modes"].items():
+        lines.append(
+            f"| {mode} | {row['accuracy']:.4f} | {row['accuracy_drop_pp']:.2f} | "
+            f"{row['top1_agreement_with_keras']:.4f} | {row['bytes']:,} | {row['float_ops']} |"
+        )
+    lines += [
+        "",
+        "MobileNetV2 (alpha 0.35, 96x96, `weights=None`), 1 thread, XNNPACK:",
+        "",
+        "| mode | bytes | median ms | p90 ms |",
+        "|---|---:|---:|---:|",
+    ]
+    for mode in ("float32", "int8"):
+        row = mobilenet[mode]
+        lines.append(
+            f"| {mode} | {row['bytes']:,} | {row['median_ms']:.3f} | {row['p90_ms']:.3f} |"
+        )
+    lines += [
+        "",
+        f"int8 / float32: size {mobilenet['int8_over_float32_bytes']:.3f}x, median latency "
+        f"{mobilenet['int8_over_float32_median_latency']:.3f}x (digits CNN size "
+        f"{digits['int8_over_float32_bytes']:.3f}x).",
+    ]
+    return "\n".join(lines)
+
+
+def generic_table(data: dict) -> str:
+    """Fallback for results without a dedicated formatter: the targets and the command."""
+    lines = [f"Command: `{data.get('command', '')}`", ""]
+    for key, value in data.get("targets_met", {}).items():
+        lines.append(f"- {key}: {'met' if value else 'NOT met'}")
+    return "\n".join(lines)
+
+
+FORMATTERS: dict[str, Callable[[dict], str]] = {"convert": convert_table}
+
+
+def main() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    for path in sorted(RESULTS.glob("*.json")):
+        name = path.stem
+        pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(<!-- /results:{name} -->)", re.S)
+        if not pattern.search(text):
+            continue
+        table = FORMATTERS.get(name, generic_table)(json.loads(path.read_text()))
+        text = pattern.sub(lambda m, t=table: m.group(1) + t + "\n" + m.group(2), text)
+    handle, temporary = tempfile.mkstemp(prefix=".README.", dir=ROOT)
+    with os.fdopen(handle, "w") as stream:
+        stream.write(text)
+    os.replace(temporary, readme)
+
+
+if __name__ == "__main__":
+    main()
