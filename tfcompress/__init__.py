@@ -27,6 +27,8 @@ from tfcompress.converter import (
 )
 
 # -- subpackages register their public names below (one import line each) --
+from tfcompress import sharing
+from tfcompress.sharing import cluster_weights, factorize, strip_clustering
 
 __version__ = "0.1.0"
 
@@ -41,4 +43,8 @@ __all__ = [
     "evaluate_tflite",
     "inspect",
     "save_tflite",
+    "sharing",
+    "cluster_weights",
+    "factorize",
+    "strip_clustering",
 ]

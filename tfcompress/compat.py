@@ -69,6 +69,11 @@ def disable_per_channel_dense(converter: Any) -> None:
         setattr(converter, attribute, True)
 
 
+def disable_per_channel_weights(converter: Any) -> None:
+    """Ask the TFLite converter for per-tensor weight scales everywhere (keeps clustered values shared)."""
+    converter._experimental_disable_per_channel = True
+
+
 def load_keras_file(path: str, safe_mode: bool, custom_objects: dict | None) -> Any:
     """Load a `.keras` / `.h5` file with Keras 3."""
     return keras.saving.load_model(

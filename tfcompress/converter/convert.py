@@ -36,6 +36,7 @@ def convert(
     num_samples: int = 200,
     input_signature: Sequence[tf.TensorSpec] | None = None,
     sparsity: bool = False,
+    per_channel: bool = True,
     safe_mode: bool = True,
     custom_objects: dict | None = None,
     progress: bool = False,
@@ -56,6 +57,8 @@ def convert(
         num_samples: how many calibration samples to read at most.
         input_signature: `tf.TensorSpec`s of the inputs, for a subclassed model that has none.
         sparsity: also encode sparse weights (`EXPERIMENTAL_SPARSITY`) for pruned models.
+        per_channel: per-channel weight scales for convolutions in the integer modes. Turn it off
+            for clustered models, so that a kernel with 16 shared values keeps 16 int8 values.
         safe_mode: load `.keras` files with Keras's safe mode (refuses to run Lambda code).
         custom_objects: custom classes needed to load a `.keras` file.
         progress: show a progress bar while calibrating.
@@ -91,6 +94,8 @@ def convert(
     # run; the frozen-graph pipeline turns them into constants and folds BatchNormalization.
     converter.experimental_lower_to_saved_model = False
     _configure(converter, mode, source, concrete, representative_data, num_samples, progress)
+    if not per_channel:
+        compat.disable_per_channel_weights(converter)
     if sparsity:
         converter.optimizations = list(
             {*converter.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY}
