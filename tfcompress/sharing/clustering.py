@@ -9,14 +9,14 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcompress.sharing._rewrite import check_rewritable, fresh_copy, rebuild
+from tfcompress.sharing._rewrite import check_rewritable, fold_batch_norms, fresh_copy, rebuild
 
 INITS = ("kmeans++", "linear", "density")
 _KERNEL_ATTRIBUTE = {
     keras.layers.Dense: "kernel",
     keras.layers.Conv1D: "kernel",
     keras.layers.Conv2D: "kernel",
-    keras.layers.DepthwiseConv2D: "depthwise_kernel",
+    keras.layers.DepthwiseConv2D: "kernel",
 }
 
 
@@ -213,6 +213,7 @@ def cluster_weights(
     init: str = "kmeans++",
     per_channel: bool = False,
     layers: Sequence[str] | None = None,
+    fold_batchnorm: bool = True,
 ) -> keras.Model | ClusterWeights:
     """Cluster the kernels of a model's Dense, Conv1D, Conv2D and DepthwiseConv2D layers.
 
@@ -223,6 +224,9 @@ def cluster_weights(
             "density" (evenly in the weights' distribution).
         per_channel: one set of centroids per output channel.
         layers: names of the layers to cluster; by default every clusterable layer.
+        fold_batchnorm: first fold each BatchNormalization into the layer before it, so the
+            converter does not rescale the shared values later (the BatchNormalization layers
+            become identities).
 
     Returns:
         A model whose clusterable layers are wrapped in `ClusterWeights` (or the wrapped layer).
@@ -252,9 +256,12 @@ def cluster_weights(
     ):
         raise ValueError(f"number_of_clusters must be an integer >= 2; got {number_of_clusters!r}.")
 
+    if any(isinstance(layer, ClusterWeights) for layer in model.layers):
+        raise ValueError(f"Model '{model.name}' is already clustered; strip_clustering it first.")
+    if fold_batchnorm:
+        model = fold_batch_norms(model)
+
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
-        if isinstance(layer, ClusterWeights):
-            raise ValueError(f"Layer '{layer.name}' is already clustered.")
         chosen = names is None or layer.name in names
         if not chosen or (names is None and _kernel_name(layer) is None):
             return None
