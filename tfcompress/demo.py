@@ -24,7 +24,8 @@ from tfcompress.converter.convert import CALIBRATED_MODES, MODES
 from tfcompress.data import Split, calibration_sample, load_digits
 from tfcompress.models import build_digits_cnn, compile_classifier
 
-RowMaker = Callable[[Split, keras.Model], list[tuple[str, keras.Model]]]
+# A row maker returns (name, trained model) or (name, trained model, extra convert() options).
+RowMaker = Callable[[Split, keras.Model], list[tuple]]
 
 
 @dataclass
@@ -43,8 +44,9 @@ class DemoRow:
 
 def row_makers() -> list[tuple[str, RowMaker]]:
     """The compression methods that add rows to the demo (QAT, pruning, distillation, sharing)."""
-    makers: list[tuple[str, RowMaker]] = []
-    return makers
+    from tfcompress.demos import sharing
+
+    return [("sharing", sharing.make_rows)]
 
 
 def train_float_model(split: Split, epochs: int, seed: int = 0) -> keras.Model:
@@ -92,9 +94,9 @@ def run_demo(
         data = calibration if mode in CALIBRATED_MODES else None
         rows.append(measure(f"digits_{mode}", mode, convert(model, mode, data), split, out))
     for method, maker in row_makers():
-        for name, variant in maker(split, model):
+        for name, variant, *options in maker(split, model):
             log(f"{method}: converting '{name}' to int8...")
-            flatbuffer = convert(variant, "int8", calibration)
+            flatbuffer = convert(variant, "int8", calibration, **(options[0] if options else {}))
             rows.append(measure(f"digits_{name.replace(' ', '_')}", "int8", flatbuffer, split, out))
     report = {
         "dataset": "scikit-learn digits (8x8, 10 classes)",
