@@ -49,6 +49,26 @@ def _row(flatbuffer: bytes, x, y) -> dict:
     }
 
 
+def _factorize_half_of_dense(model):
+    """Halve the Dense kernel parameters by factorizing the hidden Dense layer only.
+
+    The 10-class output layer stays whole: at half its parameters it would be rank 4, a
+    bottleneck that costs about 1.5 pp on digits.
+    """
+    import keras
+
+    import tfcompress as tfc
+
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    total = sum(int(layer.kernel.shape[0] * layer.kernel.shape[1]) for layer in dense)
+    hidden = dense[0]
+    fan_in, fan_out = hidden.kernel.shape
+    others = total - fan_in * fan_out
+    rank = int((total / 2 - others) // (fan_in + fan_out))
+    factorized, report = tfc.factorize(model, rank=rank, layers=[hidden.name])
+    return factorized, report, total
+
+
 def ours() -> dict:
     import keras
 
@@ -71,14 +91,14 @@ def ours() -> dict:
         tfc.convert(stripped, "int8", calibration, per_channel=False), split.x_test, split.y_test
     )
 
-    dense_names = [layer.name for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-    factorized, report = tfc.factorize(model, parameter_ratio=0.5, layers=dense_names)
+    factorized, report, dense_before = _factorize_half_of_dense(model)
     factorized = compile_classifier(factorized, 1e-3)
     before = float(factorized.evaluate(split.x_test, split.y_test, verbose=0)[1])
     factorized.fit(split.x_train, split.y_train, epochs=5, batch_size=64, verbose=0)
     factorized_row = _row(tfc.convert(factorized, "int8", calibration), split.x_test, split.y_test)
-    dense_before = sum(layer.parameters_before for layer in report.layers)
-    dense_after = sum(layer.parameters_after for layer in report.layers)
+    dense_after = dense_before - sum(
+        layer.parameters_before - layer.parameters_after for layer in report.layers
+    )
     return {
         "float_keras_accuracy": float_accuracy,
         "dense_int8": dense,

@@ -51,6 +51,36 @@ def convert_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def sharing_table(data: dict) -> str:
+    ours, theirs = data["tfcompress"], data["tfmot"]
+    lines = [
+        f"digits CNN, {data['settings']['clusters']} clusters, "
+        f"{data['settings']['fine_tune_epochs']} fine-tuning epochs, int8 on LiteRT:",
+        "",
+        "| | float Keras | dense int8 acc. | clustered int8 acc. | gzip clustered / dense | max unique values per kernel |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, side in (("tfcompress", ours), ("tfmot", theirs)):
+        if "error" in side:
+            lines.append(f"| {name} | failed: {side['error']} | | | | |")
+            continue
+        lines.append(
+            f"| {name} | {side['float_keras_accuracy']:.4f} | {side['dense_int8']['accuracy']:.4f} | "
+            f"{side['clustered_int8']['accuracy']:.4f} | {side['clustered_gzip_over_dense_gzip']:.3f}x | "
+            f"{side['clustered_int8']['max_unique_values_per_kernel']} |"
+        )
+    factor = ours["factorization"]
+    lines += [
+        "",
+        f"Low-rank factorization, Dense parameters {factor['dense_parameters_before']:,} -> "
+        f"{factor['dense_parameters_after']:,} ({factor['dense_parameter_ratio']:.2f}x): Keras accuracy "
+        f"{factor['keras_accuracy_before_fine_tuning']:.4f} before and "
+        f"{factor['keras_accuracy_after_fine_tuning']:.4f} after 5 fine-tuning epochs; int8 on LiteRT "
+        f"{factor['int8']['accuracy']:.4f}.",
+    ]
+    return "\n".join(lines)
+
+
 def generic_table(data: dict) -> str:
     """Fallback for results without a dedicated formatter: the targets and the command."""
     lines = [f"Command: `{data.get('command', '')}`", ""]
@@ -59,7 +89,7 @@ def generic_table(data: dict) -> str:
     return "\n".join(lines)
 
 
-FORMATTERS: dict[str, Callable[[dict], str]] = {"convert": convert_table}
+FORMATTERS: dict[str, Callable[[dict], str]] = {"convert": convert_table, "sharing": sharing_table}
 
 
 def main() -> None:
