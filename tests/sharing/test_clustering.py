@@ -154,3 +154,19 @@ def test_folding_batch_norms_keeps_outputs(trained_digits_cnn, digits):
         trained_digits_cnn.predict(digits.x_test, verbose=0),
         atol=1e-4,
     )
+
+
+def test_sparsity_preserving_clustering_keeps_pruned_zeros(trained_digits_cnn, digits):
+    model = _clone(trained_digits_cnn)
+    fc1 = model.get_layer("fc1")
+    kernel, bias = fc1.get_weights()
+    pruned = np.where(np.abs(kernel) < np.quantile(np.abs(kernel), 0.7), 0.0, kernel)
+    fc1.set_weights([pruned, bias])
+    clustered = tfc.cluster_weights(
+        model, number_of_clusters=8, layers=["fc1"], preserve_sparsity=True
+    )
+    compile_classifier(clustered, 1e-3)
+    clustered.fit(digits.x_train[:256], digits.y_train[:256], epochs=1, batch_size=32, verbose=0)
+    baked = tfc.strip_clustering(clustered).get_layer("fc1").get_weights()[0]
+    assert np.array_equal(baked == 0, pruned == 0)
+    assert len(np.unique(baked[baked != 0])) <= 8

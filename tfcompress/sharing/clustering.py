@@ -27,6 +27,8 @@ def _kernel_name(layer: keras.layers.Layer) -> str | None:
 def initial_centroids(values: np.ndarray, count: int, init: str, seed: int = 0) -> np.ndarray:
     """`count` sorted centroids for a 1-D array of weights."""
     values = values.reshape(-1).astype(np.float64)
+    if values.size == 0:  # an all-zero (fully pruned) channel
+        return np.zeros(count, np.float32)
     if init == "linear":
         centroids = np.linspace(values.min(), values.max(), count)
     elif init == "density":
@@ -69,6 +71,7 @@ class ClusterWeights(keras.layers.Wrapper):
         number_of_clusters: int = 16,
         init: str = "kmeans++",
         per_channel: bool = False,
+        preserve_sparsity: bool = False,
         **kwargs: Any,
     ):
         super().__init__(layer, **kwargs)
@@ -90,6 +93,7 @@ class ClusterWeights(keras.layers.Wrapper):
         self.number_of_clusters = int(number_of_clusters)
         self.init = init
         self.per_channel = bool(per_channel)
+        self.preserve_sparsity = bool(preserve_sparsity)
         self.kernel_name = kernel_name
 
     # -- weights ----------------------------------------------------------------------------
@@ -117,6 +121,10 @@ class ClusterWeights(keras.layers.Wrapper):
             initializer="zeros",
             trainable=False,
         )
+        if self.preserve_sparsity:
+            self.sparsity_mask = self.add_weight(
+                name="sparsity_mask", shape=tuple(kernel.shape), initializer="ones", trainable=False
+            )
         self._initialize_clusters()
         self.built = True
 
@@ -131,13 +139,20 @@ class ClusterWeights(keras.layers.Wrapper):
 
     def _initialize_clusters(self) -> None:
         kernel = keras.ops.convert_to_numpy(self._kernel())
+        mask = kernel != 0 if self.preserve_sparsity else np.ones(kernel.shape, bool)
+        if self.preserve_sparsity:
+            self.sparsity_mask.assign(mask.astype(np.float32))
         if self.per_channel:
             moved = np.moveaxis(kernel, self._channel_axis(), 0)
+            kept = np.moveaxis(mask, self._channel_axis(), 0)
             centroids = np.stack(
-                [initial_centroids(c, self.number_of_clusters, self.init) for c in moved]
+                [
+                    initial_centroids(c[k], self.number_of_clusters, self.init)
+                    for c, k in zip(moved, kept, strict=True)
+                ]
             )
         else:
-            centroids = initial_centroids(kernel, self.number_of_clusters, self.init)
+            centroids = initial_centroids(kernel[mask], self.number_of_clusters, self.init)
         self.centroids.assign(centroids)
         self.indices.assign(
             keras.ops.convert_to_numpy(self._nearest(ops.convert_to_tensor(kernel)))
@@ -165,15 +180,18 @@ class ClusterWeights(keras.layers.Wrapper):
         return ops.moveaxis(ops.reshape(values, moved.shape), -1, axis)
 
     def clustered_kernel(self) -> Any:
-        """The kernel as deployed: every weight replaced by its centroid."""
-        return self._gather(self.indices)
+        """The kernel as deployed: every weight replaced by its centroid (pruned zeros kept)."""
+        return self._masked(self._gather(self.indices))
+
+    def _masked(self, values: Any) -> Any:
+        return values * self.sparsity_mask if self.preserve_sparsity else values
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         kernel = self._kernel()
         if training:
             self.indices.assign(self._nearest(kernel))
         # straight-through: the value is the clustered kernel, the gradient also reaches `kernel`
-        clustered = self._gather(self.indices) + (kernel - ops.stop_gradient(kernel))
+        clustered = self._masked(self._gather(self.indices) + (kernel - ops.stop_gradient(kernel)))
         return self._forward(inputs, clustered)
 
     def _forward(self, inputs: Any, kernel: Any) -> Any:
@@ -204,6 +222,7 @@ class ClusterWeights(keras.layers.Wrapper):
             "number_of_clusters": self.number_of_clusters,
             "init": self.init,
             "per_channel": self.per_channel,
+            "preserve_sparsity": self.preserve_sparsity,
         }
 
 
@@ -214,6 +233,7 @@ def cluster_weights(
     per_channel: bool = False,
     layers: Sequence[str] | None = None,
     fold_batchnorm: bool = True,
+    preserve_sparsity: bool = False,
 ) -> keras.Model | ClusterWeights:
     """Cluster the kernels of a model's Dense, Conv1D, Conv2D and DepthwiseConv2D layers.
 
@@ -227,6 +247,8 @@ def cluster_weights(
         fold_batchnorm: first fold each BatchNormalization into the layer before it, so the
             converter does not rescale the shared values later (the BatchNormalization layers
             become identities).
+        preserve_sparsity: keep the zeros of a pruned model at zero (sparsity-preserving
+            clustering): centroids are fitted on the non-zero weights only.
 
     Returns:
         A model whose clusterable layers are wrapped in `ClusterWeights` (or the wrapped layer).
@@ -239,7 +261,12 @@ def cluster_weights(
         >>> sum(isinstance(layer, tfc.sharing.ClusterWeights) for layer in clustered.layers)
         5
     """
-    options = {"number_of_clusters": number_of_clusters, "init": init, "per_channel": per_channel}
+    options = {
+        "number_of_clusters": number_of_clusters,
+        "init": init,
+        "per_channel": per_channel,
+        "preserve_sparsity": preserve_sparsity,
+    }
     if not isinstance(model_or_layer, keras.Model):
         return ClusterWeights(model_or_layer, **options)
     model = model_or_layer
