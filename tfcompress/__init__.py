@@ -27,12 +27,14 @@ from tfcompress.converter import (
 )
 
 # -- subpackages register their public names below (one import line each) --
+from tfcompress.distillation import Distiller
 from tfcompress import sharing
 from tfcompress.sharing import cluster_weights, factorize, strip_clustering
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Distiller",
     "ConversionError",
     "EdgeTPUReport",
     "TFLiteReport",

@@ -79,3 +79,8 @@ def load_keras_file(path: str, safe_mode: bool, custom_objects: dict | None) -> 
     return keras.saving.load_model(
         path, custom_objects=custom_objects, compile=False, safe_mode=safe_mode
     )
+
+
+def keras_distillation_module() -> Any:
+    """`keras.distillation` when this Keras ships it (3.15 does), else None."""
+    return getattr(keras, "distillation", None)
