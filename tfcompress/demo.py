@@ -44,9 +44,9 @@ class DemoRow:
 
 def row_makers() -> list[tuple[str, RowMaker]]:
     """The compression methods that add rows to the demo (QAT, pruning, distillation, sharing)."""
-    from tfcompress.demos import sharing
+    from tfcompress.demos import distillation, sharing
 
-    return [("sharing", sharing.make_rows)]
+    return [("distillation", distillation.make_rows), ("sharing", sharing.make_rows)]
 
 
 def train_float_model(split: Split, epochs: int, seed: int = 0) -> keras.Model:
