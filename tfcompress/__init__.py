@@ -28,6 +28,7 @@ from tfcompress.converter import (
 
 # -- subpackages register their public names below (one import line each) --
 from tfcompress.distillation import Distiller
+from tfcompress.pruning import prune_low_magnitude, strip_pruning
 from tfcompress import sharing
 from tfcompress.sharing import cluster_weights, factorize, strip_clustering
 
@@ -35,6 +36,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Distiller",
+    "prune_low_magnitude",
+    "strip_pruning",
     "ConversionError",
     "EdgeTPUReport",
     "TFLiteReport",

@@ -1,0 +1,38 @@
+"""Demo row for pruning: the digits CNN pruned to 80% sparsity, converted to int8."""
+
+from __future__ import annotations
+
+import keras
+
+from tfcompress.data import Split
+from tfcompress.models import compile_classifier
+from tfcompress.pruning import (
+    PolynomialDecay,
+    UpdatePruningStep,
+    prune_low_magnitude,
+    strip_pruning,
+)
+
+EPOCHS = 10
+BATCH = 64
+
+
+def make_rows(split: Split, float_model: keras.Model) -> list[tuple[str, keras.Model]]:
+    """("pruned 80% int8", stripped model) fine-tuned from a clone of `float_model`.
+
+    Example:
+        >>> from tfcompress.data import load_digits
+        >>> from tfcompress.demo import train_float_model
+        >>> split = load_digits()
+        >>> [name for name, _ in make_rows(split, train_float_model(split, 2))]
+        ['pruned 80% int8']
+    """
+    keras.utils.set_random_seed(0)
+    clone = keras.models.clone_model(float_model)
+    clone.set_weights(float_model.get_weights())
+    steps = -(-len(split.x_train) // BATCH)
+    schedule = PolynomialDecay(0.0, 0.8, begin_step=0, end_step=steps * EPOCHS // 2, frequency=10)
+    pruned = compile_classifier(prune_low_magnitude(clone, schedule=schedule), 1e-3)
+    pruned.fit(split.x_train, split.y_train, epochs=EPOCHS, batch_size=BATCH, verbose=0,
+               callbacks=[UpdatePruningStep()])  # fmt: skip
+    return [("pruned 80% int8", strip_pruning(pruned))]

@@ -1,0 +1,187 @@
+"""Training callbacks: advance the pruning step, log sparsity, feed loss-aware scores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfcompress.pruning.prune import pruned_layers
+
+
+def _wrappers(model: keras.Model, what: str) -> list:
+    wrappers = pruned_layers(model)
+    if not wrappers:
+        raise ValueError(
+            f"{what}: model '{model.name}' has no PruneLowMagnitude layer; wrap it with "
+            "tfcompress.prune_low_magnitude first."
+        )
+    return wrappers
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class UpdatePruningStep(keras.callbacks.Callback):
+    """Advances every wrapper's `pruning_step` before each training batch (required in `fit`).
+
+    The step continues from the value saved in the model, so a model reloaded from `.keras`
+    resumes its schedule where it stopped. Without this callback the first training step fails
+    with a message that names it.
+
+    Example:
+        >>> import keras, numpy as np, tfcompress as tfc
+        >>> model = tfc.prune_low_magnitude(keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]))
+        >>> model.compile("sgd", "mse")
+        >>> _ = model.fit(np.ones((8, 4)), np.ones((8, 2)), batch_size=4, verbose=0,
+        ...               callbacks=[tfc.pruning.UpdatePruningStep()])
+        >>> int(model.layers[0].pruning_step.numpy())
+        1
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._step = -1
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._layers = _wrappers(self.model, "UpdatePruningStep")
+        self._step = max(int(keras.ops.convert_to_numpy(w.pruning_step)) for w in self._layers)
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        self._step += 1
+        for wrapper in self._layers:
+            wrapper.pruning_step.assign(self._step)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        # the last optimizer step moved masked weights off zero; put the zeros back
+        for wrapper in self._layers:
+            wrapper.apply_masks()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        for wrapper in self._layers:
+            wrapper.apply_masks()
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
+
+
+def _scalar(tag: str, value: float, step: int) -> None:
+    """A TensorBoard scalar written with core TF only (`tf.summary.scalar` needs tensorboard)."""
+    metadata = tf.compat.v1.SummaryMetadata(
+        plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars")
+    )
+    tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=metadata)
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class PruningSummaries(keras.callbacks.Callback):
+    """Writes TensorBoard scalars per pruned layer at each epoch end: `<layer>/sparsity` and
+    `<layer>/threshold` (the smallest kept score), plus the schedule's target sparsity.
+
+    Args:
+        log_dir: TensorBoard log directory (a `pruning` subdirectory is written).
+        update_freq: "epoch" or an integer number of batches.
+
+    Example:
+        >>> import tempfile, tfcompress as tfc
+        >>> callback = tfc.pruning.PruningSummaries(tempfile.mkdtemp())
+        >>> callback.update_freq
+        'epoch'
+    """
+
+    def __init__(self, log_dir: str, update_freq: str | int = "epoch") -> None:
+        super().__init__()
+        if not isinstance(log_dir, str) or not log_dir:
+            raise ValueError(f"log_dir must be a directory path; got {log_dir!r}.")
+        if update_freq != "epoch" and (not isinstance(update_freq, int) or update_freq < 1):
+            raise ValueError(
+                f"update_freq must be 'epoch' or an integer >= 1; got {update_freq!r}."
+            )
+        self.log_dir = log_dir
+        self.update_freq = update_freq
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._layers = _wrappers(self.model, "PruningSummaries")
+        self._writer = tf.summary.create_file_writer(f"{self.log_dir}/pruning")
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.update_freq != "epoch" and (batch + 1) % self.update_freq == 0:
+            self._write()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._write()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._writer.close()
+
+    def _write(self) -> None:
+        step = max(int(keras.ops.convert_to_numpy(w.pruning_step)) for w in self._layers)
+        with self._writer.as_default(step=step):
+            for wrapper in self._layers:
+                name = wrapper.layer.name
+                _scalar(f"{name}/sparsity", wrapper.sparsity(), step)
+                for index, threshold in enumerate(wrapper.thresholds):
+                    suffix = "" if index == 0 else f"_{index}"
+                    value = float(keras.ops.convert_to_numpy(threshold))
+                    _scalar(f"{name}/threshold{suffix}", value, step)
+                _scalar(f"{name}/target_sparsity", wrapper.schedule.sparsity_at(step), step)
+        self._writer.flush()
+
+    def get_config(self) -> dict[str, Any]:
+        return {"log_dir": self.log_dir, "update_freq": self.update_freq}
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class TaylorScores(keras.callbacks.Callback):
+    """Feeds the loss-aware criterion: before each batch where some wrapper will prune, computes
+    |dL/dw| on a fixed scoring batch so the mask keeps the weights with the largest |w * dL/dw|
+    (first-order Taylor estimate of the loss change when removing a weight).
+
+    Put it after `UpdatePruningStep` in the callbacks of a model pruned with
+    `criterion="taylor"`.
+
+    Args:
+        x: inputs of the scoring batch (a few hundred samples are plenty).
+        y: their targets.
+
+    Example:
+        >>> import numpy as np, tfcompress as tfc
+        >>> callback = tfc.pruning.TaylorScores(np.zeros((4, 8, 8, 1)), np.zeros(4))
+        >>> callback.x.shape
+        (4, 8, 8, 1)
+    """
+
+    def __init__(self, x: Any, y: Any) -> None:
+        super().__init__()
+        self.x = np.asarray(x)
+        self.y = np.asarray(y)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._layers = [w for w in _wrappers(self.model, "TaylorScores") if w.criterion == "taylor"]
+        if not self._layers:
+            raise ValueError(
+                "TaylorScores: no layer was pruned with criterion='taylor'; pass "
+                "criterion='taylor' to prune_low_magnitude."
+            )
+        if self.model.loss is None:
+            raise ValueError("TaylorScores needs a compiled model (it uses the model's loss).")
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        due = any(bool(w.schedule(w.pruning_step)[0]) for w in self._layers)
+        if due:
+            self._score()
+
+    def _score(self) -> None:
+        kernels = [kernel for wrapper in self._layers for kernel in wrapper.kernels]
+        with tf.GradientTape() as tape:
+            outputs = self.model(self.x, training=False)
+            loss = self.model.compute_loss(x=self.x, y=self.y, y_pred=outputs)
+        gradients = tape.gradient(loss, [k.value for k in kernels])
+        gradients = iter(gradients)
+        for wrapper in self._layers:
+            for score in wrapper.gradient_scores:
+                gradient = next(gradients)
+                score.assign(tf.zeros_like(score) if gradient is None else tf.abs(gradient))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"x": self.x.tolist(), "y": self.y.tolist()}

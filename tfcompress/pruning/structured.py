@@ -1,0 +1,247 @@
+"""Structured pruning: remove whole filters/neurons and return a smaller dense Keras model.
+
+Channels are grouped by what must stay aligned: a Conv/Dense layer's output channels, followed
+through channel-wise layers (BatchNormalization, activations, pooling, Dropout, depthwise convs
+with depth_multiplier 1) to the layers that consume them, and merged across residual adds. Each
+group keeps its channels with the largest summed L1 norm over its producing kernels. Groups that
+reach a model output or a layer that mixes channel positions (Flatten, Reshape, Concatenate, ...)
+are left whole.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+_PRODUCERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+_CHANNELWISE = (
+    keras.layers.BatchNormalization,
+    keras.layers.ReLU,
+    keras.layers.Activation,
+    keras.layers.LeakyReLU,
+    keras.layers.PReLU,
+    keras.layers.ELU,
+    keras.layers.Softmax,
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout2D,
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.ZeroPadding2D,
+    keras.layers.Identity,
+)
+_MERGES = (
+    keras.layers.Add,
+    keras.layers.Subtract,
+    keras.layers.Multiply,
+    keras.layers.Average,
+    keras.layers.Maximum,
+    keras.layers.Minimum,
+)
+
+
+def _is_producer(layer: Any) -> bool:
+    return isinstance(layer, _PRODUCERS) and getattr(layer, "groups", 1) == 1
+
+
+def _is_channelwise(layer: Any) -> bool:
+    if isinstance(layer, keras.layers.DepthwiseConv2D | keras.layers.DepthwiseConv1D):
+        return layer.depth_multiplier == 1
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return layer.axis in (-1, [-1]) or layer.axis == len(layer.input.shape) - 1
+    return isinstance(layer, _CHANNELWISE)
+
+
+class _ChannelGroups:
+    """Union-find over channel groups, with the tensors and layers attached to each group."""
+
+    def __init__(self) -> None:
+        self.parent: list[int] = []
+        self.fixed: set[int] = set()
+        self.producers: dict[int, list[keras.layers.Layer]] = {}
+
+    def new(self, producer: keras.layers.Layer) -> int:
+        self.parent.append(len(self.parent))
+        group = len(self.parent) - 1
+        self.producers[group] = [producer]
+        return group
+
+    def find(self, group: int) -> int:
+        while self.parent[group] != group:
+            self.parent[group] = self.parent[self.parent[group]]
+            group = self.parent[group]
+        return group
+
+    def union(self, groups: list[int | None]) -> int | None:
+        if any(group is None for group in groups):
+            for group in groups:
+                self.fix(group)
+            return None
+        roots = [self.find(group) for group in groups]
+        root = roots[0]
+        for other in roots[1:]:
+            if other != root:
+                self.parent[other] = root
+                self.producers[root] += self.producers.pop(other)
+                if other in self.fixed:
+                    self.fixed.add(root)
+        return root
+
+    def fix(self, group: int | None) -> None:
+        if group is not None:
+            self.fixed.add(self.find(group))
+
+
+def _trace(model: keras.Model) -> tuple[_ChannelGroups, dict[int, int | None]]:
+    """Assign a channel group to every tensor of the model (None: cannot be pruned)."""
+    groups = _ChannelGroups()
+    of_tensor: dict[int, int | None] = {}
+    uses: dict[int, int] = {}
+    for depth in sorted(model._nodes_by_depth, reverse=True):  # inputs first
+        for node in model._nodes_by_depth[depth]:
+            uses[id(node.operation)] = uses.get(id(node.operation), 0) + 1
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            layer = node.operation
+            inputs = [of_tensor.get(id(t)) for t in node.input_tensors]
+            if node.is_input:
+                output = None
+            elif uses[id(layer)] > 1:  # a shared layer must keep one shape
+                for group in inputs:
+                    groups.fix(group)
+                output = None
+            elif _is_producer(layer):
+                output = groups.new(layer)
+            elif _is_channelwise(layer) and len(inputs) == 1:
+                output = inputs[0]
+            elif isinstance(layer, _MERGES):
+                output = groups.union(inputs)
+            else:
+                for group in inputs:
+                    groups.fix(group)
+                output = None
+            for tensor in node.outputs:
+                of_tensor[id(tensor)] = output
+    for tensor in model.outputs:
+        groups.fix(of_tensor.get(id(tensor)))
+    return groups, of_tensor
+
+
+def _channel_scores(producers: list[keras.layers.Layer]) -> np.ndarray:
+    total = 0.0
+    for layer in producers:
+        kernel = keras.ops.convert_to_numpy(layer.kernel)
+        norms = np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0)
+        total = total + norms / (norms.mean() + 1e-12)  # comparable across layers
+    return np.asarray(total)
+
+
+def _keep_indices(groups: _ChannelGroups, fraction: float) -> dict[int, np.ndarray]:
+    keep = {}
+    for root, producers in groups.producers.items():
+        if groups.find(root) != root or root in groups.fixed:
+            continue
+        scores = _channel_scores(producers)
+        count = max(1, int(round(scores.size * (1.0 - fraction))))
+        keep[root] = np.sort(np.argsort(-scores, kind="stable")[:count])
+    return keep
+
+
+def prune_channels(model: keras.Model, fraction: float = 0.5) -> keras.Model:
+    """Remove `fraction` of the filters/neurons of every prunable channel group.
+
+    Args:
+        model: a built functional or Sequential model (not modified).
+        fraction: share of channels to remove per group, in [0, 1).
+
+    Returns:
+        A smaller plain Keras model (fewer parameters and FLOPs). Fine-tune it briefly: it
+        computes a different function than `model`.
+
+    Example:
+        >>> from tfcompress.models import build_digits_cnn
+        >>> from tfcompress.pruning import prune_channels
+        >>> model = build_digits_cnn(width=32)
+        >>> small = prune_channels(model, 0.5)
+        >>> small.count_params() < 0.3 * model.count_params()
+        True
+    """
+    if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
+        raise ValueError(
+            "prune_channels expects a built functional or Sequential keras.Model; got "
+            f"{type(model).__name__}."
+        )
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, int | float)
+        or not (0.0 <= fraction < 1.0)
+    ):
+        raise ValueError(f"fraction must be a number in [0, 1); got {fraction!r}.")
+    groups, of_tensor = _trace(model)
+    keep = _keep_indices(groups, float(fraction))
+
+    def kept(tensor: Any) -> np.ndarray | None:
+        group = of_tensor.get(id(tensor))
+        return None if group is None else keep.get(groups.find(group))
+
+    def clone(layer: Any) -> Any:
+        if not isinstance(layer, keras.layers.Layer):
+            return layer
+        config = layer.get_config()
+        if _is_producer(layer):
+            out = kept(layer.output)
+            if out is not None:
+                config["units" if isinstance(layer, keras.layers.Dense) else "filters"] = out.size
+        return layer.__class__.from_config(config)
+
+    small = keras.models.clone_model(model, clone_function=clone)
+    for old, new in zip(model.layers, small.layers, strict=True):
+        if old.weights:
+            new.set_weights(_sliced_weights(old, kept(old.input), kept(old.output)))
+    return small
+
+
+def _take(array: np.ndarray, indices: np.ndarray | None, axis: int) -> np.ndarray:
+    return array if indices is None else np.take(array, indices, axis=axis)
+
+
+def _sliced_weights(
+    layer: keras.layers.Layer, inputs: np.ndarray | None, outputs: np.ndarray | None
+) -> list[np.ndarray]:
+    weights = layer.get_weights()
+    if _is_producer(layer):
+        kernel = _take(_take(weights[0], inputs, -2), outputs, -1)
+        return [kernel, *(_take(w, outputs, 0) for w in weights[1:])]
+    if isinstance(layer, keras.layers.DepthwiseConv2D | keras.layers.DepthwiseConv1D):
+        return [_take(weights[0], inputs, -2), *(_take(w, outputs, 0) for w in weights[1:])]
+    if isinstance(layer, keras.layers.BatchNormalization | keras.layers.PReLU):
+        return [_take(w, inputs, -1) for w in weights]
+    return weights
+
+
+def count_flops(model: keras.Model) -> int:
+    """Floating-point operations (2 x multiply-accumulates) of one sample through the Conv,
+    Dense and depthwise layers of `model`.
+
+    Example:
+        >>> from tfcompress.models import build_digits_cnn
+        >>> count_flops(build_digits_cnn(width=32)) > 0
+        True
+    """
+    macs = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.DepthwiseConv2D | keras.layers.DepthwiseConv1D):
+            kernel = layer.kernel.shape
+            macs += int(np.prod(layer.output.shape[1:])) * int(np.prod(kernel[:-2]))
+        elif isinstance(layer, _PRODUCERS):
+            kernel = layer.kernel.shape
+            per_output = int(np.prod(kernel[:-1])) // getattr(layer, "groups", 1)
+            macs += int(np.prod(layer.output.shape[1:])) * per_output
+    return 2 * macs

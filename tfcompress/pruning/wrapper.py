@@ -1,0 +1,367 @@
+"""`PruneLowMagnitude`: a thin wrapper that keeps a binary mask over a layer's kernels."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfcompress.pruning.schedules import ConstantSparsity, PruningSchedule
+
+CRITERIA = ("magnitude", "taylor")
+MISSING_CALLBACK = (
+    "Pruning step is -1: training a pruned model needs the callback "
+    "tfcompress.pruning.UpdatePruningStep(); pass it to fit(callbacks=[...])."
+)
+
+# Which variables of each layer class hold the prunable weights (attribute paths).
+_PRUNABLE: tuple[tuple[type, tuple[str, ...]], ...] = (
+    (
+        keras.layers.MultiHeadAttention,
+        ("_query_dense.kernel", "_key_dense.kernel", "_value_dense.kernel", "_output_dense.kernel"),
+    ),
+    (keras.layers.SeparableConv1D, ("depthwise_kernel", "pointwise_kernel")),
+    (keras.layers.SeparableConv2D, ("depthwise_kernel", "pointwise_kernel")),
+    # Keras 3 names the depthwise kernel `kernel`; older releases `depthwise_kernel`
+    (keras.layers.DepthwiseConv1D, ("kernel|depthwise_kernel",)),
+    (keras.layers.DepthwiseConv2D, ("kernel|depthwise_kernel",)),
+    (keras.layers.Embedding, ("embeddings",)),
+    (keras.layers.Dense, ("kernel",)),
+    (keras.layers.EinsumDense, ("kernel",)),
+    (keras.layers.Conv1D, ("kernel",)),
+    (keras.layers.Conv2D, ("kernel",)),
+    (keras.layers.Conv3D, ("kernel",)),
+    (keras.layers.Conv1DTranspose, ("kernel",)),
+    (keras.layers.Conv2DTranspose, ("kernel",)),
+    (keras.layers.Conv3DTranspose, ("kernel",)),
+)
+
+
+def prunable_attributes(layer: keras.layers.Layer) -> tuple[str, ...] | None:
+    """The attribute paths of `layer`'s prunable kernels, or None if it has none we know."""
+    for cls, attributes in _PRUNABLE:
+        if isinstance(layer, cls):
+            return attributes
+    return None
+
+
+def prunable_layer_names() -> str:
+    return ", ".join(cls.__name__ for cls, _ in _PRUNABLE)
+
+
+def _resolve(layer: keras.layers.Layer, path: str) -> keras.Variable:
+    """The variable at `path` ("a.b", with "x|y" for alternative attribute names)."""
+    owner: Any = layer
+    for part in path.split("."):
+        names = part.split("|")
+        name = next((n for n in names if hasattr(owner, n)), names[-1])
+        owner = getattr(owner, name)
+    if not isinstance(owner, keras.Variable):
+        raise ValueError(
+            f"Layer '{layer.name}': '{path}' is not a plain variable (is the layer quantized or "
+            "LoRA-enabled?); prune the float layer instead."
+        )
+    return owner
+
+
+def _check_block(block_size: Any) -> tuple[int, int]:
+    if (
+        not isinstance(block_size, list | tuple)
+        or len(block_size) != 2
+        or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in block_size)
+    ):
+        raise ValueError(f"block_size must be two integers >= 1, like (1, 4); got {block_size!r}.")
+    return int(block_size[0]), int(block_size[1])
+
+
+def _check_n_m(sparsity_n_m: Any) -> tuple[int, int] | None:
+    if sparsity_n_m is None:
+        return None
+    valid = (
+        isinstance(sparsity_n_m, list | tuple)
+        and len(sparsity_n_m) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in sparsity_n_m)
+        and 0 < sparsity_n_m[0] < sparsity_n_m[1]
+    )
+    if not valid:
+        raise ValueError(
+            f"sparsity_n_m keeps N of every M weights and must be (N, M) with 0 < N < M, like "
+            f"(2, 4); got {sparsity_n_m!r}."
+        )
+    return int(sparsity_n_m[0]), int(sparsity_n_m[1])
+
+
+def magnitude_mask(scores: Any, sparsity: Any, block_size: tuple[int, int] = (1, 1)) -> Any:
+    """A 0/1 mask (same shape as `scores`) keeping the largest `1 - sparsity` of the scores.
+
+    With a `block_size` other than (1, 1), the kernel is seen as a matrix (inputs x outputs) and
+    whole blocks are kept or dropped by their mean score.
+
+    Example:
+        >>> import numpy as np
+        >>> mask = magnitude_mask(np.array([[1.0, -4.0], [3.0, 0.5]], "float32"), 0.5)
+        >>> mask.numpy().tolist()
+        [[0.0, 1.0], [1.0, 0.0]]
+    """
+    scores = tf.abs(tf.convert_to_tensor(scores, tf.float32))
+    if block_size != (1, 1):
+        return _block_mask(scores, sparsity, block_size)
+    flat = tf.reshape(scores, [-1])
+    size = tf.size(flat)
+    keep = size - tf.cast(
+        tf.round(tf.cast(sparsity, tf.float32) * tf.cast(size, tf.float32)), tf.int32
+    )
+    keep = tf.clip_by_value(keep, 1, size)
+    drop = size - keep
+
+    # top_k costs grow with k: select whichever side (kept or dropped) is smaller; indices from
+    # top_k break ties, so exactly `keep` weights survive
+    def mark_kept() -> Any:
+        _, indices = tf.math.top_k(flat, k=keep, sorted=False)
+        return tf.scatter_nd(indices[:, None], tf.ones_like(indices, tf.float32), [size])
+
+    def mark_dropped() -> Any:
+        _, indices = tf.math.top_k(-flat, k=drop, sorted=False)
+        return 1.0 - tf.scatter_nd(indices[:, None], tf.ones_like(indices, tf.float32), [size])
+
+    mask = tf.cond(keep <= drop, mark_kept, mark_dropped)
+    return tf.reshape(mask, tf.shape(scores))
+
+
+def _as_matrix(tensor: Any) -> Any:
+    return tf.reshape(tensor, [-1, tf.shape(tensor)[-1]])
+
+
+def _block_mask(scores: Any, sparsity: Any, block_size: tuple[int, int]) -> Any:
+    matrix = _as_matrix(scores)
+    rows, columns = block_size
+    pooled = tf.nn.avg_pool2d(matrix[None, :, :, None], block_size, block_size, "SAME")[0, :, :, 0]
+    block_mask = magnitude_mask(pooled, sparsity)
+    expanded = tf.repeat(tf.repeat(block_mask, rows, axis=0), columns, axis=1)
+    expanded = expanded[: tf.shape(matrix)[0], : tf.shape(matrix)[1]]
+    return tf.reshape(expanded, tf.shape(scores))
+
+
+def n_m_mask(scores: Any, n: int, m: int) -> Any:
+    """Keep the `n` largest of every `m` consecutive weights along the input axis (2:4 sparsity).
+
+    Example:
+        >>> import numpy as np
+        >>> kernel = np.array([[1.0], [-5.0], [2.0], [0.1]], "float32")  # 4 inputs, 1 output
+        >>> n_m_mask(kernel, 2, 4).numpy()[:, 0].tolist()
+        [0.0, 1.0, 1.0, 0.0]
+    """
+    scores = tf.abs(tf.convert_to_tensor(scores, tf.float32))
+    matrix = _as_matrix(scores)  # (inputs, outputs)
+    groups = tf.reshape(tf.transpose(matrix), [-1, m])  # consecutive inputs of one output
+    _, indices = tf.math.top_k(groups, k=n)
+    mask = tf.reduce_sum(tf.one_hot(indices, m), axis=1)
+    return tf.reshape(
+        tf.transpose(tf.reshape(mask, tf.shape(tf.transpose(matrix)))), tf.shape(scores)
+    )
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class PruneLowMagnitude(keras.layers.Wrapper):
+    """Wraps a layer so that its kernels are pruned during training by a schedule.
+
+    For each prunable kernel the wrapper keeps a non-trainable 0/1 `mask` and the `threshold`
+    (the smallest kept score), plus one `pruning_step` shared by its kernels. In training, when
+    the schedule says so, the masks are recomputed from the scores (|w| by default, |w * dL/dw|
+    with `criterion="taylor"`); the kernel is multiplied by its mask before every call, in
+    training and in inference. The inner layer's trainable weights, losses and `training`
+    argument are forwarded unchanged.
+
+    Args:
+        layer: a Dense, EinsumDense, Conv1D/2D/3D, Conv*Transpose, DepthwiseConv1D/2D,
+            SeparableConv1D/2D, Embedding or MultiHeadAttention layer.
+        schedule: a `PruningSchedule`; default `ConstantSparsity(0.5, begin_step=0)`.
+        block_size: prune whole (rows, columns) blocks of the kernel seen as a matrix.
+        sparsity_n_m: `(N, M)` keeps the N largest of every M consecutive inputs (2:4 = `(2, 4)`);
+            the schedule then only says when to prune.
+        criterion: `"magnitude"` or `"taylor"` (first-order, loss-aware; scores are fed by
+            `tfcompress.pruning.TaylorScores`).
+
+    Example:
+        >>> import keras, numpy as np
+        >>> layer = PruneLowMagnitude(keras.layers.Dense(4), ConstantSparsity(0.5, 0))
+        >>> _ = layer(np.ones((1, 8), "float32"))
+        >>> int(layer.pruning_step.numpy()), [tuple(m.shape) for m in layer.masks]
+        (-1, [(8, 4)])
+    """
+
+    def __init__(
+        self,
+        layer: keras.layers.Layer,
+        schedule: PruningSchedule | None = None,
+        block_size: tuple[int, int] = (1, 1),
+        sparsity_n_m: tuple[int, int] | None = None,
+        criterion: str = "magnitude",
+        **kwargs: Any,
+    ):
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(f"PruneLowMagnitude wraps a keras layer; got {type(layer).__name__}.")
+        if isinstance(layer, PruneLowMagnitude):
+            raise ValueError(f"Layer '{layer.name}' is already wrapped for pruning.")
+        attributes = prunable_attributes(layer)
+        if attributes is None:
+            raise ValueError(
+                f"Layer '{layer.name}' ({type(layer).__name__}) has no kernel to prune; prunable "
+                f"layers are {prunable_layer_names()}. Leave it out of "
+                "prune_low_magnitude(..., layers=[...])."
+            )
+        kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
+        super().__init__(layer, **kwargs)
+        schedule = ConstantSparsity(0.5, begin_step=0) if schedule is None else schedule
+        if not isinstance(schedule, PruningSchedule):
+            raise TypeError(
+                f"schedule must be a tfcompress.pruning schedule (ConstantSparsity or "
+                f"PolynomialDecay); got {type(schedule).__name__}."
+            )
+        if criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}; got {criterion!r}.")
+        self.schedule = schedule
+        self.block_size = _check_block(block_size)
+        self.sparsity_n_m = _check_n_m(sparsity_n_m)
+        self.criterion = criterion
+        self.attributes = attributes
+        self._passes_training = "training" in inspect.signature(layer.call).parameters
+
+    # -- state ------------------------------------------------------------------------------
+    def build(self, input_shape: Any = None) -> None:
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self._create_state()
+
+    def get_build_config(self) -> dict[str, Any] | None:
+        return self.layer.get_build_config()
+
+    def build_from_config(self, config: dict[str, Any]) -> None:
+        if not self.layer.built:
+            self.layer.build_from_config(config)
+        self._create_state()
+
+    def _create_state(self) -> None:
+        if self.built:
+            return
+        self.kernels = [_resolve(self.layer, path) for path in self.attributes]
+        if self.sparsity_n_m is not None:
+            self._check_n_m_shapes()
+        options = {"trainable": False, "aggregation": "only_first_replica"}
+        self.masks, self.thresholds, self.gradient_scores = [], [], []
+        for index, kernel in enumerate(self.kernels):
+            self.masks.append(
+                self.add_weight(
+                    name=f"mask_{index}", shape=kernel.shape, initializer="ones", **options
+                )
+            )
+            self.thresholds.append(
+                self.add_weight(name=f"threshold_{index}", shape=(), initializer="zeros", **options)
+            )
+            if self.criterion == "taylor":
+                self.gradient_scores.append(
+                    self.add_weight(
+                        name=f"gradient_score_{index}",
+                        shape=kernel.shape,
+                        initializer="ones",
+                        **options,
+                    )
+                )
+        self.pruning_step = self.add_weight(
+            name="pruning_step",
+            shape=(),
+            dtype="int64",
+            initializer=keras.initializers.Constant(-1),
+            **options,
+        )
+        self.built = True
+
+    def _check_n_m_shapes(self) -> None:
+        m = self.sparsity_n_m[1]
+        for path, kernel in zip(self.attributes, self.kernels, strict=True):
+            inputs = int(np.prod(kernel.shape[:-1]))
+            if inputs % m:
+                raise ValueError(
+                    f"Layer '{self.layer.name}': {path} has {inputs} inputs per output, not a "
+                    f"multiple of M={m} for sparsity_n_m={self.sparsity_n_m}. Leave the layer out "
+                    "or use a schedule instead."
+                )
+
+    # -- pruning ----------------------------------------------------------------------------
+    def _scores(self, index: int) -> Any:
+        kernel = tf.convert_to_tensor(self.kernels[index])
+        if self.criterion == "taylor":
+            return tf.abs(kernel * self.gradient_scores[index])
+        return tf.abs(kernel)
+
+    def update_masks(self, sparsity: Any) -> Any:
+        """Recompute every mask for `sparsity` (called by the schedule; public for tests)."""
+        for index, mask_variable in enumerate(self.masks):
+            scores = self._scores(index)
+            if self.sparsity_n_m is not None:
+                mask = n_m_mask(scores, *self.sparsity_n_m)
+            else:
+                mask = magnitude_mask(scores, sparsity, self.block_size)
+            mask_variable.assign(tf.cast(mask, mask_variable.dtype))
+            kept = tf.where(mask > 0, scores, tf.constant(np.inf, scores.dtype))
+            self.thresholds[index].assign(tf.cast(tf.reduce_min(kept), "float32"))
+        return tf.constant(True)
+
+    def _maybe_update_masks(self) -> Any:
+        step = tf.convert_to_tensor(self.pruning_step)
+        tf.debugging.assert_greater_equal(step, tf.constant(0, tf.int64), message=MISSING_CALLBACK)
+        should_update, sparsity = self.schedule(step)
+        return tf.cond(
+            should_update, lambda: self.update_masks(sparsity), lambda: tf.constant(False)
+        )
+
+    def apply_masks(self) -> None:
+        for kernel, mask in zip(self.kernels, self.masks, strict=True):
+            kernel.assign(kernel * tf.cast(mask, kernel.dtype))
+
+    def call(self, inputs: Any, *args: Any, training: bool | None = None, **kwargs: Any) -> Any:
+        if training:
+            replica = tf.distribute.get_replica_context()
+            if tf.distribute.has_strategy() and replica is not None:
+                # masks are shared by all replicas: update them once, in cross-replica context
+                replica.merge_call(lambda _strategy: self._maybe_update_masks())
+            else:
+                self._maybe_update_masks()
+        self.apply_masks()
+        if self._passes_training:
+            kwargs["training"] = training
+        return self.layer(inputs, *args, **kwargs)
+
+    def compute_output_shape(self, *args: Any, **kwargs: Any) -> Any:
+        return self.layer.compute_output_shape(*args, **kwargs)
+
+    def compute_output_spec(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("training", None)
+        return self.layer.compute_output_spec(*args, **kwargs)
+
+    def sparsity(self) -> float:
+        """Measured fraction of zeros over the masked kernels."""
+        zeros = sum(float(np.sum(keras.ops.convert_to_numpy(m) == 0)) for m in self.masks)
+        return zeros / sum(int(np.prod(m.shape)) for m in self.masks)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "schedule": keras.saving.serialize_keras_object(self.schedule),
+            "block_size": list(self.block_size),
+            "sparsity_n_m": None if self.sparsity_n_m is None else list(self.sparsity_n_m),
+            "criterion": self.criterion,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> PruneLowMagnitude:
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
+        config["schedule"] = keras.saving.deserialize_keras_object(config["schedule"])
+        config["block_size"] = tuple(config["block_size"])
+        if config.get("sparsity_n_m") is not None:
+            config["sparsity_n_m"] = tuple(config["sparsity_n_m"])
+        return cls(**config)
