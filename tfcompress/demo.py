@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -44,9 +45,13 @@ class DemoRow:
 
 def row_makers() -> list[tuple[str, RowMaker]]:
     """The compression methods that add rows to the demo (QAT, pruning, distillation, sharing)."""
-    from tfcompress.demos import distillation, sharing
+    from tfcompress.demos import distillation, pruning, sharing
 
-    return [("distillation", distillation.make_rows), ("sharing", sharing.make_rows)]
+    return [
+        ("pruning", pruning.make_rows),
+        ("distillation", distillation.make_rows),
+        ("sharing", sharing.make_rows),
+    ]
 
 
 def train_float_model(split: Split, epochs: int, seed: int = 0) -> keras.Model:
@@ -97,7 +102,7 @@ def run_demo(
         for name, variant, *options in maker(split, model):
             log(f"{method}: converting '{name}' to int8...")
             flatbuffer = convert(variant, "int8", calibration, **(options[0] if options else {}))
-            rows.append(measure(f"digits_{name.replace(' ', '_')}", "int8", flatbuffer, split, out))
+            rows.append(measure(f"digits_{_file_stem(name)}", "int8", flatbuffer, split, out))
     report = {
         "dataset": "scikit-learn digits (8x8, 10 classes)",
         "test_images": len(split.x_test),
@@ -114,6 +119,10 @@ def run_demo(
         f"Wrote {len(rows)} .tflite files, report.json, report.md and accuracy_vs_size.png to {out}/"
     )
     return report
+
+
+def _file_stem(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
 
 
 def markdown_table(report: dict) -> str:
