@@ -27,6 +27,7 @@ from tfcompress.converter import (
 )
 
 # -- subpackages register their public names below (one import line each) --
+from tfcompress.quantization import quantize_model
 from tfcompress.distillation import Distiller
 from tfcompress.pruning import prune_low_magnitude, strip_pruning
 from tfcompress import sharing
@@ -35,6 +36,7 @@ from tfcompress.sharing import cluster_weights, factorize, strip_clustering
 __version__ = "0.1.0"
 
 __all__ = [
+    "quantize_model",
     "Distiller",
     "prune_low_magnitude",
     "strip_pruning",

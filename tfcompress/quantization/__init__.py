@@ -1,0 +1,30 @@
+"""Quantization-aware training for Keras 3 functional and Sequential models (TFLite int8 scheme).
+
+Example:
+    >>> import tfcompress as tfc
+    >>> from tfcompress.models import build_digits_cnn
+    >>> qat = tfc.quantize_model(build_digits_cnn(width=4))
+    >>> qat.name
+    'digits_cnn_qat'
+"""
+
+from tfcompress.quantization.config import (
+    QuantizeConfig,
+    get_quantize_config,
+    register_quantize_config,
+)
+from tfcompress.quantization.quantizers import ActivationQuantizer, WeightQuantizer
+from tfcompress.quantization.rewrite import quantize_annotate_layer, quantize_apply, quantize_model
+from tfcompress.quantization.wrapper import QuantizeWrapper
+
+__all__ = [
+    "ActivationQuantizer",
+    "QuantizeConfig",
+    "QuantizeWrapper",
+    "WeightQuantizer",
+    "get_quantize_config",
+    "quantize_annotate_layer",
+    "quantize_apply",
+    "quantize_model",
+    "register_quantize_config",
+]

@@ -1,0 +1,174 @@
+"""What to quantize in each layer: `QuantizeConfig` and the registry keyed on layer class."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+#: Roles a layer can play in the rewritten graph.
+KERNEL = "kernel"  # weights fake-quantized, output quantized (Conv, Dense...)
+OUTPUT = "output"  # computes in float in training, output quantized (Add, activations, pooling...)
+PASSTHROUGH = "passthrough"  # keeps its input's scale, no new range (MaxPool, Reshape, Dropout...)
+FLOAT = "float"  # left in float; its inputs and output are quantized at its boundaries
+_ROLES = (KERNEL, OUTPUT, PASSTHROUGH, FLOAT)
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class QuantizeConfig:
+    """How one layer is quantized.
+
+    Args:
+        role: "kernel" (fake-quantize weights and output), "output" (quantize the output only),
+            "passthrough" (output keeps the input's scale) or "float" (keep the layer in float,
+            quantize only at its boundaries).
+        weight_bits: bits per weight for "kernel" layers, 2 to 8 (stored as int8).
+        per_channel: per output channel weight scales (convolutions); Dense is always per tensor.
+
+    Example:
+        >>> config = QuantizeConfig(role="kernel", weight_bits=4)
+        >>> QuantizeConfig.from_config(config.get_config()).weight_bits
+        4
+    """
+
+    def __init__(
+        self,
+        role: str = KERNEL,
+        weight_bits: int = 8,
+        per_channel: bool = True,
+    ) -> None:
+        if role not in _ROLES:
+            raise ValueError(f"QuantizeConfig: role must be one of {_ROLES}; got {role!r}.")
+        if not isinstance(weight_bits, int) or not 2 <= weight_bits <= 8:
+            raise ValueError(f"QuantizeConfig: weight_bits must be in [2, 8]; got {weight_bits!r}.")
+        self.role = role
+        self.weight_bits = weight_bits
+        self.per_channel = bool(per_channel)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "weight_bits": self.weight_bits,
+            "per_channel": self.per_channel,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> QuantizeConfig:
+        return cls(**config)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"QuantizeConfig({args})"
+
+
+L = keras.layers
+_KERNEL_LAYERS = (
+    L.Conv1D,
+    L.Conv2D,
+    L.Conv3D,
+    L.DepthwiseConv2D,
+    L.Conv2DTranspose,
+    L.Dense,
+    L.EinsumDense,
+)
+_PASSTHROUGH_LAYERS = (
+    # TFLite's AVERAGE_POOL_2D requires the same scale on its input and output.
+    L.AveragePooling1D,
+    L.AveragePooling2D,
+    L.AveragePooling3D,
+    L.MaxPooling1D,
+    L.MaxPooling2D,
+    L.MaxPooling3D,
+    L.GlobalMaxPooling1D,
+    L.GlobalMaxPooling2D,
+    L.Reshape,
+    L.Flatten,
+    L.Permute,
+    L.Dropout,
+    L.SpatialDropout1D,
+    L.SpatialDropout2D,
+    L.GaussianDropout,
+    L.GaussianNoise,
+    L.AlphaDropout,
+    L.ZeroPadding1D,
+    L.ZeroPadding2D,
+    L.ZeroPadding3D,
+    L.Cropping1D,
+    L.Cropping2D,
+    L.Cropping3D,
+    L.Identity,
+    L.RepeatVector,
+    L.InputLayer,
+    L.ActivityRegularization,
+)
+_OUTPUT_LAYERS = (
+    L.BatchNormalization,
+    L.LayerNormalization,
+    L.Normalization,
+    L.Rescaling,
+    L.Resizing,
+    L.UpSampling1D,
+    L.UpSampling2D,
+    L.Activation,
+    L.ReLU,
+    L.LeakyReLU,
+    L.PReLU,
+    L.ELU,
+    L.Softmax,
+    L.Add,
+    L.Subtract,
+    L.Multiply,
+    L.Average,
+    L.Maximum,
+    L.Minimum,
+    L.Concatenate,
+    L.GlobalAveragePooling1D,
+    L.GlobalAveragePooling2D,
+    L.GlobalAveragePooling3D,
+    L.MultiHeadAttention,
+    L.SeparableConv1D,
+    L.SeparableConv2D,
+    L.Embedding,
+    L.CenterCrop,
+)
+
+_REGISTRY: dict[type, QuantizeConfig] = {}
+
+
+def register_quantize_config(layer_class: type, config: QuantizeConfig) -> None:
+    """Tell `quantize_model` how to quantize every layer of `layer_class` (and its subclasses).
+
+    Example:
+        >>> class Scale(keras.layers.Layer):
+        ...     def call(self, x):
+        ...         return 2.0 * x
+        >>> register_quantize_config(Scale, QuantizeConfig(role="output"))
+        >>> get_quantize_config(Scale()).role
+        'output'
+    """
+    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
+        raise TypeError(f"register_quantize_config: expected a Layer class; got {layer_class!r}.")
+    if not isinstance(config, QuantizeConfig):
+        raise TypeError(f"register_quantize_config: expected a QuantizeConfig; got {config!r}.")
+    _REGISTRY[layer_class] = config
+
+
+def get_quantize_config(layer: Any) -> QuantizeConfig | None:
+    """The registered config for `layer` (most specific class first), or None if unknown.
+
+    Example:
+        >>> get_quantize_config(keras.layers.Dense(2)).role
+        'kernel'
+    """
+    for klass in type(layer).__mro__:
+        if klass in _REGISTRY:
+            return _REGISTRY[klass]
+    return None
+
+
+for _cls in _KERNEL_LAYERS:
+    register_quantize_config(_cls, QuantizeConfig(role=KERNEL))
+for _cls in _PASSTHROUGH_LAYERS:
+    register_quantize_config(_cls, QuantizeConfig(role=PASSTHROUGH))
+for _cls in _OUTPUT_LAYERS:
+    register_quantize_config(_cls, QuantizeConfig(role=OUTPUT))

@@ -1,0 +1,414 @@
+"""`quantize_model`: rebuild a functional/Sequential graph with fake quant where TFLite needs it.
+
+The graph is walked node by node in topological order and re-called on new tensors:
+kernel layers become `QuantizeWrapper`s (with a following BatchNormalization folded in), and an
+`ActivationQuantizer` is put on a tensor the first time a consumer needs it quantized. A tensor
+feeding only a ReLU/ReLU6 straight from a Conv/Dense/Add stays float, since TFLite fuses the two.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+
+from tfcompress.quantization.config import (
+    FLOAT,
+    KERNEL,
+    OUTPUT,
+    PASSTHROUGH,
+    QuantizeConfig,
+    get_quantize_config,
+)
+from tfcompress.quantization.quantizers import ActivationQuantizer
+from tfcompress.quantization.wrapper import QuantizeWrapper, supports_kernel_wrapping
+
+L = keras.layers
+_ANNOTATION = "_tfcompress_quantize_config"
+# keras.ops written in a functional graph that only move or select values keep their input scale.
+_PASSTHROUGH_OPS = {
+    "GetItem",
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "ExpandDims",
+    "Slice",
+    "Split",
+    "Flatten",
+    "Tile",
+    "Repeat",
+    "BroadcastTo",
+    "MoveAxis",
+    "SwapAxes",
+    "StopGradient",
+    "Identity",
+}
+
+
+def quantize_annotate_layer(
+    layer: keras.layers.Layer, config: QuantizeConfig | None = None
+) -> keras.layers.Layer:
+    """Attach a `QuantizeConfig` to `layer`, honoured by `quantize_apply` / `quantize_model`.
+
+    Use `QuantizeConfig(role="float")` to keep a layer in float, or give a custom layer a role
+    (e.g. "output") so strict mode accepts it. Returns the same layer, so it can be used inline.
+
+    Example:
+        >>> from tfcompress.quantization import QuantizeConfig
+        >>> dense = quantize_annotate_layer(keras.layers.Dense(4), QuantizeConfig(weight_bits=4))
+        >>> getattr(dense, "_tfcompress_quantize_config").weight_bits
+        4
+    """
+    if not isinstance(layer, keras.layers.Layer):
+        raise TypeError(
+            f"quantize_annotate_layer expects a keras Layer; got {type(layer).__name__}."
+        )
+    if config is None:
+        config = get_quantize_config(layer) or QuantizeConfig(role=OUTPUT)
+    if not isinstance(config, QuantizeConfig):
+        raise TypeError(
+            f"quantize_annotate_layer: config must be a QuantizeConfig; got {config!r}."
+        )
+    setattr(layer, _ANNOTATION, config)
+    return layer
+
+
+def quantize_apply(annotated_model: keras.Model, strict: bool = False) -> keras.Model:
+    """Quantize a model whose layers may carry `quantize_annotate_layer` configs.
+
+    Annotated layers use their config; the others use the registry (same as `quantize_model`).
+
+    Example:
+        >>> from tfcompress.quantization import QuantizeConfig
+        >>> inputs = keras.Input((4,))
+        >>> hidden = quantize_annotate_layer(keras.layers.Dense(8), QuantizeConfig(role="float"))
+        >>> model = keras.Model(inputs, keras.layers.Dense(2)(hidden(inputs)))
+        >>> [type(layer).__name__ for layer in quantize_apply(model).layers][2]
+        'Dense'
+    """
+    return quantize_model(annotated_model, strict=strict)
+
+
+def quantize_model(model: keras.Model, strict: bool = False, weight_bits: int = 8) -> keras.Model:
+    """A copy of `model` for quantization-aware training with the TFLite int8 scheme.
+
+    Weights are fake-quantized symmetric, narrow range (per channel for convolutions, per tensor
+    for Dense), BatchNormalization is folded into the preceding kernel, and activations get
+    asymmetric ranges tracked by moving averages, placed where the TFLite converter fuses ops.
+    The original model is not modified. Convert the trained copy with
+    `tfcompress.convert(qat, mode="int8")`.
+
+    Args:
+        model: a built Keras 3 functional or Sequential model (nested models are inlined).
+        strict: raise on a layer the registry does not know, instead of keeping it in float.
+        weight_bits: default bits per weight (2-8) for layers without an annotated config.
+
+    Returns:
+        A new functional model, trainable with `fit`. A legacy `tf_keras` model is quantized by
+        tfmot instead (in a process started with TF_USE_LEGACY_KERAS=1).
+
+    Example:
+        >>> from tfcompress.models import build_digits_cnn
+        >>> qat = quantize_model(build_digits_cnn(width=4))
+        >>> any(isinstance(layer, QuantizeWrapper) for layer in qat.layers)
+        True
+    """
+    if _is_legacy_keras(model):
+        return _quantize_with_tfmot(model)
+    _check_model(model)
+    default = QuantizeConfig(weight_bits=weight_bits)
+    rewriter = _Rewriter(strict=strict, default=default)
+    graph = _graph_of(model)
+    inputs = [
+        keras.Input(batch_shape=t.shape, dtype=t.dtype, name=_tensor_name(t)) for t in graph.inputs
+    ]
+    outputs = rewriter.run(graph, [_Value(t, name=t.name) for t in inputs])
+    outputs = [rewriter.quantized(v) for v in outputs]
+    structure = outputs[0] if len(outputs) == 1 else outputs
+    entry = inputs[0] if len(inputs) == 1 else inputs
+    return keras.Model(entry, structure, name=f"{model.name}_qat")
+
+
+def _tensor_name(tensor: Any) -> str | None:
+    name = getattr(tensor, "name", None)
+    return name.split(":")[0] if isinstance(name, str) else None
+
+
+def _is_legacy_keras(model: Any) -> bool:
+    return type(model).__module__.startswith("tf_keras.")
+
+
+def _quantize_with_tfmot(model: Any) -> Any:
+    """tfmot quantizes legacy tf_keras models; it needs tf.keras to be tf_keras."""
+    if os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+        raise TypeError(
+            f"quantize_model: '{model.name}' is a legacy tf_keras model. Run with the environment "
+            "variable TF_USE_LEGACY_KERAS=1 (so tfmot can quantize it), or rebuild it in Keras 3."
+        )
+    try:
+        import tensorflow_model_optimization as tfmot
+    except ImportError as error:
+        raise ImportError(
+            "quantize_model: tf_keras models are quantized with tfmot; install it with "
+            "pip install 'tfcompress[legacy]' (tensorflow-model-optimization)."
+        ) from error
+    return tfmot.quantization.keras.quantize_model(model)
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"quantize_model expects a keras.Model; got {type(model).__name__}.")
+    is_graph = isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")
+    if not is_graph:
+        raise ValueError(
+            f"quantize_model: model '{model.name}' ({type(model).__name__}) is a subclassed model, "
+            "whose graph cannot be rewritten. Build it as a functional or Sequential model, or "
+            "quantize its layers yourself with tfcompress.quantization.QuantizeWrapper."
+        )
+    if not model.built or _graph_of(model) is None:
+        raise ValueError(
+            f"quantize_model: model '{model.name}' is not built. Give it an input shape first "
+            "(keras.Input(...) as its first layer, or model.build(input_shape))."
+        )
+    for layer in _all_layers(model):
+        if isinstance(layer, QuantizeWrapper | ActivationQuantizer):
+            raise ValueError(
+                f"quantize_model: model '{model.name}' is already quantized (it contains "
+                f"'{layer.name}'). Quantize the float model instead."
+            )
+
+
+def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found.extend(_all_layers(layer))
+    return found
+
+
+def _graph_of(model: keras.Model) -> Any:
+    if isinstance(model, keras.Sequential):
+        return getattr(model, "_functional", None)
+    return model if getattr(model, "inputs", None) else None
+
+
+@dataclass
+class _Value:
+    """A rewritten tensor: its float value, its quantized twin once made, and how it was made."""
+
+    tensor: Any
+    quantized: bool = False
+    fusable: bool = False  # made by an op TFLite fuses a following ReLU into
+    name: str = "tensor"
+    fixed_range: tuple[float, float] | None = None
+    twin: Any = field(default=None, repr=False)
+
+
+class _Rewriter:
+    def __init__(self, strict: bool, default: QuantizeConfig) -> None:
+        self.strict = strict
+        self.default = default
+        self.copies: dict[int, Any] = {}
+        self.names: set[str] = set()
+
+    # -- tensors ----------------------------------------------------------------------------
+    def quantized(self, value: _Value) -> Any:
+        if value.quantized:
+            return value.tensor
+        if value.twin is None:
+            name = self._unique(f"{value.name}_quant")
+            quantizer = ActivationQuantizer(fixed_range=value.fixed_range, name=name)
+            value.twin = quantizer(value.tensor)
+        return value.twin
+
+    def _unique(self, name: str) -> str:
+        candidate, index = name, 1
+        while candidate in self.names:
+            candidate, index = f"{name}_{index}", index + 1
+        self.names.add(candidate)
+        return candidate
+
+    # -- graph ------------------------------------------------------------------------------
+    def run(self, graph: Any, inputs: list[_Value]) -> list[_Value]:
+        values: dict[int, _Value] = {id(t): v for t, v in zip(graph.inputs, inputs, strict=True)}
+        consumers = _consumers(graph)
+        absorbed: set[int] = set()
+        for depth in sorted(graph._nodes_by_depth, reverse=True):
+            for node in graph._nodes_by_depth[depth]:
+                if node.operation is None or node.is_input:
+                    continue
+                if id(node) in absorbed:
+                    values[id(node.outputs[0])] = values[id(node.input_tensors[0])]
+                    continue
+                self._rewrite_node(node, values, consumers, absorbed)
+        return [values[id(t)] for t in graph.outputs]
+
+    def _rewrite_node(self, node: Any, values: dict, consumers: dict, absorbed: set) -> None:
+        op = node.operation
+        if isinstance(op, keras.Model) and _graph_of(op) is not None:
+            outputs = self.run(_graph_of(op), [values[id(t)] for t in node.input_tensors])
+            for tensor, value in zip(node.outputs, outputs, strict=True):
+                values[id(tensor)] = value
+            return
+        role = self._role(op)
+        chosen = {
+            id(t): self._input_for(op, values[id(t)], consumers[id(t)]) for t in node.input_tensors
+        }
+        args, kwargs = node.arguments.fill_in(chosen)
+        if role == KERNEL:
+            callee, fusable = self._kernel_callee(op, node, consumers, absorbed)
+        else:
+            callee, fusable = self._copy(op, node), isinstance(op, L.Add)
+        outputs = keras.tree.flatten(callee(*args, **kwargs))
+        if not isinstance(callee, QuantizeWrapper):
+            self._restore_weights(op, callee)
+        for tensor, new in zip(node.outputs, outputs, strict=True):
+            values[id(tensor)] = _Value(
+                new,
+                quantized=role == PASSTHROUGH,
+                fusable=fusable,
+                name=op.name,
+                fixed_range=_fixed_output_range(op),
+            )
+
+    def _role(self, op: Any) -> str:
+        if not isinstance(op, keras.layers.Layer):
+            return PASSTHROUGH if type(op).__name__ in _PASSTHROUGH_OPS else OUTPUT
+        config = self._config(op)
+        if config is None:
+            if self.strict:
+                raise ValueError(
+                    f"quantize_model(strict=True): layer '{op.name}' ({type(op).__name__}) has no "
+                    "quantization config. Annotate it with tfcompress.quantization."
+                    "quantize_annotate_layer(layer, QuantizeConfig(role='output')) (or role='float' "
+                    "to keep it in float), or register its class with register_quantize_config."
+                )
+            warnings.warn(
+                f"quantize_model: layer '{op.name}' ({type(op).__name__}) is not known to the "
+                "quantization registry; it stays in float with quantization at its boundaries. "
+                "Annotate it with quantize_annotate_layer to silence this.",
+                stacklevel=4,
+            )
+            return FLOAT
+        if config.role == KERNEL and not supports_kernel_wrapping(op):
+            return OUTPUT
+        return config.role
+
+    def _config(self, layer: Any) -> QuantizeConfig | None:
+        annotated = getattr(layer, _ANNOTATION, None)
+        if annotated is not None:
+            return annotated
+        registered = get_quantize_config(layer)
+        if registered is not None and registered.role == KERNEL:
+            return QuantizeConfig(KERNEL, self.default.weight_bits, registered.per_channel)
+        return registered
+
+    def _input_for(self, op: Any, value: _Value, consumers: list) -> Any:
+        fuses = value.fusable and len(consumers) == 1 and _is_fusable_relu(op)
+        return value.tensor if fuses else self.quantized(value)
+
+    def _kernel_callee(
+        self, op: Any, node: Any, consumers: dict, absorbed: set
+    ) -> tuple[Any, bool]:
+        if id(op) in self.copies:
+            wrapper = self.copies[id(op)]
+            return wrapper, wrapper.fuses_activation and _is_linear(op)
+        bn_node = _foldable_batchnorm(op, node, consumers)
+        batchnorm = None
+        if bn_node is not None and self._config(bn_node.operation) is not None:
+            absorbed.add(id(bn_node))
+            batchnorm = _fresh_copy(bn_node.operation, node.outputs[0].shape)
+        layer = _fresh_copy(op, node.input_tensors[0].shape)
+        wrapper = QuantizeWrapper(layer, config=self._config(op), batchnorm=batchnorm)
+        self.copies[id(op)] = wrapper
+        return wrapper, wrapper.fuses_activation and _is_linear(op)
+
+    def _copy(self, op: Any, node: Any) -> Any:
+        if not isinstance(op, keras.layers.Layer):
+            return op  # keras.ops operations are stateless: call the same one on new tensors
+        if id(op) not in self.copies:
+            try:
+                self.copies[id(op)] = op.__class__.from_config(op.get_config())
+            except Exception:  # noqa: BLE001 - custom layers without a working get_config
+                self.copies[id(op)] = op
+        return self.copies[id(op)]
+
+    def _restore_weights(self, op: Any, copy: Any) -> None:
+        if copy is op or not isinstance(op, keras.layers.Layer) or not op.weights:
+            return
+        if getattr(copy, "_tfcompress_restored", False):
+            return
+        copy.set_weights(op.get_weights())
+        copy._tfcompress_restored = True
+
+
+def _consumers(graph: Any) -> dict[int, list]:
+    consumers: dict[int, list] = defaultdict(list)
+    for nodes in graph._nodes_by_depth.values():
+        for node in nodes:
+            if node.operation is None or node.is_input:
+                continue
+            for tensor in node.input_tensors:
+                consumers[id(tensor)].append((node.operation, node))
+    for tensor in graph.outputs:
+        consumers[id(tensor)].append((None, None))
+    return consumers
+
+
+def _foldable_batchnorm(op: Any, node: Any, consumers: dict) -> Any:
+    if len(op._inbound_nodes) != 1 or len(node.outputs) != 1:
+        return None
+    users = consumers[id(node.outputs[0])]
+    if len(users) != 1 or not isinstance(users[0][0], L.BatchNormalization):
+        return None
+    batchnorm, bn_node = users[0]
+    rank = len(node.outputs[0].shape)
+    if len(batchnorm._inbound_nodes) != 1 or batchnorm.axis not in (-1, rank - 1):
+        return None
+    if not _is_linear(op):
+        return None  # BN after a non-linear activation is not a plain affine fold
+    return bn_node
+
+
+# TFLite's int8 kernels fix these outputs' scale and zero point; matching them avoids a requantize.
+_FIXED_RANGES = {
+    "softmax": (0.0, 255.0 / 256.0),
+    "sigmoid": (0.0, 255.0 / 256.0),
+    "tanh": (-1.0, 127.0 / 128.0),
+}
+
+
+def _fixed_output_range(op: Any) -> tuple[float, float] | None:
+    if isinstance(op, L.Softmax):
+        return _FIXED_RANGES["softmax"]
+    if getattr(op, "activation", None) is not None:  # Activation layers and kernel layers
+        return _FIXED_RANGES.get(getattr(op.activation, "__name__", ""))
+    if not isinstance(op, keras.layers.Layer):
+        return _FIXED_RANGES.get(type(op).__name__.lower())
+    return None
+
+
+def _is_linear(layer: Any) -> bool:
+    activation = getattr(layer, "activation", None)
+    return activation is None or getattr(activation, "__name__", "") == "linear"
+
+
+def _is_fusable_relu(op: Any) -> bool:
+    if isinstance(op, L.ReLU):
+        plain = not op.negative_slope and not op.threshold
+        return plain and op.max_value in (None, 6.0)
+    if isinstance(op, L.Activation):
+        return getattr(op.activation, "__name__", "") in ("relu", "relu6")
+    return False
+
+
+def _fresh_copy(layer: Any, input_shape: Any) -> Any:
+    copy = layer.__class__.from_config(layer.get_config())
+    copy.build(input_shape)
+    copy.set_weights(layer.get_weights())
+    return copy

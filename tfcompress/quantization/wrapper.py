@@ -1,0 +1,170 @@
+"""`QuantizeWrapper`: a kernel layer (optionally with its BatchNormalization folded in) whose
+weights are fake-quantized the way TFLite stores them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from tfcompress.quantization.config import QuantizeConfig
+from tfcompress.quantization.quantizers import ActivationQuantizer, WeightQuantizer
+
+L = keras.layers
+_FUSED_ACTIVATIONS = ("linear", "relu", "relu6")
+
+
+def _activation_name(layer: Any) -> str:
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", "linear") if activation is not None else "linear"
+
+
+def supports_kernel_wrapping(layer: Any) -> bool:
+    """True for the kernel layers whose forward pass `QuantizeWrapper` knows how to recompute."""
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return False
+    if isinstance(layer, L.EinsumDense):
+        return True
+    return isinstance(layer, L.Conv1D | L.Conv2D | L.Conv3D | L.DepthwiseConv2D | L.Dense)
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class QuantizeWrapper(L.Wrapper):
+    """Runs `layer` with fake-quantized weights; folds a following BatchNormalization into them.
+
+    The BatchNormalization is folded with its moving statistics, so the kernel quantized in
+    training is exactly the one the TFLite converter deploys (its gamma and beta keep training).
+
+    Args:
+        layer: a built Conv1D/2D/3D, DepthwiseConv2D, Dense or EinsumDense (channels_last).
+        config: the `QuantizeConfig`; default 8-bit weights.
+        batchnorm: an optional built BatchNormalization applied to `layer`'s output (last axis).
+
+    Example:
+        >>> import numpy as np
+        >>> dense = keras.layers.Dense(3)
+        >>> dense.build((None, 4))
+        >>> wrapped = QuantizeWrapper(dense)
+        >>> x = np.ones((2, 4), dtype="float32")
+        >>> np.allclose(wrapped(x), dense(x), atol=0.05)
+        True
+    """
+
+    def __init__(
+        self,
+        layer: keras.layers.Layer,
+        config: QuantizeConfig | None = None,
+        batchnorm: keras.layers.Layer | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not supports_kernel_wrapping(layer):
+            raise ValueError(
+                f"QuantizeWrapper: cannot wrap layer '{layer.name}' ({type(layer).__name__}); it "
+                "wraps channels_last Conv1D/2D/3D, DepthwiseConv2D, Dense and EinsumDense. Annotate "
+                "other layers with QuantizeConfig(role='output') or role='float'."
+            )
+        kwargs.setdefault("name", f"quant_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.config = config or QuantizeConfig()
+        self.batchnorm = batchnorm
+        # The converter rejects per-channel fake quant on FULLY_CONNECTED, so Dense is per tensor.
+        per_channel = (
+            self.config.per_channel
+            and isinstance(layer, L.Conv1D | L.Conv2D | L.Conv3D | L.DepthwiseConv2D)
+            and not isinstance(layer, L.Conv2DTranspose | L.Conv1DTranspose | L.Conv3DTranspose)
+        )
+        self.weight_quantizer = WeightQuantizer(self.config.weight_bits, per_channel)
+        # TFLite fuses only relu/relu6 into the kernel op; other activations need a range before.
+        self.pre_activation = None
+        if not self.fuses_activation:
+            self.pre_activation = ActivationQuantizer(name=f"{self.name}_pre_activation")
+
+    def build(self, input_shape: Any = None) -> None:
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        output_shape = self.layer.compute_output_shape(input_shape)
+        if self.batchnorm is not None and not self.batchnorm.built:
+            self.batchnorm.build(output_shape)
+        if self.pre_activation is not None and not self.pre_activation.built:
+            self.pre_activation.build(output_shape)
+        self.built = True
+
+    def _folded_kernel_and_bias(self) -> tuple[Any, Any]:
+        kernel = ops.convert_to_tensor(self.layer.kernel)
+        bias = self.layer.bias if getattr(self.layer, "bias", None) is not None else None
+        bn = self.batchnorm
+        if bn is None:
+            return kernel, bias
+        scale = ops.rsqrt(bn.moving_variance + bn.epsilon)
+        if bn.gamma is not None:
+            scale = scale * bn.gamma
+        shift = -bn.moving_mean * scale if bias is None else (bias - bn.moving_mean) * scale
+        if bn.beta is not None:
+            shift = shift + bn.beta
+        if isinstance(self.layer, L.DepthwiseConv2D):
+            # depthwise kernels are (h, w, in, multiplier); output channel = in * multiplier.
+            scale = ops.reshape(scale, kernel.shape[2:])
+        return kernel * scale, shift
+
+    def _quantized_kernel(self, kernel: Any) -> Any:
+        if isinstance(self.layer, L.DepthwiseConv2D):
+            shape = kernel.shape
+            flat = ops.reshape(kernel, (*shape[:2], shape[2] * shape[3]))
+            return ops.reshape(self.weight_quantizer(flat), shape)
+        return self.weight_quantizer(kernel)
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        kernel, bias = self._folded_kernel_and_bias()
+        kernel = self._quantized_kernel(kernel)
+        layer = self.layer
+        if isinstance(layer, L.DepthwiseConv2D):
+            outputs = ops.depthwise_conv(
+                inputs,
+                kernel,
+                strides=layer.strides,
+                padding=layer.padding,
+                data_format=layer.data_format,
+                dilation_rate=layer.dilation_rate,
+            )
+        elif isinstance(layer, L.Dense):
+            outputs = ops.matmul(inputs, kernel)
+        elif isinstance(layer, L.EinsumDense):
+            outputs = ops.einsum(layer.equation, inputs, kernel)
+        else:
+            outputs = layer.convolution_op(inputs, kernel)
+        if bias is not None:
+            outputs = outputs + bias
+        if self.pre_activation is not None:
+            outputs = self.pre_activation(outputs, training=training)
+        if layer.activation is not None:
+            outputs = layer.activation(outputs)
+        return outputs
+
+    @property
+    def fuses_activation(self) -> bool:
+        """True when TFLite fuses this layer's activation (so no range is needed before it)."""
+        return _activation_name(self.layer) in _FUSED_ACTIVATIONS
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        batchnorm = self.batchnorm
+        return {
+            **super().get_config(),
+            "config": keras.saving.serialize_keras_object(self.config),
+            "batchnorm": None
+            if batchnorm is None
+            else keras.saving.serialize_keras_object(batchnorm),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> QuantizeWrapper:
+        config = dict(config)
+        layer = keras.saving.deserialize_keras_object(config.pop("layer"), custom_objects)
+        quant = keras.saving.deserialize_keras_object(config.pop("config"), custom_objects)
+        batchnorm = config.pop("batchnorm", None)
+        if batchnorm is not None:
+            batchnorm = keras.saving.deserialize_keras_object(batchnorm, custom_objects)
+        return cls(layer, config=quant, batchnorm=batchnorm, **config)
