@@ -47,6 +47,7 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
     handle, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".json", dir=RESULTS)
     with os.fdopen(handle, "w") as stream:
         stream.write(text + "\n")
+    os.chmod(temporary, 0o644)  # mkstemp creates 0600; results are for everyone to read
     target = RESULTS / f"{name}.json"
     os.replace(temporary, target)
     return target

@@ -45,9 +45,10 @@ class DemoRow:
 
 def row_makers() -> list[tuple[str, RowMaker]]:
     """The compression methods that add rows to the demo (QAT, pruning, distillation, sharing)."""
-    from tfcompress.demos import distillation, pruning, sharing
+    from tfcompress.demos import distillation, pruning, qat, sharing
 
     return [
+        ("qat", qat.make_rows),
         ("pruning", pruning.make_rows),
         ("distillation", distillation.make_rows),
         ("sharing", sharing.make_rows),
