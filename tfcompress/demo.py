@@ -145,6 +145,7 @@ def _write_text(path: Path, text: str) -> None:
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(handle, "w") as stream:
         stream.write(text)
+    os.chmod(temporary, 0o644)
     os.replace(temporary, path)
 
 
@@ -176,4 +177,5 @@ def _plot(rows: list[DemoRow], keras_accuracy: float, path: Path) -> None:
     os.close(handle)
     figure.savefig(temporary, dpi=120)
     plt.close(figure)
+    os.chmod(temporary, 0o644)
     os.replace(temporary, path)

@@ -150,3 +150,12 @@ def test_randomly_damaged_files_never_crash_the_process(int8_bytes, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "survived" in result.stdout
+
+
+def test_saved_file_gets_normal_permissions(int8_bytes, tmp_path):
+    import os
+
+    path = tfc.save_tflite(int8_bytes, tmp_path / "m.tflite")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -186,6 +186,12 @@ def _run_converter(converter: Any, name: str, mode: str) -> bytes:
         ) from error
 
 
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def save_tflite(flatbuffer: bytes, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write a TFLite flatbuffer atomically (temporary file, then rename).
 
@@ -227,6 +233,7 @@ def save_tflite(flatbuffer: bytes, path: str | os.PathLike, overwrite: bool = Fa
             stream.write(flatbuffer)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temporary, _default_file_mode())  # mkstemp makes 0600; give what open() would
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
