@@ -102,7 +102,24 @@ def convert(
         )
     flatbuffer = _run_converter(converter, source.name, mode)
     read_model(flatbuffer, origin=f"the converted '{source.name}'")  # never hand back a broken file
+    if mode in CALIBRATED_MODES and representative_data is None:
+        _warn_if_float_ops_left(flatbuffer, source.name)
     return flatbuffer
+
+
+def _warn_if_float_ops_left(flatbuffer: bytes, name: str) -> None:
+    """Synthetic calibration only fixes ranges the fake-quant ops do not: say so when it shows."""
+    from tfcompress.converter.flatbuffer import inspect
+
+    float_ops = sorted(set(inspect(flatbuffer).float_ops))
+    if float_ops:
+        warnings.warn(
+            f"The integer model of '{name}' still computes {', '.join(float_ops)} in float. It was "
+            "calibrated on synthetic inputs because no representative_data was given; a tensor "
+            "without a fake-quant range (often the input before a Rescaling layer) then gets a "
+            "range that does not match. Pass representative_data=real_inputs.",
+            stacklevel=3,
+        )
 
 
 def has_fake_quant(concrete: Any) -> bool:
