@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from tfcompress._graph import clone_with_weights
 from tfcompress.data import Split
 from tfcompress.distillation import Distiller
 from tfcompress.models import build_digits_cnn
@@ -22,8 +23,7 @@ def make_rows(split: Split, float_model: keras.Model) -> list[tuple[str, keras.M
         >>> rows[0][0]  # doctest: +SKIP
         'distilled student int8'
     """
-    teacher = keras.models.clone_model(float_model)
-    teacher.set_weights(float_model.get_weights())
+    teacher = clone_with_weights(float_model)
     keras.utils.set_random_seed(0)
     student = build_digits_cnn(width=STUDENT_WIDTH, name="distilled_student")
     distiller = Distiller(teacher=teacher, student=student)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from tfcompress._graph import clone_with_weights
 from tfcompress.data import Split
 from tfcompress.models import compile_classifier
 from tfcompress.pruning import (
@@ -28,8 +29,7 @@ def make_rows(split: Split, float_model: keras.Model) -> list[tuple[str, keras.M
         ['pruned 80% int8']
     """
     keras.utils.set_random_seed(0)
-    clone = keras.models.clone_model(float_model)
-    clone.set_weights(float_model.get_weights())
+    clone = clone_with_weights(float_model)
     steps = -(-len(split.x_train) // BATCH)
     schedule = PolynomialDecay(0.0, 0.8, begin_step=0, end_step=steps * EPOCHS // 2, frequency=10)
     pruned = compile_classifier(prune_low_magnitude(clone, schedule=schedule), 1e-3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from tfcompress._graph import clone_with_weights
 from tfcompress.data import Split
 from tfcompress.models import compile_classifier
 from tfcompress.quantization import quantize_model
@@ -23,8 +24,7 @@ def make_rows(split: Split, float_model: keras.Model) -> list[tuple[str, keras.M
         ['qat int8']
     """
     keras.utils.set_random_seed(0)
-    clone = keras.models.clone_model(float_model)
-    clone.set_weights(float_model.get_weights())
+    clone = clone_with_weights(float_model)
     qat = compile_classifier(quantize_model(clone), learning_rate=1e-3)
     qat.fit(split.x_train, split.y_train, epochs=EPOCHS, batch_size=BATCH, verbose=0)
     return [("qat int8", qat)]

@@ -2,53 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 
+from tfcompress._graph import check_model, fresh_copy, rebuild
 from tfcompress.pruning.schedules import PruningSchedule
 from tfcompress.pruning.wrapper import PruneLowMagnitude, _resolve, prunable_attributes
 
 
-def _check_model(model: Any, what: str) -> None:
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"{what} expects a keras.Model or a layer; got {type(model).__name__}.")
-    if not model.built or not getattr(model, "inputs", None):
-        raise ValueError(
-            f"{what}: model '{model.name}' is unbuilt or subclassed. Build it as a functional or "
-            "Sequential model with keras.Input so its layers can be rewritten, or wrap its layers "
-            "one by one with prune_low_magnitude(layer)."
-        )
-
-
-def _fresh_copy(layer: keras.layers.Layer) -> keras.layers.Layer:
-    """A new layer of the same class and config holding the same weight values."""
-    if not isinstance(layer, keras.layers.Layer):
-        return layer  # a stateless op used as a layer (`x + 1.0`): nothing to copy
-    copy = layer.__class__.from_config(layer.get_config())
-    build_config = layer.get_build_config()
-    if build_config is not None:
-        copy.build_from_config(build_config)
-    copy.set_weights(layer.get_weights())
-    return copy
-
-
 def _is_nested_model(layer: keras.layers.Layer) -> bool:
     return isinstance(layer, keras.Model) and bool(getattr(layer, "inputs", None))
-
-
-def _rebuild(
-    model: keras.Model, replace: Callable[[keras.layers.Layer], keras.layers.Layer | None]
-) -> keras.Model:
-    """Clone `model`; every layer for which `replace` returns None is a fresh copy."""
-
-    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
-        replaced = replace(layer)
-        return _fresh_copy(layer) if replaced is None else replaced
-
-    return keras.models.clone_model(model, clone_function=clone)
 
 
 def prune_low_magnitude(
@@ -98,7 +63,11 @@ def prune_low_magnitude(
     if not isinstance(model_or_layer, keras.Model):
         return PruneLowMagnitude(model_or_layer, **options)
     model = model_or_layer
-    _check_model(model, "prune_low_magnitude")
+    check_model(
+        model,
+        "prune_low_magnitude",
+        ", or wrap its layers one by one with prune_low_magnitude(layer)",
+    )
     names = None if layers is None else set(layers)
     if names is not None:
         unknown = sorted(names - {layer.name for layer in model.layers})
@@ -117,15 +86,15 @@ def prune_low_magnitude(
         chosen = names is None or layer.name in names
         if not chosen or (names is None and prunable_attributes(layer) is None):
             return None
-        wrapper = PruneLowMagnitude(_fresh_copy(layer), **options)
+        wrapper = PruneLowMagnitude(fresh_copy(layer), **options)
         wrapper.build_from_config(layer.get_build_config())
         return wrapper
 
-    return _rebuild(model, replace)
+    return rebuild(model, replace)
 
 
 def _stripped_layer(wrapper: PruneLowMagnitude) -> keras.layers.Layer:
-    inner = _fresh_copy(wrapper.layer)
+    inner = fresh_copy(wrapper.layer)
     for path, mask in zip(wrapper.attributes, wrapper.masks, strict=True):
         owner = _resolve(inner, path)
         values = keras.ops.convert_to_numpy(owner) * keras.ops.convert_to_numpy(mask)
@@ -145,7 +114,7 @@ def strip_pruning(model: keras.Model | keras.layers.Layer) -> keras.Model | kera
     """
     if isinstance(model, PruneLowMagnitude):
         return _stripped_layer(model)
-    _check_model(model, "strip_pruning")
+    check_model(model, "strip_pruning")
 
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
         if isinstance(layer, PruneLowMagnitude):
@@ -154,7 +123,7 @@ def strip_pruning(model: keras.Model | keras.layers.Layer) -> keras.Model | kera
             return strip_pruning(layer)
         return None
 
-    return _rebuild(model, replace)
+    return rebuild(model, replace)
 
 
 def pruned_layers(model: keras.Model) -> list[PruneLowMagnitude]:

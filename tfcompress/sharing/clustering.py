@@ -9,7 +9,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcompress.sharing._rewrite import check_rewritable, fold_batch_norms, fresh_copy, rebuild
+from tfcompress._graph import check_model, fresh_copy, rebuild
+from tfcompress.sharing._rewrite import fold_batch_norms
 
 INITS = ("kmeans++", "linear", "density")
 _KERNEL_ATTRIBUTE = {
@@ -270,7 +271,7 @@ def cluster_weights(
     if not isinstance(model_or_layer, keras.Model):
         return ClusterWeights(model_or_layer, **options)
     model = model_or_layer
-    check_rewritable(model, "cluster_weights")
+    check_model(model, "cluster_weights")
     names = set(layers) if layers is not None else None
     if names is not None:
         unknown = sorted(names - {layer.name for layer in model.layers})
@@ -309,7 +310,7 @@ def strip_clustering(model: keras.Model) -> keras.Model:
         >>> any(isinstance(layer, tfc.sharing.ClusterWeights) for layer in plain.layers)
         False
     """
-    check_rewritable(model, "strip_clustering")
+    check_model(model, "strip_clustering")
 
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
         if not isinstance(layer, ClusterWeights):

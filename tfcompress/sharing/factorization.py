@@ -10,7 +10,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcompress.sharing._rewrite import check_rewritable, rebuild
+from tfcompress._graph import check_model, rebuild
 
 
 @dataclass
@@ -80,7 +80,7 @@ def factorize(
         >>> report.model_parameters_after < report.model_parameters_before
         True
     """
-    check_rewritable(model, "factorize")
+    check_model(model, "factorize")
     given = [arg for arg in (rank, energy, parameter_ratio) if arg is not None]
     if len(given) != 1:
         raise ValueError("factorize needs exactly one of rank=, energy= or parameter_ratio=.")
