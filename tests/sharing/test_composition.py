@@ -49,3 +49,46 @@ def test_factorized_model_can_be_pruned(digits):
     kernels = [w for w in final.get_weights() if w.ndim == 2]
     assert len(kernels) == 3
     assert all(abs(np.mean(k == 0) - 0.5) <= 0.05 for k in kernels)
+
+
+def test_cluster_preserving_qat_keeps_shared_values_in_the_int8_file(trained_digits_cnn, digits):
+    keras.utils.set_random_seed(0)
+    clustered = compile_classifier(
+        tfc.cluster_weights(trained_digits_cnn, number_of_clusters=8), 1e-3
+    )
+    clustered.fit(digits.x_train[:512], digits.y_train[:512], epochs=1, batch_size=64, verbose=0)
+    qat = compile_classifier(
+        tfc.sharing.quantize_clustered_model(tfc.strip_clustering(clustered)), 1e-3
+    )
+    qat.fit(digits.x_train[:512], digits.y_train[:512], epochs=1, batch_size=64, verbose=0)
+    flatbuffer = tfc.convert(qat, "int8")
+    report = tfc.inspect(flatbuffer)
+    assert report.float_ops == []
+    kernels = [
+        report.tensors[op.inputs[1]]
+        for op in report.ops
+        if op.name in ("CONV_2D", "FULLY_CONNECTED")
+    ]
+    assert len(kernels) == 5 and all(len(np.unique(t.buffer)) <= 8 for t in kernels)
+    keras_top1 = qat.predict(digits.x_test, verbose=0).argmax(-1)
+    tflite_top1 = tfc.converter.run_tflite(flatbuffer, digits.x_test).argmax(-1)
+    assert np.mean(keras_top1 == tflite_top1) >= 0.98
+
+
+def test_clustered_student_distills(trained_digits_cnn, digits):
+    from tfcompress.models import build_digits_cnn
+
+    student = tfc.cluster_weights(build_digits_cnn(width=8), number_of_clusters=4)
+    distiller = tfc.Distiller(teacher=trained_digits_cnn, student=student)
+    distiller.compile(
+        optimizer="adam",
+        student_loss_fn=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        distillation_loss_fn=keras.losses.KLDivergence(),
+        alpha=0.5,
+        temperature=2,
+    )
+    distiller.fit(digits.x_train[:256], digits.y_train[:256], epochs=1, batch_size=64, verbose=0)
+    plain = tfc.strip_clustering(distiller.student)
+    for layer in plain.layers:
+        if isinstance(layer, keras.layers.Conv2D | keras.layers.Dense):
+            assert len(np.unique(keras.ops.convert_to_numpy(layer.kernel))) <= 4

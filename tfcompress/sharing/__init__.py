@@ -2,11 +2,13 @@
 
 from tfcompress.sharing.clustering import ClusterWeights, cluster_weights, strip_clustering
 from tfcompress.sharing.factorization import FactorizationReport, factorize
+from tfcompress.sharing.qat import quantize_clustered_model
 
 __all__ = [
     "ClusterWeights",
     "FactorizationReport",
     "cluster_weights",
     "factorize",
+    "quantize_clustered_model",
     "strip_clustering",
 ]

@@ -1,0 +1,58 @@
+"""Cluster-preserving quantization-aware training: QAT that keeps the shared values shared."""
+
+from __future__ import annotations
+
+import keras
+
+from tfcompress._graph import check_model, clone_with_weights
+from tfcompress.quantization import (
+    QuantizeConfig,
+    QuantizeWrapper,
+    quantize_annotate_layer,
+    quantize_apply,
+)
+from tfcompress.sharing.clustering import ClusterWeights
+
+_KERNEL_LAYERS = (
+    keras.layers.Dense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.DepthwiseConv2D,
+)
+
+
+def quantize_clustered_model(model: keras.Model) -> keras.Model:
+    """`quantize_model` for a clustered model, keeping at most k values per kernel in the int8 file.
+
+    Plain QAT would move every weight on its own and scale each output channel apart, so the
+    int8 kernels would no longer share values. Here the kernels get one (per-tensor) scale and are
+    frozen during QAT; biases, BatchNormalization parameters and activation ranges still train.
+
+    Args:
+        model: a clustered model after `strip_clustering`.
+
+    Returns:
+        A quantization-aware model; fine-tune it, then `tfcompress.convert(model, "int8")`.
+
+    Example:
+        >>> import tfcompress as tfc
+        >>> from tfcompress.models import build_digits_cnn
+        >>> clustered = tfc.strip_clustering(tfc.cluster_weights(build_digits_cnn(width=8), 8))
+        >>> qat = quantize_clustered_model(clustered)
+        >>> all(not w.trainable for w in qat.non_trainable_weights if w.path.endswith("kernel"))
+        True
+    """
+    check_model(model, "quantize_clustered_model")
+    if any(isinstance(layer, ClusterWeights) for layer in model.layers):
+        raise ValueError(
+            f"Model '{model.name}' still has ClusterWeights wrappers: call strip_clustering first."
+        )
+    annotated = clone_with_weights(model)
+    for layer in annotated.layers:
+        if type(layer) in _KERNEL_LAYERS:
+            quantize_annotate_layer(layer, QuantizeConfig(role="kernel", per_channel=False))
+    quantized = quantize_apply(annotated)
+    for layer in quantized.layers:
+        if isinstance(layer, QuantizeWrapper):
+            layer.layer.kernel.trainable = False
+    return quantized
