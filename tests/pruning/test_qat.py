@@ -51,3 +51,26 @@ def test_qat_of_a_pruned_model_keeps_its_zeros_in_the_int8_file(digits, trained_
         assert np.mean(kernel == 0) == pytest.approx(0.7, abs=0.01)
     accuracy = tfc.evaluate_tflite(flatbuffer, digits.x_test, digits.y_test)
     assert accuracy >= sparse_accuracy - 0.02
+
+
+@pytest.mark.slow
+def test_quantize_model_alone_keeps_the_zeros_of_a_pruned_model(digits, trained_digits_cnn) -> None:
+    keras.utils.set_random_seed(9)
+    sparse = _pruned(trained_digits_cnn, digits, 0.7)
+    qat = compile_classifier(quantization.quantize_model(sparse), 1e-3)
+    qat.fit(digits.x_train, digits.y_train, batch_size=64, epochs=1, verbose=0)  # no callback
+    flatbuffer = tfc.convert(qat, mode="int8")
+    kernels = [
+        t.buffer
+        for t in tfc.inspect(flatbuffer).tensors
+        if t.buffer is not None and t.buffer.dtype == np.int8 and len(t.shape) >= 2
+    ]
+    assert len(kernels) == 5
+    for kernel in kernels:
+        assert np.mean(kernel == 0) == pytest.approx(0.7, abs=0.01)
+
+
+def test_dense_model_gets_no_sparsity_mask(trained_digits_cnn) -> None:
+    qat = quantization.quantize_model(trained_digits_cnn)
+    wrappers = [layer for layer in qat.layers if isinstance(layer, quantization.QuantizeWrapper)]
+    assert wrappers and not any(w.preserve_sparsity for w in wrappers)

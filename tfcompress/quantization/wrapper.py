@@ -20,6 +20,17 @@ def _activation_name(layer: Any) -> str:
     return getattr(activation, "__name__", "linear") if activation is not None else "linear"
 
 
+_SPARSE_KERNEL = 0.1  # share of exact zeros from which a kernel counts as pruned
+
+
+def _zero_fraction(layer: Any) -> float:
+    kernel = getattr(layer, "kernel", None) if getattr(layer, "built", False) else None
+    if kernel is None:
+        return 0.0
+    values = kernel.numpy()
+    return float((values == 0).mean()) if values.size else 0.0
+
+
 def supports_kernel_wrapping(layer: Any) -> bool:
     """True for the kernel layers whose forward pass `QuantizeWrapper` knows how to recompute."""
     if getattr(layer, "data_format", "channels_last") != "channels_last":
@@ -40,6 +51,9 @@ class QuantizeWrapper(L.Wrapper):
         layer: a built Conv1D/2D/3D, DepthwiseConv2D, Dense or EinsumDense (channels_last).
         config: the `QuantizeConfig`; default 8-bit weights.
         batchnorm: an optional built BatchNormalization applied to `layer`'s output (last axis).
+        preserve_sparsity: keep the kernel's zeros at zero through training (sparsity-preserving
+            QAT for pruned models). By default it is on when at least 10% of the kernel is
+            exactly zero, as after `strip_pruning`.
 
     Example:
         >>> import numpy as np
@@ -56,6 +70,7 @@ class QuantizeWrapper(L.Wrapper):
         layer: keras.layers.Layer,
         config: QuantizeConfig | None = None,
         batchnorm: keras.layers.Layer | None = None,
+        preserve_sparsity: bool | None = None,
         **kwargs: Any,
     ) -> None:
         if not supports_kernel_wrapping(layer):
@@ -68,6 +83,9 @@ class QuantizeWrapper(L.Wrapper):
         super().__init__(layer, **kwargs)
         self.config = config or QuantizeConfig()
         self.batchnorm = batchnorm
+        if preserve_sparsity is None:
+            preserve_sparsity = _zero_fraction(layer) >= _SPARSE_KERNEL
+        self.preserve_sparsity = bool(preserve_sparsity)
         # The converter rejects per-channel fake quant on FULLY_CONNECTED, so Dense is per tensor.
         per_channel = (
             self.config.per_channel
@@ -88,10 +106,18 @@ class QuantizeWrapper(L.Wrapper):
             self.batchnorm.build(output_shape)
         if self.pre_activation is not None and not self.pre_activation.built:
             self.pre_activation.build(output_shape)
+        if self.preserve_sparsity:
+            kernel = self.layer.kernel
+            self.sparsity_mask = self.add_weight(
+                name="sparsity_mask", shape=tuple(kernel.shape), initializer="ones", trainable=False
+            )
+            self.sparsity_mask.assign(ops.cast(ops.not_equal(kernel, 0), self.sparsity_mask.dtype))
         self.built = True
 
     def _folded_kernel_and_bias(self) -> tuple[Any, Any]:
         kernel = ops.convert_to_tensor(self.layer.kernel)
+        if self.preserve_sparsity:
+            kernel = kernel * self.sparsity_mask
         bias = self.layer.bias if getattr(self.layer, "bias", None) is not None else None
         bn = self.batchnorm
         if bn is None:
@@ -157,6 +183,7 @@ class QuantizeWrapper(L.Wrapper):
             "batchnorm": None
             if batchnorm is None
             else keras.saving.serialize_keras_object(batchnorm),
+            "preserve_sparsity": self.preserve_sparsity,
         }
 
     @classmethod
