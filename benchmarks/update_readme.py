@@ -110,7 +110,7 @@ def pruning_table(data: dict) -> str:
         f"QAT of the 80%-sparse model: `quantize_model` alone keeps "
         f"{qat['plain_qat']['kernel_sparsity']:.3f} sparsity in the int8 file (accuracy "
         f"{qat['plain_qat']['accuracy']:.4f}); with the `PreserveSparsity` callback "
-        f"{qat['sparsity_preserving_qat']['kernel_sparsity']:.3f} (tfmot's plain QAT loses about half).",
+        f"{qat['sparsity_preserving_qat']['kernel_sparsity']:.3f}.",
         f"MobileNetV2 0.35 training step: wrapper overhead {step['tfcompress']['overhead_frequency_100']:.2f}x "
         f"(tfmot {step['tfmot']['overhead_frequency_100']:.2f}x) at the default update frequency; absolute "
         f"step {step['tfcompress']['pruned_frequency_100']:.0f} ms vs tfmot "
