@@ -79,7 +79,10 @@ def test_clustered_student_distills(trained_digits_cnn, digits):
     from tfcompress.models import build_digits_cnn
 
     student = tfc.cluster_weights(build_digits_cnn(width=8), number_of_clusters=4)
-    distiller = tfc.Distiller(teacher=trained_digits_cnn, student=student)
+    from tfcompress._graph import clone_with_weights
+
+    # the Distiller freezes its teacher: give it a copy, not the shared session fixture
+    distiller = tfc.Distiller(teacher=clone_with_weights(trained_digits_cnn), student=student)
     distiller.compile(
         optimizer="adam",
         student_loss_fn=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
