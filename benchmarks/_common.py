@@ -51,3 +51,18 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
     target = RESULTS / f"{name}.json"
     os.replace(temporary, target)
     return target
+
+
+def legacy_digits_cnn(keras2: Any) -> Any:
+    """tfcompress.models.build_digits_cnn(width=32), built with legacy Keras 2 for tfmot's side."""
+    layers = keras2.layers
+    inputs = keras2.Input((8, 8, 1))
+    x = layers.Conv2D(32, 3, padding="same", use_bias=False)(inputs)
+    x = layers.ReLU()(layers.BatchNormalization(momentum=0.9)(x))
+    x = layers.Conv2D(64, 3, padding="same", use_bias=False)(x)
+    x = layers.ReLU()(layers.BatchNormalization(momentum=0.9)(x))
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(64, activation="relu")(x)
+    return keras2.Model(inputs, layers.Dense(10)(x))

@@ -103,6 +103,7 @@ def tfmot_worker(work: Path) -> None:
     import numpy as np
     import tensorflow as tf
     import tensorflow_model_optimization as tfmot
+    from _common import legacy_digits_cnn
 
     keras2 = tf.keras
     data = np.load(work / "inputs.npz")
@@ -112,17 +113,7 @@ def tfmot_worker(work: Path) -> None:
     results: dict = {"tfmot_version": tfmot.__version__}
 
     def digits_model():
-        layers = keras2.layers
-        inputs = keras2.Input((8, 8, 1))
-        h = layers.Conv2D(32, 3, padding="same", use_bias=False)(inputs)
-        h = layers.ReLU()(layers.BatchNormalization(momentum=0.9)(h))
-        h = layers.Conv2D(64, 3, padding="same", use_bias=False)(h)
-        h = layers.ReLU()(layers.BatchNormalization(momentum=0.9)(h))
-        h = layers.MaxPooling2D(2)(h)
-        h = layers.Conv2D(64, 3, padding="same", activation="relu")(h)
-        h = layers.GlobalAveragePooling2D()(h)
-        h = layers.Dense(64, activation="relu")(h)
-        model = keras2.Model(inputs, layers.Dense(10)(h))
+        model = legacy_digits_cnn(keras2)
         model.set_weights(weights)
         return model
 

@@ -123,6 +123,7 @@ def tfmot_side() -> dict:
     import tensorflow as tf
     import tensorflow_model_optimization as tfmot
     import tf_keras
+    from _common import legacy_digits_cnn
 
     import tfcompress as tfc
     from tfcompress.data import calibration_sample, load_digits
@@ -130,17 +131,7 @@ def tfmot_side() -> dict:
     split = load_digits()
     calibration = calibration_sample(split.x_train, 200)
     tf_keras.utils.set_random_seed(SEED)
-    layers = tf_keras.layers
-    inputs = tf_keras.Input((8, 8, 1))
-    x = layers.Conv2D(32, 3, padding="same", use_bias=False)(inputs)
-    x = layers.ReLU()(layers.BatchNormalization(momentum=0.9)(x))
-    x = layers.Conv2D(64, 3, padding="same", use_bias=False)(x)
-    x = layers.ReLU()(layers.BatchNormalization(momentum=0.9)(x))
-    x = layers.MaxPooling2D(2)(x)
-    x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dense(64, activation="relu")(x)
-    model = tf_keras.Model(inputs, layers.Dense(10)(x))
+    model = legacy_digits_cnn(tf_keras)
 
     def compile_(m, lr):
         m.compile(

@@ -51,3 +51,14 @@ def clone_with_weights(model: keras.Model) -> keras.Model:
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def selected_layers(model: keras.Model, layers: Any, what: str) -> set[str] | None:
+    """The names in `layers` (None: every layer), after checking that `model` has each of them."""
+    if layers is None:
+        return None
+    names = set(layers)
+    unknown = sorted(names - {layer.name for layer in model.layers})
+    if unknown:
+        raise ValueError(f"{what}: no layer named {unknown} in model '{model.name}'.")
+    return names

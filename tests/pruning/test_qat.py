@@ -28,6 +28,17 @@ def _pruned(model: keras.Model, digits, sparsity: float) -> keras.Model:
     return tfc.strip_pruning(pruned)
 
 
+def _assert_int8_kernels_are_70_percent_zeros(flatbuffer: bytes) -> None:
+    kernels = [
+        t.buffer
+        for t in tfc.inspect(flatbuffer).tensors
+        if t.buffer is not None and t.buffer.dtype == np.int8 and len(t.shape) >= 2
+    ]
+    assert len(kernels) == 5
+    for kernel in kernels:
+        assert np.mean(kernel == 0) == pytest.approx(0.7, abs=0.01)
+
+
 @pytest.mark.slow
 def test_qat_of_a_pruned_model_keeps_its_zeros_in_the_int8_file(digits, trained_digits_cnn) -> None:
     keras.utils.set_random_seed(8)
@@ -41,14 +52,7 @@ def test_qat_of_a_pruned_model_keeps_its_zeros_in_the_int8_file(digits, trained_
     for path, sparsity in kernel_sparsity(qat).items():
         assert sparsity == pytest.approx(0.7, abs=0.01), path
     flatbuffer = tfc.convert(qat, mode="int8")
-    kernels = [
-        t.buffer
-        for t in tfc.inspect(flatbuffer).tensors
-        if t.buffer is not None and t.buffer.dtype == np.int8 and len(t.shape) >= 2
-    ]
-    assert len(kernels) == 5
-    for kernel in kernels:
-        assert np.mean(kernel == 0) == pytest.approx(0.7, abs=0.01)
+    _assert_int8_kernels_are_70_percent_zeros(flatbuffer)
     accuracy = tfc.evaluate_tflite(flatbuffer, digits.x_test, digits.y_test)
     assert accuracy >= sparse_accuracy - 0.02
 
@@ -60,14 +64,7 @@ def test_quantize_model_alone_keeps_the_zeros_of_a_pruned_model(digits, trained_
     qat = compile_classifier(quantization.quantize_model(sparse), 1e-3)
     qat.fit(digits.x_train, digits.y_train, batch_size=64, epochs=1, verbose=0)  # no callback
     flatbuffer = tfc.convert(qat, mode="int8")
-    kernels = [
-        t.buffer
-        for t in tfc.inspect(flatbuffer).tensors
-        if t.buffer is not None and t.buffer.dtype == np.int8 and len(t.shape) >= 2
-    ]
-    assert len(kernels) == 5
-    for kernel in kernels:
-        assert np.mean(kernel == 0) == pytest.approx(0.7, abs=0.01)
+    _assert_int8_kernels_are_70_percent_zeros(flatbuffer)
 
 
 def test_dense_model_gets_no_sparsity_mask(trained_digits_cnn) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from tfcompress._graph import check_model, fresh_copy, rebuild
+from tfcompress._graph import check_model, fresh_copy, rebuild, selected_layers
 from tfcompress.pruning.schedules import PruningSchedule
 from tfcompress.pruning.wrapper import PruneLowMagnitude, _resolve, prunable_attributes
 
@@ -68,13 +68,7 @@ def prune_low_magnitude(
         "prune_low_magnitude",
         ", or wrap its layers one by one with prune_low_magnitude(layer)",
     )
-    names = None if layers is None else set(layers)
-    if names is not None:
-        unknown = sorted(names - {layer.name for layer in model.layers})
-        if unknown:
-            raise ValueError(
-                f"prune_low_magnitude: no layer named {unknown} in model '{model.name}'."
-            )
+    names = selected_layers(model, layers, "prune_low_magnitude")
     # validate the options once, before cloning anything
     PruneLowMagnitude(keras.layers.Dense(1), **{**options, "sparsity_n_m": sparsity_n_m})
 

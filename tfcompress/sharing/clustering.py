@@ -9,7 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcompress._graph import check_model, fresh_copy, rebuild
+from tfcompress._graph import check_model, fresh_copy, rebuild, selected_layers
 from tfcompress.sharing._rewrite import fold_batch_norms
 
 INITS = ("kmeans++", "linear", "density")
@@ -272,16 +272,8 @@ def cluster_weights(
         return ClusterWeights(model_or_layer, **options)
     model = model_or_layer
     check_model(model, "cluster_weights")
-    names = set(layers) if layers is not None else None
-    if names is not None:
-        unknown = sorted(names - {layer.name for layer in model.layers})
-        if unknown:
-            raise ValueError(f"cluster_weights: no layer named {unknown} in model '{model.name}'.")
-    if (
-        isinstance(number_of_clusters, int | np.integer)
-        and number_of_clusters < 2
-        or not isinstance(number_of_clusters, int | np.integer)
-    ):
+    names = selected_layers(model, layers, "cluster_weights")
+    if not isinstance(number_of_clusters, int | np.integer) or number_of_clusters < 2:
         raise ValueError(f"number_of_clusters must be an integer >= 2; got {number_of_clusters!r}.")
 
     if any(isinstance(layer, ClusterWeights) for layer in model.layers):

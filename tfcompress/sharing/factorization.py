@@ -10,7 +10,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcompress._graph import check_model, rebuild
+from tfcompress._graph import check_model, rebuild, selected_layers
 
 
 @dataclass
@@ -90,12 +90,7 @@ def factorize(
         raise ValueError(f"parameter_ratio must be in (0, 1); got {parameter_ratio}.")
     if rank is not None and (not isinstance(rank, int | np.integer) or rank <= 0):
         raise ValueError(f"rank must be a positive integer; got {rank!r}.")
-    names = set(layers) if layers is not None else None
-    if names is not None:
-        known = {layer.name for layer in model.layers}
-        unknown = sorted(names - known)
-        if unknown:
-            raise ValueError(f"factorize: no layer named {unknown} in model '{model.name}'.")
+    names = selected_layers(model, layers, "factorize")
     report = FactorizationReport(model_parameters_before=model.count_params())
 
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
