@@ -128,6 +128,44 @@ def test_ops_slicing_and_nested_models_convert_without_float_ops(rng) -> None:
     np.testing.assert_allclose(run_tflite(flatbuffer, x), qat.predict(x, verbose=0), atol=0.02)
 
 
+def _convnext_like_model() -> keras.Model:
+    """ConvNeXt's pieces: ImageNet Normalization on [0, 1] inputs, LayerNorm, GELU, LayerScale."""
+    from keras.src.applications.convnext import LayerScale
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Normalization(
+        mean=[0.485 * 255, 0.456 * 255, 0.406 * 255],
+        variance=[(0.229 * 255) ** 2, (0.224 * 255) ** 2, (0.225 * 255) ** 2],
+    )(inputs)
+    x = keras.layers.Conv2D(16, 4, strides=4)(x)
+    x = keras.layers.LayerNormalization(epsilon=1e-6)(x)
+    y = keras.layers.DepthwiseConv2D(3, padding="same")(x)
+    y = keras.layers.LayerNormalization(epsilon=1e-6)(y)
+    y = keras.layers.Dense(32, activation="gelu")(y)
+    y = keras.layers.Dense(16)(y)
+    x = x + LayerScale(0.1, 16)(y)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+
+
+def test_layernorm_and_normalization_convert_without_float_ops(rng, tmp_path) -> None:
+    keras.utils.set_random_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # LayerScale is known: no "stays in float" warning
+        qat = quantize_model(_convnext_like_model())
+    x = rng.uniform(0, 1, (64, 16, 16, 3)).astype("float32")
+    qat.compile("adam", "sparse_categorical_crossentropy")
+    qat.fit(x, np.arange(64) % 10, epochs=2, batch_size=16, verbose=0)
+    flatbuffer = tfc.convert(qat, mode="int8", representative_data=x)
+    # Keras's own LayerNormalization lowers to a float NEG, and Normalization of an input whose
+    # range excludes the ImageNet means to a float requantize: both are rewritten.
+    assert tfc.inspect(flatbuffer).float_ops == []
+    np.testing.assert_allclose(run_tflite(flatbuffer, x), qat.predict(x, verbose=0), atol=0.03)
+    qat.save(tmp_path / "convnext_like.keras")
+    loaded = keras.saving.load_model(tmp_path / "convnext_like.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
+
+
 @keras.saving.register_keras_serializable(package="tfcompress_tests")
 class Doubler(keras.layers.Layer):
     def call(self, inputs):  # noqa: ANN001, ANN201

@@ -172,3 +172,15 @@ for _cls in _PASSTHROUGH_LAYERS:
     register_quantize_config(_cls, QuantizeConfig(role=PASSTHROUGH))
 for _cls in _OUTPUT_LAYERS:
     register_quantize_config(_cls, QuantizeConfig(role=OUTPUT))
+
+
+def _register_application_layers() -> None:
+    """Custom layers inside `keras.applications` models (not exported by Keras, hence the guard)."""
+    try:
+        from keras.src.applications.convnext import LayerScale
+    except ImportError:  # pragma: no cover - moved in another Keras version
+        return
+    register_quantize_config(LayerScale, QuantizeConfig(role=OUTPUT))  # x * gamma: an int8 MUL
+
+
+_register_application_layers()

@@ -24,6 +24,7 @@ from tfcompress.quantization.config import (
     QuantizeConfig,
     get_quantize_config,
 )
+from tfcompress.quantization.layers import IntegerLayerNormalization, IntegerNormalization
 from tfcompress.quantization.quantizers import ActivationQuantizer
 from tfcompress.quantization.wrapper import QuantizeWrapper, supports_kernel_wrapping
 
@@ -46,6 +47,12 @@ _PASSTHROUGH_OPS = {
     "SwapAxes",
     "StopGradient",
     "Identity",
+}
+
+# Layers whose Keras graph lowers to an op without an int8 kernel, and the equivalent that does not.
+_INTEGER_FRIENDLY: dict[type, type] = {
+    L.LayerNormalization: IntegerLayerNormalization,
+    L.Normalization: IntegerNormalization,
 }
 
 
@@ -332,8 +339,9 @@ class _Rewriter:
         if not isinstance(op, keras.layers.Layer):
             return op  # keras.ops operations are stateless: call the same one on new tensors
         if id(op) not in self.copies:
+            klass = _INTEGER_FRIENDLY.get(type(op), type(op))
             try:
-                self.copies[id(op)] = op.__class__.from_config(op.get_config())
+                self.copies[id(op)] = klass.from_config(op.get_config())
             except Exception:  # noqa: BLE001 - custom layers without a working get_config
                 self.copies[id(op)] = op
         return self.copies[id(op)]
