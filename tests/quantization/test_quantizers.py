@@ -70,7 +70,9 @@ def test_folded_batchnorm_matches_conv_then_batchnorm(rng) -> None:
 
 def test_bad_bits_are_rejected_with_the_argument_name() -> None:
     with pytest.raises(ValueError, match="weight_bits"):
-        QuantizeConfig(weight_bits=1)
+        QuantizeConfig(weight_bits=9)
+    with pytest.raises(ValueError, match="activation_bits"):
+        QuantizeConfig(activation_bits=4)
     with pytest.raises(ValueError, match="num_bits"):
         ActivationQuantizer(num_bits=4)
     with pytest.raises(ValueError, match="role"):

@@ -48,7 +48,8 @@ def convert(
             SavedModel directory.
         mode: `"float32"`; `"dynamic"` (int8 weights, float activations); `"float16"` (float16
             weights); `"int8"` (full integer, int8 input and output, no float op left);
-            `"int16x8"` (int16 activations, int8 weights, int16 input and output); `"edgetpu"`
+            `"int16x8"` (int16 activations, int8 weights, int16 input and output; a QAT model's
+            trained weights are baked in and its 16-bit ranges calibrated); `"edgetpu"`
             (full integer, uint8 input and output, batch 1, per-tensor Dense weights).
         representative_data: calibration inputs for the integer modes: a numpy array (batch
             first), a list of arrays for several inputs, a `tf.data.Dataset` (of inputs or
@@ -86,6 +87,8 @@ def convert(
             f"mode={mode!r} does not calibrate: representative_data is ignored.", stacklevel=2
         )
     source = load_source(model, input_signature, safe_mode, custom_objects)
+    if mode == "int16x8":
+        source = _without_fake_quant(source, representative_data, input_signature)
     if mode == "edgetpu":
         source = source.with_batch_size(1)
     concrete = source.concrete_function()
@@ -105,6 +108,25 @@ def convert(
     if mode in CALIBRATED_MODES and representative_data is None:
         _warn_if_float_ops_left(flatbuffer, source.name)
     return flatbuffer
+
+
+def _without_fake_quant(
+    source: TraceableModel, representative_data: Any, input_signature: Any
+) -> TraceableModel:
+    """TF 2.21 cannot export fake quant in int16x8: bake a QAT model's weights in and calibrate."""
+    from tfcompress.quantization.export import is_quantization_aware, strip_quantization
+
+    if not compat.is_keras3_model(source.owner) or not is_quantization_aware(source.owner):
+        return source
+    if representative_data is None:
+        raise ConversionError(
+            f"mode='int16x8' of the quantization-aware model '{source.name}' needs "
+            "representative_data: TF 2.21's converter cannot take fake quant in int16x8, so the "
+            "trained weights are baked in and the 16-bit activation ranges calibrated on real "
+            "inputs. Pass representative_data=x_train[:200]."
+        )
+    _log.info("QAT model '%s': int16x8 export of its baked-in weights.", source.name)
+    return load_source(strip_quantization(source.owner), input_signature)
 
 
 def _warn_if_float_ops_left(flatbuffer: bytes, name: str) -> None:

@@ -292,7 +292,17 @@ _NUMPY_TYPES = {
 }
 
 
+def _unpack_int4(raw: bytes) -> np.ndarray:
+    """INT4 tensors hold two signed values per byte, the first in the low nibble."""
+    packed = np.frombuffer(raw, dtype=np.uint8)
+    nibbles = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(-1).astype(np.int8)
+    return np.where(nibbles > 7, nibbles - 16, nibbles).astype(np.int8)
+
+
 def _as_array(raw: bytes, dtype: str, shape: list[int]) -> np.ndarray | None:
+    if dtype == "INT4":
+        array = _unpack_int4(raw)[: int(np.prod(shape))]
+        return array.reshape(shape) if int(np.prod(shape)) == array.size else array
     numpy_type = _NUMPY_TYPES.get(dtype)
     if numpy_type is None:
         return None

@@ -13,18 +13,29 @@ from tfcompress.quantization.config import (
     get_quantize_config,
     register_quantize_config,
 )
-from tfcompress.quantization.quantizers import ActivationQuantizer, WeightQuantizer
+from tfcompress.quantization.export import is_quantization_aware, strip_quantization
+from tfcompress.quantization.layers import IntegerLayerNormalization, IntegerNormalization
+from tfcompress.quantization.quantizers import (
+    ActivationQuantizer,
+    WeightQuantizer,
+    learned_step_fake_quant,
+)
 from tfcompress.quantization.rewrite import quantize_annotate_layer, quantize_apply, quantize_model
 from tfcompress.quantization.wrapper import QuantizeWrapper
 
 __all__ = [
     "ActivationQuantizer",
+    "IntegerLayerNormalization",
+    "IntegerNormalization",
     "QuantizeConfig",
     "QuantizeWrapper",
     "WeightQuantizer",
     "get_quantize_config",
+    "is_quantization_aware",
+    "learned_step_fake_quant",
     "quantize_annotate_layer",
     "quantize_apply",
     "quantize_model",
     "register_quantize_config",
+    "strip_quantization",
 ]

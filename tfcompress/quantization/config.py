@@ -22,8 +22,12 @@ class QuantizeConfig:
         role: "kernel" (fake-quantize weights and output), "output" (quantize the output only),
             "passthrough" (output keeps the input's scale) or "float" (keep the layer in float,
             quantize only at its boundaries).
-        weight_bits: bits per weight for "kernel" layers, 2 to 8 (stored as int8).
+        weight_bits: bits per weight for "kernel" layers, 1 to 8, stored as int8 (1 is binary,
+            2 ternary).
         per_channel: per output channel weight scales (convolutions); Dense is always per tensor.
+        learned_step: learn the weight and activation step sizes (LSQ) instead of taking them
+            from min/max.
+        activation_bits: 8 (the int8 scheme) or 16 (for `convert(mode="int16x8")`).
 
     Example:
         >>> config = QuantizeConfig(role="kernel", weight_bits=4)
@@ -36,20 +40,33 @@ class QuantizeConfig:
         role: str = KERNEL,
         weight_bits: int = 8,
         per_channel: bool = True,
+        learned_step: bool = False,
+        activation_bits: int = 8,
     ) -> None:
         if role not in _ROLES:
             raise ValueError(f"QuantizeConfig: role must be one of {_ROLES}; got {role!r}.")
-        if not isinstance(weight_bits, int) or not 2 <= weight_bits <= 8:
-            raise ValueError(f"QuantizeConfig: weight_bits must be in [2, 8]; got {weight_bits!r}.")
+        if not isinstance(weight_bits, int) or not 1 <= weight_bits <= 8:
+            raise ValueError(
+                f"QuantizeConfig: weight_bits must be an int in [1, 8] (1 is binary, 2 ternary); "
+                f"got {weight_bits!r}."
+            )
         self.role = role
         self.weight_bits = weight_bits
         self.per_channel = bool(per_channel)
+        if activation_bits not in (8, 16):
+            raise ValueError(
+                f"QuantizeConfig: activation_bits must be 8 or 16; got {activation_bits!r}."
+            )
+        self.learned_step = bool(learned_step)
+        self.activation_bits = activation_bits
 
     def get_config(self) -> dict[str, Any]:
         return {
             "role": self.role,
             "weight_bits": self.weight_bits,
             "per_channel": self.per_channel,
+            "learned_step": self.learned_step,
+            "activation_bits": self.activation_bits,
         }
 
     @classmethod

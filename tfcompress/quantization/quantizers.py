@@ -2,21 +2,57 @@
 
 from __future__ import annotations
 
+from math import prod
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
+
+
+def _round_ste(x: Any) -> Any:
+    """Round half up (as TensorFlow's fake quant does) with a straight-through gradient."""
+    return x + ops.stop_gradient(ops.floor(x + 0.5) - x)
+
+
+def _scale_gradient(x: Any, factor: float) -> Any:
+    """`x` in the forward pass; its gradient multiplied by `factor` in the backward pass."""
+    return x * factor + ops.stop_gradient(x - x * factor)
+
+
+def learned_step_fake_quant(
+    x: Any, step: Any, qmin: int, qmax: int, zero_point: Any = 0.0, grad_factor: float = 1.0
+) -> Any:
+    """LSQ fake quantization (Esser et al., 2020): `(round(clip(x / s + z, qmin, qmax)) - z) * s`.
+
+    The forward value is that of `fake_quant_with_min_max_vars(x, (qmin - z) * s, (qmax - z) * s)`;
+    the gradient reaches the step `s` from the rounding error of in-range values and from the
+    clipped ones, scaled by `grad_factor` (the paper's `1 / sqrt(N * qmax)`).
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.array([-1.0, 0.12, 0.5, 3.0], dtype="float32")
+        >>> [round(float(v), 2) for v in learned_step_fake_quant(x, 0.25, -4, 4)]
+        [-1.0, 0.0, 0.5, 1.0]
+    """
+    step = _scale_gradient(step, grad_factor)
+    levels = _round_ste(ops.clip(x / step + zero_point, qmin, qmax))
+    return (levels - zero_point) * step
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
 class WeightQuantizer:
     """Symmetric narrow-range fake quantization of a weight tensor (the TFLite int8 weight spec).
 
-    The range is the last value of `max(|w|)`, per output channel when `per_channel` is true. It is
-    recomputed from the weights at every step, so the converter folds it into constants.
+    The range is `max(|w|)`, per output channel when `per_channel` is true, recomputed from the
+    weights at every step so the converter folds it into constants; or, with a learned step
+    size, `qmax * step` (LSQ). With 2 bits the weights are ternary ({-s, 0, s}); with 1 bit they
+    are binary (`sign(w) * mean(|w|)`, straight-through gradient; pruned zeros stay zero). The
+    file stores the levels as int8 values in [-qmax, qmax] (one scale per channel), which every
+    int8 runtime and the Edge TPU run.
 
     Args:
-        num_bits: bits per weight, 2 to 8.
+        num_bits: bits per weight, 1 to 8 (1 is binary, 2 ternary).
         per_channel: one scale per output channel (the last axis of the kernel given to `__call__`).
 
     Example:
@@ -28,26 +64,53 @@ class WeightQuantizer:
     """
 
     def __init__(self, num_bits: int = 8, per_channel: bool = True) -> None:
-        if not isinstance(num_bits, int) or not 2 <= num_bits <= 8:
+        if not isinstance(num_bits, int) or not 1 <= num_bits <= 8:
             raise ValueError(
-                f"WeightQuantizer: num_bits must be an int in [2, 8]; got {num_bits!r}."
+                f"WeightQuantizer: num_bits must be an int in [1, 8] (1 is binary, 2 ternary); "
+                f"got {num_bits!r}."
             )
         self.num_bits = num_bits
         self.per_channel = bool(per_channel)
 
-    def __call__(self, kernel: Any) -> Any:
-        kernel = ops.convert_to_tensor(kernel)
+    @property
+    def qmax(self) -> int:
+        """The largest integer level: 127 for 8 bits, 1 for ternary and binary."""
+        return max(2 ** (self.num_bits - 1) - 1, 1)
+
+    def _axes(self, kernel: Any) -> tuple[tuple[int, ...] | None, int | None]:
         if self.per_channel:
-            axes = tuple(range(len(kernel.shape) - 1))
-            bound = ops.max(ops.abs(kernel), axis=axes)
-            axis = -1
+            return tuple(range(len(kernel.shape) - 1)), -1
+        return None, None
+
+    def initial_step(self, kernel: Any) -> Any:
+        """The step `max(|w|) / qmax` the min/max scheme would use: where LSQ starts from."""
+        axes, _ = self._axes(kernel)
+        bound = ops.max(ops.abs(ops.convert_to_tensor(kernel)), axis=axes)
+        return ops.maximum(bound, 1e-8) / self.qmax
+
+    def __call__(self, kernel: Any, step: Any = None, training: bool = False) -> Any:
+        """Fake-quantize `kernel`; `step` is the learned step size (LSQ), or None for min/max."""
+        kernel = ops.convert_to_tensor(kernel)
+        axes, axis = self._axes(kernel)
+        if self.num_bits == 1:
+            step = ops.stop_gradient(ops.maximum(ops.mean(ops.abs(kernel), axis=axes), 1e-8))
+            # straight-through sign; an exact zero (a pruned weight) stays zero
+            kernel = kernel + ops.stop_gradient(ops.sign(kernel) * step - kernel)
         else:
-            bound = ops.max(ops.abs(kernel))
-            axis = None
-        # A zero range would divide by zero in the scale; any positive bound quantizes 0 exactly.
-        bound = ops.maximum(ops.stop_gradient(bound), 1e-8)
+            learned = step is not None
+            if not learned:
+                step = ops.stop_gradient(self.initial_step(kernel))
+            if learned and training:
+                size = kernel.shape[-1] if self.per_channel else 1
+                factor = (prod(kernel.shape) // size * self.qmax) ** -0.5
+                return learned_step_fake_quant(kernel, step, -self.qmax, self.qmax, 0.0, factor)
+            if self.num_bits < 8:  # round to the low-bit grid with plain (constant-folded) ops
+                kernel = learned_step_fake_quant(kernel, step, -self.qmax, self.qmax)
+        # One int8 fake quant whose step is the low-bit step: the file stores the low-bit levels
+        # as int8 values in [-qmax, qmax] (for 8 bits this is the usual max(|w|) range).
+        bound = ops.maximum(step * 127.0, 1e-8)
         return keras.quantizers.fake_quant_with_min_max_vars(
-            kernel, -bound, bound, num_bits=self.num_bits, narrow_range=True, axis=axis
+            kernel, -bound, bound, num_bits=8, narrow_range=True, axis=axis
         )
 
     def get_config(self) -> dict[str, Any]:
@@ -71,6 +134,9 @@ class ActivationQuantizer(keras.layers.Layer):
         decay: weight of the old range in the moving average.
         fixed_range: a constant `(min, max)` instead of a tracked one, for ops whose output
             scale TFLite fixes (softmax and sigmoid: 1/256, tanh: 1/128).
+        learned_step: learn the step size and the range's minimum by gradient descent (LSQ+)
+            instead of tracking min/max. The first training batch initialises them; the step is
+            stored as its logarithm, so Adam changes it by relative amounts.
 
     Example:
         >>> import numpy as np
@@ -85,9 +151,11 @@ class ActivationQuantizer(keras.layers.Layer):
         num_bits: int = 8,
         decay: float = 0.999,
         fixed_range: tuple[float, float] | None = None,
+        learned_step: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.learned_step = bool(learned_step) and fixed_range is None
         if fixed_range is not None:
             fixed_range = (float(fixed_range[0]), float(fixed_range[1]))
             if not fixed_range[0] <= 0.0 < fixed_range[1]:
@@ -103,18 +171,26 @@ class ActivationQuantizer(keras.layers.Layer):
         self.decay = float(decay)
 
     def build(self, input_shape: Any) -> None:
-        def state(name: str, value: float) -> Any:
+        def state(name: str, value: float, trainable: bool = False) -> Any:
             return self.add_weight(
                 name=name,
                 shape=(),
                 initializer=keras.initializers.Constant(value),
-                trainable=False,
+                trainable=trainable,
                 aggregation="mean",
             )
 
-        self.range_min = state("range_min", -6.0)
-        self.range_max = state("range_max", 6.0)
+        if self.learned_step:
+            self.range_min = state("range_min", -6.0, trainable=True)
+            self.log_step = state("log_step", float(np.log(12.0 / self._levels)), trainable=True)
+        else:
+            self.range_min = state("range_min", -6.0)
+            self.range_max = state("range_max", 6.0)
         self.seen = state("seen", 0.0)
+
+    @property
+    def _levels(self) -> int:
+        return 2**self.num_bits - 1 if self.num_bits == 8 else 2 * (2 ** (self.num_bits - 1) - 1)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         if self.fixed_range is not None:
@@ -122,6 +198,8 @@ class ActivationQuantizer(keras.layers.Layer):
             return keras.quantizers.fake_quant_with_min_max_vars(
                 inputs, low, high, num_bits=self.num_bits
             )
+        if self.learned_step:
+            return self._learned_step_call(inputs, training)
         if training:
             self._update_range(inputs)
         low = ops.minimum(self.range_min, 0.0)
@@ -133,6 +211,40 @@ class ActivationQuantizer(keras.layers.Layer):
         return keras.quantizers.fake_quant_with_min_max_vars(
             inputs, low, high, num_bits=self.num_bits, narrow_range=self.num_bits == 16
         )
+
+    def _learned_step_call(self, inputs: Any, training: bool | None) -> Any:
+        if training:
+            self._initialise_step(inputs)
+        step = ops.exp(self.log_step)
+        if self.num_bits == 16:  # symmetric, narrow range: levels -32767..32767, zero point 0
+            qmax = 2**15 - 1
+            if training:
+                factor = (prod(inputs.shape[1:]) * qmax) ** -0.5
+                return learned_step_fake_quant(inputs, step, -qmax, qmax, 0.0, factor)
+            return keras.quantizers.fake_quant_with_min_max_vars(
+                inputs, -qmax * step, qmax * step, num_bits=16, narrow_range=True
+            )
+        qmax = self._levels  # asymmetric: levels 0..255 around an integer zero point
+        if training:
+            zero_point = ops.clip(_round_ste(-self.range_min / step), 0, qmax)
+            factor = (prod(inputs.shape[1:]) * qmax) ** -0.5
+            return learned_step_fake_quant(inputs, step, 0, qmax, zero_point, factor)
+        zero_point = ops.clip(ops.floor(-self.range_min / step + 0.5), 0, qmax)
+        return keras.quantizers.fake_quant_with_min_max_vars(
+            inputs, -zero_point * step, (qmax - zero_point) * step, num_bits=8
+        )
+
+    def _initialise_step(self, inputs: Any) -> None:
+        """The first training batch sets the range, as the min/max scheme would."""
+        low = ops.minimum(ops.stop_gradient(ops.cast(ops.min(inputs), "float32")), 0.0)
+        high = ops.maximum(ops.stop_gradient(ops.cast(ops.max(inputs), "float32")), 0.0)
+        if self.num_bits == 16:
+            low, high = -ops.maximum(-low, high), ops.maximum(-low, high)
+        step = ops.maximum(high - low, 1e-6) / self._levels
+        first = self.seen <= 0.0
+        self.log_step.assign(ops.where(first, ops.log(step), self.log_step))
+        self.range_min.assign(ops.where(first, low, self.range_min))
+        self.seen.assign(1.0)
 
     def _update_range(self, inputs: Any) -> None:
         batch_min = ops.stop_gradient(ops.cast(ops.min(inputs), "float32"))
@@ -151,4 +263,5 @@ class ActivationQuantizer(keras.layers.Layer):
             "num_bits": self.num_bits,
             "decay": self.decay,
             "fixed_range": self.fixed_range,
+            "learned_step": self.learned_step,
         }

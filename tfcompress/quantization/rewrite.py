@@ -100,7 +100,14 @@ def quantize_apply(annotated_model: keras.Model, strict: bool = False) -> keras.
     return quantize_model(annotated_model, strict=strict)
 
 
-def quantize_model(model: keras.Model, strict: bool = False, weight_bits: int = 8) -> keras.Model:
+def quantize_model(
+    model: keras.Model,
+    strict: bool = False,
+    weight_bits: int = 8,
+    *,
+    activation_bits: int = 8,
+    learned_step: bool = False,
+) -> keras.Model:
     """A copy of `model` for quantization-aware training with the TFLite int8 scheme.
 
     Weights are fake-quantized symmetric, narrow range (per channel for convolutions, per tensor
@@ -112,7 +119,13 @@ def quantize_model(model: keras.Model, strict: bool = False, weight_bits: int = 
     Args:
         model: a built Keras 3 functional or Sequential model (nested models are inlined).
         strict: raise on a layer the registry does not know, instead of keeping it in float.
-        weight_bits: default bits per weight (2-8) for layers without an annotated config.
+        weight_bits: default bits per weight (1-8; 1 is binary, 2 ternary) for layers without an
+            annotated config. Every choice is stored as int8 in the file.
+        activation_bits: 8, or 16 for `convert(mode="int16x8")` (symmetric 16-bit activations).
+            TF 2.21's converter cannot export 16-bit fake quant, so that export bakes the trained
+            weights in and calibrates the 16-bit ranges on `representative_data`.
+        learned_step: learn the weight and activation step sizes by gradient descent (LSQ,
+            Esser et al. 2020, with a learned activation offset) instead of min/max ranges.
 
     Returns:
         A new functional model, trainable with `fit`. A legacy `tf_keras` model is quantized by
@@ -127,7 +140,9 @@ def quantize_model(model: keras.Model, strict: bool = False, weight_bits: int = 
     if _is_legacy_keras(model):
         return _quantize_with_tfmot(model)
     _check_model(model)
-    default = QuantizeConfig(weight_bits=weight_bits)
+    default = QuantizeConfig(
+        weight_bits=weight_bits, learned_step=learned_step, activation_bits=activation_bits
+    )
     rewriter = _Rewriter(strict=strict, default=default)
     graph = _graph_of(model)
     inputs = [
@@ -229,7 +244,12 @@ class _Rewriter:
             return value.tensor
         if value.twin is None:
             name = self._unique(f"{value.name}_quant")
-            quantizer = ActivationQuantizer(fixed_range=value.fixed_range, name=name)
+            quantizer = ActivationQuantizer(
+                num_bits=self.default.activation_bits,
+                fixed_range=value.fixed_range,
+                learned_step=self.default.learned_step,
+                name=name,
+            )
             value.twin = quantizer(value.tensor)
         return value.twin
 
@@ -312,7 +332,13 @@ class _Rewriter:
             return annotated
         registered = get_quantize_config(layer)
         if registered is not None and registered.role == KERNEL:
-            return QuantizeConfig(KERNEL, self.default.weight_bits, registered.per_channel)
+            return QuantizeConfig(
+                KERNEL,
+                self.default.weight_bits,
+                registered.per_channel,
+                learned_step=self.default.learned_step,
+                activation_bits=self.default.activation_bits,
+            )
         return registered
 
     def _input_for(self, op: Any, value: _Value, consumers: list) -> Any:

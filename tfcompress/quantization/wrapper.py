@@ -96,7 +96,11 @@ class QuantizeWrapper(L.Wrapper):
         # TFLite fuses only relu/relu6 into the kernel op; other activations need a range before.
         self.pre_activation = None
         if not self.fuses_activation:
-            self.pre_activation = ActivationQuantizer(name=f"{self.name}_pre_activation")
+            self.pre_activation = ActivationQuantizer(
+                num_bits=self.config.activation_bits,
+                learned_step=self.config.learned_step,
+                name=f"{self.name}_pre_activation",
+            )
 
     def build(self, input_shape: Any = None) -> None:
         if not self.layer.built:
@@ -112,6 +116,16 @@ class QuantizeWrapper(L.Wrapper):
                 name="sparsity_mask", shape=tuple(kernel.shape), initializer="ones", trainable=False
             )
             self.sparsity_mask.assign(ops.cast(ops.not_equal(kernel, 0), self.sparsity_mask.dtype))
+        self.weight_log_step = None
+        if self.config.learned_step and self.config.weight_bits > 1:
+            # LSQ starts from the min/max scheme's step and learns it from there (log scale).
+            initial = self.weight_quantizer.initial_step(
+                self._depthwise_flat(self._folded_kernel_and_bias()[0])
+            )
+            self.weight_log_step = self.add_weight(
+                name="weight_log_step", shape=tuple(initial.shape), initializer="zeros"
+            )
+            self.weight_log_step.assign(ops.log(initial))
         self.built = True
 
     def _folded_kernel_and_bias(self) -> tuple[Any, Any]:
@@ -133,16 +147,21 @@ class QuantizeWrapper(L.Wrapper):
             scale = ops.reshape(scale, kernel.shape[2:])
         return kernel * scale, shift
 
-    def _quantized_kernel(self, kernel: Any) -> Any:
+    def _depthwise_flat(self, kernel: Any) -> Any:
+        """Depthwise kernels are (h, w, in, multiplier); quantize them per output channel."""
         if isinstance(self.layer, L.DepthwiseConv2D):
             shape = kernel.shape
-            flat = ops.reshape(kernel, (*shape[:2], shape[2] * shape[3]))
-            return ops.reshape(self.weight_quantizer(flat), shape)
-        return self.weight_quantizer(kernel)
+            return ops.reshape(kernel, (*shape[:2], shape[2] * shape[3]))
+        return kernel
+
+    def _quantized_kernel(self, kernel: Any, training: bool | None) -> Any:
+        step = None if self.weight_log_step is None else ops.exp(self.weight_log_step)
+        quantized = self.weight_quantizer(self._depthwise_flat(kernel), step, bool(training))
+        return ops.reshape(quantized, kernel.shape)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         kernel, bias = self._folded_kernel_and_bias()
-        kernel = self._quantized_kernel(kernel)
+        kernel = self._quantized_kernel(kernel, training)
         layer = self.layer
         if isinstance(layer, L.DepthwiseConv2D):
             outputs = ops.depthwise_conv(

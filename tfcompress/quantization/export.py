@@ -1,0 +1,75 @@
+"""`strip_quantization`: a plain float Keras model holding the weights a QAT model deploys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from tfcompress import _graph
+from tfcompress.quantization.quantizers import ActivationQuantizer
+from tfcompress.quantization.wrapper import QuantizeWrapper
+
+
+def is_quantization_aware(model: Any) -> bool:
+    """True when `model` (or a model nested in it) holds tfcompress fake-quant layers."""
+    layers = getattr(model, "layers", None) or []
+    return any(
+        isinstance(layer, QuantizeWrapper | ActivationQuantizer) or is_quantization_aware(layer)
+        for layer in layers
+    )
+
+
+def strip_quantization(model: keras.Model) -> keras.Model:
+    """The float model a QAT model stands for: fake-quantized weights baked in, no fake quant.
+
+    Each `QuantizeWrapper` becomes its plain layer whose kernel is the weight the int8 file would
+    store (BatchNormalization folded, values on the quantization grid) and every
+    `ActivationQuantizer` becomes an `Identity`. Use it to export a QAT model in a mode the
+    converter cannot take fake quant in (`convert(mode="int16x8")` does this by itself), or to
+    inspect the deployed weights.
+
+    Example:
+        >>> import numpy as np
+        >>> import tfcompress as tfc
+        >>> from tfcompress.models import build_digits_cnn
+        >>> qat = tfc.quantize_model(build_digits_cnn(width=4), weight_bits=2)
+        >>> plain = strip_quantization(qat)
+        >>> is_quantization_aware(plain)
+        False
+        >>> kernel = plain.get_layer("conv2").kernel.numpy()
+        >>> int(max(len(np.unique(kernel[..., c])) for c in range(kernel.shape[-1])))  # ternary
+        3
+    """
+    _graph.check_model(model, "strip_quantization")
+
+    def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
+        if isinstance(layer, ActivationQuantizer):
+            return keras.layers.Identity(name=layer.name)
+        if isinstance(layer, QuantizeWrapper):
+            return _baked_layer(layer)
+        return None
+
+    return _graph.rebuild(model, replace)
+
+
+def _baked_layer(wrapper: QuantizeWrapper) -> keras.layers.Layer:
+    """The wrapped layer with its folded, fake-quantized kernel and folded bias."""
+    kernel, bias = wrapper._folded_kernel_and_bias()
+    kernel = wrapper._quantized_kernel(kernel, training=False)
+    config = wrapper.layer.get_config()
+    if bias is not None and "use_bias" in config:
+        config["use_bias"] = True
+    elif bias is not None and "bias_axes" in config and not config["bias_axes"]:
+        raise ValueError(
+            f"strip_quantization: cannot fold the BatchNormalization of '{wrapper.layer.name}' "
+            "(an EinsumDense without bias_axes) into a plain layer."
+        )
+    layer = wrapper.layer.__class__.from_config(config)
+    layer.build(wrapper.get_build_config()["input_shape"])
+    values = [ops.convert_to_numpy(kernel)]
+    if bias is not None:
+        values.append(ops.convert_to_numpy(bias))
+    layer.set_weights(values)
+    return layer
