@@ -19,11 +19,13 @@ def check_model(model: Any, what: str, alternative: str = "") -> None:
         )
 
 
-def fresh_copy(layer: keras.layers.Layer, input_shape: tuple | None = None) -> keras.layers.Layer:
-    """A new layer of the same class and config, built, holding the same weight values."""
+def fresh_copy(
+    layer: keras.layers.Layer, input_shape: tuple | None = None, as_class: type | None = None
+) -> keras.layers.Layer:
+    """A new layer of the same config (and class, or `as_class`), built, with the same weights."""
     if not isinstance(layer, keras.layers.Layer):
         return layer  # a stateless op used as a layer (`x + 1.0`): nothing to copy
-    copy = layer.__class__.from_config(layer.get_config())
+    copy = (as_class or layer.__class__).from_config(layer.get_config())
     if input_shape is not None:
         copy.build(input_shape)
     else:
