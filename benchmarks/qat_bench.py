@@ -4,6 +4,8 @@
   steps -> int8 TFLite, and the float ops left in the flatbuffer (goal: none);
 - digits CNN (width 32), same float weights for both: QAT int8 accuracy on LiteRT, float Keras
   accuracy, and top-1 agreement between the Keras QAT model and its int8 flatbuffer;
+- the QAT options on the same digits CNN: 1/2/4/8-bit weights with min/max or learned (LSQ)
+  step sizes, and 16-bit activations exported to int16x8;
 - training step time of QAT vs float on MobileNetV2 alpha 0.35 (96x96, 10 classes).
 
 tfmot only runs on legacy Keras 2, so its half runs in a subprocess with TF_USE_LEGACY_KERAS=1.
@@ -15,6 +17,7 @@ Run: .venv/bin/python benchmarks/qat_bench.py   (writes benchmarks/results/qat.j
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import subprocess
@@ -92,6 +95,7 @@ def tfcompress_side(models: list[str], weights_path: str) -> dict:
         qat.predict(split.x_test, verbose=0).argmax(1)
         == run_tflite(flatbuffer, split.x_test).argmax(1)
     )
+    options = _option_rows(float_model, split)
     x, y = _images(16 * STEP_TIME_STEPS, 96)
     timing_model = _app(keras.applications, "MobileNetV2", 96)
     timing_model.compile("adam", keras.losses.SparseCategoricalCrossentropy())
@@ -107,8 +111,49 @@ def tfcompress_side(models: list[str], weights_path: str) -> dict:
             "keras_vs_tflite_top1_agreement": float(agreement),
             "float_ops": tfc.inspect(flatbuffer).float_ops,
         },
+        "options": options,
         "step_time_s": {"float": float_step, "qat": qat_step, "ratio": qat_step / float_step},
     }
+
+
+OPTIONS = [  # (weight bits, learned step sizes, activation bits)
+    (8, False, 8), (8, True, 8), (4, False, 8), (4, True, 8),
+    (2, False, 8), (2, True, 8), (1, False, 8), (1, True, 8), (8, False, 16),
+]  # fmt: skip
+
+
+def _option_rows(float_model, split) -> list[dict]:  # noqa: ANN001
+    """The same float digits CNN through each QAT option, measured on LiteRT."""
+    import keras
+    import numpy as np
+
+    import tfcompress as tfc
+    from tfcompress.converter import run_tflite
+    from tfcompress.models import compile_classifier
+
+    rows = []
+    for bits, learned, activation_bits in OPTIONS:
+        keras.utils.set_random_seed(0)
+        qat = tfc.quantize_model(
+            float_model, weight_bits=bits, learned_step=learned, activation_bits=activation_bits
+        )
+        compile_classifier(qat, learning_rate=1e-3)
+        qat.fit(split.x_train, split.y_train, epochs=QAT_EPOCHS, batch_size=BATCH, verbose=0)
+        mode = "int16x8" if activation_bits == 16 else "int8"
+        flatbuffer = tfc.convert(qat, mode=mode, representative_data=split.x_train[:200])
+        keras_top1 = qat.predict(split.x_test, verbose=0).argmax(1)
+        rows.append({
+            "weight_bits": bits, "learned_step": learned, "activation_bits": activation_bits,
+            "mode": mode,
+            "keras_accuracy": float(np.mean(keras_top1 == split.y_test)),
+            "litert_accuracy": tfc.evaluate_tflite(flatbuffer, split.x_test, split.y_test),
+            "keras_vs_tflite_top1_agreement": float(
+                np.mean(keras_top1 == run_tflite(flatbuffer, split.x_test).argmax(1))
+            ),
+            "gzip_bytes": len(gzip.compress(flatbuffer, 9)),
+            "float_ops": tfc.inspect(flatbuffer).float_ops,
+        })  # fmt: skip
+    return rows
 
 
 def _tfcompress_coverage(name: str) -> dict:

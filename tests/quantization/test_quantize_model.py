@@ -166,6 +166,41 @@ def test_layernorm_and_normalization_convert_without_float_ops(rng, tmp_path) ->
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
 
 
+def _separable_and_transpose_model() -> keras.Model:
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.SeparableConv2D(8, 3, padding="same", use_bias=False, name="sep1")(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    x = keras.layers.SeparableConv2D(8, 3, 2, "same", depth_multiplier=2, name="sep2")(x)
+    x = keras.layers.Conv2DTranspose(6, 3, 2, "same", use_bias=False, name="up")(x)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="head")(x))
+
+
+def test_separable_and_transposed_convolutions_train_quantized(rng) -> None:
+    keras.utils.set_random_seed(0)
+    model = _separable_and_transpose_model()
+    qat = quantize_model(model)
+    wrapped = sorted(w.layer.name for w in qat.layers if isinstance(w, QuantizeWrapper))
+    assert wrapped == [
+        "head",
+        "sep1_depthwise",
+        "sep1_pointwise",
+        "sep2_depthwise",
+        "sep2_pointwise",
+        "up",
+    ]
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in qat.layers)
+    x = rng.uniform(-1, 1, (64, 8, 8, 3)).astype("float32")
+    qat(x, training=True)  # ranges only: the quantized model still computes the float one
+    np.testing.assert_allclose(qat.predict(x, verbose=0), model.predict(x, verbose=0), atol=0.03)
+    qat.compile("adam", "sparse_categorical_crossentropy")
+    qat.fit(x, np.arange(64) % 10, epochs=1, batch_size=16, verbose=0)
+    flatbuffer = tfc.convert(qat, mode="int8", representative_data=x)
+    assert tfc.inspect(flatbuffer).float_ops == []
+    np.testing.assert_allclose(run_tflite(flatbuffer, x), qat.predict(x, verbose=0), atol=0.02)
+
+
 @keras.saving.register_keras_serializable(package="tfcompress_tests")
 class Doubler(keras.layers.Layer):
     def call(self, inputs):  # noqa: ANN001, ANN201

@@ -85,6 +85,7 @@ _KERNEL_LAYERS = (
     L.Conv3D,
     L.DepthwiseConv2D,
     L.Conv2DTranspose,
+    L.SeparableConv2D,  # quantize_model splits it into its depthwise and pointwise convolutions
     L.Dense,
     L.EinsumDense,
 )
@@ -144,7 +145,6 @@ _OUTPUT_LAYERS = (
     L.GlobalAveragePooling3D,
     L.MultiHeadAttention,
     L.SeparableConv1D,
-    L.SeparableConv2D,
     L.Embedding,
     L.CenterCrop,
 )

@@ -292,7 +292,7 @@ class _Rewriter:
         else:
             callee, fusable = self._copy(op, node), isinstance(op, L.Add)
         outputs = keras.tree.flatten(callee(*args, **kwargs))
-        if not isinstance(callee, QuantizeWrapper):
+        if role != KERNEL:
             self._restore_weights(op, callee)
         for tensor, new in zip(node.outputs, outputs, strict=True):
             values[id(tensor)] = _Value(
@@ -322,7 +322,7 @@ class _Rewriter:
                 stacklevel=4,
             )
             return FLOAT
-        if config.role == KERNEL and not supports_kernel_wrapping(op):
+        if config.role == KERNEL and not (supports_kernel_wrapping(op) or _is_separable(op)):
             return OUTPUT
         return config.role
 
@@ -356,10 +356,44 @@ class _Rewriter:
         if bn_node is not None and self._config(bn_node.operation) is not None:
             absorbed.add(id(bn_node))
             batchnorm = _fresh_copy(bn_node.operation, node.outputs[0].shape)
-        layer = _fresh_copy(op, node.input_tensors[0].shape)
-        wrapper = QuantizeWrapper(layer, config=self._config(op), batchnorm=batchnorm)
-        self.copies[id(op)] = wrapper
-        return wrapper, wrapper.fuses_activation and _is_linear(op)
+        input_shape = node.input_tensors[0].shape
+        if _is_separable(op):
+            callee = self._separable(op, input_shape, batchnorm)
+        else:
+            layer = _fresh_copy(op, input_shape)
+            callee = QuantizeWrapper(layer, config=self._config(op), batchnorm=batchnorm)
+        self.copies[id(op)] = callee
+        return callee, callee.fuses_activation and _is_linear(op)
+
+    def _separable(self, op: Any, input_shape: Any, batchnorm: Any) -> _SeparableQAT:
+        """SeparableConv2D runs in TFLite as DEPTHWISE_CONV_2D then CONV_2D with an int8 tensor
+        between them: train it as those two quantized convolutions."""
+        depthwise = L.DepthwiseConv2D(
+            op.kernel_size,
+            strides=op.strides,
+            padding=op.padding,
+            depth_multiplier=op.depth_multiplier,
+            dilation_rate=op.dilation_rate,
+            use_bias=False,
+            name=f"{op.name}_depthwise",
+        )
+        depthwise.build(input_shape)
+        depthwise.set_weights([op.depthwise_kernel.numpy()])
+        pointwise = L.Conv2D(
+            op.filters,
+            1,
+            activation=op.activation,
+            use_bias=op.use_bias,
+            name=f"{op.name}_pointwise",
+        )
+        pointwise.build(depthwise.compute_output_shape(input_shape))
+        pointwise.set_weights([w.numpy() for w in (op.pointwise_kernel, op.bias) if w is not None])
+        config = self._config(op)
+        return _SeparableQAT(
+            QuantizeWrapper(depthwise, config=config),
+            QuantizeWrapper(pointwise, config=config, batchnorm=batchnorm),
+            self,
+        )
 
     def _copy(self, op: Any, node: Any) -> Any:
         if not isinstance(op, keras.layers.Layer):
@@ -379,6 +413,23 @@ class _Rewriter:
             return
         copy.set_weights(op.get_weights())
         copy._tfcompress_restored = True
+
+
+class _SeparableQAT:
+    """Calls a separable convolution's two quantized halves with a range between them."""
+
+    def __init__(self, depthwise: QuantizeWrapper, pointwise: QuantizeWrapper, rewriter: Any):
+        self.depthwise, self.pointwise, self.rewriter = depthwise, pointwise, rewriter
+        self.fuses_activation = pointwise.fuses_activation
+
+    def __call__(self, inputs: Any) -> Any:
+        middle = _Value(self.depthwise(inputs), name=self.depthwise.layer.name)
+        return self.pointwise(self.rewriter.quantized(middle))
+
+
+def _is_separable(layer: Any) -> bool:
+    channels_last = getattr(layer, "data_format", "channels_last") == "channels_last"
+    return isinstance(layer, L.SeparableConv2D) and channels_last
 
 
 def _consumers(graph: Any) -> dict[int, list]:

@@ -35,7 +35,7 @@ def supports_kernel_wrapping(layer: Any) -> bool:
     """True for the kernel layers whose forward pass `QuantizeWrapper` knows how to recompute."""
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         return False
-    if isinstance(layer, L.EinsumDense):
+    if isinstance(layer, L.EinsumDense | L.Conv2DTranspose):
         return True
     return isinstance(layer, L.Conv1D | L.Conv2D | L.Conv3D | L.DepthwiseConv2D | L.Dense)
 
@@ -48,7 +48,8 @@ class QuantizeWrapper(L.Wrapper):
     training is exactly the one the TFLite converter deploys (its gamma and beta keep training).
 
     Args:
-        layer: a built Conv1D/2D/3D, DepthwiseConv2D, Dense or EinsumDense (channels_last).
+        layer: a built Conv1D/2D/3D, DepthwiseConv2D, Conv2DTranspose, Dense or EinsumDense
+            (channels_last).
         config: the `QuantizeConfig`; default 8-bit weights.
         batchnorm: an optional built BatchNormalization applied to `layer`'s output (last axis).
         preserve_sparsity: keep the kernel's zeros at zero through training (sparsity-preserving
@@ -76,8 +77,9 @@ class QuantizeWrapper(L.Wrapper):
         if not supports_kernel_wrapping(layer):
             raise ValueError(
                 f"QuantizeWrapper: cannot wrap layer '{layer.name}' ({type(layer).__name__}); it "
-                "wraps channels_last Conv1D/2D/3D, DepthwiseConv2D, Dense and EinsumDense. Annotate "
-                "other layers with QuantizeConfig(role='output') or role='float'."
+                "wraps channels_last Conv1D/2D/3D, DepthwiseConv2D, Conv2DTranspose, Dense and "
+                "EinsumDense. Annotate other layers with QuantizeConfig(role='output') or "
+                "role='float'."
             )
         kwargs.setdefault("name", f"quant_{layer.name}")
         super().__init__(layer, **kwargs)
@@ -145,6 +147,8 @@ class QuantizeWrapper(L.Wrapper):
         if isinstance(self.layer, L.DepthwiseConv2D):
             # depthwise kernels are (h, w, in, multiplier); output channel = in * multiplier.
             scale = ops.reshape(scale, kernel.shape[2:])
+        elif isinstance(self.layer, L.Conv2DTranspose):
+            scale = ops.reshape(scale, (-1, 1))  # transposed kernels are (h, w, out, in)
         return kernel * scale, shift
 
     def _depthwise_flat(self, kernel: Any) -> Any:
@@ -176,6 +180,16 @@ class QuantizeWrapper(L.Wrapper):
             outputs = ops.matmul(inputs, kernel)
         elif isinstance(layer, L.EinsumDense):
             outputs = ops.einsum(layer.equation, inputs, kernel)
+        elif isinstance(layer, L.Conv2DTranspose):
+            outputs = ops.conv_transpose(
+                inputs,
+                kernel,
+                strides=list(layer.strides),
+                padding=layer.padding,
+                output_padding=layer.output_padding,
+                dilation_rate=layer.dilation_rate,
+                data_format=layer.data_format,
+            )
         else:
             outputs = layer.convolution_op(inputs, kernel)
         if bias is not None:
