@@ -201,6 +201,37 @@ def test_separable_and_transposed_convolutions_train_quantized(rng) -> None:
     np.testing.assert_allclose(run_tflite(flatbuffer, x), qat.predict(x, verbose=0), atol=0.02)
 
 
+def _text_transformer() -> keras.Model:
+    tokens = keras.Input((12,), dtype="int32")
+    x = keras.layers.Embedding(50, 16, name="embed")(tokens)
+    y = keras.layers.MultiHeadAttention(2, 8, name="attention")(x, x)
+    x = keras.layers.LayerNormalization()(x + y)
+    y = keras.layers.Dense(32, activation="gelu")(x)
+    x = keras.layers.LayerNormalization()(x + keras.layers.Dense(16)(y))
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(tokens, keras.layers.Dense(3)(x))
+
+
+def test_embedding_and_attention_train_quantized_and_convert(rng, tmp_path) -> None:
+    keras.utils.set_random_seed(0)
+    qat = quantize_model(_text_transformer())
+    assert isinstance(qat.get_layer("quant_embed"), QuantizeWrapper)
+    assert isinstance(qat.get_layer("attention"), tfc.quantization.QuantizedMultiHeadAttention)
+    # token ids are integers: nothing quantizes them
+    assert not isinstance(qat.layers[1], ActivationQuantizer)
+    x = rng.integers(0, 50, (128, 12)).astype("int32")
+    qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qat.fit(x, np.arange(128) % 3, epochs=2, batch_size=32, verbose=0)
+    flatbuffer = tfc.convert(qat, mode="int8", representative_data=x)
+    assert tfc.inspect(flatbuffer).float_ops == []
+    keras_out = qat.predict(x, verbose=0)
+    error = np.abs(run_tflite(flatbuffer, x) - keras_out)
+    assert error.mean() <= 0.02 * np.abs(keras_out).max()
+    qat.save(tmp_path / "transformer.keras")
+    loaded = keras.saving.load_model(tmp_path / "transformer.keras")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), keras_out)
+
+
 @keras.saving.register_keras_serializable(package="tfcompress_tests")
 class Doubler(keras.layers.Layer):
     def call(self, inputs):  # noqa: ANN001, ANN201

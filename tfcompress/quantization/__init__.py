@@ -14,7 +14,11 @@ from tfcompress.quantization.config import (
     register_quantize_config,
 )
 from tfcompress.quantization.export import is_quantization_aware, strip_quantization
-from tfcompress.quantization.layers import IntegerLayerNormalization, IntegerNormalization
+from tfcompress.quantization.layers import (
+    IntegerLayerNormalization,
+    IntegerNormalization,
+    QuantizedMultiHeadAttention,
+)
 from tfcompress.quantization.quantizers import (
     ActivationQuantizer,
     WeightQuantizer,
@@ -27,6 +31,7 @@ __all__ = [
     "ActivationQuantizer",
     "IntegerLayerNormalization",
     "IntegerNormalization",
+    "QuantizedMultiHeadAttention",
     "QuantizeConfig",
     "QuantizeWrapper",
     "WeightQuantizer",

@@ -88,6 +88,7 @@ _KERNEL_LAYERS = (
     L.SeparableConv2D,  # quantize_model splits it into its depthwise and pointwise convolutions
     L.Dense,
     L.EinsumDense,
+    L.Embedding,  # the table is fake-quantized; GATHER keeps its scale
 )
 _PASSTHROUGH_LAYERS = (
     # TFLite's AVERAGE_POOL_2D requires the same scale on its input and output.
@@ -145,7 +146,6 @@ _OUTPUT_LAYERS = (
     L.GlobalAveragePooling3D,
     L.MultiHeadAttention,
     L.SeparableConv1D,
-    L.Embedding,
     L.CenterCrop,
 )
 

@@ -73,3 +73,115 @@ class IntegerNormalization(keras.layers.Normalization):
         inputs = ops.convert_to_tensor(inputs, dtype=self.compute_dtype)
         scale = 1.0 / ops.maximum(ops.sqrt(self.variance), keras.backend.epsilon())
         return inputs * scale + (-self.mean * scale)
+
+
+_PROJECTIONS = ("_query_dense", "_key_dense", "_value_dense", "_output_dense")
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class QuantizedMultiHeadAttention(keras.layers.MultiHeadAttention):
+    """`MultiHeadAttention` trained the way TFLite runs it in int8.
+
+    The query, key, value and output projections are `QuantizeWrapper`s (fake-quantized kernels),
+    and the tensors TFLite stores in int8 get ranges: the projected query (after scaling), key and
+    value, the attention scores, the softmax output (TFLite's fixed 1/256 scale) and the attention
+    output. It always computes attention explicitly (not with a fused dot-product kernel), as the
+    converted graph does. `quantize_model` uses it in place of every `MultiHeadAttention`.
+
+    Args:
+        quantize_config: the `QuantizeConfig` of the projections and ranges (default 8 bits).
+        **kwargs: the arguments of `keras.layers.MultiHeadAttention`.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
+        >>> layer = QuantizedMultiHeadAttention(num_heads=2, key_dim=4)
+        >>> layer(x, x).shape
+        (2, 5, 8)
+    """
+
+    def __init__(self, *args: Any, quantize_config: Any = None, **kwargs: Any) -> None:
+        from tfcompress.quantization.config import QuantizeConfig
+
+        super().__init__(*args, **kwargs)
+        if isinstance(quantize_config, dict):
+            quantize_config = keras.saving.deserialize_keras_object(quantize_config)
+        self.quantize_config = quantize_config or QuantizeConfig()
+
+    def build(self, query_shape: Any, value_shape: Any, key_shape: Any = None) -> None:
+        from tfcompress.quantization.quantizers import ActivationQuantizer
+        from tfcompress.quantization.wrapper import QuantizeWrapper
+
+        super().build(query_shape, value_shape, key_shape)
+        config = self.quantize_config
+        self._quantized_projections = []
+        for attribute in _PROJECTIONS:
+            dense = getattr(self, attribute)
+            wrapper = QuantizeWrapper(dense, config=config, name=f"quant_{dense.name}")
+            wrapper.build(dense.get_build_config()["input_shape"])
+            self._quantized_projections.append(wrapper)  # tracked here, once
+            object.__setattr__(self, attribute, wrapper)  # called by MultiHeadAttention.call
+
+        def ranged(name: str, fixed: tuple[float, float] | None = None) -> ActivationQuantizer:
+            quantizer = ActivationQuantizer(
+                num_bits=config.activation_bits,
+                learned_step=config.learned_step,
+                fixed_range=fixed,
+                name=f"{self.name}_{name}_quant",
+            )
+            quantizer.build(())  # scalar ranges: built now, so a saved model loads them back
+            return quantizer
+
+        self._query_range = ranged("query")
+        self._key_range = ranged("key")
+        self._value_range = ranged("value")
+        self._scores_range = ranged("scores")
+        self._probabilities_range = ranged("probabilities", (0.0, 255.0 / 256.0))
+        self._attention_range = ranged("attention")
+
+    def copy_weights_from(self, layer: keras.layers.MultiHeadAttention) -> None:
+        """Take the projection weights of the float `layer` this one replaces."""
+        for ours, theirs in zip(self._quantized_projections, _PROJECTIONS, strict=True):
+            ours.layer.set_weights(getattr(layer, theirs).get_weights())
+
+    def _compute_attention(
+        self,
+        query: Any,
+        key: Any,
+        value: Any,
+        attention_mask: Any = None,
+        training: bool | None = None,
+        return_attention_scores: bool = False,
+        use_causal_mask: bool = False,
+    ) -> tuple[Any, Any]:
+        if use_causal_mask:
+            causal = self._compute_causal_mask(query, value)
+            attention_mask = (
+                causal
+                if attention_mask is None
+                else ops.logical_and(ops.cast(attention_mask, "bool"), causal)
+            )
+        query = self._query_range(
+            ops.multiply(query, ops.cast(self._inverse_sqrt_key_dim, query.dtype)),
+            training=training,
+        )
+        key = self._key_range(key, training=training)
+        value = self._value_range(value, training=training)
+        scores = self._scores_range(
+            ops.einsum(self._dot_product_equation, key, query), training=training
+        )
+        probabilities = self._probabilities_range(
+            self._masked_softmax(scores, attention_mask), training=training
+        )
+        if self._dropout > 0.0:
+            dropped = self._dropout_layer(probabilities, training=training)
+        else:
+            dropped = probabilities
+        attention = ops.einsum(self._combine_equation, dropped, value)
+        return self._attention_range(attention, training=training), probabilities
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "quantize_config": keras.saving.serialize_keras_object(self.quantize_config),
+        }

@@ -24,7 +24,11 @@ from tfcompress.quantization.config import (
     QuantizeConfig,
     get_quantize_config,
 )
-from tfcompress.quantization.layers import IntegerLayerNormalization, IntegerNormalization
+from tfcompress.quantization.layers import (
+    IntegerLayerNormalization,
+    IntegerNormalization,
+    QuantizedMultiHeadAttention,
+)
 from tfcompress.quantization.quantizers import ActivationQuantizer
 from tfcompress.quantization.wrapper import QuantizeWrapper, supports_kernel_wrapping
 
@@ -53,6 +57,7 @@ _PASSTHROUGH_OPS = {
 _INTEGER_FRIENDLY: dict[type, type] = {
     L.LayerNormalization: IntegerLayerNormalization,
     L.Normalization: IntegerNormalization,
+    L.MultiHeadAttention: QuantizedMultiHeadAttention,
 }
 
 
@@ -240,8 +245,8 @@ class _Rewriter:
 
     # -- tensors ----------------------------------------------------------------------------
     def quantized(self, value: _Value) -> Any:
-        if value.quantized:
-            return value.tensor
+        if value.quantized or not _is_float(value.tensor):
+            return value.tensor  # already on a grid, or integer (token ids, indices)
         if value.twin is None:
             name = self._unique(f"{value.name}_quant")
             quantizer = ActivationQuantizer(
@@ -297,7 +302,7 @@ class _Rewriter:
         for tensor, new in zip(node.outputs, outputs, strict=True):
             values[id(tensor)] = _Value(
                 new,
-                quantized=role == PASSTHROUGH,
+                quantized=role == PASSTHROUGH or _gathers(callee),
                 fusable=fusable,
                 name=op.name,
                 fixed_range=_fixed_output_range(op),
@@ -332,14 +337,21 @@ class _Rewriter:
             return annotated
         registered = get_quantize_config(layer)
         if registered is not None and registered.role == KERNEL:
-            return QuantizeConfig(
-                KERNEL,
-                self.default.weight_bits,
-                registered.per_channel,
-                learned_step=self.default.learned_step,
-                activation_bits=self.default.activation_bits,
-            )
+            return self._kernel_config(layer, registered.per_channel)
         return registered
+
+    def _kernel_config(self, layer: Any, per_channel: bool = True) -> QuantizeConfig:
+        """The model-wide options (bits, learned steps) for a layer's weights."""
+        annotated = getattr(layer, _ANNOTATION, None)
+        if annotated is not None and annotated.role == KERNEL:
+            return annotated
+        return QuantizeConfig(
+            KERNEL,
+            self.default.weight_bits,
+            per_channel,
+            learned_step=self.default.learned_step,
+            activation_bits=self.default.activation_bits,
+        )
 
     def _input_for(self, op: Any, value: _Value, consumers: list) -> Any:
         fuses = value.fusable and len(consumers) == 1 and _is_fusable_relu(op)
@@ -400,8 +412,11 @@ class _Rewriter:
             return op  # keras.ops operations are stateless: call the same one on new tensors
         if id(op) not in self.copies:
             klass = _INTEGER_FRIENDLY.get(type(op), type(op))
+            config = op.get_config()
+            if klass is QuantizedMultiHeadAttention:
+                config["quantize_config"] = self._kernel_config(op)
             try:
-                self.copies[id(op)] = klass.from_config(op.get_config())
+                self.copies[id(op)] = klass.from_config(config)
             except Exception:  # noqa: BLE001 - custom layers without a working get_config
                 self.copies[id(op)] = op
         return self.copies[id(op)]
@@ -411,7 +426,10 @@ class _Rewriter:
             return
         if getattr(copy, "_tfcompress_restored", False):
             return
-        copy.set_weights(op.get_weights())
+        if isinstance(copy, QuantizedMultiHeadAttention):
+            copy.copy_weights_from(op)
+        else:
+            copy.set_weights(op.get_weights())
         copy._tfcompress_restored = True
 
 
@@ -425,6 +443,15 @@ class _SeparableQAT:
     def __call__(self, inputs: Any) -> Any:
         middle = _Value(self.depthwise(inputs), name=self.depthwise.layer.name)
         return self.pointwise(self.rewriter.quantized(middle))
+
+
+def _is_float(tensor: Any) -> bool:
+    return "float" in str(getattr(tensor, "dtype", "float32"))
+
+
+def _gathers(callee: Any) -> bool:
+    """A quantized Embedding's output is rows of its quantized table: already on its grid."""
+    return isinstance(callee, QuantizeWrapper) and isinstance(callee.layer, L.Embedding)
 
 
 def _is_separable(layer: Any) -> bool:

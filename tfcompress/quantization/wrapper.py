@@ -23,8 +23,15 @@ def _activation_name(layer: Any) -> str:
 _SPARSE_KERNEL = 0.1  # share of exact zeros from which a kernel counts as pruned
 
 
+def _kernel_of(layer: Any) -> Any:
+    """The weight matrix a kernel layer multiplies by (an Embedding's table)."""
+    if isinstance(layer, L.Embedding):
+        return layer.embeddings
+    return layer.kernel
+
+
 def _zero_fraction(layer: Any) -> float:
-    kernel = getattr(layer, "kernel", None) if getattr(layer, "built", False) else None
+    kernel = _kernel_of(layer) if getattr(layer, "built", False) else None
     if kernel is None:
         return 0.0
     values = kernel.numpy()
@@ -37,6 +44,9 @@ def supports_kernel_wrapping(layer: Any) -> bool:
         return False
     if isinstance(layer, L.EinsumDense | L.Conv2DTranspose):
         return True
+    if isinstance(layer, L.Embedding):
+        # a masking or LoRA Embedding keeps its own call
+        return not layer.mask_zero and not getattr(layer, "lora_enabled", False)
     return isinstance(layer, L.Conv1D | L.Conv2D | L.Conv3D | L.DepthwiseConv2D | L.Dense)
 
 
@@ -48,8 +58,8 @@ class QuantizeWrapper(L.Wrapper):
     training is exactly the one the TFLite converter deploys (its gamma and beta keep training).
 
     Args:
-        layer: a built Conv1D/2D/3D, DepthwiseConv2D, Conv2DTranspose, Dense or EinsumDense
-            (channels_last).
+        layer: a built Conv1D/2D/3D, DepthwiseConv2D, Conv2DTranspose, Dense, EinsumDense
+            (channels_last) or Embedding (its table is quantized per tensor).
         config: the `QuantizeConfig`; default 8-bit weights.
         batchnorm: an optional built BatchNormalization applied to `layer`'s output (last axis).
         preserve_sparsity: keep the kernel's zeros at zero through training (sparsity-preserving
@@ -77,8 +87,8 @@ class QuantizeWrapper(L.Wrapper):
         if not supports_kernel_wrapping(layer):
             raise ValueError(
                 f"QuantizeWrapper: cannot wrap layer '{layer.name}' ({type(layer).__name__}); it "
-                "wraps channels_last Conv1D/2D/3D, DepthwiseConv2D, Conv2DTranspose, Dense and "
-                "EinsumDense. Annotate other layers with QuantizeConfig(role='output') or "
+                "wraps channels_last Conv1D/2D/3D, DepthwiseConv2D, Conv2DTranspose, Dense, "
+                "EinsumDense and Embedding (without mask_zero). Annotate other layers with QuantizeConfig(role='output') or "
                 "role='float'."
             )
         kwargs.setdefault("name", f"quant_{layer.name}")
@@ -113,7 +123,7 @@ class QuantizeWrapper(L.Wrapper):
         if self.pre_activation is not None and not self.pre_activation.built:
             self.pre_activation.build(output_shape)
         if self.preserve_sparsity:
-            kernel = self.layer.kernel
+            kernel = _kernel_of(self.layer)
             self.sparsity_mask = self.add_weight(
                 name="sparsity_mask", shape=tuple(kernel.shape), initializer="ones", trainable=False
             )
@@ -131,7 +141,7 @@ class QuantizeWrapper(L.Wrapper):
         self.built = True
 
     def _folded_kernel_and_bias(self) -> tuple[Any, Any]:
-        kernel = ops.convert_to_tensor(self.layer.kernel)
+        kernel = ops.convert_to_tensor(_kernel_of(self.layer))
         if self.preserve_sparsity:
             kernel = kernel * self.sparsity_mask
         bias = self.layer.bias if getattr(self.layer, "bias", None) is not None else None
@@ -167,6 +177,9 @@ class QuantizeWrapper(L.Wrapper):
         kernel, bias = self._folded_kernel_and_bias()
         kernel = self._quantized_kernel(kernel, training)
         layer = self.layer
+        if isinstance(layer, L.Embedding):
+            # TFLite's GATHER keeps the table's scale: the output is already quantized.
+            return ops.take(kernel, ops.cast(inputs, "int32"), axis=0)
         if isinstance(layer, L.DepthwiseConv2D):
             outputs = ops.depthwise_conv(
                 inputs,
