@@ -14,6 +14,7 @@ import pytest
 SCRIPT = textwrap.dedent(
     """
     import json
+    import sys
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
@@ -30,7 +31,8 @@ SCRIPT = textwrap.dedent(
     def train(strategy):
         keras.utils.set_random_seed(0)
         with strategy.scope():
-            model = compile_classifier(tfc.quantize_model(build_digits_cnn(width=4)), 1e-3)
+            qat = tfc.quantize_model(build_digits_cnn(width=4), learned_step=sys.argv[1] == "lsq")
+            model = compile_classifier(qat, 1e-3)
         model.fit(x, y, epochs=1, batch_size=64, shuffle=False, verbose=0)
         ranges = [layer.get_weights()[:2] for layer in model.layers
                   if type(layer).__name__ == "ActivationQuantizer"]
@@ -51,10 +53,15 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_mirrored_strategy_matches_single_device_training() -> None:
+@pytest.mark.parametrize("ranges", ["min_max", "lsq"])
+def test_mirrored_strategy_matches_single_device_training(ranges: str) -> None:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", SCRIPT, ranges],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
