@@ -1,4 +1,5 @@
-"""Demo row for quantization-aware training: the digits CNN fine-tuned with fake quant (int8)."""
+"""Demo rows for quantization-aware training: the digits CNN fine-tuned with fake quant (int8),
+and with 4-bit weights and learned step sizes (LSQ)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,24 @@ from tfcompress.quantization import quantize_model
 
 EPOCHS = 3
 BATCH = 64
+LOW_BIT = {"weight_bits": 4, "learned_step": True}
 
 
 def make_rows(split: Split, float_model: keras.Model) -> list[tuple[str, keras.Model]]:
-    """("qat int8", QAT model) fine-tuned from a clone of `float_model`; convert it as is.
+    """("qat int8", ...) and ("qat 4bit lsq int8", ...) fine-tuned from clones of `float_model`.
 
     Example:
         >>> from tfcompress.data import load_digits
         >>> from tfcompress.demo import train_float_model
         >>> split = load_digits()
         >>> [name for name, _ in make_rows(split, train_float_model(split, 2))]
-        ['qat int8']
+        ['qat int8', 'qat 4bit lsq int8']
     """
-    keras.utils.set_random_seed(0)
-    clone = clone_with_weights(float_model)
-    qat = compile_classifier(quantize_model(clone), learning_rate=1e-3)
-    qat.fit(split.x_train, split.y_train, epochs=EPOCHS, batch_size=BATCH, verbose=0)
-    return [("qat int8", qat)]
+    rows = []
+    for name, options in [("qat int8", {}), ("qat 4bit lsq int8", LOW_BIT)]:
+        keras.utils.set_random_seed(0)
+        qat = quantize_model(clone_with_weights(float_model), **options)
+        compile_classifier(qat, learning_rate=1e-3)
+        qat.fit(split.x_train, split.y_train, epochs=EPOCHS, batch_size=BATCH, verbose=0)
+        rows.append((name, qat))
+    return rows

@@ -96,7 +96,7 @@ class QuantizedMultiHeadAttention(keras.layers.MultiHeadAttention):
         >>> import numpy as np
         >>> x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
         >>> layer = QuantizedMultiHeadAttention(num_heads=2, key_dim=4)
-        >>> layer(x, x).shape
+        >>> tuple(layer(x, x).shape)
         (2, 5, 8)
     """
 
