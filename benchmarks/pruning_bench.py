@@ -28,6 +28,7 @@ BATCH = 64
 SPARSITIES = (0.5, 0.8)
 STEP_TIME_STEPS = 25
 STEP_TIME_WARMUP = 3
+STEP_TIME_ROUNDS = 4
 FREQUENCIES = (100, 1)  # the default mask-update frequency, and a mask update at every step
 
 
@@ -55,9 +56,9 @@ def step_times(keras_module, build, prune, callback, same_layers_build=None) -> 
                   callbacks=[*callbacks, timing_callback(keras_module, times)])  # fmt: skip
         return median_step_ms(times)
 
-    # two rounds, best of each: the machine is shared, so a single run is easily disturbed
+    # several rounds, best of each: the machine is shared, so a single run is easily disturbed
     result: dict = {}
-    for _ in range(2):
+    for _ in range(STEP_TIME_ROUNDS):
         timings = {"plain": timed(build(), [])}
         if same_layers_build is not None:
             timings["plain_same_layers"] = timed(same_layers_build(), [])

@@ -46,11 +46,18 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._layers = _wrappers(self.model, "UpdatePruningStep")
         self._step = max(int(keras.ops.convert_to_numpy(w.pruning_step)) for w in self._layers)
+        steps = [wrapper.pruning_step for wrapper in self._layers]
+
+        @tf.function(autograph=False)
+        def advance(step: tf.Tensor) -> None:
+            for variable in steps:  # one graph call per batch, not one eager op per layer
+                variable.assign(tf.cast(step, variable.dtype))
+
+        self._advance = advance
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         self._step += 1
-        for wrapper in self._layers:
-            wrapper.pruning_step.assign(self._step)
+        self._advance(tf.constant(self._step, tf.int64))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         # the last optimizer step moved masked weights off zero; put the zeros back
