@@ -66,3 +66,26 @@ def legacy_digits_cnn(keras2: Any) -> Any:
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dense(64, activation="relu")(x)
     return keras2.Model(inputs, layers.Dense(10)(x))
+
+
+def alternating_best(script: str, sides: tuple[str, ...], rounds: int) -> dict[str, dict]:
+    """Run `python script --timing SIDE` for each side, `rounds` times, alternating; keep the best.
+
+    Each run is a fresh process that prints a JSON dict of timings on its last stdout line; the
+    result holds the smallest value of each key per side. Load on a shared machine drifts over
+    minutes; alternating keeps one side from getting all the quiet (or busy) minutes.
+    """
+    import subprocess
+
+    best: dict[str, dict] = {side: {} for side in sides}
+    for _ in range(rounds):
+        for side, times in best.items():
+            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+            env.pop("TF_USE_LEGACY_KERAS", None)
+            if side == "tfmot":  # tfmot needs tf.keras to be the legacy Keras 2
+                env["TF_USE_LEGACY_KERAS"] = "1"
+            command = [sys.executable, script, "--timing", side]
+            done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+            for key, value in json.loads(done.stdout.strip().splitlines()[-1]).items():
+                times[key] = min(times.get(key, value), value)
+    return best

@@ -74,31 +74,9 @@ def with_overheads(timings: dict) -> dict:
     return {**timings, **overheads}
 
 
-def alternating_step_times(work: Path) -> dict:
-    """Best of several rounds that alternate between the libraries, each in a fresh process.
-
-    Load on a shared machine drifts over minutes; alternating keeps either side from getting all
-    the quiet (or all the busy) minutes.
-    """
-    best: dict = {"tfcompress": {}, "tfmot": {}}
-    for round_index in range(STEP_TIME_ROUNDS):
-        for side, timings in best.items():
-            environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-            environment.pop("TF_USE_LEGACY_KERAS", None)
-            if side == "tfmot":
-                environment["TF_USE_LEGACY_KERAS"] = "1"
-            out = work / f"steps_{side}_{round_index}.json"
-            command = [sys.executable, __file__, "--timing-worker", side, str(out)]
-            subprocess.run(command, env=environment, check=True)
-            for key, value in json.loads(out.read_text()).items():
-                timings[key] = min(timings.get(key, value), value)
-    return {side: with_overheads(timings) for side, timings in best.items()}
-
-
-def timing_worker(side: str, out: Path) -> None:
-    out.write_text(
-        json.dumps(tfcompress_step_times() if side == "tfcompress" else tfmot_step_times())
-    )
+def timing_worker(side: str) -> None:
+    """One timing round of one library (run by `alternating_best` in a fresh process)."""
+    print(json.dumps(tfcompress_step_times() if side == "tfcompress" else tfmot_step_times()))
 
 
 def schedule_kwargs(sparsity: float, steps_per_epoch: int) -> dict:
@@ -354,7 +332,7 @@ def tfcompress_step_times() -> dict:
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import numpy as np
-    from _common import write_results
+    from _common import alternating_best, write_results
 
     import tfcompress as tfc
     from tfcompress.data import calibration_sample, load_digits
@@ -372,7 +350,8 @@ def main() -> None:
         np.savez(work / "inputs.npz", x_train=split.x_train, y_train=split.y_train,
                  count=len(arrays), **arrays)  # fmt: skip
         tfmot = run_tfmot(work)
-        steps = alternating_step_times(work)
+        best = alternating_best(__file__, ("tfcompress", "tfmot"), STEP_TIME_ROUNDS)
+        steps = {side: with_overheads(times) for side, times in best.items()}
         tfmot_rows = {}
         for sparsity in SPARSITIES:
             flatbuffer = (work / f"tfmot_{int(sparsity * 100)}.tflite").read_bytes()
@@ -423,7 +402,7 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--tfmot-worker":
         tfmot_worker(Path(sys.argv[2]))
-    elif len(sys.argv) == 4 and sys.argv[1] == "--timing-worker":
-        timing_worker(sys.argv[2], Path(sys.argv[3]))
+    elif len(sys.argv) == 3 and sys.argv[1] == "--timing":
+        timing_worker(sys.argv[2])
     else:
         main()

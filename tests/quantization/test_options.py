@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import tfcompress as tfc
+from tfcompress._graph import clone_with_weights
 from tfcompress.converter import ConversionError, run_tflite
 from tfcompress.data import Split
 from tfcompress.models import build_digits_cnn, compile_classifier
@@ -17,12 +18,6 @@ from tfcompress.quantization import (
     quantize_model,
     strip_quantization,
 )
-
-
-def _clone(model: keras.Model) -> keras.Model:
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
 
 
 def _kernels(flatbuffer: bytes) -> list:
@@ -40,7 +35,7 @@ def test_learned_step_sizes_train_convert_and_round_trip(
     tmp_path, digits: Split, trained_digits_cnn: keras.Model
 ) -> None:
     keras.utils.set_random_seed(0)
-    qat = quantize_model(_clone(trained_digits_cnn), learned_step=True)
+    qat = quantize_model(clone_with_weights(trained_digits_cnn), learned_step=True)
     compile_classifier(qat, learning_rate=1e-3)
     wrapper = next(layer for layer in qat.layers if isinstance(layer, QuantizeWrapper))
     start = wrapper.weight_log_step.numpy().copy()
@@ -63,7 +58,9 @@ def test_low_bit_weights_are_stored_as_few_int8_levels(
     bits: int, levels: int, digits: Split, trained_digits_cnn: keras.Model
 ) -> None:
     keras.utils.set_random_seed(0)
-    qat = compile_classifier(quantize_model(_clone(trained_digits_cnn), weight_bits=bits))
+    qat = compile_classifier(
+        quantize_model(clone_with_weights(trained_digits_cnn), weight_bits=bits)
+    )
     qat.fit(digits.x_train, digits.y_train, epochs=3, batch_size=64, verbose=0)
     flatbuffer = tfc.convert(qat, mode="int8")
     qmax = max(2 ** (bits - 1) - 1, 1)
@@ -80,7 +77,7 @@ def test_16_bit_activations_export_to_int16x8(
     digits: Split, trained_digits_cnn: keras.Model
 ) -> None:
     keras.utils.set_random_seed(0)
-    qat = quantize_model(_clone(trained_digits_cnn), activation_bits=16)
+    qat = quantize_model(clone_with_weights(trained_digits_cnn), activation_bits=16)
     assert {q.num_bits for q in qat.layers if isinstance(q, ActivationQuantizer)} == {16}
     compile_classifier(qat, learning_rate=1e-3)
     qat.fit(digits.x_train, digits.y_train, epochs=1, batch_size=64, verbose=0)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import tfcompress as tfc
+from tfcompress._graph import clone_with_weights
 from tfcompress.converter import run_tflite
 from tfcompress.data import Split
 from tfcompress.models import compile_classifier
@@ -22,16 +23,12 @@ from tfcompress.quantization import (
 )
 
 
-def _clone(model: keras.Model) -> keras.Model:
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 @pytest.fixture(scope="module")
 def digits_qat(digits: Split, trained_digits_cnn: keras.Model) -> keras.Model:
     keras.utils.set_random_seed(0)
-    qat = compile_classifier(quantize_model(_clone(trained_digits_cnn)), learning_rate=1e-3)
+    qat = compile_classifier(
+        quantize_model(clone_with_weights(trained_digits_cnn)), learning_rate=1e-3
+    )
     qat.fit(digits.x_train, digits.y_train, epochs=2, batch_size=64, verbose=0)
     return qat
 
