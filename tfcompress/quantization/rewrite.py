@@ -53,7 +53,8 @@ _PASSTHROUGH_OPS = {
     "Identity",
 }
 
-# Layers whose Keras graph lowers to an op without an int8 kernel, and the equivalent that does not.
+# Layers replaced by an equivalent that converts to int8 kernels only (LayerNormalization's NEG,
+# Normalization's float requantize) or trains the int8 tensors TFLite keeps inside (attention).
 _INTEGER_FRIENDLY: dict[type, type] = {
     L.LayerNormalization: IntegerLayerNormalization,
     L.Normalization: IntegerNormalization,

@@ -88,8 +88,8 @@ class QuantizeWrapper(L.Wrapper):
             raise ValueError(
                 f"QuantizeWrapper: cannot wrap layer '{layer.name}' ({type(layer).__name__}); it "
                 "wraps channels_last Conv1D/2D/3D, DepthwiseConv2D, Conv2DTranspose, Dense, "
-                "EinsumDense and Embedding (without mask_zero). Annotate other layers with QuantizeConfig(role='output') or "
-                "role='float'."
+                "EinsumDense and Embedding (without mask_zero). Annotate other layers with "
+                "QuantizeConfig(role='output') or role='float'."
             )
         kwargs.setdefault("name", f"quant_{layer.name}")
         super().__init__(layer, **kwargs)
