@@ -97,6 +97,14 @@ def test_int16x8_export_of_a_qat_model_needs_representative_data(
         tfc.convert(qat, "int16x8")
 
 
+def test_int8_export_of_a_16_bit_qat_model_says_to_use_int16x8(
+    trained_digits_cnn: keras.Model,
+) -> None:
+    qat = quantize_model(trained_digits_cnn, activation_bits=16)
+    with pytest.raises(ConversionError, match="16-bit activations.*int16x8"):
+        tfc.convert(qat, "int8")
+
+
 def test_strip_quantization_bakes_in_the_deployed_weights(
     digits: Split, trained_digits_cnn: keras.Model
 ) -> None:

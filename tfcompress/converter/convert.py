@@ -89,6 +89,8 @@ def convert(
     source = load_source(model, input_signature, safe_mode, custom_objects)
     if mode == "int16x8":
         source = _without_fake_quant(source, representative_data, input_signature)
+    elif mode in ("int8", "edgetpu"):
+        _check_8_bit_activations(source, mode)
     if mode == "edgetpu":
         source = source.with_batch_size(1)
     concrete = source.concrete_function()
@@ -127,6 +129,18 @@ def _without_fake_quant(
         )
     _log.info("QAT model '%s': int16x8 export of its baked-in weights.", source.name)
     return load_source(strip_quantization(source.owner), input_signature)
+
+
+def _check_8_bit_activations(source: TraceableModel, mode: str) -> None:
+    """A model trained with 16-bit fake quant has no 8-bit ranges: its int8 file would be wrong."""
+    from tfcompress.quantization.export import activation_bits
+
+    if compat.is_keras3_model(source.owner) and 16 in activation_bits(source.owner):
+        raise ConversionError(
+            f"'{source.name}' was trained with 16-bit activations (quantize_model(..., "
+            f"activation_bits=16)), which mode={mode!r} cannot hold. Convert it with "
+            "mode='int16x8', or quantize the float model with activation_bits=8 for int8."
+        )
 
 
 def _warn_if_float_ops_left(flatbuffer: bytes, name: str) -> None:

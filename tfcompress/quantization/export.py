@@ -21,6 +21,19 @@ def is_quantization_aware(model: Any) -> bool:
     )
 
 
+def activation_bits(model: Any) -> set[int]:
+    """The bit widths of the activation ranges in `model` (empty for a float model)."""
+    found: set[int] = set()
+    for layer in getattr(model, "layers", None) or []:
+        if isinstance(layer, ActivationQuantizer):
+            found.add(layer.num_bits)
+        elif isinstance(layer, QuantizeWrapper) and layer.pre_activation is not None:
+            found.add(layer.pre_activation.num_bits)
+        else:
+            found |= activation_bits(layer)
+    return found
+
+
 def strip_quantization(model: keras.Model) -> keras.Model:
     """The float model a QAT model stands for: fake-quantized weights baked in, no fake quant.
 
