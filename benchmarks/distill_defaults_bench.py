@@ -1,0 +1,259 @@
+"""Do `Distiller.compile()`'s defaults do no harm? Issue 10, item 5, on scikit-learn's digits.
+
+Four students (the tiny 4/8-filter digits CNN, an 8/16-filter one, an MLP, and a 1-D conv over
+the image rows as a sequence) learn from two teachers of other architectures (the width-32
+digits CNN and a wide MLP). Per student x seed, with the same initial weights, data order,
+optimizer (`"adam"`, the `compile` default), batch size and epochs:
+
+* `scratch`: the student trained alone on the labels;
+* `defaults`: distilled with `Distiller.compile()` left at its default losses, alpha and
+  temperature (read from the library, so the figures follow the code);
+* `keras_io`: distilled with keras.io's arguments (SCCE, `keras.losses.KLDivergence()`,
+  alpha=0.1, temperature=3).
+
+`--grid` adds the candidate settings the defaults were chosen from (alpha x temperature, the
+KL without its T**2 factor, MSE on logits) and writes `distill_defaults_grid.json`.
+
+Run: .venv/bin/python benchmarks/distill_defaults_bench.py [--grid]
+     (writes benchmarks/results/distill_defaults.json)
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+SEEDS = (0, 1, 2)
+EPOCHS, BATCH = 15, 32
+TEACHER_EPOCHS = 20
+KERAS_IO = {"alpha": 0.1, "temperature": 3}
+
+
+# ----------------------------------------------------------------------------- models
+def _tiny_cnn() -> Any:
+    from tfcompress.models import build_digits_cnn
+
+    return build_digits_cnn(width=4, name="student")
+
+
+def _medium_cnn() -> Any:
+    from tfcompress.models import build_digits_cnn
+
+    return build_digits_cnn(width=8, name="student")
+
+
+def _mlp(width: int, depth: int, name: str) -> Any:
+    import keras
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten()(inputs)
+    for _ in range(depth):
+        x = keras.layers.Dense(width, activation="relu")(x)
+    return keras.Model(inputs, keras.layers.Dense(10)(x), name=name)
+
+
+def _mlp_student() -> Any:
+    return _mlp(16, 1, "student")
+
+
+def _rows_conv1d() -> Any:
+    """The image read as a sequence of 8 rows of 8 pixels, seen by a 1-D convolution."""
+    import keras
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Reshape((8, 8))(inputs)
+    x = keras.layers.Conv1D(16, 3, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalMaxPooling1D()(x)
+    return keras.Model(inputs, keras.layers.Dense(10)(x), name="student")
+
+
+STUDENTS: dict[str, Callable[[], Any]] = {
+    "cnn_tiny_4_8": _tiny_cnn,
+    "cnn_medium_8_16": _medium_cnn,
+    "mlp_16": _mlp_student,
+    "rows_conv1d_16": _rows_conv1d,
+}
+
+
+def _teachers(split, names: list[str] | None = None) -> dict[str, Any]:
+    import keras
+
+    from tfcompress.models import build_digits_cnn, compile_classifier
+
+    teachers = {}
+    for name, build in {
+        "cnn_32": lambda: build_digits_cnn(width=32, name="teacher"),
+        "mlp_256x2": lambda: _mlp(256, 2, "teacher"),
+    }.items():
+        if names and name not in names:
+            continue
+        keras.utils.set_random_seed(0)
+        model = compile_classifier(build())
+        model.fit(split.x_train, split.y_train, epochs=TEACHER_EPOCHS, batch_size=BATCH, verbose=0)
+        teachers[name] = model
+    return teachers
+
+
+# ----------------------------------------------------------------------------- recipes
+def _compile_defaults(distiller) -> None:
+    distiller.compile()
+
+
+def _compile_keras_io(distiller) -> None:
+    import keras
+
+    distiller.compile(
+        student_loss_fn=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        distillation_loss_fn=keras.losses.KLDivergence(),
+        **KERAS_IO,
+    )
+
+
+def _candidate(alpha: float, temperature: float, kind: str = "kl") -> Callable[[Any], None]:
+    def compile_candidate(distiller) -> None:
+        from tfcompress.distillation import FeatureLoss, LogitsKL
+
+        loss = {
+            "kl": lambda: LogitsKL(temperature),
+            # the same KL without Hinton's T**2 factor: a weaker pull at high temperature
+            "kl_no_t2": lambda: LogitsKL(temperature, weight=1.0 / temperature**2),
+            "mse": lambda: FeatureLoss(None, name="logits_mse"),
+        }[kind]()
+        distiller.compile(distillation_loss_fn=loss, alpha=alpha, temperature=temperature)
+
+    return compile_candidate
+
+
+def _grid() -> dict[str, Callable[[Any], None]]:
+    grid = {}
+    for alpha in (0.1, 0.3, 0.5, 0.7):
+        for temperature in (1, 2, 4):
+            grid[f"kl_a{alpha}_t{temperature}"] = _candidate(alpha, temperature)
+    grid["kl_no_t2_a0.1_t3"] = _candidate(0.1, 3, "kl_no_t2")
+    grid["mse_a0.5"] = _candidate(0.5, 1, "mse")
+    return grid
+
+
+# ----------------------------------------------------------------------------- training
+def _accuracy(model, split) -> float:
+    return float((model.predict(split.x_test, verbose=0).argmax(-1) == split.y_test).mean())
+
+
+def _scratch(split, build: Callable[[], Any], seed: int) -> float:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    student = build()
+    student.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    keras.utils.set_random_seed(seed)
+    student.fit(split.x_train, split.y_train, epochs=EPOCHS, batch_size=BATCH, verbose=0)
+    return _accuracy(student, split)
+
+
+def _distilled(split, build, teacher, seed: int, compile_fn) -> float:
+    import keras
+
+    import tfcompress as tfc
+
+    keras.utils.set_random_seed(seed)
+    distiller = tfc.Distiller(teacher=teacher, student=build())
+    compile_fn(distiller)
+    keras.utils.set_random_seed(seed)
+    distiller.fit(split.x_train, split.y_train, epochs=EPOCHS, batch_size=BATCH, verbose=0)
+    return _accuracy(distiller.student, split)
+
+
+def _defaults() -> dict[str, Any]:
+    import tfcompress as tfc
+
+    parameters = inspect.signature(tfc.Distiller.compile).parameters
+    return {
+        name: parameters[name].default
+        for name in ("optimizer", "student_loss_fn", "distillation_loss_fn", "alpha", "temperature")
+    }
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.mean(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grid", action="store_true", help="also run the candidate settings")
+    parser.add_argument("--students", nargs="*", choices=sorted(STUDENTS), default=None)
+    parser.add_argument("--teachers", nargs="*", choices=("cnn_32", "mlp_256x2"), default=None)
+    parser.add_argument("--name", default=None, help="results name (default from --grid)")
+    args = parser.parse_args()
+
+    from _common import write_results
+
+    import tfcompress as tfc
+
+    started = time.perf_counter()
+    split = tfc.data.load_digits()
+    teachers = _teachers(split, args.teachers)
+    recipes: dict[str, Callable[[Any], None]] = {
+        "defaults": _compile_defaults,
+        "keras_io": _compile_keras_io,
+    }
+    if args.grid:
+        recipes.update(_grid())
+
+    students: dict[str, Any] = {}
+    for student_name in args.students or STUDENTS:
+        build = STUDENTS[student_name]
+        row: dict[str, Any] = {"params": build().count_params(), "scratch": []}
+        for seed in SEEDS:
+            row["scratch"].append(_scratch(split, build, seed))
+        for teacher_name, teacher in teachers.items():
+            for recipe, compile_fn in recipes.items():
+                row[f"{teacher_name}/{recipe}"] = [
+                    _distilled(split, build, teacher, seed, compile_fn) for seed in SEEDS
+                ]
+        means = {key: _mean(values) for key, values in row.items() if isinstance(values, list)}
+        row["means"] = means
+        row["defaults_minus_scratch_pp"] = {
+            teacher: 100 * (means[f"{teacher}/defaults"] - means["scratch"]) for teacher in teachers
+        }
+        students[student_name] = row
+        print(student_name, {k: round(v, 4) for k, v in means.items()}, flush=True)
+
+    worst = min(d for row in students.values() for d in row["defaults_minus_scratch_pp"].values())
+    payload = {
+        "dataset": "sklearn digits (test split, 450 images)",
+        "protocol": {
+            "seeds": list(SEEDS),
+            "epochs": EPOCHS,
+            "batch_size": BATCH,
+            "optimizer": "adam (Keras default learning rate), for scratch and distilled alike",
+            "same_initial_weights_and_data_order": True,
+        },
+        "library_defaults": {k: repr(v) for k, v in _defaults().items()},
+        "keras_io_arguments": {**KERAS_IO, "distillation_loss_fn": "keras.losses.KLDivergence()"},
+        "teachers": {
+            name: {"params": model.count_params(), "accuracy": _accuracy(model, split)}
+            for name, model in teachers.items()
+        },
+        "students": students,
+        "worst_defaults_minus_scratch_pp": worst,
+        "defaults_never_below_scratch": worst >= 0,
+        "seconds": time.perf_counter() - started,
+    }
+    write_results(
+        args.name or ("distill_defaults_grid" if args.grid else "distill_defaults"), payload
+    )
+
+
+if __name__ == "__main__":
+    main()
