@@ -223,6 +223,58 @@ def _qat_options(rows: list) -> list[str]:
     return [*lines, ""]
 
 
+ZOO_COLUMNS = (
+    ("float", "float32"),
+    ("ptq_int8", "PTQ int8"),
+    ("qat_int8", "QAT int8"),
+    ("prune_50", "50% pruned int8"),
+    ("prune_80", "80% pruned int8"),
+    ("cluster_16", "16 clusters int8"),
+    ("distill", "distilled student int8"),
+    ("student_scratch", "student alone int8"),
+)
+
+
+def _zoo_cell(mine: float | None, peer: float | None) -> str:
+    def text(value: float | None) -> str:
+        return "fails" if value is None else f"{value:.3f}"
+
+    return f"{text(mine)} / {text(peer)}"
+
+
+def zoo_table(data: dict) -> str:
+    settings, table, checks = data["settings"], data["mean_litert_accuracy"], data["checks"]
+    epochs = settings["float_epochs"]
+    lines = [
+        f"LiteRT test accuracy on the digits, mean of seeds {settings['seeds']}, "
+        f"**tfcompress / tfmot** from the same float model (float epochs per architecture "
+        f"{', '.join(f'{a} {e}' for a, e in epochs.items())}; {settings['fine_tune_epochs']} "
+        "fine-tuning epochs for QAT, pruning and clustering; PTQ on tfmot's side is the plain "
+        "TFLiteConverter; tfmot has no distiller, so its side is a keras.io-style one on tf_keras). "
+        '"fails" means at least one seed raised; `benchmarks/results/zoo.json` has the message.',
+        "",
+        "| architecture | " + " | ".join(title for _, title in ZOO_COLUMNS) + " |",
+        "|---|" + "---:|" * len(ZOO_COLUMNS),
+    ]
+    for arch, rows in table.items():
+        cells = [
+            _zoo_cell(rows.get(key, {}).get("tfcompress"), rows.get(key, {}).get("tfmot"))
+            for key, _ in ZOO_COLUMNS
+        ]
+        lines.append(f"| {arch} | " + " | ".join(cells) + " |")
+    failing = checks["failing_rows"]
+    lines += [
+        "",
+        f"QAT int8 within 0.5 pp of float Keras: "
+        f"{sum(checks['qat_int8_ge_float_minus_0_5pp'].values())} of "
+        f"{len(checks['qat_int8_ge_float_minus_0_5pp'])} architectures; QAT, pruned and "
+        f"clustered rows within 0.5 pp of tfmot's or better: "
+        f"{sum(checks['ge_tfmot_minus_0_5pp'].values())} of {len(checks['ge_tfmot_minus_0_5pp'])}"
+        + (f" (not met: {', '.join(failing)})." if failing else "."),
+    ]
+    return "\n".join(lines)
+
+
 def generic_table(data: dict) -> str:
     """Fallback for results without a dedicated formatter: the targets and the command."""
     lines = [f"Command: `{data.get('command', '')}`", ""]
@@ -237,6 +289,7 @@ FORMATTERS: dict[str, Callable[[dict], str]] = {
     "pruning": pruning_table,
     "distill": distill_table,
     "qat": qat_table,
+    "zoo": zoo_table,
 }
 
 
