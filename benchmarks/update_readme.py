@@ -262,6 +262,7 @@ def zoo_table(data: dict) -> str:
             for key, _ in ZOO_COLUMNS
         ]
         lines.append(f"| {arch} | " + " | ".join(cells) + " |")
+    lines += _zoo_file_facts(data["architectures"])
     failing = checks["failing_rows"]
     lines += [
         "",
@@ -273,6 +274,45 @@ def zoo_table(data: dict) -> str:
         + (f" (not met: {', '.join(failing)})." if failing else "."),
     ]
     return "\n".join(lines)
+
+
+def _zoo_side_facts(rows: list[dict]) -> list[str]:
+    """QAT float ops, QAT agreement, 80% file sparsity, most values per clustered kernel."""
+
+    def values(technique: str, key: str) -> list:
+        found = [row.get(technique, {}).get(key) for row in rows]
+        return [] if any(v is None for v in found) else found
+
+    float_ops = values("qat_int8", "float_ops")
+    agreement = values("qat_int8", "keras_vs_tflite_top1_agreement")
+    sparsity = values("prune_80", "kernel_sparsity")
+    unique = values("cluster_16", "max_unique_values_per_kernel")
+    return [
+        (", ".join(sorted({op for ops in float_ops for op in ops})) or "none")
+        if float_ops
+        else "-",
+        f"{sum(agreement) / len(agreement):.3f}" if agreement else "-",
+        f"{sum(sparsity) / len(sparsity):.3f}" if sparsity else "-",
+        str(max(unique)) if unique else "-",
+    ]
+
+
+def _zoo_file_facts(architectures: dict) -> list[str]:
+    lines = [
+        "",
+        "What the files hold (tfcompress / tfmot; mean over seeds, float ops over all seeds):",
+        "",
+        "| architecture | float ops in QAT int8 | QAT Keras-vs-LiteRT top-1 agreement | "
+        "sparsity in the 80% int8 file | max values per clustered kernel |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for arch, result in architectures.items():
+        seeds = result["seeds"].values()
+        mine = _zoo_side_facts([seed["tfcompress"] for seed in seeds])
+        peer = _zoo_side_facts([seed["tfmot"] for seed in seeds])
+        cells = [f"{a} / {b}" for a, b in zip(mine, peer, strict=True)]
+        lines.append(f"| {arch} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def generic_table(data: dict) -> str:
