@@ -1,0 +1,126 @@
+"""A crash or a hang inside TF's converter becomes a ConversionError; the process lives on."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfcompress as tfc
+from tfcompress.converter.convert import _run_converter
+from tfcompress.converter import run_tflite
+from tfcompress.converter.isolation import isolation_available, run_in_child
+from tfcompress.models import build_digits_cnn
+
+pytestmark = pytest.mark.skipif(not isolation_available(), reason="isolation forks (Linux only)")
+
+
+def _raw_int8_converter(model: keras.Model, data: np.ndarray) -> tf.lite.TFLiteConverter:
+    """The plain TF converter, without tfcompress's recurrent rewrite: the path that crashes."""
+    spec = tf.TensorSpec(model.inputs[0].shape, tf.float32)
+    fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], model)
+    converter.experimental_lower_to_saved_model = False
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([row[None]] for row in data)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return converter
+
+
+def _static_batch_gru() -> keras.Model:
+    inputs = keras.Input((8, 8), batch_size=1)
+    outputs = keras.layers.Dense(10)(keras.layers.GRU(16)(inputs))
+    return keras.Model(inputs, outputs, name="static_gru")
+
+
+def _digits(count: int) -> np.ndarray:
+    return np.random.default_rng(0).random((count, 8, 8, 1), dtype=np.float32)
+
+
+def test_segfault_in_int8_calibration_becomes_conversion_error_and_process_lives_on():
+    data = np.random.default_rng(0).random((16, 8, 8), dtype=np.float32)
+    converter = _raw_int8_converter(_static_batch_gru(), data)
+    with pytest.raises(tfc.ConversionError, match=r"SIGSEGV") as caught:
+        _run_converter(converter, "static_gru", "int8")
+    message = str(caught.value)
+    assert "'static_gru'" in message and "mode='int8'" in message
+    assert "unharmed" in message and "mode='dynamic'" in message and "LSTM/GRU" in message
+    # the same process converts a normal model afterwards, and the file runs
+    model = build_digits_cnn()
+    x = _digits(8)
+    flatbuffer = tfc.convert(model, "int8", x)
+    assert tfc.inspect(flatbuffer).float_ops == []
+    expected = model.predict(x, verbose=0)
+    error = np.abs(run_tflite(flatbuffer, x) - expected).max()
+    assert error < 0.05 * np.ptp(expected)  # a few int8 steps
+
+
+def test_isolated_int8_file_equals_in_process_file():
+    model, x = build_digits_cnn(), _digits(20)
+    isolated = tfc.convert(model, "int8", x)
+    in_process = tfc.convert(model, "int8", x, isolate=False)
+    assert isolated == in_process
+
+
+def test_converter_error_in_child_is_conversion_error_with_converter_text():
+    converter = _raw_int8_converter(build_digits_cnn(), _digits(4))
+    # calibration samples of the wrong shape: the calibrator raises inside the child
+    converter.representative_dataset = lambda: ([np.zeros((1, 5, 5, 1), np.float32)] for _ in "ab")
+    with pytest.raises(tfc.ConversionError, match="could not convert 'digits_cnn'") as caught:
+        _run_converter(converter, "digits_cnn", "int8")
+    assert not isinstance(caught.value.__cause__, tfc.ConversionError)
+    assert "dimension" in str(caught.value).lower() or "shape" in str(caught.value).lower()
+
+
+def test_conversion_past_timeout_is_stopped_and_reported():
+    model, x = build_digits_cnn(), _digits(200)
+    with pytest.raises(tfc.ConversionError, match=r"within timeout=0.001 s") as caught:
+        tfc.convert(model, "int8", x, timeout=0.001)
+    assert "'digits_cnn'" in str(caught.value) and "larger timeout" in str(caught.value)
+    assert _children() == []  # the child was killed and reaped
+
+
+def _children() -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid():
+                found.append(int(entry))
+    return found
+
+
+def test_bad_timeout_is_refused_by_name():
+    with pytest.raises(tfc.ConversionError, match="timeout must be a positive"):
+        tfc.convert(build_digits_cnn(), "int8", _digits(2), timeout=0)
+
+
+def test_child_warnings_and_exceptions_reach_the_parent():
+    def warn_and_return() -> int:
+        warnings.warn("from the child", RuntimeWarning, stacklevel=1)
+        return os.getpid()
+
+    with pytest.warns(RuntimeWarning, match="from the child"):
+        child_pid = run_in_child(warn_and_return, name="m", mode="int8", timeout=60)
+    assert child_pid != os.getpid()
+
+    def fail() -> None:
+        raise KeyError("missing tensor")
+
+    with pytest.raises(KeyError, match="missing tensor"):
+        run_in_child(fail, name="m", mode="int8", timeout=60)
+
+
+def test_child_that_exits_without_answer_is_reported():
+    with pytest.raises(tfc.ConversionError, match=r"exited \(status 3\) without an answer"):
+        run_in_child(lambda: os._exit(3), name="m", mode="int8", timeout=60)
