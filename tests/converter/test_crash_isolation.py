@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 import tfcompress as tfc
-from tfcompress.converter.convert import _run_converter
 from tfcompress.converter import run_tflite
+from tfcompress.converter.convert import _run_converter
 from tfcompress.converter.isolation import isolation_available, run_in_child
 from tfcompress.models import build_digits_cnn
 
