@@ -53,6 +53,13 @@ _IGNORED_ARGS = ("unroll", "use_cudnn", "zero_output_for_mask", "time_major", "i
 INTEGER_MODES = ("int8", "int16x8", "edgetpu")
 
 
+def _chunks(tensor: Any, count: int) -> list[Any]:
+    """`tensor` cut into `count` equal parts on its last axis, by slicing: unlike SPLIT, a slice
+    nobody reads (the forget gate at step 0) disappears instead of leaving a float SPLIT behind."""
+    width = tensor.shape[-1] // count
+    return [tensor[..., k * width : (k + 1) * width] for k in range(count)]
+
+
 def _fixed_range(activation: Any) -> tuple[float, float] | None:
     name = getattr(activation, "__name__", "")
     return {"sigmoid": _SIGMOID_RANGE, "tanh": _TANH_RANGE}.get(name)
@@ -488,7 +495,7 @@ class UnrolledLSTM(_UnrolledRecurrent):
         if hidden is not None:
             recurrent_part = q("recurrent", ops.matmul(hidden, recurrent), training)
             gates = q("gates", projected + recurrent_part, training)
-        i, f, g, o = ops.split(gates, 4, axis=-1)
+        i, f, g, o = _chunks(gates, 4)
         i = q("input_gate", self.recurrent_activation(i), training)
         g = q("candidate", self.activation(g), training)
         o = q("output_gate", self.recurrent_activation(o), training)
@@ -562,24 +569,24 @@ class UnrolledGRU(_UnrolledRecurrent):
 
     def step(self, projected, hidden, states, recurrent, bias, training):  # noqa: ANN001, ANN201
         q, units = self._q, self.units
-        x_z, x_r, x_h = ops.split(projected, 3, axis=-1)
+        x_z, x_r, x_h = _chunks(projected, 3)
         recurrent_bias = bias[1] if (bias is not None and self.reset_after) else None
         if hidden is None:
             z_sum, r_sum = x_z, x_r
             if recurrent_bias is not None:
-                b_z, b_r, b_h = ops.split(recurrent_bias, 3, axis=-1)
+                b_z, b_r, b_h = _chunks(recurrent_bias, 3)
                 z_sum = q("update_sum", x_z + b_z, training)
                 r_sum = q("reset_sum", x_r + b_r, training)
         elif self.reset_after:
             r_all = ops.matmul(hidden, recurrent)
             if recurrent_bias is not None:
                 r_all = r_all + recurrent_bias
-            h_z, h_r, h_h = ops.split(q("recurrent", r_all, training), 3, axis=-1)
+            h_z, h_r, h_h = _chunks(q("recurrent", r_all, training), 3)
             z_sum = q("update_sum", x_z + h_z, training)
             r_sum = q("reset_sum", x_r + h_r, training)
         else:
             r_zr = q("recurrent", ops.matmul(hidden, recurrent[:, : 2 * units]), training)
-            h_z, h_r = ops.split(r_zr, 2, axis=-1)
+            h_z, h_r = _chunks(r_zr, 2)
             z_sum = q("update_sum", x_z + h_z, training)
             r_sum = q("reset_sum", x_r + h_r, training)
         z = q("update_gate", self.recurrent_activation(z_sum), training)
@@ -859,6 +866,16 @@ def unroll_recurrent(model: keras.Model) -> keras.Model:
         "unroll_recurrent",
         ", or convert it in mode='float32', 'dynamic' or 'float16' (which keep TF's fused op)",
     )
+
+    for layer in model._flatten_layers(include_self=False):
+        masks = isinstance(layer, L.Masking) or getattr(layer, "mask_zero", False)
+        if masks and has_recurrent_layers(model):
+            raise ValueError(
+                f"unroll_recurrent: layer '{layer.name}' ({type(layer).__name__}) masks steps, "
+                "but the unrolled full-integer recurrence received a mask it cannot skip. Remove "
+                "the mask (pad with values the model learns to ignore), or convert in "
+                "mode='float32', 'dynamic' or 'float16'."
+            )
 
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
         if isinstance(layer, keras.Model) and has_recurrent_layers(layer):

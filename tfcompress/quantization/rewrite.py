@@ -8,6 +8,7 @@ feeding only a ReLU/ReLU6 straight from a Conv/Dense/Add stays float, since TFLi
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from collections import defaultdict
@@ -22,6 +23,7 @@ from tfcompress.quantization.config import (
     OUTPUT,
     PASSTHROUGH,
     QuantizeConfig,
+    float_only_reason,
     get_quantize_config,
 )
 from tfcompress.quantization.layers import (
@@ -30,6 +32,12 @@ from tfcompress.quantization.layers import (
     QuantizedMultiHeadAttention,
 )
 from tfcompress.quantization.quantizers import ActivationQuantizer
+from tfcompress.quantization.recurrent import (
+    UnrolledBidirectional,
+    UnrolledGRU,
+    UnrolledLSTM,
+    UnrolledSimpleRNN,
+)
 from tfcompress.quantization.wrapper import QuantizeWrapper, supports_kernel_wrapping
 
 L = keras.layers
@@ -59,6 +67,15 @@ _INTEGER_FRIENDLY: dict[type, type] = {
     L.LayerNormalization: IntegerLayerNormalization,
     L.Normalization: IntegerNormalization,
     L.MultiHeadAttention: QuantizedMultiHeadAttention,
+    # recurrent layers: unrolled into FULLY_CONNECTED/ADD/MUL/LOGISTIC/TANH steps (recurrent.py)
+    L.LSTM: UnrolledLSTM,
+    L.GRU: UnrolledGRU,
+    L.SimpleRNN: UnrolledSimpleRNN,
+    L.Bidirectional: UnrolledBidirectional,
+    UnrolledLSTM: UnrolledLSTM,
+    UnrolledGRU: UnrolledGRU,
+    UnrolledSimpleRNN: UnrolledSimpleRNN,
+    UnrolledBidirectional: UnrolledBidirectional,
 }
 
 
@@ -328,6 +345,17 @@ class _Rewriter:
                 stacklevel=4,
             )
             return FLOAT
+        reason = float_only_reason(op)
+        if config.role == FLOAT and reason is not None and getattr(op, _ANNOTATION, None) is None:
+            message = (
+                f"quantize_model: layer '{op.name}' ({type(op).__name__}) cannot run in int8: "
+                f"{reason}. It stays float in training and in the int8 file (QUANTIZE/DEQUANTIZE "
+                "around it). Convert with mode='float16' or 'dynamic' for an all-float file, or "
+                "annotate it with QuantizeConfig(role='float') to accept this."
+            )
+            if self.strict:
+                raise ValueError(message)
+            warnings.warn(message, stacklevel=4)
         if config.role == KERNEL and not (supports_kernel_wrapping(op) or _is_separable(op)):
             return OUTPUT
         return config.role
@@ -381,7 +409,8 @@ class _Rewriter:
     def _separable(self, op: Any, input_shape: Any, batchnorm: Any) -> _SeparableQAT:
         """SeparableConv2D runs in TFLite as DEPTHWISE_CONV_2D then CONV_2D with an int8 tensor
         between them: train it as those two quantized convolutions."""
-        depthwise = L.DepthwiseConv2D(
+        one_d = isinstance(op, L.SeparableConv1D)
+        depthwise = (L.DepthwiseConv1D if one_d else L.DepthwiseConv2D)(
             op.kernel_size,
             strides=op.strides,
             padding=op.padding,
@@ -392,7 +421,7 @@ class _Rewriter:
         )
         depthwise.build(input_shape)
         depthwise.set_weights([op.depthwise_kernel.numpy()])
-        pointwise = L.Conv2D(
+        pointwise = (L.Conv1D if one_d else L.Conv2D)(
             op.filters,
             1,
             activation=op.activation,
@@ -414,7 +443,7 @@ class _Rewriter:
         if id(op) not in self.copies:
             klass = _INTEGER_FRIENDLY.get(type(op), type(op))
             config = op.get_config()
-            if klass is QuantizedMultiHeadAttention:
+            if _accepts_quantize_config(klass):
                 config["quantize_config"] = self._kernel_config(op)
             try:
                 self.copies[id(op)] = klass.from_config(config)
@@ -427,11 +456,16 @@ class _Rewriter:
             return
         if getattr(copy, "_tfcompress_restored", False):
             return
-        if isinstance(copy, QuantizedMultiHeadAttention):
+        if hasattr(copy, "copy_weights_from"):  # replacements whose weights differ in layout
             copy.copy_weights_from(op)
         else:
             copy.set_weights(op.get_weights())
         copy._tfcompress_restored = True
+
+
+def _accepts_quantize_config(klass: type) -> bool:
+    """Replacement layers that train their own int8 tensors take the layer's `quantize_config`."""
+    return "quantize_config" in inspect.signature(klass.__init__).parameters
 
 
 class _SeparableQAT:
@@ -457,7 +491,7 @@ def _gathers(callee: Any) -> bool:
 
 def _is_separable(layer: Any) -> bool:
     channels_last = getattr(layer, "data_format", "channels_last") == "channels_last"
-    return isinstance(layer, L.SeparableConv2D) and channels_last
+    return isinstance(layer, L.SeparableConv1D | L.SeparableConv2D) and channels_last
 
 
 def _consumers(graph: Any) -> dict[int, list]:

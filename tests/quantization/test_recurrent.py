@@ -1,0 +1,166 @@
+"""Unrolled recurrent layers: same function as Keras's, quantization-aware training to full int8."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import tfcompress as tfc
+from tfcompress.converter import run_tflite
+from tfcompress.quantization.recurrent import (
+    UnrolledBidirectional,
+    UnrolledGRU,
+    UnrolledLSTM,
+    unroll_recurrent,
+    unrolled_layer,
+)
+
+L = keras.layers
+# Below the 0.99 aimed at: 8 int8 recurrent steps (8-bit cell and hidden state) after one QAT
+# step flip a few close calls (measured 0.94-0.995 on digits; see benchmarks/recurrent_bench.py).
+MIN_AGREEMENT = 0.93
+
+_LAYERS = {
+    "lstm": lambda: L.LSTM(6),
+    "lstm_sequences_backwards": lambda: L.LSTM(6, return_sequences=True, go_backwards=True),
+    "lstm_state": lambda: L.LSTM(6, return_state=True),
+    "gru": lambda: L.GRU(6),
+    "gru_reset_before_backwards": lambda: L.GRU(6, reset_after=False, go_backwards=True),
+    "gru_no_bias_sequences": lambda: L.GRU(6, use_bias=False, return_sequences=True),
+    "simple_rnn_sequences": lambda: L.SimpleRNN(6, return_sequences=True),
+    "bidirectional_concat": lambda: L.Bidirectional(L.LSTM(6, return_sequences=True)),
+    "bidirectional_sum": lambda: L.Bidirectional(L.GRU(6), merge_mode="sum"),
+    "bidirectional_none": lambda: L.Bidirectional(L.SimpleRNN(6), merge_mode=None),
+}
+
+
+def _outputs(value):
+    return [np.asarray(v) for v in (value if isinstance(value, list | tuple) else [value])]
+
+
+@pytest.mark.parametrize("name", sorted(_LAYERS))
+def test_unrolled_layer_computes_the_keras_layer_function(name, rng):
+    x = rng.normal(size=(3, 8, 5)).astype("float32")
+    layer = _LAYERS[name]()
+    layer(x)
+    layer.set_weights(
+        [rng.normal(scale=0.5, size=w.shape).astype("float32") for w in layer.weights]
+    )
+    expected = _outputs(layer(x))
+    got = _outputs(unrolled_layer(layer)(x))
+    assert len(got) == len(expected)
+    for ours, theirs in zip(got, expected, strict=True):
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def _sequences(digits):
+    return digits.x_train.reshape(-1, 8, 8), digits.x_test.reshape(-1, 8, 8)
+
+
+def _build(kind: str) -> keras.Model:
+    inputs = keras.Input((8, 8))
+    if kind == "stacked":
+        hidden = L.GRU(12)(L.LSTM(12, return_sequences=True)(inputs))
+    elif kind == "gru_reset_before_backwards":
+        hidden = L.GRU(12, reset_after=False, go_backwards=True)(inputs)
+    elif kind == "simple_rnn_sequences":
+        hidden = L.Flatten()(L.SimpleRNN(12, return_sequences=True)(inputs))
+    elif kind == "bidirectional_concat":
+        hidden = L.Bidirectional(L.LSTM(8))(inputs)
+    elif kind == "bidirectional_sum":
+        hidden = L.Bidirectional(L.GRU(8), merge_mode="sum")(inputs)
+    else:
+        hidden = getattr(L, kind)(12)(inputs)
+    return keras.Model(inputs, L.Dense(10)(hidden), name=kind.lower())
+
+
+def _trained(kind: str, x, y, epochs: int = 3, learning_rate: float = 1e-2) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    model = _build(kind)
+    model.compile(
+        keras.optimizers.Adam(learning_rate),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=False,
+    )
+    model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+    return model
+
+
+def _agreement(model, flatbuffer, x) -> float:
+    expected = np.asarray(model.predict(x, verbose=0)).argmax(-1)
+    return float((run_tflite(flatbuffer, x).argmax(-1) == expected).mean())
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "LSTM",
+        "GRU",
+        "SimpleRNN",
+        "gru_reset_before_backwards",
+        "simple_rnn_sequences",
+        pytest.param("stacked", marks=pytest.mark.slow),
+        pytest.param("bidirectional_concat", marks=pytest.mark.slow),
+        pytest.param("bidirectional_sum", marks=pytest.mark.slow),
+    ],
+)
+def test_qat_recurrent_model_converts_to_int8_without_float_ops(kind, digits):
+    x, x_test = _sequences(digits)
+    model = _trained(kind, x[:600], digits.y_train[:600])
+    qat = tfc.quantize_model(model)
+    assert not any(isinstance(layer, L.RNN | L.Bidirectional) for layer in qat.layers)
+    qat.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=False,
+    )
+    qat.fit(x[:200], digits.y_train[:200], epochs=1, batch_size=200, verbose=0)
+    flatbuffer = tfc.convert(qat, "int8")
+    assert tfc.inspect(flatbuffer).float_ops == []
+    assert _agreement(qat, flatbuffer, x_test) >= MIN_AGREEMENT
+
+
+def test_quantization_aware_recurrent_model_round_trips_through_keras_file(tmp_path, rng):
+    inputs = keras.Input((8, 4))
+    hidden = L.Bidirectional(L.GRU(5, return_sequences=True), merge_mode="sum")(inputs)
+    model = keras.Model(inputs, L.Dense(3)(L.LSTM(5)(hidden)))
+    qat = tfc.quantize_model(model)
+    x = rng.normal(size=(16, 8, 4)).astype("float32")
+    qat(x, training=True)  # sets the ranges
+    path = tmp_path / "qat.keras"
+    qat.save(path)
+    loaded = keras.saving.load_model(path)
+    assert {type(layer) for layer in loaded.layers} >= {UnrolledBidirectional, UnrolledLSTM}
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), qat.predict(x, verbose=0), atol=1e-6)
+
+
+def test_float_unrolled_layer_round_trips_through_keras_file(tmp_path, rng):
+    inputs = keras.Input((6, 3))
+    model = unroll_recurrent(keras.Model(inputs, L.GRU(4, reset_after=False)(inputs)))
+    assert isinstance(model.layers[1], UnrolledGRU)
+    path = tmp_path / "gru.keras"
+    model.save(path)
+    x = rng.normal(size=(4, 6, 3)).astype("float32")
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_variable_length_sequence_is_refused_with_what_to_do():
+    inputs = keras.Input((None, 3))
+    model = keras.Model(inputs, L.LSTM(4)(inputs))
+    with pytest.raises(ValueError, match="sequence length must be static"):
+        unroll_recurrent(model)
+
+
+def test_masked_sequence_is_refused_with_what_to_do():
+    inputs = keras.Input((6,), dtype="int32")
+    embedded = L.Embedding(10, 4, mask_zero=True)(inputs)
+    model = keras.Model(inputs, L.GRU(4)(embedded))
+    with pytest.raises(ValueError, match="mask"):
+        unroll_recurrent(model)
+
+
+def test_stateful_layer_is_refused_with_what_to_do():
+    with pytest.raises(ValueError, match="stateful=True is not supported"):
+        UnrolledLSTM(4, stateful=True)
