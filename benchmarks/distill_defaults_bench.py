@@ -35,6 +35,14 @@ SEEDS = (0, 1, 2)
 EPOCHS, BATCH = 15, 32
 TEACHER_EPOCHS = 20
 KERAS_IO = {"alpha": 0.1, "temperature": 3}
+#: None: the `compile` default `"adam"` (learning rate 1e-3); `--learning-rate` overrides it
+LEARNING_RATE: float | None = None
+
+
+def _optimizer() -> Any:
+    import keras
+
+    return "adam" if LEARNING_RATE is None else keras.optimizers.Adam(LEARNING_RATE)
 
 
 # ----------------------------------------------------------------------------- models
@@ -75,11 +83,27 @@ def _rows_conv1d() -> Any:
     return keras.Model(inputs, keras.layers.Dense(10)(x), name="student")
 
 
+def _tiny_cnn_qat() -> Any:
+    import tfcompress as tfc
+
+    return tfc.quantize_model(_tiny_cnn())
+
+
+def _tiny_cnn_pruned() -> Any:
+    import tfcompress as tfc
+
+    # 50% of each kernel pruned from the first step, re-pruned every 20 steps
+    schedule = tfc.pruning.ConstantSparsity(0.5, begin_step=0, frequency=20)
+    return tfc.prune_low_magnitude(_tiny_cnn(), schedule=schedule)
+
+
 STUDENTS: dict[str, Callable[[], Any]] = {
     "cnn_tiny_4_8": _tiny_cnn,
     "cnn_medium_8_16": _medium_cnn,
     "mlp_16": _mlp_student,
     "rows_conv1d_16": _rows_conv1d,
+    "cnn_tiny_4_8_qat": _tiny_cnn_qat,
+    "cnn_tiny_4_8_pruned_50": _tiny_cnn_pruned,
 }
 
 
@@ -104,13 +128,14 @@ def _teachers(split, names: list[str] | None = None) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- recipes
 def _compile_defaults(distiller) -> None:
-    distiller.compile()
+    distiller.compile(optimizer=_optimizer())
 
 
 def _compile_keras_io(distiller) -> None:
     import keras
 
     distiller.compile(
+        optimizer=_optimizer(),
         student_loss_fn=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         distillation_loss_fn=keras.losses.KLDivergence(),
         **KERAS_IO,
@@ -127,7 +152,12 @@ def _candidate(alpha: float, temperature: float, kind: str = "kl") -> Callable[[
             "kl_no_t2": lambda: LogitsKL(temperature, weight=1.0 / temperature**2),
             "mse": lambda: FeatureLoss(None, name="logits_mse"),
         }[kind]()
-        distiller.compile(distillation_loss_fn=loss, alpha=alpha, temperature=temperature)
+        distiller.compile(
+            optimizer=_optimizer(),
+            distillation_loss_fn=loss,
+            alpha=alpha,
+            temperature=temperature,
+        )
 
     return compile_candidate
 
@@ -143,6 +173,12 @@ def _grid() -> dict[str, Callable[[Any], None]]:
 
 
 # ----------------------------------------------------------------------------- training
+def _callbacks(model) -> list:
+    import tfcompress as tfc
+
+    return [tfc.pruning.UpdatePruningStep()] if tfc.pruning.pruned_layers(model) else []
+
+
 def _accuracy(model, split) -> float:
     return float((model.predict(split.x_test, verbose=0).argmax(-1) == split.y_test).mean())
 
@@ -153,11 +189,18 @@ def _scratch(split, build: Callable[[], Any], seed: int) -> float:
     keras.utils.set_random_seed(seed)
     student = build()
     student.compile(
-        optimizer="adam",
+        optimizer=_optimizer(),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     keras.utils.set_random_seed(seed)
-    student.fit(split.x_train, split.y_train, epochs=EPOCHS, batch_size=BATCH, verbose=0)
+    student.fit(
+        split.x_train,
+        split.y_train,
+        epochs=EPOCHS,
+        batch_size=BATCH,
+        verbose=0,
+        callbacks=_callbacks(student),
+    )
     return _accuracy(student, split)
 
 
@@ -170,7 +213,14 @@ def _distilled(split, build, teacher, seed: int, compile_fn) -> float:
     distiller = tfc.Distiller(teacher=teacher, student=build())
     compile_fn(distiller)
     keras.utils.set_random_seed(seed)
-    distiller.fit(split.x_train, split.y_train, epochs=EPOCHS, batch_size=BATCH, verbose=0)
+    distiller.fit(
+        split.x_train,
+        split.y_train,
+        epochs=EPOCHS,
+        batch_size=BATCH,
+        verbose=0,
+        callbacks=_callbacks(distiller.student),
+    )
     return _accuracy(distiller.student, split)
 
 
@@ -188,13 +238,47 @@ def _mean(values: list[float]) -> float:
     return statistics.mean(values)
 
 
+def _summary(students: dict[str, Any]) -> dict[str, Any]:
+    worst = min(d for row in students.values() for d in row["defaults_minus_scratch_pp"].values())
+    return {
+        "worst_defaults_minus_scratch_pp": worst,
+        "defaults_never_below_scratch": worst >= 0,
+    }
+
+
+def _merge(paths: list[str], name: str) -> None:
+    """One results file from runs over disjoint students (e.g. two processes on two cores)."""
+    import json
+
+    from _common import write_results
+
+    parts = [json.loads(Path(path).read_text()) for path in paths]
+    merged = {k: v for k, v in parts[0].items() if k not in ("benchmark", "command", "environment")}
+    merged["students"] = {s: row for part in parts for s, row in part["students"].items()}
+    merged["seconds"] = sum(part["seconds"] for part in parts)
+    merged.update(_summary(merged["students"]))
+    write_results(name, merged)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--grid", action="store_true", help="also run the candidate settings")
+    parser.add_argument(
+        "--grid", nargs="*", default=None, help="also run these candidate settings (none: all)"
+    )
     parser.add_argument("--students", nargs="*", choices=sorted(STUDENTS), default=None)
     parser.add_argument("--teachers", nargs="*", choices=("cnn_32", "mlp_256x2"), default=None)
     parser.add_argument("--name", default=None, help="results name (default from --grid)")
+    parser.add_argument(
+        "--merge", nargs="*", default=None, help="combine the students of these results files"
+    )
+    parser.add_argument("--learning-rate", type=float, default=None, help="Adam's, for all runs")
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
     args = parser.parse_args()
+    global LEARNING_RATE, EPOCHS
+    LEARNING_RATE, EPOCHS = args.learning_rate, args.epochs
+    if args.merge:
+        _merge(args.merge, args.name or "distill_defaults")
+        return
 
     from _common import write_results
 
@@ -207,8 +291,9 @@ def main() -> None:
         "defaults": _compile_defaults,
         "keras_io": _compile_keras_io,
     }
-    if args.grid:
-        recipes.update(_grid())
+    if args.grid is not None:
+        grid = _grid()
+        recipes.update({k: v for k, v in grid.items() if not args.grid or k in args.grid})
 
     students: dict[str, Any] = {}
     for student_name in args.students or STUDENTS:
@@ -229,14 +314,13 @@ def main() -> None:
         students[student_name] = row
         print(student_name, {k: round(v, 4) for k, v in means.items()}, flush=True)
 
-    worst = min(d for row in students.values() for d in row["defaults_minus_scratch_pp"].values())
     payload = {
         "dataset": "sklearn digits (test split, 450 images)",
         "protocol": {
             "seeds": list(SEEDS),
             "epochs": EPOCHS,
             "batch_size": BATCH,
-            "optimizer": "adam (Keras default learning rate), for scratch and distilled alike",
+            "optimizer": f"adam, learning rate {LEARNING_RATE or 1e-3}, for scratch and distilled",
             "same_initial_weights_and_data_order": True,
         },
         "library_defaults": {k: repr(v) for k, v in _defaults().items()},
@@ -246,12 +330,11 @@ def main() -> None:
             for name, model in teachers.items()
         },
         "students": students,
-        "worst_defaults_minus_scratch_pp": worst,
-        "defaults_never_below_scratch": worst >= 0,
+        **_summary(students),
         "seconds": time.perf_counter() - started,
     }
     write_results(
-        args.name or ("distill_defaults_grid" if args.grid else "distill_defaults"), payload
+        args.name or ("distill_defaults" if args.grid is None else "distill_defaults_grid"), payload
     )
 
 

@@ -6,11 +6,15 @@ exactly like keras.io's own Distiller, reimplemented here from its published for
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 import numpy as np
 from keras import ops
 
 import tfcompress as tfc
+from tfcompress.data import Split
+from tfcompress.distillation import LogitsKL
 from tfcompress.models import build_digits_cnn
 
 SCCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -58,3 +62,46 @@ def test_keras_io_arguments_train_exactly_like_keras_io(teacher: keras.Model, ba
     trained = zip(ours.student.get_weights(), reference.student.get_weights(), strict=True)
     for ours_weight, reference_weight in trained:
         np.testing.assert_allclose(ours_weight, reference_weight, rtol=1e-4, atol=1e-5)
+
+
+def test_compile_defaults_are_half_labels_half_teacher_at_temperature_one(
+    teacher: keras.Model, student: keras.Model
+) -> None:
+    parameters = inspect.signature(tfc.Distiller.compile).parameters
+    assert parameters["alpha"].default == 0.5
+    assert parameters["temperature"].default == 1
+    distiller = tfc.Distiller(teacher=teacher, student=student)
+    assert (distiller.alpha, distiller.temperature) == (0.5, 1.0)
+    distiller.compile()
+    (loss,) = distiller.distillation_losses
+    assert isinstance(loss, LogitsKL) and loss.loss is None and loss.temperature == 1.0
+    assert (distiller.alpha, distiller.temperature) == (0.5, 1.0)
+
+
+def _mlp_student(seed: int) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 1))
+    hidden = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(inputs))
+    return keras.Model(inputs, keras.layers.Dense(10)(hidden), name="mlp_student")
+
+
+def _test_accuracy(model: keras.Model, digits: Split) -> float:
+    return float(np.mean(model.predict(digits.x_test, verbose=0).argmax(-1) == digits.y_test))
+
+
+def test_distilling_with_the_defaults_is_not_worse_than_training_alone(
+    teacher: keras.Model, digits: Split
+) -> None:
+    # the same student, initial weights, data order, optimizer and epochs; keras.io's alpha=0.1,
+    # T=3 cost this student 2 to 6 points (benchmarks/results/distill_defaults_grid.json)
+    fit = dict(x=digits.x_train, y=digits.y_train, epochs=15, batch_size=32, verbose=0)
+    alone = _mlp_student(0)
+    alone.compile(optimizer="adam", loss=SCCE)
+    keras.utils.set_random_seed(0)
+    alone.fit(**fit)
+    distiller = tfc.Distiller(teacher=teacher, student=_mlp_student(0))
+    distiller.compile()
+    keras.utils.set_random_seed(0)
+    distiller.fit(**fit)
+    # one point is 4.5 test images; the defaults stay within one image of training alone
+    assert _test_accuracy(distiller.student, digits) >= _test_accuracy(alone, digits) - 0.01
