@@ -465,7 +465,11 @@ class _Rewriter:
 
 def _accepts_quantize_config(klass: type) -> bool:
     """Replacement layers that train their own int8 tensors take the layer's `quantize_config`."""
-    return "quantize_config" in inspect.signature(klass.__init__).parameters
+    return any(
+        "quantize_config" in inspect.signature(base.__init__).parameters
+        for base in klass.__mro__
+        if "__init__" in vars(base)  # a subclass may take it through **kwargs
+    )
 
 
 class _SeparableQAT:
