@@ -230,7 +230,7 @@ def _kill(pid: int) -> None:
 def _answer(payload: bytes, status: int, name: str, mode: str) -> Any:
     if os.WIFSIGNALED(status):
         raise ConversionError(_crash_message(name, mode, os.WTERMSIG(status)))
-    if not payload:
+    if not payload or os.waitstatus_to_exitcode(status) != 0:  # an answer that may be cut off
         raise ConversionError(
             f"TensorFlow's converter exited (status {os.waitstatus_to_exitcode(status)}) without "
             f"an answer while converting '{name}' to mode={mode!r}. Your process is unharmed. "
