@@ -82,10 +82,11 @@ L = keras.layers
 _KERNEL_LAYERS = (
     L.Conv1D,
     L.Conv2D,
-    L.Conv3D,
+    L.DepthwiseConv1D,
     L.DepthwiseConv2D,
     L.Conv2DTranspose,
-    L.SeparableConv2D,  # quantize_model splits it into its depthwise and pointwise convolutions
+    L.SeparableConv1D,  # quantize_model splits these into their depthwise and pointwise
+    L.SeparableConv2D,  # convolutions
     L.Dense,
     L.EinsumDense,
     L.Embedding,  # the table is fake-quantized; GATHER keeps its scale
@@ -145,9 +146,15 @@ _OUTPUT_LAYERS = (
     L.GlobalAveragePooling2D,
     L.GlobalAveragePooling3D,
     L.MultiHeadAttention,
-    L.SeparableConv1D,
     L.CenterCrop,
 )
+
+# Layers whose TFLite kernel computes in float only: they stay float inside an int8 file, with
+# QUANTIZE/DEQUANTIZE around them. quantize_model warns (strict=True raises) with the reason.
+_FLOAT_ONLY: dict[type, str] = {
+    L.Conv3D: "TFLite's CONV_3D kernel runs in float only",
+    L.Conv3DTranspose: "TFLite's CONV_3D_TRANSPOSE kernel runs in float only",
+}
 
 _REGISTRY: dict[type, QuantizeConfig] = {}
 
@@ -189,6 +196,21 @@ for _cls in _PASSTHROUGH_LAYERS:
     register_quantize_config(_cls, QuantizeConfig(role=PASSTHROUGH))
 for _cls in _OUTPUT_LAYERS:
     register_quantize_config(_cls, QuantizeConfig(role=OUTPUT))
+for _cls in _FLOAT_ONLY:
+    register_quantize_config(_cls, QuantizeConfig(role=FLOAT))
+
+
+def float_only_reason(layer: Any) -> str | None:
+    """Why `layer` cannot run in int8 in TFLite (it stays float in an int8 file), or None.
+
+    Example:
+        >>> float_only_reason(keras.layers.Conv3D(2, 3))
+        "TFLite's CONV_3D kernel runs in float only"
+    """
+    for klass in type(layer).__mro__:
+        if klass in _FLOAT_ONLY:
+            return _FLOAT_ONLY[klass]
+    return None
 
 
 def _register_application_layers() -> None:

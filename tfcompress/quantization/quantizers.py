@@ -91,6 +91,11 @@ class WeightQuantizer:
     def __call__(self, kernel: Any, step: Any = None, training: bool = False) -> Any:
         """Fake-quantize `kernel`; `step` is the learned step size (LSQ), or None for min/max."""
         kernel = ops.convert_to_tensor(kernel)
+        if self.per_channel and len(kernel.shape) > 4:
+            # TensorFlow's per-channel fake quant (and its gradient) takes at most rank 4
+            # (Conv3D kernels are rank 5): quantize the kernel as (values, channels).
+            flat = ops.reshape(kernel, (-1, kernel.shape[-1]))
+            return ops.reshape(self(flat, step, training), kernel.shape)
         axes, axis = self._axes(kernel)
         if self.num_bits == 1:
             step = ops.stop_gradient(ops.maximum(ops.mean(ops.abs(kernel), axis=axes), 1e-8))

@@ -407,8 +407,8 @@ class _Rewriter:
         return callee, callee.fuses_activation and _is_linear(op)
 
     def _separable(self, op: Any, input_shape: Any, batchnorm: Any) -> _SeparableQAT:
-        """SeparableConv2D runs in TFLite as DEPTHWISE_CONV_2D then CONV_2D with an int8 tensor
-        between them: train it as those two quantized convolutions."""
+        """A separable convolution runs in TFLite as DEPTHWISE_CONV_2D then CONV_2D with an int8
+        tensor between them: train it as those two quantized convolutions."""
         one_d = isinstance(op, L.SeparableConv1D)
         depthwise = (L.DepthwiseConv1D if one_d else L.DepthwiseConv2D)(
             op.kernel_size,

@@ -47,7 +47,34 @@ def supports_kernel_wrapping(layer: Any) -> bool:
     if isinstance(layer, L.Embedding):
         # a masking or LoRA Embedding keeps its own call
         return not layer.mask_zero and not getattr(layer, "lora_enabled", False)
-    return isinstance(layer, L.Conv1D | L.Conv2D | L.Conv3D | L.DepthwiseConv2D | L.Dense)
+    return isinstance(layer, L.Conv1D | L.Conv2D | L.Conv3D | _DEPTHWISE | L.Dense)
+
+
+_DEPTHWISE = L.DepthwiseConv1D | L.DepthwiseConv2D
+
+
+def _is_conv1d(layer: Any) -> bool:
+    return isinstance(layer, L.Conv1D | L.DepthwiseConv1D)
+
+
+def _conv1d_as_2d(layer: Any, inputs: Any, kernel: Any) -> Any:
+    """Conv1D / DepthwiseConv1D computed as TFLite computes them: a 2-D (depthwise) convolution
+    over (batch, 1, width, channels) with the (1, width, in, out or multiplier) `kernel`."""
+    padding = layer.padding
+    if padding == "causal":
+        left = layer.dilation_rate[0] * (layer.kernel_size[0] - 1)
+        inputs = ops.pad(inputs, [[0, 0], [left, 0], [0, 0]])
+        padding = "valid"
+    convolution = ops.depthwise_conv if isinstance(layer, L.DepthwiseConv1D) else ops.conv
+    outputs = convolution(
+        ops.expand_dims(inputs, 1),
+        kernel,
+        strides=(1, layer.strides[0]),
+        padding=padding,
+        dilation_rate=(1, layer.dilation_rate[0]),
+        data_format="channels_last",
+    )
+    return ops.squeeze(outputs, 1)
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
@@ -58,7 +85,7 @@ class QuantizeWrapper(L.Wrapper):
     training is exactly the one the TFLite converter deploys (its gamma and beta keep training).
 
     Args:
-        layer: a built Conv1D/2D/3D, DepthwiseConv2D, Conv2DTranspose, Dense, EinsumDense
+        layer: a built Conv1D/2D/3D, DepthwiseConv1D/2D, Conv2DTranspose, Dense, EinsumDense
             (channels_last) or Embedding (its table is quantized per tensor).
         config: the `QuantizeConfig`; default 8-bit weights.
         batchnorm: an optional built BatchNormalization applied to `layer`'s output (last axis).
@@ -87,7 +114,7 @@ class QuantizeWrapper(L.Wrapper):
         if not supports_kernel_wrapping(layer):
             raise ValueError(
                 f"QuantizeWrapper: cannot wrap layer '{layer.name}' ({type(layer).__name__}); it "
-                "wraps channels_last Conv1D/2D/3D, DepthwiseConv2D, Conv2DTranspose, Dense, "
+                "wraps channels_last Conv1D/2D/3D, DepthwiseConv1D/2D, Conv2DTranspose, Dense, "
                 "EinsumDense and Embedding (without mask_zero). Annotate other layers with "
                 "QuantizeConfig(role='output') or role='float'."
             )
@@ -101,7 +128,7 @@ class QuantizeWrapper(L.Wrapper):
         # The converter rejects per-channel fake quant on FULLY_CONNECTED, so Dense is per tensor.
         per_channel = (
             self.config.per_channel
-            and isinstance(layer, L.Conv1D | L.Conv2D | L.Conv3D | L.DepthwiseConv2D)
+            and isinstance(layer, L.Conv1D | L.Conv2D | L.Conv3D | _DEPTHWISE)
             and not isinstance(layer, L.Conv2DTranspose | L.Conv1DTranspose | L.Conv3DTranspose)
         )
         self.weight_quantizer = WeightQuantizer(self.config.weight_bits, per_channel)
@@ -154,18 +181,18 @@ class QuantizeWrapper(L.Wrapper):
         shift = -bn.moving_mean * scale if bias is None else (bias - bn.moving_mean) * scale
         if bn.beta is not None:
             shift = shift + bn.beta
-        if isinstance(self.layer, L.DepthwiseConv2D):
-            # depthwise kernels are (h, w, in, multiplier); output channel = in * multiplier.
-            scale = ops.reshape(scale, kernel.shape[2:])
+        if isinstance(self.layer, _DEPTHWISE):
+            # depthwise kernels are (..., in, multiplier); output channel = in * multiplier.
+            scale = ops.reshape(scale, kernel.shape[-2:])
         elif isinstance(self.layer, L.Conv2DTranspose):
             scale = ops.reshape(scale, (-1, 1))  # transposed kernels are (h, w, out, in)
         return kernel * scale, shift
 
     def _depthwise_flat(self, kernel: Any) -> Any:
         """Depthwise kernels are (h, w, in, multiplier); quantize them per output channel."""
-        if isinstance(self.layer, L.DepthwiseConv2D):
+        if isinstance(self.layer, _DEPTHWISE):
             shape = kernel.shape
-            return ops.reshape(kernel, (*shape[:2], shape[2] * shape[3]))
+            return ops.reshape(kernel, (*shape[:-2], shape[-2] * shape[-1]))
         return kernel
 
     def _quantized_kernel(self, kernel: Any, training: bool | None) -> Any:
@@ -175,12 +202,19 @@ class QuantizeWrapper(L.Wrapper):
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         kernel, bias = self._folded_kernel_and_bias()
-        kernel = self._quantized_kernel(kernel, training)
         layer = self.layer
+        if _is_conv1d(layer):
+            # TFLite runs Conv1D (DepthwiseConv1D) as CONV_2D (DEPTHWISE_CONV_2D) on (batch, 1, width, channels). Quantizing the 4-D
+            # kernel that CONV_2D reads keeps the per-channel axis through the conversion (a
+            # fake-quantized 3-D kernel reshaped afterwards does not convert).
+            kernel = ops.expand_dims(kernel, 0)
+        kernel = self._quantized_kernel(kernel, training)
         if isinstance(layer, L.Embedding):
             # TFLite's GATHER keeps the table's scale: the output is already quantized.
             return ops.take(kernel, ops.cast(inputs, "int32"), axis=0)
-        if isinstance(layer, L.DepthwiseConv2D):
+        if _is_conv1d(layer):
+            outputs = _conv1d_as_2d(layer, inputs, kernel)
+        elif isinstance(layer, L.DepthwiseConv2D):
             outputs = ops.depthwise_conv(
                 inputs,
                 kernel,

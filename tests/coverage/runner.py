@@ -1,0 +1,182 @@
+"""Runs one row of the coverage matrix through QAT, PTQ, pruning and clustering, end to end.
+
+Every check trains or converts the row's real Keras model and runs the real .tflite file on LiteRT.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+import tfcompress as tfc
+from tests.coverage.cases import Case
+from tfcompress.converter import run_tflite
+
+AGREEMENT = 0.99  # top-1 agreement between the Keras model and its int8 file
+SPARSITY = 0.5
+CLUSTERS = 8
+_SAMPLES = 128
+_PRETRAIN_EPOCHS = 10
+
+
+@dataclass
+class Outcome:
+    """What one technique did on one row."""
+
+    ok: bool
+    float_ops: list[str] = field(default_factory=list)
+    agreement: float | None = None
+    error_steps: float | None = None
+    detail: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _data(case: Case, model: keras.Model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training inputs, labels and test inputs of a 10-class task every row can learn.
+
+    Float inputs are 10 well-separated clusters (a prototype per class plus noise), like real
+    data, so a trained model's logits are far apart; token inputs are labelled by their first id.
+    """
+    rng = np.random.default_rng(1)
+    count = 3 * _SAMPLES
+    labels = rng.integers(0, 10, size=count)
+    shape = tuple(model.inputs[0].shape[1:])
+    if case.input_kind == "tokens":
+        x = rng.integers(0, 16, size=(count, *shape)).astype("int32")
+        x[:, 0] = labels
+    else:
+        prototypes = rng.normal(size=(10, *shape))
+        x = (prototypes[labels] + 0.5 * rng.normal(size=(count, *shape))).astype("float32")
+    return x[:_SAMPLES], labels[:_SAMPLES], x[_SAMPLES:]
+
+
+_TRAINED: dict[str, list[np.ndarray]] = {}
+
+
+def trained_model(case: Case) -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarray]:
+    """The row's float model trained a few epochs on its teacher task (trained once per row).
+
+    Trained logits are far apart, as in the models users convert; random ones are nearly tied, so
+    any rounding would flip the top-1 class and the agreement would measure chance, not the file.
+    """
+    keras.utils.set_random_seed(0)
+    model = case.build()
+    x, y, x_test = _data(case, model)
+    if case.id not in _TRAINED:
+        _train(model, x, y, epochs=_PRETRAIN_EPOCHS, batch=32, learning_rate=1e-2)
+        _TRAINED[case.id] = model.get_weights()
+    model.set_weights(_TRAINED[case.id])
+    return model, x, y, x_test
+
+
+def _train(
+    model: keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    callbacks: tuple = (),
+    epochs: int = 1,
+    batch: int = _SAMPLES,
+    learning_rate: float = 1e-3,
+) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=list(callbacks))
+
+
+def _integer_outcome(model: keras.Model, flatbuffer: bytes, x: np.ndarray, caught) -> Outcome:
+    report = tfc.inspect(flatbuffer)
+    float_ops = sorted(set(report.float_ops))
+    expected = np.asarray(model.predict(x, verbose=0, batch_size=len(x)))
+    got = np.asarray(run_tflite(flatbuffer, x))
+    agreement = float((expected.argmax(-1) == got.argmax(-1)).mean())
+    output = report.tensors[report.outputs[0]].quantization
+    steps = None
+    if output is not None:  # the largest logit error, in steps of the int8 output
+        steps = round(float(np.abs(expected - got).max() / output.scale[0]), 2)
+    ok = not float_ops and agreement >= AGREEMENT
+    return Outcome(
+        ok, float_ops, agreement, error_steps=steps, warnings=[str(w.message)[:300] for w in caught]
+    )
+
+
+def _failure(error: BaseException) -> Outcome:
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return Outcome(False, detail=f"{type(error).__name__}: {' | '.join(lines[:3])[:400]}")
+
+
+def run_qat(case: Case) -> Outcome:
+    """quantize_model -> one training step -> convert(mode="int8") -> zero float ops, agreement."""
+    model, x, y, x_test = trained_model(case)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            qat = tfc.quantize_model(model)
+            _train(qat, x, y, learning_rate=1e-4)  # one step
+            flatbuffer = tfc.convert(qat, "int8", x[:64])
+        return _integer_outcome(qat, flatbuffer, x_test, caught)
+    except Exception as error:  # noqa: BLE001 - a row reports its failure, the matrix goes on
+        return _failure(error)
+
+
+def run_ptq(case: Case) -> Outcome:
+    """convert(float model, mode="int8", data) -> zero float ops, agreement with the float model."""
+    model, x, _, x_test = trained_model(case)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            flatbuffer = tfc.convert(model, "int8", x[:64])
+        return _integer_outcome(model, flatbuffer, x_test, caught)
+    except Exception as error:  # noqa: BLE001
+        return _failure(error)
+
+
+def _weight_tensors(flatbuffer: bytes) -> list[np.ndarray]:
+    """The int8 weight buffers of a file (kernels, tables), at least 16 values each."""
+    report = tfc.inspect(flatbuffer)
+    return [
+        t.buffer
+        for t in report.tensors
+        if t.is_constant and t.dtype == "INT8" and t.buffer is not None and t.buffer.size >= 16
+    ]
+
+
+def run_pruning(case: Case) -> Outcome:
+    """prune_low_magnitude -> train -> strip_pruning -> int8: every kernel keeps its zeros."""
+    model, x, y, _ = trained_model(case)
+    try:
+        schedule = tfc.pruning.ConstantSparsity(SPARSITY, begin_step=0, frequency=1)
+        pruned = tfc.prune_low_magnitude(model, schedule=schedule)
+        _train(pruned, x, y, (tfc.pruning.UpdatePruningStep(),), batch=_SAMPLES // 2)
+        flatbuffer = tfc.convert(tfc.strip_pruning(pruned), "int8", x[:64])
+        zeros = [float((w == 0).mean()) for w in _weight_tensors(flatbuffer)]
+        ok = bool(zeros) and min(zeros) >= SPARSITY - 0.02
+        return Outcome(ok, detail=f"zero fraction per int8 kernel: {[round(z, 3) for z in zeros]}")
+    except Exception as error:  # noqa: BLE001
+        return _failure(error)
+
+
+def run_clustering(case: Case) -> Outcome:
+    """cluster_weights -> train -> strip_clustering -> int8 (per tensor): <= N values per kernel."""
+    model, x, y, _ = trained_model(case)
+    try:
+        clustered = tfc.cluster_weights(model, number_of_clusters=CLUSTERS)
+        _train(clustered, x, y)
+        plain = tfc.strip_clustering(clustered)
+        flatbuffer = tfc.convert(plain, "int8", x[:64], per_channel=False)
+        counts = [len(np.unique(w)) for w in _weight_tensors(flatbuffer)]
+        ok = bool(counts) and max(counts) <= CLUSTERS
+        return Outcome(ok, detail=f"unique values per int8 kernel: {counts}")
+    except Exception as error:  # noqa: BLE001
+        return _failure(error)
+
+
+TECHNIQUES = {"qat": run_qat, "ptq": run_ptq, "pruning": run_pruning, "clustering": run_clustering}
