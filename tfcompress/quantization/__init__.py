@@ -24,6 +24,13 @@ from tfcompress.quantization.quantizers import (
     WeightQuantizer,
     learned_step_fake_quant,
 )
+from tfcompress.quantization.recurrent import (
+    UnrolledBidirectional,
+    UnrolledGRU,
+    UnrolledLSTM,
+    UnrolledSimpleRNN,
+    unroll_recurrent,
+)
 from tfcompress.quantization.rewrite import quantize_annotate_layer, quantize_apply, quantize_model
 from tfcompress.quantization.wrapper import QuantizeWrapper
 
@@ -34,6 +41,10 @@ __all__ = [
     "QuantizedMultiHeadAttention",
     "QuantizeConfig",
     "QuantizeWrapper",
+    "UnrolledBidirectional",
+    "UnrolledGRU",
+    "UnrolledLSTM",
+    "UnrolledSimpleRNN",
     "WeightQuantizer",
     "get_quantize_config",
     "is_quantization_aware",
@@ -43,4 +54,5 @@ __all__ = [
     "quantize_model",
     "register_quantize_config",
     "strip_quantization",
+    "unroll_recurrent",
 ]
