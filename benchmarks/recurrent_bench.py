@@ -1,0 +1,117 @@
+"""Recurrent models in full integer (issue 10, item 2): LSTM, GRU, SimpleRNN and Bidirectional-LSTM
+on the digits-as-sequence task (each 8x8 image read as 8 steps of 8 features).
+
+For each model: the float32 file (TF's own recurrent loop, batch 1, which that lowering needs), the
+int8 file after post-training quantization (`convert(float_model, "int8", data)`, the recurrence
+unrolled by tfcompress) and the int8 file after quantization-aware fine-tuning (`quantize_model`,
+one epoch). Agreement is top-1 agreement with the Keras model the file came from; latency is the
+median of batch-1 invocations on LiteRT (`tfc.benchmark_tflite`, 1 thread).
+
+Run: .venv/bin/python benchmarks/recurrent_bench.py [--epochs 10] [--runs 200]
+     (writes benchmarks/results/recurrent.json). Time it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from _common import write_results  # noqa: E402
+
+import tfcompress as tfc  # noqa: E402
+from tfcompress.converter import run_tflite  # noqa: E402
+from tfcompress.data import load_digits  # noqa: E402
+
+L = keras.layers
+UNITS = 32
+
+
+def build(kind: str, batch_size: int | None = None) -> keras.Model:
+    inputs = keras.Input((8, 8), batch_size=batch_size)
+    if kind == "Bidirectional-LSTM":
+        hidden = L.Bidirectional(L.LSTM(UNITS))(inputs)
+    else:
+        hidden = getattr(L, kind)(UNITS)(inputs)
+    return keras.Model(inputs, L.Dense(10)(hidden), name=kind.lower().replace("-", "_"))
+
+
+def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
+    model.compile(
+        keras.optimizers.Adam(learning_rate),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=False,
+    )
+    return model
+
+
+def file_row(
+    flatbuffer: bytes, model: keras.Model, x: np.ndarray, y: np.ndarray, runs: int
+) -> dict:
+    report = tfc.inspect(flatbuffer)
+    logits = run_tflite(flatbuffer, x)
+    reference = np.asarray(model.predict(x, verbose=0)).argmax(-1)
+    return {
+        "top1_agreement_with_keras": float(np.mean(logits.argmax(-1) == reference)),
+        "accuracy": float(np.mean(logits.argmax(-1) == y)),
+        "bytes": report.size_bytes,
+        "float_ops": len(report.float_ops),
+        "ops": report.op_counts,
+        "median_ms": tfc.benchmark_tflite(flatbuffer, runs=runs).median_ms,
+    }
+
+
+def measure(kind: str, split, epochs: int, runs: int) -> dict:
+    x_train, x_test = split.x_train.reshape(-1, 8, 8), split.x_test.reshape(-1, 8, 8)
+    keras.utils.set_random_seed(0)
+    model = compile_model(build(kind), 1e-2)
+    model.fit(x_train, split.y_train, epochs=epochs, batch_size=64, verbose=0)
+    keras_accuracy = float(
+        np.mean(np.asarray(model.predict(x_test, verbose=0)).argmax(-1) == split.y_test)
+    )
+    # TF's float lowering of the Keras loop needs a static batch: the same weights at batch 1
+    single = build(kind, batch_size=1)
+    single.set_weights(model.get_weights())
+    float_file = tfc.convert(single, "float32")
+    int8_file = tfc.convert(model, "int8", x_train[:200])
+    qat = compile_model(tfc.quantize_model(model), 1e-3)
+    qat.fit(x_train, split.y_train, epochs=1, batch_size=64, verbose=0)
+    qat_file = tfc.convert(qat, "int8")
+    rows = {
+        "float32": file_row(float_file, model, x_test, split.y_test, runs),
+        "int8_ptq": file_row(int8_file, model, x_test, split.y_test, runs),
+        "int8_qat": file_row(qat_file, qat, x_test, split.y_test, runs),
+    }
+    rows["int8_ptq"]["speedup_vs_float32"] = round(
+        rows["float32"]["median_ms"] / rows["int8_ptq"]["median_ms"], 3
+    )
+    return {"keras_accuracy": keras_accuracy, "units": UNITS, **rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=200)
+    args = parser.parse_args()
+    split = load_digits()
+    models = {
+        kind: measure(kind, split, args.epochs, args.runs)
+        for kind in ("LSTM", "GRU", "SimpleRNN", "Bidirectional-LSTM")
+    }
+    write_results(
+        "recurrent",
+        {
+            "task": "digits as 8 steps of 8 features; 1 LiteRT thread, batch 1 latency",
+            "epochs": args.epochs,
+            "timing_note": "single run on a shared 2-core machine; rerun on a quiet machine",
+            "models": models,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
