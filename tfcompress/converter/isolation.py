@@ -15,6 +15,7 @@ system frameworks is unsafe, and Windows, which cannot fork) the converter runs 
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import select
@@ -140,10 +141,16 @@ def run_in_child(
     sys.stdout.flush()
     sys.stderr.flush()
     read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never return from here
-        os.close(read_end)
-        _child_main(fn, write_end)
+    # Frozen objects are left alone by the child's garbage collector, which would otherwise
+    # write to (and so copy) every page of the parent's heap it inherited.
+    gc.freeze()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: never return from here
+            os.close(read_end)
+            _child_main(fn, write_end)
+    finally:
+        gc.unfreeze()  # the parent's objects go back to their generations (the child has exited)
     os.close(write_end)
     try:
         payload = _read_until_eof(read_end, timeout)
