@@ -261,6 +261,7 @@ def _merge(paths: list[str], name: str) -> None:
 
 
 def main() -> None:
+    global LEARNING_RATE, EPOCHS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--grid", nargs="*", default=None, help="also run these candidate settings (none: all)"
@@ -274,7 +275,6 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=None, help="Adam's, for all runs")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     args = parser.parse_args()
-    global LEARNING_RATE, EPOCHS
     LEARNING_RATE, EPOCHS = args.learning_rate, args.epochs
     if args.merge:
         _merge(args.merge, args.name or "distill_defaults")
