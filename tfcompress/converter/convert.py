@@ -82,8 +82,9 @@ def convert(
             says what to change. A crash of TF's converter, or an isolated conversion running
             past `timeout`, is one too.
 
-    Isolation costs one `fork()` and a copy of the flatbuffer through a pipe; on a MobileNetV2
-    (alpha 0.35, 96x96) it measured ISOLATION_COST (benchmarks/isolation_bench.py).
+    Isolation forks only for the calibrated modes and costs one `fork()` plus the flatbuffer's
+    trip through a pipe: 0.13 s with a MobileNetV2 (alpha 0.35, 96x96) in memory, within the
+    noise of its 5-7 s int8 conversion (benchmarks/isolation_bench.py, a busy 2-core machine).
 
     Example:
         >>> import tfcompress as tfc
