@@ -10,8 +10,9 @@ import tfcompress as tfc
 from tfcompress.converter import run_tflite
 
 L = keras.layers
-# Below the 0.99 aimed at: the 8-bit hidden and cell states of 8 int8 steps flip a few close
-# calls of these small, briefly trained models (measured 0.96-0.998; benchmarks/recurrent_bench.py).
+# Below the 0.99 the issue aims at: these small, briefly trained models (3 epochs on 600 digits)
+# keep an 8-bit hidden and cell state through 8 int8 steps; measured 0.98-0.99 here.
+# benchmarks/recurrent_bench.py has the figures for trained models.
 MIN_AGREEMENT = 0.95
 
 
@@ -49,8 +50,19 @@ def trained(digits, sequences):
     return get
 
 
-@pytest.mark.parametrize("mode", ["int8", "edgetpu"])
-@pytest.mark.parametrize("kind", ["LSTM", "GRU", "SimpleRNN", "Bidirectional"])
+@pytest.mark.parametrize(
+    ("kind", "mode"),
+    [
+        ("LSTM", "int8"),
+        ("GRU", "int8"),
+        ("SimpleRNN", "int8"),
+        ("Bidirectional", "edgetpu"),
+        pytest.param("LSTM", "edgetpu", marks=pytest.mark.slow),
+        pytest.param("GRU", "edgetpu", marks=pytest.mark.slow),
+        pytest.param("SimpleRNN", "edgetpu", marks=pytest.mark.slow),
+        pytest.param("Bidirectional", "int8", marks=pytest.mark.slow),
+    ],
+)
 def test_recurrent_model_converts_to_full_integer_and_agrees(kind, mode, trained, sequences):
     model = trained(kind)
     flatbuffer = tfc.convert(model, mode, sequences[0][:100])
