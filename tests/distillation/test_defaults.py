@@ -10,6 +10,7 @@ import inspect
 
 import keras
 import numpy as np
+import pytest
 from keras import ops
 
 import tfcompress as tfc
@@ -89,6 +90,7 @@ def _test_accuracy(model: keras.Model, digits: Split) -> float:
     return float(np.mean(model.predict(digits.x_test, verbose=0).argmax(-1) == digits.y_test))
 
 
+@pytest.mark.slow
 def test_distilling_with_the_defaults_is_not_worse_than_training_alone(
     teacher: keras.Model, digits: Split
 ) -> None:
