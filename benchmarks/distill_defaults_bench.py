@@ -1,8 +1,9 @@
 """Do `Distiller.compile()`'s defaults do no harm? Issue 10, item 5, on scikit-learn's digits.
 
-Four students (the tiny 4/8-filter digits CNN, an 8/16-filter one, an MLP, and a 1-D conv over
-the image rows as a sequence) learn from two teachers of other architectures (the width-32
-digits CNN and a wide MLP). Per student x seed, with the same initial weights, data order,
+Six students (the tiny 4/8-filter digits CNN, an 8/16-filter one, an MLP, a 1-D conv over the
+image rows as a sequence, and the tiny CNN made quantization-aware with `tfc.quantize_model` or
+50%-pruned with `tfc.prune_low_magnitude`) learn from two teachers of other architectures (the
+width-32 digits CNN and a wide MLP). Per student x seed, with the same initial weights, data order,
 optimizer (`"adam"`, the `compile` default), batch size and epochs:
 
 * `scratch`: the student trained alone on the labels;
@@ -15,7 +16,8 @@ optimizer (`"adam"`, the `compile` default), batch size and epochs:
 KL without its T**2 factor, MSE on logits) and writes `distill_defaults_grid.json`.
 
 Run: .venv/bin/python benchmarks/distill_defaults_bench.py [--grid]
-     (writes benchmarks/results/distill_defaults.json)
+     (writes benchmarks/results/distill_defaults.json). On two cores, two processes over
+     disjoint `--students ... --name part_a` / `part_b`, then `--merge <the two json files>`.
 """
 
 from __future__ import annotations
