@@ -34,7 +34,9 @@ def _scalars(log_dir: Path) -> dict[str, list[float]]:
 
 def test_pruning_summaries_write_sparsity_and_threshold_per_layer(tmp_path, digits) -> None:
     model = compile_classifier(
-        tfc.prune_low_magnitude(build_digits_cnn(width=4), ConstantSparsity(0.5, 0))
+        tfc.prune_low_magnitude(
+            build_digits_cnn(width=4), ConstantSparsity(0.5, 0), allocation="uniform"
+        )
     )
     model.fit(
         digits.x_train[:32],
@@ -62,7 +64,10 @@ def test_callbacks_refuse_a_model_without_pruned_layers_and_bad_arguments(tmp_pa
 def test_taylor_criterion_keeps_the_weights_with_largest_weight_times_gradient(digits) -> None:
     keras.utils.set_random_seed(3)
     model = tfc.prune_low_magnitude(
-        build_digits_cnn(width=4), ConstantSparsity(0.5, 0), criterion="taylor"
+        build_digits_cnn(width=4),
+        ConstantSparsity(0.5, 0),
+        criterion="taylor",
+        allocation="uniform",
     )
     # a zero learning rate keeps the weights fixed, so the mask can be recomputed independently
     model.compile(keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(True))

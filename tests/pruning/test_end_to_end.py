@@ -34,7 +34,10 @@ def test_pruned_digits_cnn_keeps_accuracy_and_its_zeros_in_the_int8_file(
     float_accuracy = trained_digits_cnn.evaluate(digits.x_test, digits.y_test, verbose=0)[1]
     schedule = PolynomialDecay(0.0, 0.5, begin_step=0, end_step=40, frequency=10)
     pruned = compile_classifier(
-        tfc.prune_low_magnitude(_clone(trained_digits_cnn), schedule=schedule), 1e-3
+        tfc.prune_low_magnitude(
+            _clone(trained_digits_cnn), schedule=schedule, allocation="uniform"
+        ),
+        1e-3,
     )
     pruned.fit(
         digits.x_train,
@@ -59,7 +62,9 @@ def test_pruned_model_saves_and_resumes_mid_schedule(tmp_path, digits) -> None:
 
     keras.utils.set_random_seed(2)
     schedule = PolynomialDecay(0.0, 0.6, begin_step=0, end_step=8, frequency=2)
-    pruned = compile_classifier(tfc.prune_low_magnitude(build_digits_cnn(width=4), schedule))
+    pruned = compile_classifier(
+        tfc.prune_low_magnitude(build_digits_cnn(width=4), schedule, allocation="uniform")
+    )
     x, y = digits.x_train[:64], digits.y_train[:64]
     pruned.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[UpdatePruningStep()])
     path = tmp_path / "pruned.keras"
@@ -88,7 +93,9 @@ def test_pruning_trains_under_mirrored_strategy(digits) -> None:
     strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
     with strategy.scope():
         pruned = compile_classifier(
-            tfc.prune_low_magnitude(build_digits_cnn(width=4), ConstantSparsity(0.5, 0))
+            tfc.prune_low_magnitude(
+                build_digits_cnn(width=4), ConstantSparsity(0.5, 0), allocation="uniform"
+            )
         )
     pruned.fit(digits.x_train[:64], digits.y_train[:64], batch_size=32, epochs=1, verbose=0,
                callbacks=[UpdatePruningStep()])  # fmt: skip

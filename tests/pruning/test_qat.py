@@ -22,7 +22,8 @@ def _pruned(model: keras.Model, digits, sparsity: float) -> keras.Model:
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
     schedule = PolynomialDecay(0.0, sparsity, begin_step=0, end_step=40, frequency=10)
-    pruned = compile_classifier(tfc.prune_low_magnitude(clone, schedule), 1e-3)
+    pruned = tfc.prune_low_magnitude(clone, schedule, allocation="uniform")
+    pruned = compile_classifier(pruned, 1e-3)
     pruned.fit(digits.x_train, digits.y_train, batch_size=64, epochs=3, verbose=0,
                callbacks=[UpdatePruningStep()])  # fmt: skip
     return tfc.strip_pruning(pruned)

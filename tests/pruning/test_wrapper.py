@@ -43,7 +43,9 @@ KERNEL_LAYERS = [
 def test_every_kernel_layer_is_wrapped_and_pruned_to_the_target(make, shape) -> None:
     keras.utils.set_random_seed(0)
     model = _layer_model(make(), shape)
-    pruned = tfc.prune_low_magnitude(model, schedule=ConstantSparsity(0.75, 0))
+    pruned = tfc.prune_low_magnitude(
+        model, schedule=ConstantSparsity(0.75, 0), allocation="uniform"
+    )
     (wrapper,) = pruned_layers(pruned)
     x = np.random.default_rng(0).normal(size=(2, *shape)).astype("float32")
     # before any update the wrapper computes exactly what the float layer computes
@@ -115,7 +117,9 @@ def test_masked_weights_stay_zero_through_training_and_forward_training_flag() -
     x = keras.layers.Dense(16, name="fc")(inputs)
     x = keras.layers.Dropout(0.5)(x)
     model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
-    pruned = tfc.prune_low_magnitude(model, schedule=ConstantSparsity(0.5, 0, frequency=1000))
+    pruned = tfc.prune_low_magnitude(
+        model, schedule=ConstantSparsity(0.5, 0, frequency=1000), allocation="uniform"
+    )
     pruned.compile(keras.optimizers.Adam(0.05), "mse")
     rng = np.random.default_rng(2)
     x, y = rng.normal(size=(32, 6)), rng.normal(size=(32, 2))

@@ -9,7 +9,13 @@ import numpy as np
 
 from tfcompress._graph import check_model, fresh_copy, rebuild, selected_layers
 from tfcompress.layers import FusedBatchNormalization
-from tfcompress.pruning.schedules import PruningSchedule
+from tfcompress.pruning.allocation import (
+    DEFAULT_ALLOCATION,
+    check_allocation,
+    density_scales,
+    kernel_targets,
+)
+from tfcompress.pruning.schedules import ConstantSparsity, PruningSchedule
 from tfcompress.pruning.wrapper import PruneLowMagnitude, _resolve, prunable_attributes
 
 
@@ -25,6 +31,7 @@ def prune_low_magnitude(
     block_size: tuple[int, int] = (1, 1),
     sparsity_n_m: tuple[int, int] | None = None,
     criterion: str = "magnitude",
+    allocation: str = DEFAULT_ALLOCATION,
 ) -> keras.Model | PruneLowMagnitude:
     """Wrap every layer with a kernel in `PruneLowMagnitude`; pass every other layer through.
 
@@ -43,6 +50,16 @@ def prune_low_magnitude(
         block_size: prune (rows, columns) blocks of each kernel seen as a matrix.
         sparsity_n_m: `(N, M)` structured sparsity, e.g. `(2, 4)`.
         criterion: `"magnitude"` (|w|) or `"taylor"` (|w * dL/dw|, see `TaylorScores`).
+        allocation: how the schedule's sparsity is spread over the pruned kernels (see
+            `tfcompress.pruning.allocation`); the schedule's sparsity is then the overall
+            sparsity of all the pruned kernels together. Default `"erk"`: each kernel keeps a
+            share of weights proportional to `sum(shape) / prod(shape)` (Erdős–Rényi-Kernel), so
+            small kernels (3x3 depthwise, the first conv, the classifier) keep more of their
+            weights, large ones fewer, and kernels that would need more than all their weights
+            stay dense. Per-kernel targets are computed once, here, for the schedule's final
+            sparsity. `"uniform"` prunes every kernel to the schedule's sparsity;
+            `"dense_depthwise"` (tfmot's registry), `"global"` and `"lamp"` are the others
+            measured by `benchmarks/pruning_allocation_bench.py`. Ignored with `sparsity_n_m`.
 
     Returns:
         The wrapped model (or layer). Train it with `UpdatePruningStep()` in the callbacks, then
@@ -65,6 +82,7 @@ def prune_low_magnitude(
     }
     if not isinstance(model_or_layer, keras.Model):
         return PruneLowMagnitude(model_or_layer, **options)
+    allocation = check_allocation(allocation)
     model = model_or_layer
     check_model(
         model,
@@ -78,8 +96,8 @@ def prune_low_magnitude(
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
         if isinstance(layer, PruneLowMagnitude):
             raise ValueError(f"Layer '{layer.name}' is already wrapped for pruning.")
-        if _is_nested_model(layer) and names is None:
-            return prune_low_magnitude(layer, **options)
+        if _is_nested_model(layer) and names is None:  # allocated with the outer model below
+            return prune_low_magnitude(layer, **options, allocation="uniform")
         chosen = names is None or layer.name in names
         if not chosen or (names is None and prunable_attributes(layer) is None):
             if type(layer) is keras.layers.BatchNormalization:  # same math, faster step
@@ -89,7 +107,44 @@ def prune_low_magnitude(
         wrapper.build_from_config(layer.get_build_config())
         return wrapper
 
-    return rebuild(model, replace)
+    pruned = rebuild(model, replace)
+    if allocation != "uniform" and sparsity_n_m is None:
+        _allocate(pruned, schedule, allocation)
+    return pruned
+
+
+def _final_sparsity(schedule: PruningSchedule | None, allocation: str) -> float:
+    if schedule is None:
+        schedule = ConstantSparsity(0.5, begin_step=0)
+    if isinstance(schedule, ConstantSparsity):
+        return schedule.target_sparsity
+    if isinstance(getattr(schedule, "final_sparsity", None), int | float):
+        return float(schedule.final_sparsity)
+    raise ValueError(
+        f"allocation={allocation!r} needs the schedule's final sparsity, which "
+        f"{type(schedule).__name__} does not declare; give it a `final_sparsity` attribute or "
+        "pass allocation='uniform'."
+    )
+
+
+def _is_depthwise(layer: keras.layers.Layer, path: str) -> bool:
+    if isinstance(layer, keras.layers.DepthwiseConv1D | keras.layers.DepthwiseConv2D):
+        return True
+    return path.startswith("depthwise")  # the depthwise half of SeparableConv1D/2D
+
+
+def _allocate(model: keras.Model, schedule: PruningSchedule | None, allocation: str) -> None:
+    """Set every wrapper's `density_scales` so the schedule's sparsity is the overall one."""
+    final = _final_sparsity(schedule, allocation)
+    wrappers = pruned_layers(model)
+    kernels, depthwise = [], []
+    for wrapper in wrappers:
+        for path, kernel in zip(wrapper.attributes, wrapper.kernels, strict=True):
+            kernels.append(keras.ops.convert_to_numpy(kernel))
+            depthwise.append(_is_depthwise(wrapper.layer, path))
+    scales = iter(density_scales(kernel_targets(kernels, depthwise, final, allocation), final))
+    for wrapper in wrappers:
+        wrapper.density_scales = [next(scales) for _ in wrapper.attributes]
 
 
 def _stripped_layer(wrapper: PruneLowMagnitude) -> keras.layers.Layer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -184,6 +185,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             the schedule then only says when to prune.
         criterion: `"magnitude"` or `"taylor"` (first-order, loss-aware; scores are fed by
             `tfcompress.pruning.TaylorScores`).
+        density_scales: one factor per kernel: when the schedule asks for sparsity `s`, kernel
+            `i` is pruned to `clip(1 - (1 - s) * density_scales[i], 0, 1)`. Default all 1 (every
+            kernel at `s`). `prune_low_magnitude(..., allocation=...)` sets them so that `s` is
+            the sparsity of the whole model.
 
     Example:
         >>> import keras, numpy as np
@@ -200,6 +205,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         block_size: tuple[int, int] = (1, 1),
         sparsity_n_m: tuple[int, int] | None = None,
         criterion: str = "magnitude",
+        density_scales: Sequence[float] | None = None,
         **kwargs: Any,
     ):
         if not isinstance(layer, keras.layers.Layer):
@@ -228,7 +234,25 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.sparsity_n_m = _check_n_m(sparsity_n_m)
         self.criterion = criterion
         self.attributes = attributes
+        self.density_scales = self._check_scales(density_scales)
         self._passes_training = "training" in inspect.signature(layer.call).parameters
+
+    def _check_scales(self, scales: Sequence[float] | None) -> list[float]:
+        if scales is None:
+            return [1.0] * len(self.attributes)
+        valid = (
+            isinstance(scales, list | tuple)
+            and len(scales) == len(self.attributes)
+            and all(
+                isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in scales
+            )
+        )
+        if not valid:
+            raise ValueError(
+                f"Layer '{self.layer.name}': density_scales needs one number >= 0 per prunable "
+                f"kernel ({', '.join(self.attributes)}); got {scales!r}."
+            )
+        return [float(v) for v in scales]
 
     # -- state ------------------------------------------------------------------------------
     def build(self, input_shape: Any = None) -> None:
@@ -297,6 +321,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             return tf.abs(kernel * self.gradient_scores[index])
         return tf.abs(kernel)
 
+    def kernel_sparsity(self, sparsity: Any, index: int) -> Any:
+        """The sparsity of kernel `index` when the schedule asks for `sparsity`."""
+        scale = self.density_scales[index]
+        if scale == 1.0:
+            return sparsity
+        overall = tf.cast(sparsity, tf.float32)
+        return tf.clip_by_value(1.0 - (1.0 - overall) * scale, 0.0, 1.0)
+
     def update_masks(self, sparsity: Any) -> Any:
         """Recompute every mask for `sparsity` (called by the schedule; public for tests)."""
         for index, mask_variable in enumerate(self.masks):
@@ -304,7 +336,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             if self.sparsity_n_m is not None:
                 mask = n_m_mask(scores, *self.sparsity_n_m)
             else:
-                mask = magnitude_mask(scores, sparsity, self.block_size)
+                target = self.kernel_sparsity(sparsity, index)
+                mask = magnitude_mask(scores, target, self.block_size)
             mask_variable.assign(tf.cast(mask, mask_variable.dtype))
             kept = tf.where(mask > 0, scores, tf.constant(np.inf, scores.dtype))
             self.thresholds[index].assign(tf.cast(tf.reduce_min(kept), "float32"))
@@ -354,6 +387,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             "block_size": list(self.block_size),
             "sparsity_n_m": None if self.sparsity_n_m is None else list(self.sparsity_n_m),
             "criterion": self.criterion,
+            "density_scales": list(self.density_scales),
         }
 
     @classmethod

@@ -1,0 +1,314 @@
+"""How to spread the pruned weights over the layers: each allocation against tfmot, on the zoo.
+
+For every architecture of `zoo_models` and every seed, one float model is trained; then, from
+those same float weights, with the same PolynomialDecay schedule (0 -> target over the first half
+of the epochs), optimizer (Adam 1e-3), data and epochs, each `allocation` of
+`tfc.prune_low_magnitude` and tfmot's `prune_low_magnitude` (on the `to_legacy` twin, in a
+TF_USE_LEGACY_KERAS=1 subprocess) fine-tune it. Every result is stripped and converted to a
+full-integer int8 file, run on LiteRT. Recorded per arch x method x sparsity x seed: Keras
+accuracy of the stripped model, int8 LiteRT accuracy, and the overall sparsity reached over the
+prunable kernels (Dense, Conv, DepthwiseConv, MultiHeadAttention kernels) of the stripped model
+and over the int8 kernels of the file. tfmot leaves DepthwiseConv2D kernels dense, so its overall
+sparsity is below the target on the depthwise-separable model; the tfcompress allocations all
+reach the target overall sparsity.
+
+Run: .venv/bin/python benchmarks/pruning_allocation_bench.py [--jobs N] [arch ...]
+     (architectures run in N worker processes, 3 by default; the results are written to
+     benchmarks/results/pruning_allocation.json each time an architecture is done)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+ARCHS = ("dwsep", "cnn2d_bn", "cnn1d", "mlp", "transformer", "resnet")
+SEEDS = (0, 1, 2)
+SPARSITIES = (0.5, 0.8)
+PRUNE_EPOCHS = 4
+LEARNING_RATE = 1e-3
+BATCH = 64
+CALIBRATION = 200
+KEYS = ("keras_accuracy", "int8_accuracy", "stripped_sparsity", "int8_sparsity")
+
+
+def schedule_kwargs(sparsity: float, train_count: int) -> dict:
+    """The same schedule for both libraries: reach the target after half the epochs."""
+    steps = -(-train_count // BATCH)
+    return {
+        "initial_sparsity": 0.0,
+        "final_sparsity": sparsity,
+        "begin_step": 0,
+        "end_step": steps * PRUNE_EPOCHS // 2,
+        "frequency": 10,
+    }
+
+
+def kernel_sparsity_of_weights(variables) -> float:
+    """Zeros over every `*kernel` variable (Keras 3 or tf_keras), biases and BN left out."""
+    zeros = total = 0
+    for variable in variables:
+        name = getattr(variable, "path", None) or variable.name
+        if not name.split("/")[-1].split(":")[0].endswith("kernel"):
+            continue
+        values = variable.numpy()
+        zeros += int((values == 0).sum())
+        total += values.size
+    return zeros / total
+
+
+def int8_kernel_sparsity(flatbuffer: bytes) -> float:
+    import numpy as np
+
+    import tfcompress as tfc
+
+    kernels = [
+        t.buffer
+        for t in tfc.inspect(flatbuffer).tensors
+        if t.buffer is not None and t.buffer.dtype == np.int8 and len(t.shape) >= 2
+    ]
+    return float(sum((k == 0).sum() for k in kernels) / sum(k.size for k in kernels))
+
+
+# -- tfmot side (legacy Keras 2, one subprocess per architecture) ------------------------------
+def tfmot_worker(work: Path, arch: str) -> None:
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_model_optimization as tfmot
+    import zoo_models
+
+    api = tfmot.sparsity.keras
+    split = zoo_models.load(arch)
+    calibration = np.load(work / "calibration.npy")
+    rows = {}
+    for seed in SEEDS:
+        data = np.load(work / f"weights_{seed}.npz")
+        weights = [data[f"w{i}"] for i in range(len(data.files))]
+        for sparsity in SPARSITIES:
+            model = zoo_models.build_legacy(arch, seed)
+            model.set_weights(weights)
+            schedule = api.PolynomialDecay(**schedule_kwargs(sparsity, len(split.x_train)))
+            pruned = api.prune_low_magnitude(model, pruning_schedule=schedule)
+            zoo_models.train(pruned, split, PRUNE_EPOCHS, seed, learning_rate=LEARNING_RATE,
+                             batch_size=BATCH, callbacks=[api.UpdatePruningStep()])  # fmt: skip
+            final = api.strip_pruning(pruned)
+            converter = tf.lite.TFLiteConverter.from_keras_model(final)
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([s[None]] for s in calibration)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+            (work / f"tfmot_{seed}_{sparsity}.tflite").write_bytes(converter.convert())
+            rows[f"{seed}_{sparsity}"] = {
+                "keras_accuracy": zoo_models.accuracy(final, split),
+                "stripped_sparsity": kernel_sparsity_of_weights(final.weights),
+            }
+    (work / "tfmot.json").write_text(json.dumps({"version": tfmot.__version__, "rows": rows}))
+
+
+def start_tfmot(work: Path, arch: str) -> subprocess.Popen:
+    """tfmot's runs of `arch`, in a subprocess that works while this process runs tfcompress's."""
+    environment = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, __file__, "--tfmot-worker", str(work), arch]
+    return subprocess.Popen(command, env=environment)
+
+
+# -- tfcompress side (Keras 3) -----------------------------------------------------------------
+def tfcompress_run(split, float_model, seed, sparsity, allocation, calibration) -> dict:
+    import keras
+    import zoo_models
+
+    import tfcompress as tfc
+
+    clone = keras.models.clone_model(float_model)
+    clone.set_weights(float_model.get_weights())
+    schedule = tfc.pruning.PolynomialDecay(**schedule_kwargs(sparsity, len(split.x_train)))
+    pruned = tfc.prune_low_magnitude(clone, schedule=schedule, allocation=allocation)
+    zoo_models.train(pruned, split, PRUNE_EPOCHS, seed, learning_rate=LEARNING_RATE,
+                     batch_size=BATCH, callbacks=[tfc.pruning.UpdatePruningStep()])  # fmt: skip
+    final = tfc.strip_pruning(pruned)
+    flatbuffer = tfc.convert(final, "int8", calibration)
+    return {
+        "keras_accuracy": zoo_models.accuracy(final, split),
+        "int8_accuracy": tfc.evaluate_tflite(flatbuffer, split.x_test, split.y_test),
+        "stripped_sparsity": kernel_sparsity_of_weights(final.weights),
+        "int8_sparsity": int8_kernel_sparsity(flatbuffer),
+    }
+
+
+def measure_arch(arch: str, output: Path) -> None:
+    """Every run of `arch`; the rows so far are rewritten to `output` after each run."""
+    import numpy as np
+    import zoo_models
+
+    import tfcompress as tfc
+    from tfcompress.data import calibration_sample
+    from tfcompress.pruning.allocation import ALLOCATIONS
+
+    split = zoo_models.load(arch)
+    calibration = calibration_sample(split.x_train, CALIBRATION)
+    runs: dict = {method: {str(s): [] for s in SPARSITIES} for method in (*ALLOCATIONS, "tfmot")}
+    floats: list = []
+    record = {"float_keras_accuracy": floats, "runs": runs}
+    with tempfile.TemporaryDirectory() as directory:
+        work = Path(directory)
+        np.save(work / "calibration.npy", calibration)
+        models = {}
+        for seed in SEEDS:
+            model = zoo_models.train(zoo_models.build(arch, seed), split, zoo_models.EPOCHS[arch],
+                                     seed)  # fmt: skip
+            models[seed] = model
+            floats.append(zoo_models.accuracy(model, split))
+            arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
+            np.savez(work / f"weights_{seed}.npz", **arrays)
+        tfmot_process = start_tfmot(work, arch)
+
+        def collect_tfmot() -> None:
+            tfmot = json.loads((work / "tfmot.json").read_text())
+            record["tfmot_version"] = tfmot["version"]
+            for seed in SEEDS:
+                for sparsity in SPARSITIES:
+                    flatbuffer = (work / f"tfmot_{seed}_{sparsity}.tflite").read_bytes()
+                    runs["tfmot"][str(sparsity)].append({
+                        "seed": seed,
+                        **tfmot["rows"][f"{seed}_{sparsity}"],
+                        "int8_accuracy": tfc.evaluate_tflite(flatbuffer, split.x_test,
+                                                             split.y_test),
+                        "int8_sparsity": int8_kernel_sparsity(flatbuffer),
+                    })  # fmt: skip
+
+        for seed in SEEDS:
+            for sparsity in SPARSITIES:
+                for method in ALLOCATIONS:
+                    row = tfcompress_run(split, models[seed], seed, sparsity, method, calibration)
+                    runs[method][str(sparsity)].append({"seed": seed, **row})
+                    if "tfmot_version" not in record and tfmot_process.poll() is not None:
+                        if tfmot_process.returncode != 0:
+                            raise RuntimeError(f"the tfmot worker of {arch} failed")
+                        collect_tfmot()
+                    output.write_text(json.dumps(record))
+        if "tfmot_version" not in record:
+            if tfmot_process.wait() != 0:
+                raise RuntimeError(f"the tfmot worker of {arch} failed")
+            collect_tfmot()
+    output.write_text(json.dumps({**record, "complete": True}))
+
+
+def summarize(arch_rows: dict) -> dict:
+    import statistics
+
+    summary = {}
+    for method, by_sparsity in arch_rows["runs"].items():
+        summary[method] = {
+            sparsity: {
+                "seeds": len(rows),
+                **{key: round(statistics.mean(r[key] for r in rows), 4) for key in KEYS},
+            }
+            for sparsity, rows in by_sparsity.items()
+            if rows
+        }
+    return summary
+
+
+def verdict(summaries: dict, default: str) -> dict:
+    """Whether the default is at least as accurate as tfmot (mean of the seeds) everywhere."""
+    checks = {}
+    for arch, summary in summaries.items():
+        for sparsity in map(str, SPARSITIES):
+            if sparsity not in summary.get(default, {}) or sparsity not in summary["tfmot"]:
+                continue
+            ours, theirs = summary[default][sparsity], summary["tfmot"][sparsity]
+            for key in ("keras_accuracy", "int8_accuracy"):
+                checks[f"{arch}_{sparsity}_{key}_ge_tfmot"] = ours[key] >= theirs[key]
+    return checks
+
+
+def arch_worker(arch: str, output: Path) -> None:
+    """Measure one architecture in a fresh process and write its rows to `output`."""
+    measure_arch(arch, output)
+
+
+def run_archs(archs: list[str], jobs: int, work: Path):
+    """Yield `(arch, rows)` as the architectures finish, `jobs` worker processes at a time."""
+    environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    environment.pop("TF_USE_LEGACY_KERAS", None)
+    pending, running = list(archs), {}
+    while pending or running:
+        while pending and len(running) < jobs:
+            arch = pending.pop(0)
+            command = [sys.executable, __file__, "--arch-worker", arch, str(work / f"{arch}.json")]
+            running[arch] = subprocess.Popen(command, env=environment)
+        time.sleep(2)
+        for arch, process in list(running.items()):
+            if process.poll() is None:
+                continue
+            del running[arch]
+            path = work / f"{arch}.json"
+            if process.returncode != 0:  # a worker stopped early: keep what it measured
+                print(f"the {arch} worker stopped with exit code {process.returncode}", flush=True)
+                if not path.exists():
+                    continue
+            yield arch, json.loads(path.read_text())
+
+
+def main(archs: list[str], jobs: int) -> None:
+    from _common import write_results
+
+    from tfcompress.pruning.allocation import DEFAULT_ALLOCATION
+
+    results, summaries = {}, {}
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as directory:
+        finished = run_archs(archs, jobs, Path(directory))
+        for arch, rows in finished:
+            results[arch] = rows
+            summaries[arch] = summarize(rows)
+            print(json.dumps({arch: summaries[arch]}), flush=True)
+            write_partial(write_results, results, summaries, DEFAULT_ALLOCATION, start, archs)
+
+
+def write_partial(write_results, results, summaries, default, start, archs) -> None:
+    """Write what is measured so far (called each time an architecture is done)."""
+    write_results("pruning_allocation", {
+        "settings": {
+            "seeds": list(SEEDS), "sparsities": list(SPARSITIES),
+            "prune_epochs": PRUNE_EPOCHS, "learning_rate": LEARNING_RATE, "batch": BATCH,
+            "schedule": "PolynomialDecay 0 -> target over half the epochs, frequency 10",
+            "sparsity_measured_over": "kernels of Dense/Conv/DepthwiseConv/MHA layers "
+            "(stripped model) and int8 tensors of rank >= 2 (int8 file)",
+        },
+        "default_allocation": default,
+        "architectures_requested": archs,
+        "seconds": round(time.perf_counter() - start),
+        "summary_mean_of_seeds": summaries,
+        "default_at_least_as_accurate_as_tfmot": verdict(summaries, default),
+        "each_allocation_at_least_as_accurate_as_tfmot_everywhere": {
+            method: all(verdict(summaries, method).values())
+            for method in next(iter(summaries.values()))
+            if method != "tfmot"
+        },
+        "runs": results,
+    })  # fmt: skip
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--tfmot-worker":
+        tfmot_worker(Path(sys.argv[2]), sys.argv[3])
+    elif len(sys.argv) == 4 and sys.argv[1] == "--arch-worker":
+        arch_worker(sys.argv[2], Path(sys.argv[3]))
+    else:
+        import argparse
+
+        parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+        parser.add_argument("archs", nargs="*", default=list(ARCHS))
+        parser.add_argument("--jobs", type=int, default=3)
+        arguments = parser.parse_args()
+        main(arguments.archs, arguments.jobs)
