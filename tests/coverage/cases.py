@@ -43,6 +43,10 @@ _AUGMENTATION = (
     "random augmentation: the identity at inference; quantize_model and convert keep it out of the "
     "integer graph (it is a passthrough). Its inference row is tested with RandomFlip"
 )
+_NO_3D_POOLING = (
+    "TFLite has no 3-D pooling op (the converter refuses tf.AvgPool3D/MaxPool3D in every mode, "
+    "float32 included): pool with a strided Conv3D, or reshape to 2-D and pool there"
+)
 SKIPS: dict[str, str] = {
     "Layer": "base class: a custom layer is given a role with quantize_annotate_layer or "
     "register_quantize_config (tested in tests/quantization)",
@@ -82,6 +86,10 @@ SKIPS: dict[str, str] = {
     "input pipeline and feed the spectrogram to the model",
     "STFTSpectrogram": "audio front end (STFT with complex intermediates): compute it in the "
     "input pipeline and feed the spectrogram to the model",
+    "AveragePooling3D": _NO_3D_POOLING,
+    "MaxPooling3D": _NO_3D_POOLING,
+    "AdaptiveAveragePooling3D": _NO_3D_POOLING,
+    "AdaptiveMaxPooling3D": _NO_3D_POOLING,
     "CutMix": "mixes labels too: a training-data augmentation for tf.data",
     "MixUp": "mixes labels too: a training-data augmentation for tf.data",
     "AugMix": _AUGMENTATION,
@@ -173,13 +181,13 @@ def _row(
     return Case(layer, variant, _model(shape, body, _name(layer, variant)), kind, prunable)
 
 
-def _merge(layer: str, make: Make) -> Case:
+def _merge(layer: str, make: Make, shape: str = "flat") -> Case:
     def body(K: Any, x: Any) -> Any:  # noqa: N803
         a = K.layers.Dense(8, name="a")(x)
         b = K.layers.Dense(8, name="b")(x)
         return make(K)([a, b])
 
-    return Case(layer, "", _model("flat", body, layer.lower()))
+    return Case(layer, "", _model(shape, body, layer.lower()))
 
 
 def _self_attention(layer: str, make: Make, list_input: bool = False) -> Case:
@@ -220,12 +228,13 @@ def _spatial_cases() -> list[Case]:
             make = lambda K, n=name, a=args: getattr(K.layers, n)(*a)  # noqa: E731
             cases.append(_row(name, "", shape, make))
 
-        add(f"AveragePooling{dims}D", 2)
-        add(f"MaxPooling{dims}D", 2)
+        if dims < 3:  # 3-D pooling: see SKIPS
+            add(f"AveragePooling{dims}D", 2)
+            add(f"MaxPooling{dims}D", 2)
+            add(f"AdaptiveAveragePooling{dims}D", (2,) * dims)
+            add(f"AdaptiveMaxPooling{dims}D", (2,) * dims)
         add(f"GlobalAveragePooling{dims}D")
         add(f"GlobalMaxPooling{dims}D")
-        add(f"AdaptiveAveragePooling{dims}D", (2,) * dims)
-        add(f"AdaptiveMaxPooling{dims}D", (2,) * dims)
         add(f"ZeroPadding{dims}D", 1)
         add(f"Cropping{dims}D", 1)
         add(f"UpSampling{dims}D", 2)
@@ -338,7 +347,7 @@ def all_cases() -> list[Case]:
     ]
     for name in ("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"):
         cases.append(_merge(name, layers(name)))
-    cases.append(_merge("Dot", layers("Dot", axes=1)))
+    cases.append(_merge("Dot", layers("Dot", axes=2), shape="seq"))  # (8, 8) @ (8, 8)^T
     cases += [
         _self_attention("MultiHeadAttention", layers("MultiHeadAttention", 2, 4)),
         _self_attention(

@@ -18,7 +18,7 @@ from tfcompress.converter.errors import ConversionError
 from tfcompress.converter.flatbuffer import read_model
 from tfcompress.converter.isolation import DEFAULT_TIMEOUT_S, convert_isolated
 from tfcompress.converter.source import ModelSource, TraceableModel, load_source
-from tfcompress.quantization.recurrent import unroll_recurrent_source
+from tfcompress.quantization.integer_friendly import integer_friendly_source
 
 MODES = ("float32", "dynamic", "float16", "int8", "int16x8", "edgetpu")
 CALIBRATED_MODES = ("int8", "int16x8", "edgetpu")
@@ -106,7 +106,8 @@ def convert(
             f"mode={mode!r} does not calibrate: representative_data is ignored.", stacklevel=2
         )
     source = load_source(model, input_signature, safe_mode, custom_objects)
-    source = unroll_recurrent_source(source, mode)  # fused RNN ops have no int8 lowering
+    # layers whose ops have no int8 kernel (fused RNN, NEG, SQUARE, ELU) -> int8-friendly ones
+    source = integer_friendly_source(source, mode)
     if mode == "int16x8":
         source = _without_fake_quant(source, representative_data, input_signature)
     elif mode in ("int8", "edgetpu"):

@@ -101,6 +101,11 @@ _PASSTHROUGH_LAYERS = (
     L.MaxPooling3D,
     L.GlobalMaxPooling1D,
     L.GlobalMaxPooling2D,
+    L.GlobalMaxPooling3D,
+    L.AdaptiveAveragePooling1D,  # becomes AveragePooling (integer_friendly) when sizes divide
+    L.AdaptiveAveragePooling2D,
+    L.AdaptiveMaxPooling1D,
+    L.AdaptiveMaxPooling2D,
     L.Reshape,
     L.Flatten,
     L.Permute,
@@ -198,6 +203,10 @@ for _cls in _OUTPUT_LAYERS:
     register_quantize_config(_cls, QuantizeConfig(role=OUTPUT))
 for _cls in _FLOAT_ONLY:
     register_quantize_config(_cls, QuantizeConfig(role=FLOAT))
+# Random augmentation layers are the identity at inference, where the int8 file is traced.
+for _name in dir(L):
+    if _name.startswith("Random") and isinstance(getattr(L, _name), type):
+        register_quantize_config(getattr(L, _name), QuantizeConfig(role=PASSTHROUGH))
 
 
 def float_only_reason(layer: Any) -> str | None:

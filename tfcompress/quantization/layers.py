@@ -185,3 +185,116 @@ class QuantizedMultiHeadAttention(keras.layers.MultiHeadAttention):
             **super().get_config(),
             "quantize_config": keras.saving.serialize_keras_object(self.quantize_config),
         }
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+def integer_elu(x: Any, alpha: float = 1.0) -> Any:
+    """ELU as `relu(x) + alpha * (exp(min(x, 0)) - 1)`: ops that all have int8 TFLite kernels.
+
+    TFLite's ELU op has no int8 kernel, so an int8 file keeps a plain ELU in float
+    (DEQUANTIZE, ELU, QUANTIZE); this form computes the same values with RELU, MINIMUM and EXP.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.linspace(-3, 3, 7).astype("float32")
+        >>> bool(np.allclose(integer_elu(x), keras.activations.elu(x), atol=1e-6))
+        True
+    """
+    x = ops.convert_to_tensor(x)
+    return ops.relu(x) + alpha * (ops.exp(ops.minimum(x, 0.0)) - 1.0)
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class IntegerELU(keras.layers.ELU):
+    """`keras.layers.ELU` computed with `integer_elu`, so it runs in int8 in TFLite.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.linspace(-3, 3, 7).astype("float32")
+        >>> bool(np.allclose(IntegerELU(alpha=0.5)(x), keras.layers.ELU(alpha=0.5)(x), atol=1e-6))
+        True
+    """
+
+    def call(self, inputs: Any) -> Any:
+        return integer_elu(inputs, self.alpha)
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class IntegerGroupNormalization(keras.layers.GroupNormalization):
+    """`GroupNormalization` written as `(x - mean) * rsqrt(var + eps) * gamma + beta` per group.
+
+    Keras computes the variance with SQUARE and the shift with NEG, which have no int8 TFLite
+    kernels (the int8 file computes them in float); this order uses SUB, MUL, MEAN, RSQRT and ADD.
+    Same arguments and weights as `keras.layers.GroupNormalization`.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).normal(size=(2, 4, 4, 6)).astype("float32")
+        >>> ours, theirs = IntegerGroupNormalization(3), keras.layers.GroupNormalization(3)
+        >>> bool(np.allclose(ours(x), theirs(x), atol=1e-5))
+        True
+    """
+
+    def _apply_normalization(self, reshaped_inputs: Any, input_shape: Any) -> Any:
+        dtype = reshaped_inputs.dtype
+        x = ops.cast(reshaped_inputs, "float32")
+        axes = list(range(1, len(x.shape)))
+        axes.pop(-2 if self.axis == -1 else self.axis - 1)  # the group axis is not reduced
+        centered = x - ops.mean(x, axis=axes, keepdims=True)
+        variance = ops.mean(centered * centered, axis=axes, keepdims=True)
+        outputs = centered * ops.rsqrt(variance + self.epsilon)
+        shape = self._create_broadcast_shape(input_shape)
+        if self.scale:
+            outputs = outputs * ops.reshape(ops.cast(self.gamma, "float32"), shape)
+        if self.center:
+            outputs = outputs + ops.reshape(ops.cast(self.beta, "float32"), shape)
+        return ops.cast(outputs, dtype)
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class IntegerUnitNormalization(keras.layers.UnitNormalization):
+    """`UnitNormalization` written as `x * rsqrt(max(sum(x * x), eps))`.
+
+    Keras's L2 normalization squares with SQUARE, which has no int8 TFLite kernel; MUL, SUM,
+    MAXIMUM and RSQRT all run in int8. Same arguments as `keras.layers.UnitNormalization`.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).normal(size=(3, 5)).astype("float32")
+        >>> ours, theirs = IntegerUnitNormalization(), keras.layers.UnitNormalization()
+        >>> bool(np.allclose(ours(x), theirs(x), atol=1e-6))
+        True
+    """
+
+    def call(self, inputs: Any) -> Any:
+        x = ops.cast(inputs, "float32")
+        squares = ops.sum(x * x, axis=self.axis, keepdims=True)
+        return ops.cast(x * ops.rsqrt(ops.maximum(squares, 1e-12)), self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class IntegerRMSNormalization(keras.layers.RMSNormalization):
+    """`RMSNormalization` written as `x * rsqrt(mean(x * x) + eps) * scale`.
+
+    Keras squares with SQUARE, which has no int8 TFLite kernel; MUL, MEAN, ADD and RSQRT all
+    run in int8. Same arguments and weights as `keras.layers.RMSNormalization`.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).normal(size=(2, 3, 8)).astype("float32")
+        >>> ours, theirs = IntegerRMSNormalization(), keras.layers.RMSNormalization()
+        >>> bool(np.allclose(ours(x), theirs(x), atol=1e-5))
+        True
+    """
+
+    def call(self, x: Any) -> Any:
+        inputs = ops.cast(x, "float32")
+        axes = self.axis if isinstance(self.axis, list | tuple) else [self.axis]
+        mean_square = ops.mean(inputs * inputs, axis=axes, keepdims=True)
+        rank = len(inputs.shape)
+        shape = [
+            inputs.shape[a] if a % rank in {b % rank for b in axes} else 1 for a in range(rank)
+        ]
+        scale = ops.reshape(ops.cast(self.scale, "float32"), shape)
+        outputs = inputs * ops.rsqrt(mean_square + self.epsilon) * scale
+        return ops.cast(outputs, self.compute_dtype)

@@ -26,11 +26,8 @@ from tfcompress.quantization.config import (
     float_only_reason,
     get_quantize_config,
 )
-from tfcompress.quantization.layers import (
-    IntegerLayerNormalization,
-    IntegerNormalization,
-    QuantizedMultiHeadAttention,
-)
+from tfcompress.quantization.integer_friendly import integer_friendly_layer
+from tfcompress.quantization.layers import QuantizedMultiHeadAttention
 from tfcompress.quantization.quantizers import ActivationQuantizer
 from tfcompress.quantization.recurrent import (
     UnrolledBidirectional,
@@ -64,8 +61,6 @@ _PASSTHROUGH_OPS = {
 # Layers replaced by an equivalent that converts to int8 kernels only (LayerNormalization's NEG,
 # Normalization's float requantize) or trains the int8 tensors TFLite keeps inside (attention).
 _INTEGER_FRIENDLY: dict[type, type] = {
-    L.LayerNormalization: IntegerLayerNormalization,
-    L.Normalization: IntegerNormalization,
     L.MultiHeadAttention: QuantizedMultiHeadAttention,
     # recurrent layers: unrolled into FULLY_CONNECTED/ADD/MUL/LOGISTIC/TANH steps (recurrent.py)
     L.LSTM: UnrolledLSTM,
@@ -401,7 +396,8 @@ class _Rewriter:
         if _is_separable(op):
             callee = self._separable(op, input_shape, batchnorm)
         else:
-            layer = _fresh_copy(op, input_shape)
+            # integer_friendly_layer: `activation="elu"` computed in int8-friendly ops
+            layer = integer_friendly_layer(op) or _fresh_copy(op, input_shape)
             callee = QuantizeWrapper(layer, config=self._config(op), batchnorm=batchnorm)
         self.copies[id(op)] = callee
         return callee, callee.fuses_activation and _is_linear(op)
@@ -440,6 +436,12 @@ class _Rewriter:
     def _copy(self, op: Any, node: Any) -> Any:
         if not isinstance(op, keras.layers.Layer):
             return op  # keras.ops operations are stateless: call the same one on new tensors
+        if id(op) not in self.copies and type(op) not in _INTEGER_FRIENDLY:
+            # the float layers integer_friendly swaps for int8-friendly ones (same weights)
+            replacement = integer_friendly_layer(op)
+            if replacement is not None:
+                self.copies[id(op)] = replacement
+                replacement._tfcompress_restored = True
         if id(op) not in self.copies:
             klass = _INTEGER_FRIENDLY.get(type(op), type(op))
             config = op.get_config()

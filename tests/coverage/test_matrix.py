@@ -1,0 +1,67 @@
+"""The coverage matrix: every `keras.layers` layer through QAT, PTQ, pruning and clustering.
+
+Each row is a tiny functional model around one layer (tests/coverage/cases.py); each check trains
+or converts it for real and runs the .tflite file on LiteRT (tests/coverage/runner.py). A Keras
+layer without a row and without a reason in `SKIPS` fails `test_every_keras_layer_has_a_row`.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.coverage.cases import SKIPS, all_cases, layer_classes
+from tests.coverage.expectations import FLOAT_IN_INT8, KNOWN_GAPS
+from tests.coverage.runner import AGREEMENT, TECHNIQUES, Outcome
+
+CASES = all_cases()
+PRUNABLE = [case for case in CASES if case.prunable]
+
+
+def test_every_keras_layer_has_a_row_or_a_reason():
+    classes = layer_classes()
+    covered = {case.layer for case in CASES}
+    missing = sorted(set(classes) - covered - set(SKIPS))
+    assert not missing, f"keras.layers exports layers without a coverage row or a skip: {missing}"
+    assert not sorted((covered | set(SKIPS)) - set(classes)), "rows for layers Keras no longer has"
+    assert all(len(reason) > 20 for reason in SKIPS.values()), "every skip says why"
+
+
+def _check(case, technique: str) -> Outcome:
+    key = f"{case.id}/{technique}"
+    if key in KNOWN_GAPS:
+        pytest.xfail(KNOWN_GAPS[key])
+    outcome = TECHNIQUES[technique](case)
+    expected_float = FLOAT_IN_INT8.get(case.layer)
+    if expected_float is not None and technique in ("qat", "ptq"):
+        ops, reason = expected_float
+        assert outcome.detail == "", outcome.detail
+        assert set(outcome.float_ops) <= ops, (outcome.float_ops, reason)
+        assert outcome.agreement is not None and outcome.agreement >= AGREEMENT
+        if technique == "qat":  # the user is told, with the reason and the way out
+            assert any(reason in warning for warning in outcome.warnings), outcome.warnings
+        return outcome
+    assert outcome.ok, outcome
+    return outcome
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+def test_qat_int8_has_no_float_op_and_matches_the_keras_model(case):
+    outcome = _check(case, "qat")
+    if outcome.error_steps is not None and case.layer not in FLOAT_IN_INT8:
+        # fake quant is what the file computes: logits within a few int8 output steps
+        assert outcome.error_steps <= 4, outcome
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+def test_ptq_int8_has_no_float_op_and_matches_the_float_model(case):
+    _check(case, "ptq")
+
+
+@pytest.mark.parametrize("case", PRUNABLE, ids=lambda case: case.id)
+def test_pruned_zeros_survive_in_the_int8_file(case):
+    _check(case, "pruning")
+
+
+@pytest.mark.parametrize("case", PRUNABLE, ids=lambda case: case.id)
+def test_clustered_kernels_keep_their_few_values_in_the_int8_file(case):
+    _check(case, "clustering")
