@@ -10,14 +10,21 @@ Example:
 
 from tfcompress.quantization.config import (
     QuantizeConfig,
+    float_only_reason,
     get_quantize_config,
     register_quantize_config,
 )
 from tfcompress.quantization.export import is_quantization_aware, strip_quantization
+from tfcompress.quantization.integer_friendly import integer_friendly
 from tfcompress.quantization.layers import (
+    IntegerELU,
+    IntegerGroupNormalization,
     IntegerLayerNormalization,
     IntegerNormalization,
+    IntegerRMSNormalization,
+    IntegerUnitNormalization,
     QuantizedMultiHeadAttention,
+    integer_elu,
 )
 from tfcompress.quantization.quantizers import (
     ActivationQuantizer,
@@ -36,8 +43,12 @@ from tfcompress.quantization.wrapper import QuantizeWrapper
 
 __all__ = [
     "ActivationQuantizer",
+    "IntegerELU",
+    "IntegerGroupNormalization",
     "IntegerLayerNormalization",
     "IntegerNormalization",
+    "IntegerRMSNormalization",
+    "IntegerUnitNormalization",
     "QuantizedMultiHeadAttention",
     "QuantizeConfig",
     "QuantizeWrapper",
@@ -46,7 +57,10 @@ __all__ = [
     "UnrolledLSTM",
     "UnrolledSimpleRNN",
     "WeightQuantizer",
+    "float_only_reason",
     "get_quantize_config",
+    "integer_elu",
+    "integer_friendly",
     "is_quantization_aware",
     "learned_step_fake_quant",
     "quantize_annotate_layer",
