@@ -152,6 +152,20 @@ _OUTPUT_LAYERS = (
     L.GlobalAveragePooling3D,
     L.MultiHeadAttention,
     L.CenterCrop,
+    # computed in float in training with a range on the output; the converter quantizes the
+    # weights and calibrates the tensors inside (all have int8 kernels: tests/coverage)
+    L.GroupNormalization,
+    L.RMSNormalization,
+    L.UnitNormalization,
+    L.Attention,
+    L.AdditiveAttention,
+    L.GroupQueryAttention,
+    L.Dot,
+    L.Conv1DTranspose,
+    L.SpectralNormalization,
+    L.TimeDistributed,
+    L.UpSampling3D,
+    L.Masking,
 )
 
 # Layers whose TFLite kernel computes in float only: they stay float inside an int8 file, with
