@@ -571,6 +571,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: 1 seed, 2 archs, minimal epochs"
     )
+    parser.add_argument("--name", default="zoo", help="results/<name>.json (default: zoo)")
     return parser.parse_args(argv)
 
 
@@ -609,6 +610,7 @@ def main(argv: list[str]) -> None:
         "distillation": "tfc.Distiller default compile() (Adam, alpha 0.1, T 3) vs the student "
         "alone with Adam, both for float_epochs; tfmot side: keras.io-style distiller on tf_keras",
         "quick": args.quick,
+        "name": args.name,
         "tfcompress_from": str(Path(tfcompress.__file__).parent),
     }
     start = time.perf_counter()
@@ -652,9 +654,9 @@ def save(settings: dict, architectures: dict, start: float, finished: bool, quie
     }
     if quiet:
         with contextlib.redirect_stdout(io.StringIO()):
-            write_results("zoo", payload)
+            write_results(settings["name"], payload)
     else:
-        write_results("zoo", payload)
+        write_results(settings["name"], payload)
     return summary
 
 
