@@ -128,8 +128,8 @@ def convert(
         )
     flatbuffer = _run_converter(converter, source.name, mode, isolate=isolate, timeout=timeout)
     read_model(flatbuffer, origin=f"the converted '{source.name}'")  # never hand back a broken file
-    if mode in CALIBRATED_MODES and representative_data is None:
-        _warn_if_float_ops_left(flatbuffer, source.name)
+    if mode in ("int8", "edgetpu"):
+        _warn_if_float_ops_left(flatbuffer, source.name, synthetic=representative_data is None)
     return flatbuffer
 
 
@@ -164,19 +164,28 @@ def _check_8_bit_activations(source: TraceableModel, mode: str) -> None:
         )
 
 
-def _warn_if_float_ops_left(flatbuffer: bytes, name: str) -> None:
-    """Synthetic calibration only fixes ranges the fake-quant ops do not: say so when it shows."""
+def _warn_if_float_ops_left(flatbuffer: bytes, name: str, synthetic: bool) -> None:
+    """An integer file that still computes in float is not what the user asked for: say so."""
     from tfcompress.converter.flatbuffer import inspect
 
-    float_ops = sorted(set(inspect(flatbuffer).float_ops))
-    if float_ops:
-        warnings.warn(
-            f"The integer model of '{name}' still computes {', '.join(float_ops)} in float. It was "
-            "calibrated on synthetic inputs because no representative_data was given; a tensor "
-            "without a fake-quant range (often the input before a Rescaling layer) then gets a "
-            "range that does not match. Pass representative_data=real_inputs.",
-            stacklevel=3,
+    float_ops = ", ".join(sorted(set(inspect(flatbuffer).float_ops)))
+    if not float_ops:
+        return
+    if synthetic:
+        why = (
+            "It was calibrated on synthetic inputs because no representative_data was given; a "
+            "tensor without a fake-quant range (often the input before a Rescaling layer) then "
+            "gets a range that does not match. Pass representative_data=real_inputs."
         )
+    else:
+        why = (
+            "TFLite has no int8 kernel for some op here, or requantizes in float between two "
+            "ranges. docs/coverage.md lists the layers concerned and their alternatives "
+            "(mode='float16' or 'dynamic' for an all-float file)."
+        )
+    warnings.warn(
+        f"The integer model of '{name}' still computes {float_ops} in float. {why}", stacklevel=3
+    )
 
 
 def has_fake_quant(concrete: Any) -> bool:
