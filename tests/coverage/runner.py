@@ -149,17 +149,35 @@ def _weight_tensors(flatbuffer: bytes) -> list[np.ndarray]:
     ]
 
 
+def _kernel_zeros(model: keras.Model) -> int:
+    """Exact zeros in the weights pruning acts on (kernels, depthwise kernels, tables)."""
+    names = ("kernel", "embeddings")
+    return sum(
+        int((keras.ops.convert_to_numpy(w) == 0).sum())
+        for w in model.weights
+        if any(name in w.path.split("/")[-1] for name in names)
+    )
+
+
 def run_pruning(case: Case) -> Outcome:
-    """prune_low_magnitude -> train -> strip_pruning -> int8: every kernel keeps its zeros."""
+    """prune_low_magnitude -> train -> strip_pruning -> int8: the zeros survive in the file.
+
+    The default allocation spreads the sparsity unevenly over the kernels, so the check is the
+    overall share of zeros in the file's int8 kernels, and no fewer zeros than the stripped model.
+    """
     model, x, y, _ = trained_model(case)
     try:
         schedule = tfc.pruning.ConstantSparsity(SPARSITY, begin_step=0, frequency=1)
         pruned = tfc.prune_low_magnitude(model, schedule=schedule)
         _train(pruned, x, y, (tfc.pruning.UpdatePruningStep(),), batch=_SAMPLES // 2)
-        flatbuffer = tfc.convert(tfc.strip_pruning(pruned), "int8", x[:64])
-        zeros = [float((w == 0).mean()) for w in _weight_tensors(flatbuffer)]
-        ok = bool(zeros) and min(zeros) >= SPARSITY - 0.02
-        return Outcome(ok, detail=f"zero fraction per int8 kernel: {[round(z, 3) for z in zeros]}")
+        stripped = tfc.strip_pruning(pruned)
+        flatbuffer = tfc.convert(stripped, "int8", x[:64])
+        kernels = _weight_tensors(flatbuffer)
+        zeros = sum(int((w == 0).sum()) for w in kernels)
+        share = zeros / max(sum(w.size for w in kernels), 1)
+        ok = bool(kernels) and share >= SPARSITY - 0.02 and zeros >= _kernel_zeros(stripped)
+        detail = f"zeros in the int8 kernels: {share:.3f} ({zeros}; stripped model {_kernel_zeros(stripped)})"
+        return Outcome(ok, detail=detail)
     except Exception as error:  # noqa: BLE001
         return _failure(error)
 
