@@ -226,20 +226,24 @@ class _UnrolledRecurrent(keras.layers.Layer):
                 self.bias_regularizer,
                 self.bias_constraint,
             )
-        self._ranges: dict[str, ActivationQuantizer] = {}
+        self._ranges: dict[tuple[str, int], ActivationQuantizer] = {}
+        self._step = 0
         self._weight_quantizer = None
         if self.quantize_config is not None:
             config = self.quantize_config
             self._weight_quantizer = WeightQuantizer(config.weight_bits, per_channel=False)
-            for name, fixed in self._range_names().items():
-                quantizer = ActivationQuantizer(
-                    num_bits=config.activation_bits,
-                    fixed_range=fixed,
-                    learned_step=config.learned_step,
-                    name=f"{self.name}_{name}_quant",
-                )
-                quantizer.build(())  # scalar ranges, built now so a saved model loads them back
-                self._ranges[name] = quantizer
+            # One range per step, as TFLite has (each step's tensors are its own): a range shared
+            # by all steps is set mostly by the first ones, and clips the later, larger values.
+            for step in range(sequences_shape[1]):
+                for name, fixed in self._range_names().items():
+                    quantizer = ActivationQuantizer(
+                        num_bits=config.activation_bits,
+                        fixed_range=fixed,
+                        learned_step=config.learned_step,
+                        name=f"{self.name}_{name}_{step}_quant",
+                    )
+                    quantizer.build(())  # scalar ranges, built now so a saved model loads them
+                    self._ranges[(name, step)] = quantizer
             self._range_layers = list(self._ranges.values())  # tracked, in a stable order
         self.built = True
 
@@ -252,7 +256,7 @@ class _UnrolledRecurrent(keras.layers.Layer):
         """`tensor` with its int8 range applied when quantization-aware, else unchanged."""
         if not self._ranges:
             return tensor
-        return self._ranges[name](tensor, training=training)
+        return self._ranges[(name, self._step)](tensor, training=training)
 
     def _weights(self, training: Any) -> tuple[Any, Any, Any]:
         kernel, recurrent = self.kernel, self.recurrent_kernel
@@ -306,7 +310,7 @@ class _UnrolledRecurrent(keras.layers.Layer):
         state_mask = None
         kernel, recurrent, bias = self._weights(training)
         outputs = []
-        for x in steps:
+        for self._step, x in enumerate(steps):
             if input_mask is not None:
                 x = x * input_mask
             hidden = None if states is None else states[0]
