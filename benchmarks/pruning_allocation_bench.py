@@ -14,7 +14,9 @@ reach the target overall sparsity.
 
 Run: .venv/bin/python benchmarks/pruning_allocation_bench.py [--jobs N] [arch ...]
      (architectures run in N worker processes, 3 by default; the results are written to
-     benchmarks/results/pruning_allocation.json each time an architecture is done)
+     benchmarks/results/pruning_allocation.json each time an architecture is done;
+     `--resummarize` recomputes the summaries and verdicts of the saved runs for the current
+     default allocation)
 """
 
 from __future__ import annotations
@@ -275,7 +277,23 @@ def main(archs: list[str], jobs: int) -> None:
             write_partial(write_results, results, summaries, DEFAULT_ALLOCATION, start, archs)
 
 
-def write_partial(write_results, results, summaries, default, start, archs) -> None:
+def resummarize() -> None:
+    """Recompute the summaries and verdicts of the saved runs for the current default."""
+    from _common import RESULTS, write_results
+
+    from tfcompress.pruning.allocation import DEFAULT_ALLOCATION
+
+    saved = json.loads((RESULTS / "pruning_allocation.json").read_text())
+    results = saved["runs"]
+    summaries = {arch: summarize(rows) for arch, rows in results.items()}
+    start = time.perf_counter() - saved["seconds"]
+    write_partial(write_results, results, summaries, DEFAULT_ALLOCATION, start,
+                  saved["architectures_requested"], measured_by=saved["command"])  # fmt: skip
+
+
+def write_partial(
+    write_results, results, summaries, default, start, archs, measured_by: str | None = None
+) -> None:
     """Write what is measured so far (called each time an architecture is done)."""
     write_results("pruning_allocation", {
         "settings": {
@@ -285,6 +303,7 @@ def write_partial(write_results, results, summaries, default, start, archs) -> N
             "sparsity_measured_over": "kernels of Dense/Conv/DepthwiseConv/MHA layers "
             "(stripped model) and int8 tensors of rank >= 2 (int8 file)",
         },
+        "measured_by": measured_by or " ".join(sys.argv),
         "default_allocation": default,
         "architectures_requested": archs,
         "seconds": round(time.perf_counter() - start),
@@ -302,6 +321,8 @@ def write_partial(write_results, results, summaries, default, start, archs) -> N
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--tfmot-worker":
         tfmot_worker(Path(sys.argv[2]), sys.argv[3])
+    elif sys.argv[1:] == ["--resummarize"]:
+        resummarize()
     elif len(sys.argv) == 4 and sys.argv[1] == "--arch-worker":
         arch_worker(sys.argv[2], Path(sys.argv[3]))
     else:

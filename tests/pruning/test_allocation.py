@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import numpy as np
 import pytest
 
 import tfcompress as tfc
+from tfcompress.data import load_digits
 from tfcompress.pruning.allocation import ALLOCATIONS, DEFAULT_ALLOCATION, kernel_targets
 
 
@@ -22,21 +25,20 @@ def _separable_model() -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
 
 
-def _pruned_once(allocation: str, sparsity: float = 0.8, digits=None) -> keras.Model:
-    """Wrapped with ConstantSparsity(sparsity, 0) and trained one step, so the masks are set."""
+@functools.cache
+def _pruned_once(allocation: str) -> keras.Model:
+    """Wrapped with ConstantSparsity(0.8, 0), trained one step on digits (the masks are set).
+
+    Cached: one fit per allocation for the whole file; tests must not modify the model.
+    """
+    digits = load_digits()
     pruned = tfc.prune_low_magnitude(
         _separable_model(),
-        schedule=tfc.pruning.ConstantSparsity(sparsity, begin_step=0),
+        schedule=tfc.pruning.ConstantSparsity(0.8, begin_step=0),
         allocation=allocation,
     )
     pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    x = (
-        digits.x_train[:32]
-        if digits is not None
-        else np.random.default_rng(0).random((32, 8, 8, 1))
-    )
-    y = digits.y_train[:32] if digits is not None else np.arange(32) % 10
-    pruned.fit(x, y, batch_size=32, epochs=1, verbose=0,
+    pruned.fit(digits.x_train[:32], digits.y_train[:32], batch_size=32, epochs=1, verbose=0,
                callbacks=[tfc.pruning.UpdatePruningStep()])  # fmt: skip
     return pruned
 
@@ -103,7 +105,7 @@ def test_global_prunes_the_smallest_magnitudes_of_the_whole_model_first():
 
 
 def test_strip_and_int8_keep_the_sparsity_of_the_default_allocation(digits):
-    stripped = tfc.strip_pruning(_pruned_once(DEFAULT_ALLOCATION, digits=digits))
+    stripped = tfc.strip_pruning(_pruned_once(DEFAULT_ALLOCATION))
     flatbuffer = tfc.convert(stripped, "int8", digits.x_train[:50])
     kernels = [
         t.buffer

@@ -33,9 +33,8 @@ from collections.abc import Sequence
 import numpy as np
 
 ALLOCATIONS = ("uniform", "dense_depthwise", "global", "lamp", "erk")
-DEFAULT_ALLOCATION = (
-    "erk"  # the most accurate at equal overall sparsity in pruning_allocation_bench
-)
+# the most accurate at equal overall sparsity in benchmarks/pruning_allocation_bench.py
+DEFAULT_ALLOCATION = "lamp"
 
 
 def check_allocation(allocation: object) -> str:

@@ -52,14 +52,20 @@ def prune_low_magnitude(
         criterion: `"magnitude"` (|w|) or `"taylor"` (|w * dL/dw|, see `TaylorScores`).
         allocation: how the schedule's sparsity is spread over the pruned kernels (see
             `tfcompress.pruning.allocation`); the schedule's sparsity is then the overall
-            sparsity of all the pruned kernels together. Default `"erk"`: each kernel keeps a
-            share of weights proportional to `sum(shape) / prod(shape)` (Erdős–Rényi-Kernel), so
-            small kernels (3x3 depthwise, the first conv, the classifier) keep more of their
-            weights, large ones fewer, and kernels that would need more than all their weights
-            stay dense. Per-kernel targets are computed once, here, for the schedule's final
-            sparsity. `"uniform"` prunes every kernel to the schedule's sparsity;
-            `"dense_depthwise"` (tfmot's registry), `"global"` and `"lamp"` are the others
-            measured by `benchmarks/pruning_allocation_bench.py`. Ignored with `sparsity_n_m`.
+            sparsity of all the pruned kernels together. Default `"lamp"` (Lee et al., 2021):
+            one threshold over the whole model on layer-adaptive scores, a weight's `w^2` over
+            the sum of the `w^2` of the weights of its kernel at least as large. No layer is left
+            dense by rule, but every kernel keeps its largest weight, and small kernels whose
+            weights matter (3x3 depthwise, the first conv, the classifier) keep more of their
+            weights than wide 1x1 or Dense kernels, which lose more: on a depthwise-separable
+            CNN pruned to 80% this keeps whole channels alive where per-layer pruning kills
+            them. The per-kernel targets are computed once, here, from the weights the model
+            has now (so wrap the trained float model) and the schedule's final sparsity; during
+            the ramp kernel `i` is pruned to `1 - (1 - s) * scale_i`. `"uniform"` prunes every
+            kernel to the schedule's sparsity (the behaviour before this option); `"erk"`,
+            `"global"` and `"dense_depthwise"` (tfmot's rule: depthwise kernels dense, the rest
+            pruned harder) are the others measured by `benchmarks/pruning_allocation_bench.py`.
+            Ignored with `sparsity_n_m`.
 
     Returns:
         The wrapped model (or layer). Train it with `UpdatePruningStep()` in the callbacks, then
