@@ -18,12 +18,20 @@ class FoldedBatchNormalization(keras.layers.Layer):
         return input_shape
 
 
+L = keras.layers
 _FOLDABLE = (
-    keras.layers.Conv2D,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.Dense,
-    keras.layers.Conv1D,
+    L.Dense,
+    L.Conv1D,
+    L.Conv2D,
+    L.Conv3D,
+    L.DepthwiseConv1D,
+    L.DepthwiseConv2D,
+    L.Conv1DTranspose,
+    L.Conv2DTranspose,
+    L.Conv3DTranspose,
 )
+_DEPTHWISE = L.DepthwiseConv1D | L.DepthwiseConv2D
+_TRANSPOSED = L.Conv1DTranspose | L.Conv2DTranspose | L.Conv3DTranspose
 
 
 def batch_norm_pairs(model: keras.Model) -> dict[str, str]:
@@ -75,23 +83,21 @@ def _folded(layer: keras.layers.Layer, bn: keras.layers.BatchNormalization) -> k
     folded.build(tuple(layer.input.shape))
     weights = layer.get_weights()
     kernel = weights[0]
-    bias = (
-        weights[1]
-        if layer.use_bias
-        else np.zeros(
-            kernel.shape[-1]
-            if not isinstance(layer, keras.layers.DepthwiseConv2D)
-            else kernel.shape[2] * kernel.shape[3],
-            np.float32,
-        )
-    )
+    # output channels: depthwise kernels are (..., in, multiplier), transposed (..., out, in)
+    if isinstance(layer, _DEPTHWISE):
+        channels = kernel.shape[-2] * kernel.shape[-1]
+    else:
+        channels = kernel.shape[-2] if isinstance(layer, _TRANSPOSED) else kernel.shape[-1]
+    bias = weights[1] if layer.use_bias else np.zeros(channels, np.float32)
     gamma = keras.ops.convert_to_numpy(bn.gamma) if bn.scale else 1.0
     beta = keras.ops.convert_to_numpy(bn.beta) if bn.center else 0.0
     mean = keras.ops.convert_to_numpy(bn.moving_mean)
     variance = keras.ops.convert_to_numpy(bn.moving_variance)
     scale = gamma / np.sqrt(variance + bn.epsilon)
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        kernel = kernel * scale.reshape(1, 1, kernel.shape[2], kernel.shape[3])
+    if isinstance(layer, _DEPTHWISE):
+        kernel = kernel * scale.reshape(kernel.shape[-2:])
+    elif isinstance(layer, _TRANSPOSED):
+        kernel = kernel * scale[:, None]
     else:
         kernel = kernel * scale
     folded.set_weights(

@@ -13,12 +13,22 @@ from tfcompress._graph import check_model, fresh_copy, rebuild, selected_layers
 from tfcompress.sharing._rewrite import fold_batch_norms
 
 INITS = ("kmeans++", "linear", "density")
+L = keras.layers
 _KERNEL_ATTRIBUTE = {
-    keras.layers.Dense: "kernel",
-    keras.layers.Conv1D: "kernel",
-    keras.layers.Conv2D: "kernel",
-    keras.layers.DepthwiseConv2D: "kernel",
+    L.Dense: "kernel",
+    L.EinsumDense: "kernel",
+    L.Conv1D: "kernel",
+    L.Conv2D: "kernel",
+    L.Conv3D: "kernel",
+    L.Conv1DTranspose: "kernel",
+    L.Conv2DTranspose: "kernel",
+    L.Conv3DTranspose: "kernel",
+    L.DepthwiseConv1D: "kernel",
+    L.DepthwiseConv2D: "kernel",
+    L.Embedding: "embeddings",
 }
+_TRANSPOSED = L.Conv1DTranspose | L.Conv2DTranspose | L.Conv3DTranspose
+_DEPTHWISE = L.DepthwiseConv1D | L.DepthwiseConv2D
 
 
 def _kernel_name(layer: keras.layers.Layer) -> str | None:
@@ -51,7 +61,8 @@ def initial_centroids(values: np.ndarray, count: int, init: str, seed: int = 0) 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
 class ClusterWeights(keras.layers.Wrapper):
-    """Wraps a Dense, Conv1D, Conv2D or DepthwiseConv2D layer so its kernel takes only
+    """Wraps a Dense, EinsumDense, Conv1D/2D/3D (transposed too), DepthwiseConv1D/2D or Embedding
+    layer so its kernel (an Embedding's table) takes only
     `number_of_clusters` distinct values (per channel with `per_channel=True`).
 
     The centroids are trainable. In training, every step re-assigns each weight to its nearest
@@ -83,7 +94,7 @@ class ClusterWeights(keras.layers.Wrapper):
                 f"Layer '{layer.name}' ({type(layer).__name__}) cannot be clustered; clusterable "
                 f"layers are {clusterable}. Leave it out with cluster_weights(..., layers=[...])."
             )
-        if isinstance(layer, keras.layers.Conv1D | keras.layers.Conv2D) and layer.groups != 1:
+        if getattr(layer, "groups", 1) != 1:
             raise ValueError(f"Layer '{layer.name}': grouped convolutions cannot be clustered.")
         if not isinstance(number_of_clusters, int | np.integer) or number_of_clusters < 2:
             raise ValueError(
@@ -133,7 +144,8 @@ class ClusterWeights(keras.layers.Wrapper):
         return getattr(self.layer, self.kernel_name)
 
     def _channel_axis(self) -> int:
-        return 2 if isinstance(self.layer, keras.layers.DepthwiseConv2D) else -1
+        # depthwise kernels are (..., in, multiplier), transposed ones (..., out, in)
+        return -2 if isinstance(self.layer, _DEPTHWISE | _TRANSPOSED) else -1
 
     def _channels(self) -> int:
         return int(self._kernel().shape[self._channel_axis()])
@@ -197,22 +209,38 @@ class ClusterWeights(keras.layers.Wrapper):
 
     def _forward(self, inputs: Any, kernel: Any) -> Any:
         layer = self.layer
-        if isinstance(layer, keras.layers.Dense):
+        if isinstance(layer, L.Embedding):
+            return ops.take(kernel, ops.cast(inputs, "int32"), axis=0)
+        if isinstance(layer, L.Dense):
             outputs = ops.matmul(inputs, kernel)
-        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+        elif isinstance(layer, L.EinsumDense):
+            outputs = ops.einsum(layer.equation, inputs, kernel)
+        elif isinstance(layer, _DEPTHWISE):
             outputs = ops.depthwise_conv(
                 inputs, kernel, layer.strides, layer.padding, layer.data_format, layer.dilation_rate
             )
-        else:
-            outputs = ops.conv(
-                inputs, kernel, layer.strides, layer.padding, layer.data_format, layer.dilation_rate
+        elif isinstance(layer, _TRANSPOSED):
+            outputs = ops.conv_transpose(
+                inputs,
+                kernel,
+                layer.strides,
+                layer.padding,
+                layer.output_padding,
+                layer.data_format,
+                layer.dilation_rate,
             )
-        if layer.use_bias:
-            bias = layer.bias
-            if not isinstance(layer, keras.layers.Dense) and layer.data_format == "channels_first":
+        else:
+            outputs = layer.convolution_op(inputs, kernel)  # handles causal padding
+        bias = getattr(layer, "bias", None)
+        if bias is not None:
+            if (
+                not isinstance(layer, L.Dense | L.EinsumDense)
+                and layer.data_format == "channels_first"
+            ):
                 bias = ops.reshape(bias, (1, -1) + (1,) * (len(outputs.shape) - 2))
             outputs = outputs + bias
-        return layer.activation(outputs) if layer.activation is not None else outputs
+        activation = getattr(layer, "activation", None)
+        return activation(outputs) if activation is not None else outputs
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return self.layer.compute_output_shape(input_shape)
