@@ -50,7 +50,6 @@ L = keras.layers
 _SIGMOID_RANGE = (0.0, 255.0 / 256.0)  # TFLite's int8 LOGISTIC output: scale 1/256, zero point -128
 _TANH_RANGE = (-1.0, 127.0 / 128.0)  # TFLite's int8 TANH output: scale 1/128, zero point 0
 _IGNORED_ARGS = ("unroll", "use_cudnn", "zero_output_for_mask", "time_major", "implementation")
-INTEGER_MODES = ("int8", "int16x8", "edgetpu")
 
 
 def _chunks(tensor: Any, count: int) -> list[Any]:
@@ -887,43 +886,6 @@ def unroll_recurrent(model: keras.Model) -> keras.Model:
         return unrolled_layer(layer)
 
     return _graph.rebuild(model, replace)
-
-
-def unroll_recurrent_source(source: Any, mode: str) -> Any:
-    """`convert`'s hook: in the integer modes, trace a Keras 3 model with its recurrence unrolled.
-
-    TF's fused recurrent op has no full-integer lowering (the converter fails or crashes), so the
-    integer modes convert `unroll_recurrent(model)`; the other modes, models without a recurrent
-    layer and non-Keras-3 sources are returned unchanged.
-
-    Example:
-        >>> from tfcompress.converter.source import load_source
-        >>> inputs = keras.Input((4, 2))
-        >>> model = keras.Model(inputs, keras.layers.GRU(3)(inputs))
-        >>> source = unroll_recurrent_source(load_source(model), "int8")
-        >>> type(source.owner.layers[1]).__name__
-        'UnrolledGRU'
-    """
-    model = getattr(source, "owner", None)
-    if mode not in INTEGER_MODES or not isinstance(model, keras.Model):
-        return source
-    if not has_recurrent_layers(model):
-        return source
-    from tfcompress.converter.errors import ConversionError
-    from tfcompress.converter.source import TraceableModel
-
-    try:
-        unrolled = unroll_recurrent(model)
-    except (TypeError, ValueError) as error:
-        raise ConversionError(
-            f"mode={mode!r}: the recurrent layers of '{model.name}' cannot be unrolled for "
-            f"full-integer TFLite: {error}"
-        ) from error
-
-    def call(inputs: list[Any]) -> Any:
-        return unrolled(inputs[0] if len(inputs) == 1 else inputs, training=False)
-
-    return TraceableModel(source.name, call, source.input_specs, unrolled)
 
 
 for _cls in (*_UNROLLED, L.Bidirectional, *_UNROLLED.values(), UnrolledBidirectional):
