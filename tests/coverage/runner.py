@@ -140,12 +140,16 @@ def run_ptq(case: Case) -> Outcome:
 
 
 def _weight_tensors(flatbuffer: bytes) -> list[np.ndarray]:
-    """The int8 weight buffers of a file (kernels, tables), at least 16 values each."""
+    """The weight buffers of an int8 file (int8 kernels and tables, and the float kernels of
+    layers TFLite runs in float only), at least 16 values each."""
     report = tfc.inspect(flatbuffer)
     return [
         t.buffer
         for t in report.tensors
-        if t.is_constant and t.dtype == "INT8" and t.buffer is not None and t.buffer.size >= 16
+        if t.is_constant
+        and t.dtype in ("INT8", "FLOAT32")
+        and t.buffer is not None
+        and t.buffer.size >= 16
     ]
 
 
