@@ -243,7 +243,7 @@ def ours_seed(arch: str, seed: int, split, settings: dict, work: Path) -> dict:
         "distill": distill_row,
         "student_scratch": scratch_row,
     }
-    return {name: attempt(f"tfcompress/{arch}/{seed}/{name}", run) for name, run in rows.items()}
+    return run_rows(f"tfcompress/{arch}/{seed}", rows, work / f"tfcompress_{arch}_{seed}.json")
 
 
 # -- tfmot side (legacy Keras 2, subprocess) -----------------------------------------------------
@@ -423,46 +423,71 @@ def tfmot_seed(arch: str, seed: int, split, settings: dict, work: Path) -> dict:
         "distill": distill_row,
         "student_scratch": scratch_row,
     }
-    return {name: attempt(f"tfmot/{arch}/{seed}/{name}", run) for name, run in rows.items()}
+    return run_rows(f"tfmot/{arch}/{seed}", rows, work / f"tfmot_{arch}_{seed}.json")
 
 
-def tfmot_worker(arch: str, work: Path) -> None:
-    """Entry point of the subprocess: every seed of one architecture, one JSON file per seed."""
+def run_rows(label: str, rows: dict[str, Callable[[], dict]], path: Path) -> dict:
+    """Run the rows one by one, saving them after each, so a native crash loses one row only."""
+    done: dict = {}
+    for name, run in rows.items():
+        done[name] = attempt(f"{label}/{name}", run)
+        path.write_text(json.dumps(done))
+    return done
+
+
+def worker(side: str, arch: str, seeds: list[int], work: Path) -> None:
+    """Entry point of a subprocess: the given seeds of one architecture for one library."""
     import zoo_models as zoo
 
     settings = json.loads((work / "settings.json").read_text())
     split = zoo.load(arch)
-    for seed in settings["seeds"]:
-        try:
-            row = tfmot_seed(arch, seed, split, settings, work)
-        except Exception as error:  # noqa: BLE001 - e.g. no twin: the other seeds still run
-            row = {"float": {"error": first_line(error)}}
-        (work / f"tfmot_{arch}_{seed}.json").write_text(json.dumps(row))
-
-
-def run_tfmot(arch: str, seeds: list[int], work: Path) -> dict[int, dict]:
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    worker = subprocess.Popen(
-        [sys.executable, __file__, "--tfmot-worker", arch, str(work)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    tail: list[str] = []
-    for line in worker.stderr:  # relay the progress lines, keep the end for a crash's reason
-        if line.startswith("[zoo]"):
-            print(line, end="", file=sys.stderr, flush=True)
-        elif line.strip():
-            tail = [*tail[-19:], line.strip()]
-    code = worker.wait()
-    rows = {}
+    run_seed = ours_seed if side == "tfcompress" else tfmot_seed
     for seed in seeds:
-        path = work / f"tfmot_{arch}_{seed}.json"
-        if path.exists():
-            rows[seed] = json.loads(path.read_text())
-        else:  # the subprocess died before this seed: record why, keep going
-            rows[seed] = {"error": tail[-1][:300] if tail else f"exit code {code}"}
+        try:
+            run_seed(arch, seed, split, settings, work)
+        except Exception as error:  # noqa: BLE001 - e.g. no float model: the other seeds run
+            path = work / f"{side}_{arch}_{seed}.json"
+            path.write_text(json.dumps({"float": {"error": first_line(error)}}))
+
+
+def run_side(side: str, arch: str, seeds: list[int], work: Path) -> dict[int, dict]:
+    """Run one library's seeds in fresh processes (tfmot's with TF_USE_LEGACY_KERAS=1).
+
+    A crash inside TensorFlow (a segmentation fault, a double free) ends the process: the rows
+    that seed had not reached are recorded with the crash's last line and a new process runs
+    the seeds left.
+    """
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    if side == "tfmot":
+        env["TF_USE_LEGACY_KERAS"] = "1"
+    rows: dict[int, dict] = {}
+    remaining = list(seeds)
+    while remaining:
+        command = [sys.executable, __file__, "--worker", side, arch, str(work)]
+        process = subprocess.Popen([*command, ",".join(map(str, remaining))], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        tail: list[str] = []
+        for line in process.stderr:  # relay the progress lines, keep the end for a crash
+            if line.startswith("[zoo]"):
+                print(line, end="", file=sys.stderr, flush=True)
+            elif line.strip():
+                tail = [*tail[-19:], line.strip()]
+        code = process.wait()
+        crash = (tail[-1] if tail else "") + f" (process exit code {code})"
+        for index, seed in enumerate(remaining):
+            path = work / f"{side}_{arch}_{seed}.json"
+            row = json.loads(path.read_text()) if path.exists() else {}
+            complete = all(t in row for t in TECHNIQUES) or (row.get("float", {}).get("error")
+                                                              and len(row) == 1)  # fmt: skip
+            if complete:
+                rows[seed] = row
+                continue
+            rows[seed] = {**{t: {"error": crash[:300]} for t in TECHNIQUES}, **row}
+            remaining = remaining[index + 1 :]
+            break
+        else:
+            remaining = []
     return rows
 
 
@@ -578,7 +603,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> None:
     import tempfile
 
-    import keras
     import zoo_models as zoo
 
     import tfcompress
@@ -620,15 +644,8 @@ def main(argv: list[str]) -> None:
         (work / "settings.json").write_text(json.dumps(settings))
         for arch in archs:
             arch_start = time.perf_counter()
-            split = zoo.load(arch)
-            ours = {}
-            for seed in seeds:
-                try:
-                    ours[seed] = ours_seed(arch, seed, split, settings, work)
-                except Exception as error:  # noqa: BLE001 - the float model itself failed
-                    ours[seed] = {"float": {"error": first_line(error)}}
-                keras.utils.clear_session()
-            theirs = run_tfmot(arch, seeds, work)
+            ours = run_side("tfcompress", arch, seeds, work)
+            theirs = run_side("tfmot", arch, seeds, work)
             architectures[arch] = {
                 "seeds": {
                     str(seed): {"tfcompress": ours[seed], "tfmot": theirs[seed]} for seed in seeds
@@ -661,7 +678,9 @@ def save(settings: dict, architectures: dict, start: float, finished: bool, quie
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "--tfmot-worker":
-        tfmot_worker(sys.argv[2], Path(sys.argv[3]))
+    if len(sys.argv) == 6 and sys.argv[1] == "--worker":
+        worker(
+            sys.argv[2], sys.argv[3], [int(s) for s in sys.argv[5].split(",")], Path(sys.argv[4])
+        )
     else:
         main(sys.argv[1:])
