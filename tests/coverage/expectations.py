@@ -50,3 +50,15 @@ KNOWN_GAPS: dict[str, str] = {
     "SeparableConv2D/clustering": _SEPARABLE_CLUSTERING,
     "SeparableConv2D-bn/clustering": _SEPARABLE_CLUSTERING,
 }
+
+_RECURRENT_CLUSTERING = (
+    "cluster_weights does not wrap recurrent layers: their kernels stay unclustered"
+)
+for _layer in ("LSTM", "GRU", "SimpleRNN"):
+    for _variant in ("", "-sequences", "-stacked", "-backwards"):
+        KNOWN_GAPS[f"{_layer}{_variant}/clustering"] = _RECURRENT_CLUSTERING
+    KNOWN_GAPS[f"Bidirectional-{_layer.lower()}/clustering"] = _RECURRENT_CLUSTERING
+KNOWN_GAPS["RNN-lstmcell/pruning"] = (
+    "prune_low_magnitude does not wrap keras.layers.RNN around a cell"
+)
+KNOWN_GAPS["RNN-lstmcell/clustering"] = _RECURRENT_CLUSTERING

@@ -14,7 +14,9 @@ def test_prune_then_cluster_keeps_zeros_and_shared_values_in_int8(trained_digits
     model = keras.models.clone_model(trained_digits_cnn)
     model.set_weights(trained_digits_cnn.get_weights())
     schedule = tfc.pruning.ConstantSparsity(0.5, begin_step=0, frequency=1)
-    pruned = compile_classifier(tfc.prune_low_magnitude(model, schedule=schedule), 1e-3)
+    pruned = compile_classifier(
+        tfc.prune_low_magnitude(model, schedule=schedule, allocation="uniform"), 1e-3
+    )
     pruned.fit(
         digits.x_train[:256], digits.y_train[:256], epochs=1, batch_size=64, verbose=0,
         callbacks=[tfc.pruning.UpdatePruningStep()],
@@ -40,7 +42,9 @@ def test_factorized_model_can_be_pruned(digits):
     model = keras.Model(inputs, keras.layers.Dense(10, name="out")(x))
     factorized, _ = tfc.factorize(model, rank=8, layers=["hidden"])
     schedule = tfc.pruning.ConstantSparsity(0.5, begin_step=0, frequency=1)
-    pruned = compile_classifier(tfc.prune_low_magnitude(factorized, schedule=schedule), 1e-3)
+    pruned = compile_classifier(
+        tfc.prune_low_magnitude(factorized, schedule=schedule, allocation="uniform"), 1e-3
+    )
     pruned.fit(
         digits.x_train[:128], digits.y_train[:128], epochs=1, batch_size=64, verbose=0,
         callbacks=[tfc.pruning.UpdatePruningStep()],

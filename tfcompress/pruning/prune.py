@@ -36,7 +36,8 @@ def prune_low_magnitude(
     """Wrap every layer with a kernel in `PruneLowMagnitude`; pass every other layer through.
 
     Dense, EinsumDense, Conv1D/2D/3D, Conv*Transpose, DepthwiseConv1D/2D, SeparableConv1D/2D,
-    Embedding and MultiHeadAttention are wrapped; Rescaling, Normalization, ops used as layers
+    Embedding, MultiHeadAttention, LSTM, GRU, SimpleRNN and Bidirectional (their cells' input and
+    recurrent kernels) are wrapped; Rescaling, Normalization, ops used as layers
     (`x + 1.0`) and every other layer are copied unchanged, except that BatchNormalization becomes
     `tfcompress.layers.FusedBatchNormalization` (the same function on TensorFlow's fused kernel,
     which makes a MobileNetV2 training step about a fifth faster; `strip_pruning` undoes it). Nested functional

@@ -38,6 +38,19 @@ _PRUNABLE: tuple[tuple[type, tuple[str, ...]], ...] = (
     (keras.layers.Conv1DTranspose, ("kernel",)),
     (keras.layers.Conv2DTranspose, ("kernel",)),
     (keras.layers.Conv3DTranspose, ("kernel",)),
+    # recurrent layers: the input and recurrent kernels of their cell (of both directions)
+    (
+        keras.layers.Bidirectional,
+        (
+            "forward_layer.cell.kernel",
+            "forward_layer.cell.recurrent_kernel",
+            "backward_layer.cell.kernel",
+            "backward_layer.cell.recurrent_kernel",
+        ),
+    ),
+    (keras.layers.LSTM, ("cell.kernel", "cell.recurrent_kernel")),
+    (keras.layers.GRU, ("cell.kernel", "cell.recurrent_kernel")),
+    (keras.layers.SimpleRNN, ("cell.kernel", "cell.recurrent_kernel")),
 )
 
 
