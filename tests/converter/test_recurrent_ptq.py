@@ -83,6 +83,17 @@ def test_float_mode_keeps_the_keras_recurrent_loop():
     assert "FULLY_CONNECTED" not in report.op_counts
 
 
+@pytest.mark.parametrize("mode", ["float32", "float16"])
+def test_float_mode_with_dynamic_batch_converts_by_unrolling(mode, rng):
+    inputs = keras.Input((8, 8))  # batch None: TF's loop needs a static shape and fails
+    model = keras.Model(inputs, L.GRU(6)(inputs))
+    flatbuffer = tfc.convert(model, mode)
+    assert "WHILE" not in tfc.inspect(flatbuffer).op_counts
+    x = rng.normal(size=(4, 8, 8)).astype("float32")
+    expected = keras.ops.convert_to_numpy(model(x))
+    np.testing.assert_allclose(tfc.converter.run_tflite(flatbuffer, x), expected, atol=1e-2)
+
+
 def test_static_batch_int8_conversion_does_not_crash(trained, sequences):
     """A batch-1 input used to crash TF's converter (SIGSEGV) on the fused GRU loop."""
     inputs = keras.Input((8, 8), batch_size=1)

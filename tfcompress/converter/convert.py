@@ -274,8 +274,10 @@ def _run_converter(
             or str(error)[:1500]
         )
         raise ConversionError(
-            f"The TFLite converter could not convert '{name}' to mode={mode!r}. An op in the model "
-            f"has no kernel for this mode; try mode='dynamic' or 'float16', or replace the op.\n{summary}"
+            f"The TFLite converter could not convert '{name}' to mode={mode!r}; its own error is "
+            "below. When it names an op with no TFLite kernel for this mode, try mode='dynamic' "
+            "or 'float16', or replace that layer (docs/coverage.md lists what converts); when it "
+            f"names a shape, give the model static input shapes.\n{summary}"
         ) from error
 
 

@@ -147,9 +147,11 @@ def integer_friendly(model: keras.Model) -> keras.Model:
 
 
 def integer_friendly_source(source: TraceableModel, mode: str) -> TraceableModel:
-    """`convert`'s hook: in the integer modes, trace `integer_friendly(model)` instead.
+    """`convert`'s hook: trace `integer_friendly(model)` where the plain graph would not convert.
 
-    Other modes (whose float kernels exist, fused recurrent op included), sources that are not
+    In the integer modes every replacement applies. In the float modes only recurrent layers of a
+    model whose batch size is not fixed are unrolled: TF's recurrent loop then needs a static
+    element shape (`tf.TensorListReserve`) and does not convert at all. Sources that are not
     Keras 3 models and models with nothing to replace are returned unchanged.
 
     Example:
@@ -161,16 +163,25 @@ def integer_friendly_source(source: TraceableModel, mode: str) -> TraceableModel
         'UnrolledGRU'
     """
     model = getattr(source, "owner", None)
-    if mode not in INTEGER_MODES or not isinstance(model, keras.Model) or not needs_rewrite(model):
+    if not isinstance(model, keras.Model):
         return source
+    if mode in INTEGER_MODES:
+        if not needs_rewrite(model):
+            return source
+        rewrite = integer_friendly
+    else:
+        dynamic_batch = any(spec.shape[0] is None for spec in source.input_specs)
+        if not (dynamic_batch and has_recurrent_layers(model)):
+            return source
+        rewrite = unroll_recurrent
     from tfcompress.converter.errors import ConversionError
     from tfcompress.converter.source import TraceableModel
 
     try:
-        rewritten = integer_friendly(model)
+        rewritten = rewrite(model)
     except (TypeError, ValueError) as error:
         raise ConversionError(
-            f"mode={mode!r}: '{model.name}' cannot be rewritten into ops with int8 kernels: {error}"
+            f"mode={mode!r}: '{model.name}' cannot be rewritten into ops TFLite converts: {error}"
         ) from error
 
     def call(inputs: list[Any]) -> Any:
