@@ -199,6 +199,7 @@ def _self_attention(layer: str, make: Make, list_input: bool = False) -> Case:
 
 
 _DIMS = {1: "seq", 2: "img", 3: "vol"}
+_channels = lambda K: K.layers.Dense(8, name="pre")  # noqa: E731
 
 
 def _conv_cases() -> list[Case]:
@@ -226,7 +227,8 @@ def _spatial_cases() -> list[Case]:
 
         def add(name: str, *args: Any, shape: str = shape) -> None:
             make = lambda K, n=name, a=args: getattr(K.layers, n)(*a)  # noqa: E731
-            cases.append(_row(name, "", shape, make))
+            # after a Dense(8) on the channel axis, as in a real net (not 3 raw input channels)
+            cases.append(_row(name, "", shape, make, before=_channels))
 
         if dims < 3:  # 3-D pooling: see SKIPS
             add(f"AveragePooling{dims}D", 2)

@@ -11,7 +11,7 @@ import pytest
 
 from tests.coverage.cases import SKIPS, all_cases, layer_classes
 from tests.coverage.expectations import FLOAT_IN_INT8, KNOWN_GAPS
-from tests.coverage.runner import AGREEMENT, TECHNIQUES, Outcome
+from tests.coverage.runner import PTQ_AGREEMENT, TECHNIQUES, Outcome
 
 CASES = all_cases()
 PRUNABLE = [case for case in CASES if case.prunable]
@@ -36,7 +36,7 @@ def _check(case, technique: str) -> Outcome:
         ops, reason = expected_float
         assert outcome.detail == "", outcome.detail
         assert set(outcome.float_ops) <= ops, (outcome.float_ops, reason)
-        assert outcome.agreement is not None and outcome.agreement >= AGREEMENT
+        assert outcome.agreement is not None and outcome.agreement >= PTQ_AGREEMENT
         if technique == "qat":  # the user is told, with the reason and the way out
             assert any(reason in warning for warning in outcome.warnings), outcome.warnings
         return outcome
@@ -49,9 +49,6 @@ def test_qat_int8_has_no_float_op_and_matches_the_keras_model(case):
     outcome = _check(case, "qat")
     unknown = [w for w in outcome.warnings if "not known to the quantization registry" in w]
     assert not unknown or case.layer == "Lambda", unknown  # user code is the one unknown
-    if outcome.error_steps is not None and case.layer not in FLOAT_IN_INT8:
-        # fake quant is what the file computes: logits within a few int8 output steps
-        assert outcome.error_steps <= 4, outcome
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
