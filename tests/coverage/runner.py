@@ -191,7 +191,8 @@ def run_pruning(case: Case) -> Outcome:
         kernels = _weight_tensors(flatbuffer)
         zeros = sum(int((w == 0).sum()) for w in kernels)
         share = zeros / max(sum(w.size for w in kernels), 1)
-        ok = bool(kernels) and share >= SPARSITY - 0.02 and zeros >= _kernel_zeros(stripped)
+        # int8 rounding only adds zeros; allow 1% for the converter's own rewrites of a kernel
+        ok = bool(kernels) and share >= SPARSITY - 0.02 and zeros >= 0.99 * _kernel_zeros(stripped)
         detail = f"zeros in the int8 kernels: {share:.3f} ({zeros}; stripped model {_kernel_zeros(stripped)})"
         return Outcome(ok, detail=detail)
     except Exception as error:  # noqa: BLE001
