@@ -323,7 +323,53 @@ def generic_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def coverage_table(data: dict) -> str:
+    """How many coverage-matrix rows each technique passes, ours beside tfmot's."""
+    ours, tfmot = data["ours"], data["tfmot"]
+    only_ours = sum(
+        1
+        for row_id, row in ours.items()
+        if row.get("qat", {}).get("ok") and not tfmot.get(row_id, {}).get("qat", {}).get("ok")
+    )
+    lines = [
+        f"{len(ours)} rows (every `keras.layers` layer, 1-D/2-D/3-D variants; details in "
+        "[docs/coverage.md](docs/coverage.md)):",
+        "",
+        "| technique | tfcompress rows that pass | tfmot rows that pass |",
+        "|---|---:|---:|",
+    ]
+    for technique, counts in data["summary"].items():
+        theirs = "n/a" if counts["tfmot"] is None else counts["tfmot"]
+        lines.append(f"| {technique} | {counts['ours']} / {counts['rows']} | {theirs} |")
+    lines += [
+        "",
+        f"Rows where tfcompress QAT converts to full int8 and tfmot's does not: {only_ours}.",
+    ]
+    return "\n".join(lines)
+
+
+def recurrent_table(data: dict) -> str:
+    """Recurrent models: agreement, float ops and LiteRT latency of each file."""
+    lines = [
+        "| model | file | top-1 agreement with Keras | float ops | bytes | median ms | speed-up |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for model, rows in data["models"].items():
+        for name in ("float32", "float32_unrolled", "int8_ptq", "int8_qat"):
+            row = rows.get(name)
+            if row is None:
+                continue
+            speedup = row.get("speedup_vs_float32", 1.0)
+            lines.append(
+                f"| {model} | {name} | {row['top1_agreement_with_keras']:.3f} | "
+                f"{row['float_ops']} | {row['bytes']:,} | {row['median_ms']:.4f} | {speedup:.2f}x |"
+            )
+    return "\n".join(lines)
+
+
 FORMATTERS: dict[str, Callable[[dict], str]] = {
+    "coverage": coverage_table,
+    "recurrent": recurrent_table,
     "convert": convert_table,
     "sharing": sharing_table,
     "pruning": pruning_table,
