@@ -37,10 +37,6 @@ KNOWN_GAPS: dict[str, str] = {
     "BatchNormalization-unfolded/qat": _INPUT_REQUANTIZE,
     "Masking/qat": "the mask (NOT_EQUAL on the inputs, then CAST) is computed in float",
     "Masking/ptq": "the mask (NOT_EQUAL on the inputs, then CAST) is computed in float",
-    "Activation-softplus/qat": "softplus lowers to EXP, ADD, LOG whose inner tensors have no "
-    "trained range; calibrated ones give 0.98 top-1 agreement",
-    "Activation-softplus/ptq": "softplus lowers to EXP, ADD, LOG; int8 calibration of the inner "
-    "tensors gives 0.98 top-1 agreement",
     "RNN-lstmcell/qat": "keras.layers.RNN around a cell is not unrolled (LSTM, GRU and SimpleRNN "
     "layers are): TF's converter cannot lower its loop to int8",
     "RNN-lstmcell/ptq": "keras.layers.RNN around a cell is not unrolled (LSTM, GRU and SimpleRNN "
