@@ -83,8 +83,9 @@ def convert(
             past `timeout`, is one too.
 
     Isolation forks only for the calibrated modes and costs one `fork()` plus the flatbuffer's
-    trip through a pipe: 0.13 s with a MobileNetV2 (alpha 0.35, 96x96) in memory, within the
-    noise of its 5-7 s int8 conversion (benchmarks/isolation_bench.py, a busy 2-core machine).
+    trip through a pipe: 0.04 s with a MobileNetV2 (alpha 0.35, 96x96) in memory; its int8
+    conversion took 1.71 s isolated against 1.57 s in-process (1.09x, best of 3 alternating
+    rounds on a quiet 2-core machine, benchmarks/isolation_bench.py).
 
     Example:
         >>> import tfcompress as tfc
