@@ -7,6 +7,13 @@ from typing import Any
 
 import keras
 
+# Kernel layouts, for code that scales or groups a kernel by output channel: depthwise kernels are
+# (..., in, multiplier) and transposed ones (..., out, in); every other kernel ends in `out`.
+DEPTHWISE = keras.layers.DepthwiseConv1D | keras.layers.DepthwiseConv2D
+TRANSPOSED = (
+    keras.layers.Conv1DTranspose | keras.layers.Conv2DTranspose | keras.layers.Conv3DTranspose
+)
+
 
 def check_model(model: Any, what: str, alternative: str = "") -> None:
     """Refuse anything but a built functional/Sequential model, saying what to do instead."""

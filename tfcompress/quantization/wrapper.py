@@ -8,6 +8,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfcompress._graph import DEPTHWISE, TRANSPOSED
 from tfcompress.quantization.config import QuantizeConfig
 from tfcompress.quantization.quantizers import ActivationQuantizer, WeightQuantizer
 
@@ -47,10 +48,7 @@ def supports_kernel_wrapping(layer: Any) -> bool:
     if isinstance(layer, L.Embedding):
         # a masking or LoRA Embedding keeps its own call
         return not layer.mask_zero and not getattr(layer, "lora_enabled", False)
-    return isinstance(layer, L.Conv1D | L.Conv2D | L.Conv3D | _DEPTHWISE | L.Dense)
-
-
-_DEPTHWISE = L.DepthwiseConv1D | L.DepthwiseConv2D
+    return isinstance(layer, L.Conv1D | L.Conv2D | L.Conv3D | DEPTHWISE | L.Dense)
 
 
 def _is_conv1d(layer: Any) -> bool:
@@ -128,8 +126,8 @@ class QuantizeWrapper(L.Wrapper):
         # The converter rejects per-channel fake quant on FULLY_CONNECTED, so Dense is per tensor.
         per_channel = (
             self.config.per_channel
-            and isinstance(layer, L.Conv1D | L.Conv2D | L.Conv3D | _DEPTHWISE)
-            and not isinstance(layer, L.Conv2DTranspose | L.Conv1DTranspose | L.Conv3DTranspose)
+            and isinstance(layer, L.Conv1D | L.Conv2D | L.Conv3D | DEPTHWISE)
+            and not isinstance(layer, TRANSPOSED)
         )
         self.weight_quantizer = WeightQuantizer(self.config.weight_bits, per_channel)
         # TFLite fuses only relu/relu6 into the kernel op; other activations need a range before.
@@ -181,7 +179,7 @@ class QuantizeWrapper(L.Wrapper):
         shift = -bn.moving_mean * scale if bias is None else (bias - bn.moving_mean) * scale
         if bn.beta is not None:
             shift = shift + bn.beta
-        if isinstance(self.layer, _DEPTHWISE):
+        if isinstance(self.layer, DEPTHWISE):
             # depthwise kernels are (..., in, multiplier); output channel = in * multiplier.
             scale = ops.reshape(scale, kernel.shape[-2:])
         elif isinstance(self.layer, L.Conv2DTranspose):
@@ -190,7 +188,7 @@ class QuantizeWrapper(L.Wrapper):
 
     def _depthwise_flat(self, kernel: Any) -> Any:
         """Depthwise kernels are (h, w, in, multiplier); quantize them per output channel."""
-        if isinstance(self.layer, _DEPTHWISE):
+        if isinstance(self.layer, DEPTHWISE):
             shape = kernel.shape
             return ops.reshape(kernel, (*shape[:-2], shape[-2] * shape[-1]))
         return kernel

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from tfcompress._graph import rebuild
+from tfcompress._graph import DEPTHWISE, TRANSPOSED, rebuild
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
@@ -30,8 +30,6 @@ _FOLDABLE = (
     L.Conv2DTranspose,
     L.Conv3DTranspose,
 )
-_DEPTHWISE = L.DepthwiseConv1D | L.DepthwiseConv2D
-_TRANSPOSED = L.Conv1DTranspose | L.Conv2DTranspose | L.Conv3DTranspose
 
 
 def batch_norm_pairs(model: keras.Model) -> dict[str, str]:
@@ -84,19 +82,19 @@ def _folded(layer: keras.layers.Layer, bn: keras.layers.BatchNormalization) -> k
     weights = layer.get_weights()
     kernel = weights[0]
     # output channels: depthwise kernels are (..., in, multiplier), transposed (..., out, in)
-    if isinstance(layer, _DEPTHWISE):
+    if isinstance(layer, DEPTHWISE):
         channels = kernel.shape[-2] * kernel.shape[-1]
     else:
-        channels = kernel.shape[-2] if isinstance(layer, _TRANSPOSED) else kernel.shape[-1]
+        channels = kernel.shape[-2] if isinstance(layer, TRANSPOSED) else kernel.shape[-1]
     bias = weights[1] if layer.use_bias else np.zeros(channels, np.float32)
     gamma = keras.ops.convert_to_numpy(bn.gamma) if bn.scale else 1.0
     beta = keras.ops.convert_to_numpy(bn.beta) if bn.center else 0.0
     mean = keras.ops.convert_to_numpy(bn.moving_mean)
     variance = keras.ops.convert_to_numpy(bn.moving_variance)
     scale = gamma / np.sqrt(variance + bn.epsilon)
-    if isinstance(layer, _DEPTHWISE):
+    if isinstance(layer, DEPTHWISE):
         kernel = kernel * scale.reshape(kernel.shape[-2:])
-    elif isinstance(layer, _TRANSPOSED):
+    elif isinstance(layer, TRANSPOSED):
         kernel = kernel * scale[:, None]
     else:
         kernel = kernel * scale

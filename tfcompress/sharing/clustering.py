@@ -9,7 +9,14 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcompress._graph import check_model, fresh_copy, rebuild, selected_layers
+from tfcompress._graph import (
+    DEPTHWISE,
+    TRANSPOSED,
+    check_model,
+    fresh_copy,
+    rebuild,
+    selected_layers,
+)
 from tfcompress.sharing._rewrite import fold_batch_norms
 
 INITS = ("kmeans++", "linear", "density")
@@ -27,8 +34,6 @@ _KERNEL_ATTRIBUTE = {
     L.DepthwiseConv2D: "kernel",
     L.Embedding: "embeddings",
 }
-_TRANSPOSED = L.Conv1DTranspose | L.Conv2DTranspose | L.Conv3DTranspose
-_DEPTHWISE = L.DepthwiseConv1D | L.DepthwiseConv2D
 
 
 def _kernel_name(layer: keras.layers.Layer) -> str | None:
@@ -145,7 +150,7 @@ class ClusterWeights(keras.layers.Wrapper):
 
     def _channel_axis(self) -> int:
         # depthwise kernels are (..., in, multiplier), transposed ones (..., out, in)
-        return -2 if isinstance(self.layer, _DEPTHWISE | _TRANSPOSED) else -1
+        return -2 if isinstance(self.layer, DEPTHWISE | TRANSPOSED) else -1
 
     def _channels(self) -> int:
         return int(self._kernel().shape[self._channel_axis()])
@@ -215,11 +220,11 @@ class ClusterWeights(keras.layers.Wrapper):
             outputs = ops.matmul(inputs, kernel)
         elif isinstance(layer, L.EinsumDense):
             outputs = ops.einsum(layer.equation, inputs, kernel)
-        elif isinstance(layer, _DEPTHWISE):
+        elif isinstance(layer, DEPTHWISE):
             outputs = ops.depthwise_conv(
                 inputs, kernel, layer.strides, layer.padding, layer.data_format, layer.dilation_rate
             )
-        elif isinstance(layer, _TRANSPOSED):
+        elif isinstance(layer, TRANSPOSED):
             outputs = ops.conv_transpose(
                 inputs,
                 kernel,
