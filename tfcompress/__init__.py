@@ -3,6 +3,10 @@
 Quantization-aware training, pruning and distillation for Keras 3 models, and conversion to
 TFLite flatbuffers measured on the LiteRT interpreter.
 
+The names below are imported on first use, so `import tfcompress` (and the light command-line
+tools `inspect`, `bench` and `evaluate`) does not load TensorFlow until a name that needs it is
+touched.
+
 Example:
     >>> import tfcompress as tfc
     >>> from tfcompress.models import build_digits_cnn
@@ -12,46 +16,65 @@ Example:
     True
 """
 
-from tfcompress import compat as _compat  # noqa: F401  (sets TF log level before TF loads)
-from tfcompress import data
-from tfcompress.converter import (
-    ConversionError,
-    EdgeTPUReport,
-    TFLiteReport,
-    benchmark_tflite,
-    convert,
-    edgetpu_report,
-    evaluate_tflite,
-    inspect,
-    save_tflite,
-)
+from __future__ import annotations
 
-# -- subpackages register their public names below (one import line each) --
-from tfcompress.quantization import quantize_model
-from tfcompress.distillation import Distiller
-from tfcompress.pruning import prune_low_magnitude, strip_pruning
-from tfcompress import sharing
-from tfcompress.sharing import cluster_weights, factorize, strip_clustering
+import importlib
+import os
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads, whenever it does
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "quantize_model",
-    "Distiller",
-    "prune_low_magnitude",
-    "strip_pruning",
-    "ConversionError",
-    "EdgeTPUReport",
-    "TFLiteReport",
-    "benchmark_tflite",
-    "convert",
+# public name -> module that defines it (one line each; subpackages register their names here)
+_NAMES: dict[str, str] = {
+    "quantize_model": "tfcompress.quantization",
+    "Distiller": "tfcompress.distillation",
+    "prune_low_magnitude": "tfcompress.pruning",
+    "strip_pruning": "tfcompress.pruning",
+    "ConversionError": "tfcompress.converter.errors",
+    "TFLiteFileError": "tfcompress.converter.errors",
+    "EdgeTPUReport": "tfcompress.converter",
+    "TFLiteReport": "tfcompress.converter",
+    "benchmark_tflite": "tfcompress.converter",
+    "convert": "tfcompress.converter",
+    "edgetpu_report": "tfcompress.converter",
+    "evaluate_tflite": "tfcompress.converter",
+    "inspect": "tfcompress.converter",
+    "save_tflite": "tfcompress.converter",
+    "cluster_weights": "tfcompress.sharing",
+    "factorize": "tfcompress.sharing",
+    "strip_clustering": "tfcompress.sharing",
+}
+
+# subpackages reachable as attributes (`tfc.sparsity.prune_low_magnitude`)
+_SUBPACKAGES = (
+    "clustering",
+    "converter",
     "data",
-    "edgetpu_report",
-    "evaluate_tflite",
-    "inspect",
-    "save_tflite",
+    "distillation",
+    "experimental",
+    "layers",
+    "models",
+    "pruning",
+    "quantization",
     "sharing",
-    "cluster_weights",
-    "factorize",
-    "strip_clustering",
-]
+    "sparsity",
+)
+
+__all__ = sorted([*_NAMES, *_SUBPACKAGES])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name]), name)
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module(f"tfcompress.{name}")
+    else:
+        raise AttributeError(f"module 'tfcompress' has no attribute '{name}'")
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_NAMES, *_SUBPACKAGES])

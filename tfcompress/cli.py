@@ -85,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=int, default=100)
     bench.add_argument("--warmup", type=int, default=10)
     bench.add_argument("--builtin", action="store_true", help="builtin kernels instead of XNNPACK")
+
+    from tfcompress.recipe import cli as recipe_cli  # light: argparse only, no TensorFlow
+
+    recipe_cli.add_arguments(
+        commands.add_parser(
+            "compress", help="apply a recipe (QAT / prune / cluster / distill, then convert)"
+        )
+    )
     return parser
 
 
@@ -174,6 +182,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compress(args: argparse.Namespace) -> int:
+    from tfcompress.recipe import cli as recipe_cli
+
+    return recipe_cli.run(args)
+
+
 def _bench(args: argparse.Namespace) -> int:
     import tfcompress as tfc
 
@@ -197,6 +211,7 @@ _COMMANDS = {
     "inspect": _inspect,
     "evaluate": _evaluate,
     "bench": _bench,
+    "compress": _compress,
 }
 
 

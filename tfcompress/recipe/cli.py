@@ -1,0 +1,25 @@
+"""The `tfcompress compress` command: arguments (light, no TensorFlow) and the run."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `tfcompress compress MODEL --data DATA.npz --recipe RECIPE.yaml -o OUT/`."""
+    parser.add_argument("model", help="the float model: a .keras file")
+    parser.add_argument(
+        "--data", required=True, help="DATA.npz with arrays x and y (training data), or 'digits'"
+    )
+    parser.add_argument("--recipe", required=True, help="RECIPE.yaml: the steps and their options")
+    parser.add_argument("-o", "--output", required=True, help="folder for the file and the report")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace files already in the output folder"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the recipe named by `args` (see `add_arguments`); returns the exit status."""
+    from tfcompress.recipe.runner import run_from_cli
+
+    return run_from_cli(args)
