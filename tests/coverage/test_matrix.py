@@ -17,6 +17,11 @@ CASES = all_cases()
 PRUNABLE = [case for case in CASES if case.prunable]
 
 
+def _rows(cases: list) -> list:
+    # a row's checks share one worker (pytest -n 2 --dist loadgroup), so its model trains once
+    return [pytest.param(case, id=case.id, marks=pytest.mark.xdist_group(case.id)) for case in cases]
+
+
 def test_every_keras_layer_has_a_row_or_a_reason():
     classes = layer_classes()
     covered = {case.layer for case in CASES}
@@ -46,23 +51,23 @@ def _check(case, technique: str) -> Outcome:
     return outcome
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+@pytest.mark.parametrize("case", _rows(CASES))
 def test_qat_int8_has_no_float_op_and_matches_the_keras_model(case):
     outcome = _check(case, "qat")
     unknown = [w for w in outcome.warnings if "not known to the quantization registry" in w]
     assert not unknown or case.layer == "Lambda", unknown  # user code is the one unknown
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+@pytest.mark.parametrize("case", _rows(CASES))
 def test_ptq_int8_has_no_float_op_and_matches_the_float_model(case):
     _check(case, "ptq")
 
 
-@pytest.mark.parametrize("case", PRUNABLE, ids=lambda case: case.id)
+@pytest.mark.parametrize("case", _rows(PRUNABLE))
 def test_pruned_zeros_survive_in_the_int8_file(case):
     _check(case, "pruning")
 
 
-@pytest.mark.parametrize("case", PRUNABLE, ids=lambda case: case.id)
+@pytest.mark.parametrize("case", _rows(PRUNABLE))
 def test_clustered_kernels_keep_their_few_values_in_the_int8_file(case):
     _check(case, "clustering")
