@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
 
@@ -149,33 +150,159 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def _plot(rows: list[DemoRow], keras_accuracy: float, path: Path) -> None:
+def place_labels(axis: Any, points: list[tuple[float, float]], labels: list[str]) -> list[Any]:
+    """Annotate each point with its label where the label overlaps no other label and no point.
+
+    Labels of points that sit on top of each other (int8, dynamic and int16x8 files are almost the
+    same size and accuracy) are pushed outwards, ring by ring, with a thin line back to their
+    point, so every label stays readable. Placement uses the renderer's real text extents.
+
+    Args:
+        axis: the matplotlib axes the points are drawn in (scales and limits already set).
+        points: `(x, y)` in data coordinates, one per label.
+        labels: the text of each label.
+
+    Returns:
+        The matplotlib `Annotation` of each label, in the order of `labels`.
+
+    Example:
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> import matplotlib.pyplot as plt
+        >>> figure, axis = plt.subplots()
+        >>> _ = axis.scatter([1, 1.01], [2, 2.01])
+        >>> first, second = place_labels(axis, [(1, 2), (1.01, 2.01)], ["int8", "dynamic"])
+        >>> renderer = figure.canvas.get_renderer()
+        >>> first.get_window_extent(renderer).overlaps(second.get_window_extent(renderer))
+        False
+        >>> plt.close(figure)
+    """
+    from matplotlib.transforms import Bbox
+
+    figure = axis.figure
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    to_pixels = axis.transData.transform
+    scale = figure.dpi / 72.0  # offsets are in points, extents in pixels
+    pixels = [tuple(to_pixels(point)) for point in points]
+    taken = [
+        Bbox.from_extents(x - 4 * scale, y - 4 * scale, x + 4 * scale, y + 4 * scale)
+        for x, y in pixels
+    ]
+    frame = axis.get_window_extent(renderer)
+    order = sorted(range(len(points)), key=lambda i: -points[i][1])  # top first: it has room
+    placed: dict[int, Any] = {}
+    for index in order:
+        annotation = None
+        for ring, (dx, dy) in _candidate_offsets():
+            annotation = axis.annotate(
+                labels[index],
+                points[index],
+                textcoords="offset points",
+                xytext=(dx, dy),
+                fontsize=8,
+                ha="left" if dx >= 0 else "right",
+                va="bottom" if dy >= 0 else "top",
+                arrowprops={"arrowstyle": "-", "color": "0.35", "lw": 0.8} if ring else None,
+            )
+            box = annotation.get_window_extent(renderer).padded(1.5 * scale)
+            inside = frame.containsx(box.x0) and frame.containsx(box.x1)
+            inside = inside and frame.containsy(box.y0) and frame.containsy(box.y1)
+            free = inside and not any(box.overlaps(other) for other in taken)
+            if free and _nearest_is_own(box, index, pixels):
+                taken.append(box)
+                break
+            annotation.remove()
+            annotation = None
+        if annotation is None:  # nowhere free: fall back to the first spot rather than dropping it
+            annotation = axis.annotate(
+                labels[index], points[index], textcoords="offset points", xytext=(5, 5), fontsize=8
+            )
+            taken.append(annotation.get_window_extent(renderer))
+        placed[index] = annotation
+    return [placed[i] for i in range(len(points))]
+
+
+def _nearest_is_own(box: Any, index: int, pixels: list[tuple[float, float]]) -> bool:
+    """True when no other point is clearly nearer the label than its own (no mislabelling)."""
+
+    def distance(point: tuple[float, float]) -> float:
+        dx = max(box.x0 - point[0], 0.0, point[0] - box.x1)
+        dy = max(box.y0 - point[1], 0.0, point[1] - box.y1)
+        return (dx * dx + dy * dy) ** 0.5
+
+    own = pixels[index]
+    mine = distance(own)
+    return all(
+        distance(other) + 2.0 >= mine
+        for other in pixels
+        if abs(other[0] - own[0]) + abs(other[1] - own[1]) > 6.0  # same spot: leader line decides
+    )
+
+
+def _candidate_offsets() -> list[tuple[int, tuple[float, float]]]:
+    """(ring, (dx, dy)) in points: right/left/above/below first, then ever wider rings."""
+    candidates = []
+    for ring, radius in enumerate((5, 14, 24, 36, 50, 66)):
+        for dx, dy in ((1, 0.4), (-1, 0.4), (1, -1), (-1, -1), (0.2, 1.6), (0.2, -1.6),
+                       (1.6, 1.6), (-1.6, 1.6), (1.6, -1.6), (-1.6, -1.6)):  # fmt: skip
+            candidates.append((ring, (dx * radius, dy * radius)))
+    return candidates
+
+
+def plot_accuracy_vs_size(
+    points: list[tuple[str, float, float]], reference_accuracy: float | None, title: str
+) -> Any:
+    """A figure of accuracy (%) against gzip size (KiB, log scale), one labelled point per file.
+
+    Args:
+        points: `(label, gzip bytes, accuracy in [0, 1])` for each file.
+        reference_accuracy: accuracy of the Keras float model, drawn as a dashed line (or None).
+        title: the figure's title.
+
+    Returns:
+        The matplotlib `Figure` (the caller saves and closes it).
+
+    Example:
+        >>> figure = plot_accuracy_vs_size([("int8", 20_000, 0.9), ("float32", 80_000, 0.91)], 0.91, "t")
+        >>> len(figure.axes[0].texts)
+        2
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
-    for index, row in enumerate(rows):
-        kib, accuracy = row.gzip_bytes / 1024, row.accuracy * 100  # gzip: what a download costs
-        axis.scatter(kib, accuracy)
-        axis.annotate(
-            row.name.removeprefix("digits_"),
-            (kib, accuracy),
-            textcoords="offset points",
-            xytext=(5, 6 + 9 * (index % 3)),
-            fontsize=8,
-        )
+    xy = [(size / 1024, accuracy * 100) for _, size, accuracy in points]
+    for x, y in xy:
+        axis.scatter(x, y)
     axis.set_xscale("log")
-    axis.axhline(keras_accuracy * 100, linestyle="--", color="grey", label="Keras float")
+    if reference_accuracy is not None:
+        axis.axhline(reference_accuracy * 100, linestyle="--", color="grey", label="Keras float")
+        axis.legend(loc="lower right")
     axis.set_xlabel("gzip-compressed file size (KiB, log scale)")
     axis.set_ylabel("test accuracy on LiteRT (%)")
-    axis.set_title("digits CNN: accuracy against size")
-    axis.legend(loc="lower right")
+    axis.set_title(title)
+    axis.margins(x=0.25, y=0.2)  # room around the outer points for their labels
     figure.tight_layout()
+    place_labels(axis, xy, [label for label, _, _ in points])
+    return figure
+
+
+def save_figure(figure: Any, path: Path) -> None:
+    """Write a figure as PNG atomically (temp file, then rename) and close it."""
+    import matplotlib.pyplot as plt
+
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     os.close(handle)
     figure.savefig(temporary, dpi=120)
     plt.close(figure)
     os.chmod(temporary, 0o644)
     os.replace(temporary, path)
+
+
+def _plot(rows: list[DemoRow], keras_accuracy: float, path: Path) -> None:
+    points = [(row.name.removeprefix("digits_"), row.gzip_bytes, row.accuracy) for row in rows]
+    figure = plot_accuracy_vs_size(points, keras_accuracy, "digits CNN: accuracy against size")
+    save_figure(figure, path)
