@@ -1,0 +1,184 @@
+"""The report of a `compress` run: Markdown, and a self-contained HTML page with the plots."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import html
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tfcompress.demo import plot_accuracy_vs_size, save_figure
+
+if TYPE_CHECKING:
+    from tfcompress.recipe.runner import CompressResult
+    from tfcompress.recipe.schema import Recipe
+
+PLOTS = ("accuracy_vs_size.png", "layer_sparsity.png", "edgetpu_map.png")
+
+
+def write_reports(
+    result: CompressResult, recipe: Recipe, flatbuffer: bytes, float_flatbuffer: bytes, folder: Path
+) -> None:
+    """Write the plots, `report.md` and `report.html` (plots embedded as base64) into `folder`.
+
+    Example:
+        >>> import tempfile, tfcompress as tfc
+        >>> from pathlib import Path
+        >>> from tfcompress.models import build_digits_cnn
+        >>> out = Path(tempfile.mkdtemp()) / "out"
+        >>> recipe = {"steps": [{"convert": {"mode": "float16"}}]}
+        >>> result = tfc.recipe.compress(build_digits_cnn(width=4), "digits", recipe, out, log=None)
+        >>> sorted(p.name for p in out.iterdir() if p.suffix in (".md", ".html"))
+        ['report.html', 'report.md']
+    """
+    points = [
+        ("input (float32)", len(gzip.compress(float_flatbuffer, 9)), result.float_tflite_accuracy),
+        (f"output ({result.mode})", len(gzip.compress(flatbuffer, 9)), result.tflite_accuracy),
+    ]
+    figure = plot_accuracy_vs_size(points, result.float_accuracy, "accuracy against size")
+    save_figure(figure, folder / PLOTS[0])
+    save_figure(_sparsity_figure(result.layer_sparsity), folder / PLOTS[1])
+    save_figure(_edgetpu_figure(result.edgetpu, result.mode), folder / PLOTS[2])
+    (folder / "report.md").write_text(markdown_report(result, recipe))
+    (folder / "report.html").write_text(html_report(result, recipe, folder))
+
+
+def _summary_rows(result: CompressResult) -> list[tuple[str, str]]:
+    rows = [
+        ("input model, Keras accuracy", f"{result.float_accuracy:.4f}"),
+        ("input model as float32 TFLite", f"{result.float_tflite_bytes:,} bytes"),
+        (f"model.tflite ({result.mode})", f"{result.tflite_bytes:,} bytes"),
+        ("size ratio", f"{result.float_tflite_bytes / result.tflite_bytes:.2f}x smaller"),
+        ("model.tflite accuracy on LiteRT", f"{result.tflite_accuracy:.4f}"),
+        ("held-out samples", f"{result.holdout_samples:,}"),
+        ("float ops left", ", ".join(result.float_ops) or "none (full integer)"),
+    ]
+    if result.edgetpu is not None:
+        tpu = result.edgetpu
+        rows.append(
+            (
+                "Edge TPU (offline estimate)",
+                f"{tpu['tpu_op_count']} ops on the TPU, {tpu['cpu_op_count']} on the CPU",
+            )
+        )
+    return rows
+
+
+def markdown_report(result: CompressResult, recipe: Recipe) -> str:
+    """The report as Markdown (the plots are the PNG files beside it)."""
+    lines = ["# tfcompress compress report", "", "| | |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in _summary_rows(result)]
+    lines += ["", "## Steps", "", "| # | step | options | Keras accuracy after | seconds |"]
+    lines += ["|---:|---|---|---:|---:|"]
+    for number, step in enumerate(result.steps, start=1):
+        options = ", ".join(f"{k}={v}" for k, v in step.options.items())
+        lines.append(
+            f"| {number} | {step.name} | {options} | {step.keras_accuracy:.4f} | {step.seconds:.1f} |"
+        )
+    lines += ["", "## Plots", ""]
+    lines += [f"![{name.removesuffix('.png')}]({name})" for name in PLOTS]
+    lines += [
+        "",
+        "## Recipe used (every default filled in)",
+        "",
+        "```yaml",
+        recipe.to_yaml(),
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+_STYLE = """
+body { font-family: sans-serif; max-width: 960px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+td, th { border: 1px solid #ccc; padding: 4px 10px; text-align: left; }
+img { max-width: 100%; display: block; margin: 1em 0; }
+pre { background: #f4f4f4; padding: 1em; }
+"""
+
+
+def html_report(result: CompressResult, recipe: Recipe, folder: Path) -> str:
+    """The report as one self-contained HTML page (PNG plots embedded as base64 data URLs)."""
+    escape = html.escape
+    summary = "".join(
+        f"<tr><th>{escape(name)}</th><td>{escape(value)}</td></tr>"
+        for name, value in _summary_rows(result)
+    )
+    steps = "".join(
+        f"<tr><td>{number}</td><td>{escape(step.name)}</td>"
+        f"<td>{escape(', '.join(f'{k}={v}' for k, v in step.options.items()))}</td>"
+        f"<td>{step.keras_accuracy:.4f}</td><td>{step.seconds:.1f}</td></tr>"
+        for number, step in enumerate(result.steps, start=1)
+    )
+    images = "".join(
+        f"<h3>{escape(name.removesuffix('.png').replace('_', ' '))}</h3>"
+        f'<img alt="{escape(name)}" src="data:image/png;base64,'
+        f'{base64.b64encode((folder / name).read_bytes()).decode("ascii")}">'
+        for name in PLOTS
+    )
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        "<title>tfcompress compress report</title>"
+        f"<style>{_STYLE}</style></head><body>"
+        "<h1>tfcompress compress report</h1>"
+        f"<table>{summary}</table>"
+        "<h2>Steps</h2><table><tr><th>#</th><th>step</th><th>options</th>"
+        f"<th>Keras accuracy after</th><th>seconds</th></tr>{steps}</table>"
+        f"<h2>Plots</h2>{images}"
+        f"<h2>Recipe used (every default filled in)</h2><pre>{escape(recipe.to_yaml())}</pre>"
+        "</body></html>\n"
+    )
+
+
+def _sparsity_figure(sparsity: dict[str, float]) -> Any:
+    import matplotlib.pyplot as plt
+
+    names = list(sparsity)
+    figure, axis = plt.subplots(figsize=(7, 0.8 + 0.35 * max(len(names), 2)))
+    if names:
+        axis.barh(range(len(names)), [sparsity[n] * 100 for n in names], color="#3b7dd8")
+        axis.set_yticks(range(len(names)), [_short(n) for n in names], fontsize=8)
+        axis.invert_yaxis()
+    else:
+        axis.text(0.5, 0.5, "no weight tensors in the file", ha="center", transform=axis.transAxes)
+    axis.set_xlim(0, 100)
+    axis.set_xlabel("zero weights in the .tflite file (%)")
+    axis.set_title("per-layer sparsity")
+    figure.tight_layout()
+    return figure
+
+
+def _edgetpu_figure(edgetpu: dict[str, Any] | None, mode: str) -> Any:
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    ops = edgetpu["ops"] if edgetpu else []
+    figure, axis = plt.subplots(figsize=(7, 1.2 + 0.25 * max(len(ops), 2)))
+    if not ops:
+        axis.text(
+            0.5,
+            0.5,
+            f"no Edge TPU map: mode '{mode}' is not full integer (use int8 or edgetpu)",
+            ha="center",
+            transform=axis.transAxes,
+        )
+        axis.set_axis_off()
+    else:
+        colours = ["#2e9e44" if op["on_tpu"] else "#d8573b" for op in ops]
+        axis.barh(range(len(ops)), [1] * len(ops), color=colours)
+        axis.set_yticks(range(len(ops)), [f"{op['index']} {op['name']}" for op in ops], fontsize=8)
+        axis.invert_yaxis()
+        axis.set_xticks([])
+        axis.legend(
+            handles=[Patch(color="#2e9e44", label="TPU"), Patch(color="#d8573b", label="CPU")],
+            loc="lower right",
+            fontsize=8,
+        )
+    axis.set_title("Edge TPU map (offline estimate from Coral's published rules)")
+    figure.tight_layout()
+    return figure
+
+
+def _short(name: str, width: int = 48) -> str:
+    return name if len(name) <= width else "..." + name[-(width - 3) :]
