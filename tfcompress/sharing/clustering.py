@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import abc
+import enum
 from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
+from tfcompress import compat
 from tfcompress._graph import (
     DEPTHWISE,
     TRANSPOSED,
@@ -19,7 +23,86 @@ from tfcompress._graph import (
 )
 from tfcompress.sharing._rewrite import fold_batch_norms
 
-INITS = ("kmeans++", "linear", "density")
+INITS = ("kmeans++", "linear", "density", "random")
+
+
+class CentroidInitialization(str, enum.Enum):
+    """How centroids start, under tfmot's names; each maps to one of `INITS`.
+
+    `LINEAR` spaces them evenly between the smallest and largest weight, `RANDOM` draws them
+    uniformly in that range, `DENSITY_BASED` spaces them evenly in the weights' distribution
+    and `KMEANS_PLUS_PLUS` runs k-means++ on the weights.
+
+    Example:
+        >>> CentroidInitialization.LINEAR.init
+        'linear'
+    """
+
+    LINEAR = "CentroidInitialization.LINEAR"
+    RANDOM = "CentroidInitialization.RANDOM"
+    DENSITY_BASED = "CentroidInitialization.DENSITY_BASED"
+    KMEANS_PLUS_PLUS = "CentroidInitialization.KMEANS_PLUS_PLUS"
+
+    @property
+    def init(self) -> str:
+        """The tfcompress `init` string of this initialization."""
+        return _ENUM_TO_INIT[self]
+
+
+_ENUM_TO_INIT = {
+    CentroidInitialization.LINEAR: "linear",
+    CentroidInitialization.RANDOM: "random",
+    CentroidInitialization.DENSITY_BASED: "density",
+    CentroidInitialization.KMEANS_PLUS_PLUS: "kmeans++",
+}
+
+
+def normalize_init(init: Any) -> str:
+    """The `init` string for a string or a `CentroidInitialization` (tfmot's enum or ours)."""
+    if isinstance(init, CentroidInitialization):
+        return init.init
+    text = str(getattr(init, "value", init))
+    for member in CentroidInitialization:  # tfmot's enum and its string values
+        if text == member.value:
+            return member.init
+    if text not in INITS:
+        raise ValueError(
+            f"init must be one of {', '.join(INITS)} or a CentroidInitialization; got {init!r}."
+        )
+    return text
+
+
+class ClusterableLayer(abc.ABC):
+    """Mixin for a layer of your own: the weights `get_clusterable_weights` names get clustered.
+
+    `cluster_weights` wraps such a layer in `ClusterCustomWeights`, which shares
+    `number_of_clusters` values within each returned weight (per tensor).
+
+    Example:
+        >>> import keras
+        >>> class MyDense(keras.layers.Dense, ClusterableLayer):
+        ...     def get_clusterable_weights(self):
+        ...         return [("kernel", self.kernel)]
+        >>> layer = cluster_weights(MyDense(4), number_of_clusters=2)
+        >>> type(layer).__name__
+        'ClusterCustomWeights'
+    """
+
+    @abc.abstractmethod
+    def get_clusterable_weights(self) -> list[tuple[str, Any]]:
+        """The `(name, variable)` pairs to cluster."""
+
+    def get_clusterable_algorithm(self, weight_name: str) -> Any:  # noqa: ARG002 - tfmot's API
+        """tfmot's hook for a custom lookup; tfcompress supports only the default (None)."""
+        return None
+
+
+def _is_clusterable_layer(layer: Any) -> bool:
+    return isinstance(layer, ClusterableLayer) or callable(
+        getattr(layer, "get_clusterable_weights", None)
+    )
+
+
 L = keras.layers
 _KERNEL_ATTRIBUTE = {
     L.Dense: "kernel",
@@ -47,6 +130,8 @@ def initial_centroids(values: np.ndarray, count: int, init: str, seed: int = 0) 
         return np.zeros(count, np.float32)
     if init == "linear":
         centroids = np.linspace(values.min(), values.max(), count)
+    elif init == "random":
+        centroids = np.random.default_rng(seed).uniform(values.min(), values.max(), count)
     elif init == "density":
         centroids = np.quantile(values, (np.arange(count) + 0.5) / count)
     else:
@@ -92,6 +177,7 @@ class ClusterWeights(keras.layers.Wrapper):
         **kwargs: Any,
     ):
         super().__init__(layer, **kwargs)
+        _forward_input_shape(layer, self)
         kernel_name = _kernel_name(layer)
         if kernel_name is None:
             clusterable = ", ".join(cls.__name__ for cls in _KERNEL_ATTRIBUTE)
@@ -105,10 +191,8 @@ class ClusterWeights(keras.layers.Wrapper):
             raise ValueError(
                 f"number_of_clusters must be an integer >= 2; got {number_of_clusters!r}."
             )
-        if init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}; got {init!r}.")
         self.number_of_clusters = int(number_of_clusters)
-        self.init = init
+        self.init = normalize_init(init)
         self.per_channel = bool(per_channel)
         self.preserve_sparsity = bool(preserve_sparsity)
         self.kernel_name = kernel_name
@@ -156,6 +240,11 @@ class ClusterWeights(keras.layers.Wrapper):
         return int(self._kernel().shape[self._channel_axis()])
 
     def _initialize_clusters(self) -> None:
+        # a Sequential built at `fit` builds its layers inside a tf.function: leave the graph
+        with tf.init_scope():
+            self._initialize_clusters_eagerly()
+
+    def _initialize_clusters_eagerly(self) -> None:
         kernel = keras.ops.convert_to_numpy(self._kernel())
         mask = kernel != 0 if self.preserve_sparsity else np.ones(kernel.shape, bool)
         if self.preserve_sparsity:
@@ -260,33 +349,218 @@ class ClusterWeights(keras.layers.Wrapper):
         }
 
 
+def _forward_input_shape(layer: keras.layers.Layer, wrapper: keras.layers.Layer) -> None:
+    """Let a Sequential see the wrapped layer's `input_shape=` (it then adds an InputLayer)."""
+    shape = getattr(layer, "_input_shape_arg", None)
+    if shape is not None:
+        wrapper._input_shape_arg = shape
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class ClusterCustomWeights(keras.layers.Wrapper):
+    """Clusters the weights a `ClusterableLayer` names in `get_clusterable_weights`.
+
+    Each named weight shares `number_of_clusters` trainable centroids (per tensor). The layer's
+    own `call` runs with the clustered values substituted for its variables, so any layer works;
+    gradients reach the centroids and, straight-through, the underlying weights.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> class MyDense(keras.layers.Dense, ClusterableLayer):
+        ...     def get_clusterable_weights(self):
+        ...         return [("kernel", self.kernel)]
+        >>> layer = ClusterCustomWeights(MyDense(3), number_of_clusters=2)
+        >>> _ = layer(np.ones((1, 5), "float32"))
+        >>> len(np.unique(layer.clustered_weights()["kernel"]))
+        2
+    """
+
+    def __init__(
+        self,
+        layer: keras.layers.Layer,
+        number_of_clusters: int = 16,
+        init: str = "kmeans++",
+        **kwargs: Any,
+    ):
+        super().__init__(layer, **kwargs)
+        _forward_input_shape(layer, self)
+        if not _is_clusterable_layer(layer):
+            raise ValueError(
+                f"Layer '{layer.name}' ({type(layer).__name__}) does not implement "
+                "get_clusterable_weights(); subclass tfcompress.clustering.ClusterableLayer."
+            )
+        if not isinstance(number_of_clusters, int | np.integer) or number_of_clusters < 2:
+            raise ValueError(
+                f"number_of_clusters must be an integer >= 2; got {number_of_clusters!r}."
+            )
+        self.number_of_clusters = int(number_of_clusters)
+        self.init = normalize_init(init)
+
+    def build(self, input_shape: Any) -> None:
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        self._names: list[str] = []
+        self._centroids: list[Any] = []
+        self._indices: list[Any] = []
+        for name, weight in self.layer.get_clusterable_weights():
+            if self.layer.get_clusterable_algorithm(name) is not None:
+                raise ValueError(
+                    f"Layer '{self.layer.name}': get_clusterable_algorithm('{name}') returned a "
+                    "custom algorithm; tfcompress always assigns each weight to its nearest "
+                    "centroid. Return None from get_clusterable_algorithm."
+                )
+            if int(np.prod(weight.shape)) < self.number_of_clusters:
+                raise ValueError(
+                    f"number_of_clusters={self.number_of_clusters} is larger than the "
+                    f"{int(np.prod(weight.shape))} values of weight '{name}' of layer "
+                    f"'{self.layer.name}'."
+                )
+            self._names.append(name)
+            self._centroids.append(
+                self.add_weight(
+                    name=f"{name}_cluster_centroids",
+                    shape=(self.number_of_clusters,),
+                    initializer="zeros",
+                )
+            )
+            self._indices.append(
+                self.add_weight(
+                    name=f"{name}_pulling_indices",
+                    shape=tuple(weight.shape),
+                    dtype="int32",
+                    initializer="zeros",
+                    trainable=False,
+                )
+            )
+        with tf.init_scope():
+            for (_, weight), centroids, indices in zip(
+                self.layer.get_clusterable_weights(), self._centroids, self._indices, strict=True
+            ):
+                values = keras.ops.convert_to_numpy(weight)
+                centroids.assign(initial_centroids(values, self.number_of_clusters, self.init))
+                indices.assign(_nearest_indices(ops.convert_to_tensor(values), centroids))
+        self.built = True
+
+    def clustered_weights(self) -> dict[str, np.ndarray]:
+        """Each clustered weight as deployed (every value replaced by its centroid)."""
+        return {
+            name: keras.ops.convert_to_numpy(ops.take(centroids, indices))
+            for name, centroids, indices in zip(
+                self._names, self._centroids, self._indices, strict=True
+            )
+        }
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        mapping = []
+        for (_, weight), centroids, indices in zip(
+            self.layer.get_clusterable_weights(), self._centroids, self._indices, strict=True
+        ):
+            if training:
+                indices.assign(_nearest_indices(weight, centroids))
+            value = ops.convert_to_tensor(weight)
+            mapping.append(
+                (weight, ops.take(centroids, indices) + (value - ops.stop_gradient(value)))
+            )
+        # the layer's own call, reading the clustered values in place of its variables
+        with keras.StatelessScope(state_mapping=mapping):
+            return self.layer(inputs)
+
+    def stripped(self, input_shape: tuple) -> keras.layers.Layer:
+        """A copy of the inner layer holding the clustered values."""
+        inner = fresh_copy(self.layer, input_shape)
+        baked = self.clustered_weights()
+        for name, weight in inner.get_clusterable_weights():
+            weight.assign(baked[name])
+        return inner
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "number_of_clusters": self.number_of_clusters,
+            "init": self.init,
+        }
+
+
+def _nearest_indices(values: Any, centroids: Any) -> Any:
+    distance = ops.abs(ops.expand_dims(values, -1) - centroids)
+    return ops.cast(ops.argmin(distance, axis=-1), "int32")
+
+
+# tfmot's keyword names that mean the same here, and the tfcompress keyword each becomes
+TFMOT_ALIASES = {"cluster_centroids_init": "init", "cluster_per_channel": "per_channel"}
+_OWN_KEYWORDS = (
+    "number_of_clusters",
+    "init",
+    "per_channel",
+    "layers",
+    "fold_batchnorm",
+    "preserve_sparsity",
+)
+
+
+def _resolve_aliases(options: dict[str, Any], tfmot_kwargs: dict[str, Any]) -> dict[str, Any]:
+    for key, value in tfmot_kwargs.items():
+        target = TFMOT_ALIASES.get(key)
+        if target is None:
+            raise TypeError(
+                f"cluster_weights got an unknown keyword '{key}'. tfcompress keywords: "
+                f"{', '.join(_OWN_KEYWORDS)}; tfmot's names accepted as aliases: "
+                f"{', '.join(f'{k} (= {v})' for k, v in TFMOT_ALIASES.items())}."
+            )
+        if options[target] is not None:
+            raise TypeError(
+                f"cluster_weights got both '{key}' (tfmot's name) and '{target}'; pass one."
+            )
+        options[target] = value
+    return options
+
+
+def _refuse_legacy_keras(value: Any, what: str) -> None:
+    if compat.is_tf_keras_model(value):
+        raise TypeError(
+            f"{what} got a legacy tf_keras (Keras 2) {type(value).__name__}; tfcompress works "
+            "on Keras 3 models. Either rebuild the model with `import keras` (Keras 3) and "
+            "load its weights, or take the legacy route: tensorflow_model_optimization's "
+            "tfmot.clustering.keras in a process started with TF_USE_LEGACY_KERAS=1."
+        )
+
+
 def cluster_weights(
     model_or_layer: keras.Model | keras.layers.Layer,
     number_of_clusters: int = 16,
-    init: str = "kmeans++",
-    per_channel: bool = False,
+    init: str | CentroidInitialization | None = None,
+    per_channel: bool | None = None,
     layers: Sequence[str] | None = None,
     fold_batchnorm: bool = True,
     preserve_sparsity: bool = False,
-) -> keras.Model | ClusterWeights:
-    """Cluster the kernels of a model's Dense, Conv1D, Conv2D and DepthwiseConv2D layers.
+    **tfmot_kwargs: Any,
+) -> keras.Model | keras.layers.Layer:
+    """Cluster the kernels of a model's Dense, Conv, DepthwiseConv, Embedding layers.
 
     Args:
         model_or_layer: a built functional or Sequential model (not modified), or one layer.
         number_of_clusters: distinct values per kernel (per channel with `per_channel`), >= 2.
-        init: centroid initialization: "kmeans++", "linear" (evenly between min and max) or
-            "density" (evenly in the weights' distribution).
-        per_channel: one set of centroids per output channel.
-        layers: names of the layers to cluster; by default every clusterable layer.
+        init: centroid initialization (default "kmeans++"): "kmeans++", "linear" (evenly
+            between min and max), "random" (uniform between min and max), "density" (evenly
+            in the weights' distribution), or a `CentroidInitialization`.
+        per_channel: one set of centroids per output channel (default False).
+        layers: names of the layers to cluster; by default every clusterable layer (layers
+            implementing `ClusterableLayer` included).
         fold_batchnorm: first fold each BatchNormalization into the layer before it, so the
             converter does not rescale the shared values later (the BatchNormalization layers
             become identities).
         preserve_sparsity: keep the zeros of a pruned model at zero (sparsity-preserving
             clustering): centroids are fitted on the non-zero weights only.
+        **tfmot_kwargs: tfmot's names, accepted as aliases: `cluster_centroids_init` (= `init`)
+            and `cluster_per_channel` (= `per_channel`). Anything else is an error.
 
     Returns:
-        A model whose clusterable layers are wrapped in `ClusterWeights` (or the wrapped layer).
-        Fine-tune it, then call `strip_clustering` before `tfcompress.convert`.
+        A model whose clusterable layers are wrapped in `ClusterWeights` (`ClusterCustomWeights`
+        for a `ClusterableLayer`), or the wrapped layer. Fine-tune it, then call
+        `strip_clustering` before `tfcompress.convert`.
 
     Example:
         >>> import tfcompress as tfc
@@ -295,30 +569,51 @@ def cluster_weights(
         >>> sum(isinstance(layer, tfc.sharing.ClusterWeights) for layer in clustered.layers)
         5
     """
-    options = {
-        "number_of_clusters": number_of_clusters,
-        "init": init,
-        "per_channel": per_channel,
-        "preserve_sparsity": preserve_sparsity,
-    }
+    options = _resolve_aliases({"init": init, "per_channel": per_channel}, tfmot_kwargs)
+    _refuse_legacy_keras(model_or_layer, "cluster_weights")
+    if not isinstance(number_of_clusters, int | np.integer) or number_of_clusters < 2:
+        raise ValueError(f"number_of_clusters must be an integer >= 2; got {number_of_clusters!r}.")
+    init = normalize_init("kmeans++" if options["init"] is None else options["init"])
+    per_channel = bool(options["per_channel"])
+
+    def wrap(layer: keras.layers.Layer, **kwargs: Any) -> keras.layers.Layer:
+        if _kernel_name(layer) is None and _is_clusterable_layer(layer):
+            if per_channel or preserve_sparsity:
+                raise ValueError(
+                    f"Layer '{layer.name}' is a ClusterableLayer: its weights are clustered per "
+                    "tensor; per_channel and preserve_sparsity apply to built-in layers only."
+                )
+            return ClusterCustomWeights(layer, int(number_of_clusters), init, **kwargs)
+        return ClusterWeights(
+            layer,
+            int(number_of_clusters),
+            init,
+            per_channel=per_channel,
+            preserve_sparsity=preserve_sparsity,
+            **kwargs,
+        )
+
     if not isinstance(model_or_layer, keras.Model):
-        return ClusterWeights(model_or_layer, **options)
+        if not isinstance(model_or_layer, keras.layers.Layer):
+            raise TypeError(
+                "cluster_weights expects a keras.Model or a keras layer; got "
+                f"{type(model_or_layer).__name__}."
+            )
+        return wrap(model_or_layer)
     model = model_or_layer
     check_model(model, "cluster_weights")
     names = selected_layers(model, layers, "cluster_weights")
-    if not isinstance(number_of_clusters, int | np.integer) or number_of_clusters < 2:
-        raise ValueError(f"number_of_clusters must be an integer >= 2; got {number_of_clusters!r}.")
-
-    if any(isinstance(layer, ClusterWeights) for layer in model.layers):
+    if any(isinstance(layer, ClusterWeights | ClusterCustomWeights) for layer in model.layers):
         raise ValueError(f"Model '{model.name}' is already clustered; strip_clustering it first.")
     if fold_batchnorm:
         model = fold_batch_norms(model)
 
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
         chosen = names is None or layer.name in names
-        if not chosen or (names is None and _kernel_name(layer) is None):
+        clusterable = _kernel_name(layer) is not None or _is_clusterable_layer(layer)
+        if not chosen or (names is None and not clusterable):
             return None
-        wrapper = ClusterWeights(fresh_copy(layer), **options, name=f"cluster_{layer.name}")
+        wrapper = wrap(fresh_copy(layer), name=f"cluster_{layer.name}")
         wrapper.build(layer.input.shape)
         return wrapper
 
@@ -335,9 +630,12 @@ def strip_clustering(model: keras.Model) -> keras.Model:
         >>> any(isinstance(layer, tfc.sharing.ClusterWeights) for layer in plain.layers)
         False
     """
+    _refuse_legacy_keras(model, "strip_clustering")
     check_model(model, "strip_clustering")
 
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
+        if isinstance(layer, ClusterCustomWeights):
+            return layer.stripped(tuple(layer.input.shape))
         if not isinstance(layer, ClusterWeights):
             return None
         inner = fresh_copy(layer.layer, tuple(layer.input.shape))
