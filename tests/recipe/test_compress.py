@@ -1,0 +1,100 @@
+"""`compress` end to end on digits: prune + QAT + int8, the report's figures, the CLI, the folder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+import tfcompress as tfc
+from tfcompress.cli import main
+from tfcompress.recipe import compress, load_recipe
+
+RECIPE = {
+    "steps": [
+        {"prune": {"final_sparsity": 0.5, "epochs": 2}},
+        {"qat": {"epochs": 1}},
+        {"convert": {"mode": "int8"}},
+    ]
+}
+
+
+@pytest.fixture(scope="module")
+def compressed(tmp_path_factory, digits, trained_digits_cnn):
+    out = tmp_path_factory.mktemp("compress") / "out"
+    data = {
+        "x": digits.x_train,
+        "y": digits.y_train,
+        "x_test": digits.x_test,
+        "y_test": digits.y_test,
+    }
+    lines: list[str] = []
+    result = compress(trained_digits_cnn, data, RECIPE, out, log=lines.append)
+    return result, out, lines
+
+
+def test_compress_writes_file_reports_and_recipe(compressed):
+    result, out, lines = compressed
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".png")) == [
+        "model.tflite",
+        "recipe.yaml",
+        "report.html",
+        "report.md",
+    ]
+    assert [p.name for p in out.parent.iterdir()] == ["out"]  # no staging folder left behind
+    assert any(line.startswith("[1/3] prune") for line in lines)  # progress was shown
+    used = load_recipe(out / "recipe.yaml")
+    assert used.to_dict() == load_recipe(RECIPE).to_dict()
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["steps"][0]["prune"]["frequency"] == 10
+
+
+def test_report_accuracy_is_the_files_accuracy_on_litert(compressed, digits):
+    result, out, _ = compressed
+    measured = tfc.evaluate_tflite(out / "model.tflite", digits.x_test, digits.y_test)
+    assert result.tflite_accuracy == pytest.approx(measured)
+    assert measured > 0.7  # a trained CNN, pruned to 50% and quantized, still far above chance
+    assert (
+        f"| model.tflite accuracy on LiteRT | {measured:.4f} |" in (out / "report.md").read_text()
+    )
+    assert f"{measured:.4f}" in (out / "report.html").read_text()
+
+
+def test_file_is_full_integer_and_keeps_the_pruned_zeros(compressed):
+    result, out, _ = compressed
+    report = tfc.inspect(out / "model.tflite")
+    assert report.float_ops == [] and report.input_dtypes == ["INT8"]
+    kernels = [t for t in report.tensors if t.is_constant and len(t.shape) >= 2]
+    zeros = sum(int(np.sum(t.buffer == 0)) for t in kernels)
+    assert zeros / sum(t.buffer.size for t in kernels) == pytest.approx(0.5, abs=0.05)
+    assert max(result.layer_sparsity.values()) > 0.3
+    # int8 keeps a dynamic batch, which the Edge TPU compiler refuses: the map says so per op
+    assert len(result.edgetpu["ops"]) == len(report.ops)
+    assert any("batch 1" in op["reason"] for op in result.edgetpu["ops"])
+
+
+def test_non_empty_output_is_refused_then_replaced_with_overwrite(compressed, digits, tmp_path):
+    _, out, _ = compressed
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        compress(digits, "digits", RECIPE, out, log=None)  # refused before the model is read
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    model_path = tmp_path / "model.keras"
+    tfc.models.build_digits_cnn(width=4).save(model_path)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("steps:\n  - convert: {mode: float16}\n")
+    argv = [str(model_path), "--data", "digits", "--recipe", str(recipe), "-o", str(target)]
+    assert main(["compress", *argv]) == 2
+    assert (target / "old.txt").exists()
+    assert main(["compress", *argv, "--overwrite"]) == 0
+    assert not (target / "old.txt").exists()
+    assert tfc.inspect(target / "model.tflite").op_counts  # a real float16 file
+    assert "float16" in (target / "report.md").read_text()
+
+
+def test_cli_reports_a_bad_recipe_with_its_line_before_loading(tmp_path, capsys):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("steps:\n  - prune: {final_sparsity: lots}\n")
+    argv = ["compress", "missing.keras", "--data", "digits", "--recipe", str(recipe), "-o", "x"]
+    assert main(argv) == 2
+    assert f"{recipe} line 2:" in capsys.readouterr().err

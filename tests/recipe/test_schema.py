@@ -1,0 +1,70 @@
+"""Recipes are validated before any training; every error names the YAML line and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from tfcompress.recipe import RecipeError, load_recipe
+
+VALID = """\
+steps:
+  - prune: {final_sparsity: 0.5, epochs: 2}
+  - qat: {epochs: 1}
+  - convert: {mode: int8}
+"""
+
+
+def test_valid_recipe_gets_every_default_and_round_trips_through_yaml():
+    recipe = load_recipe(VALID)
+    assert [step.name for step in recipe.steps] == ["prune", "qat", "convert"]
+    assert recipe.steps[0].options["initial_sparsity"] == 0.0
+    assert recipe.training["batch_size"] == 64
+    assert load_recipe(recipe.to_yaml()).to_dict() == recipe.to_dict()
+
+
+def test_missing_convert_is_added_last_with_its_defaults():
+    recipe = load_recipe({"steps": ["qat"]})
+    assert recipe.to_dict()["steps"][-1] == {
+        "convert": {"mode": "int8", "num_samples": 200, "sparsity": False}
+    }
+
+
+@pytest.mark.parametrize(
+    "text, line, words",
+    [
+        ("steps:\n  - qat: {}\n  - prunee: {epochs: 1}\n", 3, ["'prunee'", "prune, cluster"]),
+        ("steps:\n  - prune:\n      epochs: two\n", 3, ["'epochs'", "integer >= 1", "'two'"]),
+        ("steps:\n  - prune:\n      final_sparsity: 1.5\n", 3, ["[0.0, 1.0)"]),
+        (
+            "steps:\n  - qat:\n      epochs: 1\n      epoch: 1\n",
+            4,
+            ["'epoch'", "epochs, learning_rate"],
+        ),
+        ("steps:\n  - convert: {mode: int4}\n", 2, ["'mode'", "float32, dynamic"]),
+        ("steps:\n  - convert: {}\n  - qat: {}\n", 2, ["last step"]),
+        ("steps:\n  - qat: {}\n  - prune: {}\n", 3, ["after 'qat'"]),
+        ("steps:\n  - qat: {}\ntraning: {}\n", 3, ["'traning'", "steps, training"]),
+        ("steps:\n  - qat: {}\ntraining:\n  batch_size: true\n", 4, ["'batch_size'"]),
+    ],
+)
+def test_recipe_error_names_the_line_and_the_allowed_values(tmp_path, text, line, words):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    with pytest.raises(RecipeError) as error:
+        load_recipe(path)
+    message = str(error.value)
+    assert f"{path} line {line}:" in message
+    for word in words:
+        assert word in message
+
+
+def test_dict_recipe_error_names_the_step():
+    with pytest.raises(RecipeError, match="unknown option 'clusters' of 'cluster'"):
+        load_recipe({"steps": [{"cluster": {"clusters": 8}}]})
+
+
+def test_invalid_yaml_and_missing_file_are_reported():
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe("steps: [qat\n")
+    with pytest.raises(FileNotFoundError, match="docs/recipes.md"):
+        load_recipe("no_such_recipe.yaml")
