@@ -23,3 +23,46 @@ def test_demo_writes_files_reports_and_plot(tmp_path):
     assert (tmp_path / "accuracy_vs_size.png").read_bytes()[:4] == b"\x89PNG"
     int8 = next(row for row in report["rows"] if row["mode"] == "int8")
     assert int8["float_ops"] == 0
+
+
+def test_demo_plot_labels_do_not_overlap_each_other_or_the_points():
+    """The demo's crowded cluster (int8, dynamic, int16x8, edgetpu within 1% of each other)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tfcompress.demo import plot_accuracy_vs_size
+
+    names = ["int8", "dynamic", "int16x8", "edgetpu", "qat_int8", "pruned_80_int8",
+             "clustered16_int8", "qat_4bit_lsq_int8", "factorized50_int8", "float16", "float32"]  # fmt: skip
+    sizes = [
+        61_000,
+        62_000,
+        61_500,
+        60_800,
+        60_500,
+        24_000,
+        35_500,
+        35_000,
+        59_000,
+        110_000,
+        225_000,
+    ]
+    accuracies = [0.911, 0.907, 0.911, 0.911, 0.978, 0.984, 0.960, 0.964, 0.944, 0.907, 0.904]
+    figure = plot_accuracy_vs_size(list(zip(names, sizes, accuracies, strict=True)), 0.904, "demo")
+    axis = figure.axes[0]
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    labels = {text.get_text(): text.get_window_extent(renderer) for text in axis.texts}
+    assert sorted(labels) == sorted(names)
+    boxes = list(labels.values())
+    for i, box in enumerate(boxes):
+        assert not any(box.overlaps(other) for other in boxes[i + 1 :]), list(labels)[i]
+        assert axis.get_window_extent(renderer).contains(box.x0, box.y0)
+    points = axis.transData.transform(
+        [(s / 1024, a * 100) for s, a in zip(sizes, accuracies, strict=True)]
+    )
+    for box in boxes:
+        assert not any(box.contains(x, y) for x, y in points)  # no label hides a point
+    plt.close(figure)

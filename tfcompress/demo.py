@@ -173,7 +173,7 @@ def place_labels(axis: Any, points: list[tuple[float, float]], labels: list[str]
         >>> _ = axis.scatter([1, 1.01], [2, 2.01])
         >>> first, second = place_labels(axis, [(1, 2), (1.01, 2.01)], ["int8", "dynamic"])
         >>> renderer = figure.canvas.get_renderer()
-        >>> first.get_window_extent(renderer).overlaps(second.get_window_extent(renderer))
+        >>> bool(first.get_window_extent(renderer).overlaps(second.get_window_extent(renderer)))
         False
         >>> plt.close(figure)
     """
