@@ -39,8 +39,8 @@ def report_html(tmp_path_factory, digits, trained_digits_cnn):
 
 
 def test_report_html_renders_in_headless_chromium(report_html, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api")
     from PIL import Image
+    from playwright import sync_api  # dev extra; the browser is Debian's chromium (.ci/run)
 
     (tmp_path / "elsewhere").mkdir()
     moved = tmp_path / "elsewhere" / "report.html"  # self-contained: no file beside it is needed
