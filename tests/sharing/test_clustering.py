@@ -170,3 +170,143 @@ def test_sparsity_preserving_clustering_keeps_pruned_zeros(trained_digits_cnn, d
     baked = tfc.strip_clustering(clustered).get_layer("fc1").get_weights()[0]
     assert np.array_equal(baked == 0, pruned == 0)
     assert len(np.unique(baked[baked != 0])) <= 8
+
+
+# -- tfmot names, aliases and errors (issue 11) ---------------------------------------------
+def _tiny_dense_model() -> keras.Model:
+    inputs = keras.Input((16,))
+    return keras.Model(inputs, keras.layers.Dense(4, name="fc")(inputs))
+
+
+@pytest.mark.parametrize(
+    ("tfmot_init", "init"),
+    [
+        (tfc.clustering.CentroidInitialization.LINEAR, "linear"),
+        (tfc.clustering.CentroidInitialization.DENSITY_BASED, "density"),
+        (tfc.clustering.CentroidInitialization.KMEANS_PLUS_PLUS, "kmeans++"),
+        (tfc.clustering.CentroidInitialization.RANDOM, "random"),
+        ("CentroidInitialization.LINEAR", "linear"),  # tfmot's enum value (a str)
+    ],
+)
+def test_tfmot_centroid_initialization_maps_to_the_same_init(tfmot_init, init):
+    model = _tiny_dense_model()
+    by_alias = tfc.cluster_weights(model, number_of_clusters=4, cluster_centroids_init=tfmot_init)
+    native = tfc.cluster_weights(model, number_of_clusters=4, init=init)
+    assert by_alias.get_layer("cluster_fc").init == init
+    np.testing.assert_array_equal(
+        keras.ops.convert_to_numpy(by_alias.get_layer("cluster_fc").centroids),
+        keras.ops.convert_to_numpy(native.get_layer("cluster_fc").centroids),
+    )
+
+
+def test_random_init_draws_centroids_within_the_weight_range():
+    model = _tiny_dense_model()
+    kernel = model.get_layer("fc").get_weights()[0]
+    layer = tfc.cluster_weights(model, number_of_clusters=5, init="random").get_layer("cluster_fc")
+    centroids = keras.ops.convert_to_numpy(layer.centroids)
+    assert kernel.min() <= centroids.min() and centroids.max() <= kernel.max()
+    assert len(np.unique(keras.ops.convert_to_numpy(layer.clustered_kernel()))) <= 5
+
+
+def test_cluster_per_channel_is_an_alias_of_per_channel():
+    model = _tiny_dense_model()
+    layer = tfc.cluster_weights(model, 2, cluster_per_channel=True).get_layer("cluster_fc")
+    assert layer.per_channel and tuple(layer.centroids.shape) == (4, 2)
+
+
+def test_unknown_keyword_names_the_accepted_keywords():
+    with pytest.raises(TypeError, match="unknown keyword 'cluster_mode'.*cluster_centroids_init"):
+        tfc.cluster_weights(_tiny_dense_model(), 4, cluster_mode="x")
+
+
+def test_alias_and_native_keyword_together_is_an_error():
+    with pytest.raises(TypeError, match="both 'cluster_per_channel'.*and 'per_channel'"):
+        tfc.cluster_weights(_tiny_dense_model(), 4, per_channel=True, cluster_per_channel=True)
+
+
+def test_unknown_init_lists_the_choices():
+    with pytest.raises(ValueError, match="init must be one of kmeans\\+\\+, linear, density"):
+        tfc.cluster_weights(_tiny_dense_model(), 4, init="uniform")
+
+
+@pytest.mark.parametrize("count", [np.int32(4), np.int64(4)])
+def test_numpy_integer_number_of_clusters_is_accepted(count):
+    layer = tfc.clustering.cluster_weights(_tiny_dense_model(), count).get_layer("cluster_fc")
+    assert layer.number_of_clusters == 4 and type(layer.number_of_clusters) is int
+    assert type(layer.get_config()["number_of_clusters"]) is int
+
+
+def test_tf_keras_model_gets_the_legacy_route_in_the_error():
+    tf_keras = pytest.importorskip("tf_keras")
+    model = tf_keras.Sequential([tf_keras.layers.Dense(2, input_shape=(3,))])
+    with pytest.raises(TypeError, match="legacy tf_keras.*TF_USE_LEGACY_KERAS=1"):
+        tfc.clustering.cluster_weights(model, number_of_clusters=2)
+    with pytest.raises(TypeError, match="legacy tf_keras"):
+        tfc.strip_clustering(model)
+
+
+def test_wrapper_on_first_layer_of_sequential_with_input_shape_trains(digits):
+    x = digits.x_train[:64].reshape(-1, 64)
+    model = keras.Sequential(
+        [
+            tfc.clustering.cluster_weights(
+                keras.layers.Dense(10, input_shape=[64]), number_of_clusters=3
+            ),
+            keras.layers.Flatten(),
+        ]
+    )
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, digits.y_train[:64], verbose=0)
+    kernel = keras.ops.convert_to_numpy(model.layers[0].clustered_kernel())
+    assert len(np.unique(kernel)) <= 3
+
+
+def test_clustering_namespace_matches_tfmot_names():
+    # tfmot.clustering.keras exports these (dir() of tfmot 0.8); two are refused with a reason
+    tfmot_names = {
+        "CentroidInitialization",
+        "ClusterableLayer",
+        "ClusteringAlgorithm",
+        "ClusteringSummaries",
+        "cluster_scope",
+        "cluster_weights",
+        "clusterable_layer",
+        "experimental",
+        "strip_clustering",
+    }
+    refused = set(tfc.clustering.NOT_PROVIDED)
+    assert refused == {"ClusteringAlgorithm", "ClusteringSummaries"}
+    for name in tfmot_names - refused:
+        assert getattr(tfc.clustering, name) is not None, name
+    for name in refused:
+        with pytest.raises(AttributeError, match=f"no {name}: "):
+            getattr(tfc.clustering, name)
+
+
+def test_clusterable_layer_with_custom_algorithm_is_refused():
+    class Custom(keras.layers.Dense, tfc.clustering.ClusterableLayer):
+        def get_clusterable_weights(self):
+            return [("kernel", self.kernel)]
+
+        def get_clusterable_algorithm(self, weight_name):
+            return object
+
+    layer = tfc.clustering.cluster_weights(Custom(4, name="custom"), 2)
+    with pytest.raises(ValueError, match="'custom'.*get_clusterable_algorithm"):
+        layer(np.ones((1, 8), "float32"))
+
+
+def test_custom_clustered_layer_saves_and_loads(tmp_path):
+    @keras.saving.register_keras_serializable(package="tests")
+    class SavedDense(keras.layers.Dense, tfc.clustering.ClusterableLayer):
+        def get_clusterable_weights(self):
+            return [("kernel", self.kernel)]
+
+    inputs = keras.Input((8,))
+    layer = tfc.clustering.cluster_weights(SavedDense(4), 3)
+    model = keras.Model(inputs, layer(inputs))
+    model.save(tmp_path / "custom.keras")
+    with tfc.clustering.cluster_scope():
+        loaded = keras.saving.load_model(tmp_path / "custom.keras")
+    x = np.random.default_rng(0).normal(size=(5, 8)).astype("float32")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))

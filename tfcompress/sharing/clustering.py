@@ -26,7 +26,7 @@ from tfcompress.sharing._rewrite import fold_batch_norms
 INITS = ("kmeans++", "linear", "density", "random")
 
 
-class CentroidInitialization(str, enum.Enum):
+class CentroidInitialization(enum.StrEnum):
     """How centroids start, under tfmot's names; each maps to one of `INITS`.
 
     `LINEAR` spaces them evenly between the smallest and largest weight, `RANDOM` draws them
