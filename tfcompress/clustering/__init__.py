@@ -119,7 +119,7 @@ def cluster_scope() -> Iterator[None]:
 
     Example:
         >>> with cluster_scope():
-        ...     keras.saving.get_custom_objects()["ClusterWeights"].__name__
+        ...     keras.saving.get_registered_object("ClusterWeights").__name__
         'ClusterWeights'
     """
     with keras.saving.custom_object_scope(
