@@ -7,30 +7,9 @@ import pytest
 import yaml
 
 import tfcompress as tfc
+from tests.recipe.conftest import RECIPE
 from tfcompress.cli import main
 from tfcompress.recipe import compress, load_recipe
-
-RECIPE = {
-    "steps": [
-        {"prune": {"final_sparsity": 0.5, "epochs": 2}},
-        {"qat": {"epochs": 1}},
-        {"convert": {"mode": "int8"}},
-    ]
-}
-
-
-@pytest.fixture(scope="module")
-def compressed(tmp_path_factory, digits, trained_digits_cnn):
-    out = tmp_path_factory.mktemp("compress") / "out"
-    data = {
-        "x": digits.x_train,
-        "y": digits.y_train,
-        "x_test": digits.x_test,
-        "y_test": digits.y_test,
-    }
-    lines: list[str] = []
-    result = compress(trained_digits_cnn, data, RECIPE, out, log=lines.append)
-    return result, out, lines
 
 
 def test_compress_writes_file_reports_and_recipe(compressed):
@@ -98,3 +77,22 @@ def test_cli_reports_a_bad_recipe_with_its_line_before_loading(tmp_path, capsys)
     argv = ["compress", "missing.keras", "--data", "digits", "--recipe", str(recipe), "-o", "x"]
     assert main(argv) == 2
     assert f"{recipe} line 2:" in capsys.readouterr().err
+
+
+def test_cluster_after_distill_keeps_at_most_k_values_per_kernel(
+    digits, trained_digits_cnn, tmp_path
+):
+    recipe = {
+        "steps": [
+            {"distill": {"epochs": 1}},
+            {"cluster": {"number_of_clusters": 8, "epochs": 1}},
+            {"qat": {"epochs": 1}},
+        ],
+        "training": {"batch_size": 128},
+    }
+    result = compress(trained_digits_cnn, "digits", recipe, tmp_path / "out", log=None)
+    report = tfc.inspect(result.tflite_path)
+    kernels = [t for t in report.tensors if t.is_constant and len(t.shape) >= 2]
+    assert kernels and all(len(np.unique(t.buffer)) <= 8 for t in kernels)
+    assert [step.name for step in result.steps] == ["distill", "cluster", "qat"]
+    assert result.tflite_accuracy > 0.5

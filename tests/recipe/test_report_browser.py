@@ -8,8 +8,6 @@ import shutil
 import numpy as np
 import pytest
 
-from tfcompress.recipe import compress
-
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
     "--headless",
@@ -22,20 +20,9 @@ FLAGS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def report_html(tmp_path_factory, digits, trained_digits_cnn):
-    out = tmp_path_factory.mktemp("browser") / "out"
-    data = {
-        "x": digits.x_train,
-        "y": digits.y_train,
-        "x_test": digits.x_test,
-        "y_test": digits.y_test,
-    }
-    recipe = {
-        "steps": [{"prune": {"final_sparsity": 0.5, "epochs": 1}}, {"convert": {"mode": "int8"}}]
-    }
-    compress(trained_digits_cnn, data, recipe, out, log=None)
-    return out / "report.html"
+@pytest.fixture()
+def report_html(compressed):
+    return compressed[1] / "report.html"
 
 
 def test_report_html_renders_in_headless_chromium(report_html, tmp_path):

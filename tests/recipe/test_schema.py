@@ -68,3 +68,8 @@ def test_invalid_yaml_and_missing_file_are_reported():
         load_recipe("steps: [qat\n")
     with pytest.raises(FileNotFoundError, match="docs/recipes.md"):
         load_recipe("no_such_recipe.yaml")
+
+
+def test_training_after_cluster_is_refused():
+    with pytest.raises(RecipeError, match="'distill' comes after 'cluster'"):
+        load_recipe({"steps": ["cluster", "distill"]})

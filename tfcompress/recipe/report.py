@@ -180,5 +180,8 @@ def _edgetpu_figure(edgetpu: dict[str, Any] | None, mode: str) -> Any:
     return figure
 
 
-def _short(name: str, width: int = 48) -> str:
-    return name if len(name) <= width else "..." + name[-(width - 3) :]
+def _short(name: str, width: int = 40) -> str:
+    """The layer part of a converter tensor name ('model/quant_conv1_1/FakeQuant...' -> 'quant_conv1_1')."""
+    parts = [p for p in name.split(";")[0].split("/") if p and not p[0].isupper()]
+    label = parts[-1] if len(parts) > 1 else name
+    return label if len(label) <= width else "..." + label[-(width - 3) :]

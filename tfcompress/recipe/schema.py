@@ -19,7 +19,7 @@ MODES = ("float32", "dynamic", "float16", "int8", "int16x8", "edgetpu")
 CLUSTER_INITS = ("kmeans++", "linear", "density")
 STEP_ORDER_HELP = (
     "prune and cluster come before qat (QAT is the last training that moves weights), "
-    "distill may come anywhere before convert, and convert is the last step"
+    "only qat may follow cluster, and convert is the last step"
 )
 
 
@@ -343,6 +343,12 @@ def _check_order(steps: list[Step], lines: _Lines) -> None:
         if step.name in ("prune", "cluster") and "qat" in names[:index]:
             raise RecipeError(
                 f"{where}: '{step.name}' comes after 'qat'; {STEP_ORDER_HELP}. Move it before qat."
+            )
+        if step.name in ("prune", "cluster", "distill") and "cluster" in names[:index]:
+            raise RecipeError(
+                f"{where}: '{step.name}' comes after 'cluster'; training every weight again "
+                "would undo the shared values, so after cluster only qat (which keeps them) and "
+                f"convert may follow. Move '{step.name}' before cluster."
             )
         if step.name == "qat" and "qat" in names[:index]:
             raise RecipeError(
