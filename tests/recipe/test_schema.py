@@ -73,3 +73,18 @@ def test_invalid_yaml_and_missing_file_are_reported():
 def test_training_after_cluster_is_refused():
     with pytest.raises(RecipeError, match="'distill' comes after 'cluster'"):
         load_recipe({"steps": ["cluster", "distill"]})
+
+
+def test_example_recipe_is_valid_and_the_guide_lists_every_option():
+    from pathlib import Path
+
+    from tfcompress.recipe.schema import STEPS, TRAINING
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    recipe = load_recipe(docs / "example_recipe.yaml")
+    assert [step.name for step in recipe.steps] == ["prune", "qat", "convert"]
+    guide = (docs / "recipes.md").read_text()
+    for name, options in [*STEPS.items(), ("training", TRAINING)]:
+        assert f"`{name}`" in guide
+        for option in options:
+            assert f"`{option}`" in guide, (name, option)
