@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("file")
     evaluate.add_argument("--data", required=True, help="DATA.npz with arrays x and y, or 'digits'")
     evaluate.add_argument("--metric", default="accuracy", choices=["accuracy", "mae", "mse"])
+    evaluate.add_argument(
+        "--output",
+        help="which output to score when the model has several: its position or its name",
+    )
+    evaluate.add_argument(
+        "--builtin", action="store_true", help="builtin kernels instead of XNNPACK"
+    )
 
     bench = commands.add_parser("bench", help="latency of a .tflite file on LiteRT")
     bench.add_argument("file")
@@ -154,10 +161,12 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    import tfcompress as tfc
+    # inspect, evaluate and bench load only LiteRT and the flatbuffer schema, never TensorFlow
+    from tfcompress.converter.edgetpu import edgetpu_report
+    from tfcompress.converter.flatbuffer import inspect
 
-    report = tfc.inspect(args.file)
-    tpu = tfc.edgetpu_report(report) if args.edgetpu else None
+    report = inspect(args.file)
+    tpu = edgetpu_report(report) if args.edgetpu else None
     if args.json:
         payload = report.to_dict()
         if tpu is not None:
@@ -172,13 +181,22 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import tfcompress as tfc
+    from tfcompress.converter.runtime import evaluate_tflite
 
     x, y = load_arrays(args.data)
     if y is None:
         raise ValueError(f"Data file '{args.data}' has no array 'y' with the labels or targets.")
-    score = tfc.evaluate_tflite(args.file, x, y, metric=args.metric, progress=sys.stderr.isatty())
-    print(f"{args.metric}: {score:.4f} on {len(y)} samples ({args.file}, LiteRT)")
+    score = evaluate_tflite(
+        args.file,
+        x,
+        y,
+        metric=args.metric,
+        progress=sys.stderr.isatty(),
+        builtin_only=args.builtin,
+        output=args.output,
+    )
+    which = f", output {args.output}" if args.output is not None else ""
+    print(f"{args.metric}: {score:.4f} on {len(y)} samples ({args.file}{which}, LiteRT)")
     return 0
 
 
@@ -189,9 +207,9 @@ def _compress(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    import tfcompress as tfc
+    from tfcompress.converter.runtime import benchmark_tflite
 
-    latency = tfc.benchmark_tflite(
+    latency = benchmark_tflite(
         args.file,
         threads=args.threads,
         runs=args.runs,
@@ -230,6 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         PermissionError,
         IsADirectoryError,
         ValueError,
+        TypeError,
     ) as error:
         print(f"tfcompress {args.command}: error: {error}", file=sys.stderr)
         return 2

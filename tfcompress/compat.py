@@ -1,4 +1,8 @@
-"""Every Keras / TensorFlow / LiteRT version switch lives here, and nowhere else."""
+"""Every Keras / TensorFlow / LiteRT version switch lives here, and nowhere else.
+
+TensorFlow and Keras are imported on first use, not when this module loads: the light tools
+(`inspect`, `bench`, `evaluate`) only need LiteRT's interpreter and flatbuffer schema.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,30 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-KERAS_VERSION: tuple[int, ...] = tuple(int(p) for p in keras.__version__.split(".")[:2])
-TF_VERSION: tuple[int, ...] = tuple(int(p) for p in tf.__version__.split(".")[:2])
+def _keras() -> Any:
+    import keras
+
+    return keras
+
+
+def _tf() -> Any:
+    import tensorflow as tf
+
+    return tf
+
+
+def _major_minor(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".")[:2])
+
+
+def __getattr__(name: str) -> Any:
+    # KERAS_VERSION / TF_VERSION import their framework only when someone reads them
+    if name == "KERAS_VERSION":
+        return _major_minor(_keras().__version__)
+    if name == "TF_VERSION":
+        return _major_minor(_tf().__version__)
+    raise AttributeError(f"module 'tfcompress.compat' has no attribute '{name}'")
 
 
 def is_tf_keras_model(model: Any) -> bool:
@@ -20,16 +43,14 @@ def is_tf_keras_model(model: Any) -> bool:
     if module.startswith("tf_keras") or module.startswith("keras.src.engine"):
         return True
     try:
-        import tf_keras  # noqa: F401
+        import tf_keras
     except ImportError:
         return False
-    import tf_keras
-
     return isinstance(model, tf_keras.Model)
 
 
 def is_keras3_model(model: Any) -> bool:
-    return isinstance(model, keras.Model)
+    return isinstance(model, _keras().Model)
 
 
 def litert_interpreter_class() -> type:
@@ -39,7 +60,7 @@ def litert_interpreter_class() -> type:
 
         return Interpreter
     except ImportError:  # pragma: no cover - ai-edge-litert is a hard dependency
-        return tf.lite.Interpreter
+        return _tf().lite.Interpreter
 
 
 def litert_op_resolver(builtin_only: bool) -> Any:
@@ -76,11 +97,11 @@ def disable_per_channel_weights(converter: Any) -> None:
 
 def load_keras_file(path: str, safe_mode: bool, custom_objects: dict | None) -> Any:
     """Load a `.keras` / `.h5` file with Keras 3."""
-    return keras.saving.load_model(
+    return _keras().saving.load_model(
         path, custom_objects=custom_objects, compile=False, safe_mode=safe_mode
     )
 
 
 def keras_distillation_module() -> Any:
     """`keras.distillation` when this Keras ships it (3.15 does), else None."""
-    return getattr(keras, "distillation", None)
+    return getattr(_keras(), "distillation", None)

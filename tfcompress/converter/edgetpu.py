@@ -75,6 +75,7 @@ class EdgeTPUOp:
     version: int
     on_tpu: bool
     reason: str
+    subgraph: int = 0
 
 
 @dataclass
@@ -97,6 +98,23 @@ class EdgeTPUReport:
     def fully_mapped(self) -> bool:
         return not self.cpu_ops and not self.model_problems
 
+    def subgraph_verdicts(self) -> list[dict[str, Any]]:
+        """Per subgraph: how many of its ops map to the TPU, how many run on the CPU."""
+        numbers = sorted({op.subgraph for op in self.ops} | {0})
+        verdicts = []
+        for number in numbers:
+            ops = [op for op in self.ops if op.subgraph == number]
+            tpu = sum(op.on_tpu for op in ops)
+            verdicts.append(
+                {
+                    "subgraph": number,
+                    "tpu_op_count": tpu,
+                    "cpu_op_count": len(ops) - tpu,
+                    "fully_mapped": tpu == len(ops),
+                }
+            )
+        return verdicts
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "origin": self.origin,
@@ -104,6 +122,7 @@ class EdgeTPUReport:
             "tpu_op_count": len(self.tpu_ops),
             "cpu_op_count": len(self.cpu_ops),
             "model_problems": self.model_problems,
+            "subgraphs": self.subgraph_verdicts(),
             "ops": [asdict(op) for op in self.ops],
         }
 
@@ -114,14 +133,25 @@ class EdgeTPUReport:
             "not the compiler)"
         ]
         lines += [f"model: {problem}" for problem in self.model_problems]
-        for op in self.ops:
-            where = "TPU" if op.on_tpu else "CPU"
-            lines.append(f"{op.index:>4}  {op.name:<24} v{op.version:<2} {where}  {op.reason}")
+        verdicts = self.subgraph_verdicts()
+        for verdict in verdicts:
+            number = verdict["subgraph"]
+            if len(verdicts) > 1:
+                lines.append(
+                    f"subgraph {number}: {verdict['tpu_op_count']} ops on the TPU, "
+                    f"{verdict['cpu_op_count']} on the CPU"
+                )
+            for op in (op for op in self.ops if op.subgraph == number):
+                where = "TPU" if op.on_tpu else "CPU"
+                lines.append(f"{op.index:>4}  {op.name:<24} v{op.version:<2} {where}  {op.reason}")
         return "\n".join(lines)
 
 
 def edgetpu_report(source: TFLiteSource | TFLiteReport) -> EdgeTPUReport:
     """Predict, op by op, what the Edge TPU compiler would run on the TPU and what on the CPU.
+
+    Every subgraph is covered: ops of a control-flow branch or body (subgraph 1 and later) are
+    reported on the CPU with the reason, and `subgraph_verdicts()` sums up each subgraph.
 
     Example:
         >>> import tfcompress as tfc
@@ -140,14 +170,31 @@ def edgetpu_report(source: TFLiteSource | TFLiteReport) -> EdgeTPUReport:
             "(while/if) must be removed"
         )
     ops: list[EdgeTPUOp] = []
-    cut = False
-    for op in report.ops:
-        reason = _why_not(op, report.tensors)
-        if reason is None and cut:
-            reason = "supported, but follows an op that runs on the CPU (the compiler cuts once)"
-        if reason is not None:
-            cut = True
-        ops.append(EdgeTPUOp(op.index, op.name, op.version, reason is None, reason or "mapped"))
+    for subgraph in report.subgraphs or []:
+        cut = False
+        for op in subgraph.ops:
+            reason = _why_not(op, subgraph.tensors)
+            if reason is None and subgraph.index > 0:
+                reason = (
+                    f"supported, but subgraph {subgraph.index} ('{subgraph.name}') is a "
+                    "control-flow branch or body; the compiler maps only subgraph 0"
+                )
+            if reason is None and cut:
+                reason = (
+                    "supported, but follows an op that runs on the CPU (the compiler cuts once)"
+                )
+            if reason is not None:
+                cut = True
+            ops.append(
+                EdgeTPUOp(
+                    op.index,
+                    op.name,
+                    op.version,
+                    reason is None,
+                    reason or "mapped",
+                    subgraph.index,
+                )
+            )
     return EdgeTPUReport(report.origin, ops, problems)
 
 

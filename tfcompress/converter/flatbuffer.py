@@ -87,6 +87,22 @@ class Quantization:
 
 
 @dataclass
+class SparseEncoding:
+    """How a sparse-encoded tensor is stored: its values buffer and its index arrays.
+
+    `values_bytes` are the stored values (the tensor's buffer), `index_bytes` the segment and
+    index arrays kept in the tensor table, `sparsity` the share of the dense tensor not stored.
+    """
+
+    dense_shape: list[int]
+    values_bytes: int
+    index_bytes: int
+    stored_values: int
+    sparsity: float
+    block_map: list[int]
+
+
+@dataclass
 class TensorInfo:
     index: int
     name: str
@@ -97,6 +113,8 @@ class TensorInfo:
     is_constant: bool
     nbytes: int
     buffer: np.ndarray | None = field(default=None, repr=False)
+    buffer_index: int = 0
+    sparse: SparseEncoding | None = None
 
 
 @dataclass
@@ -110,37 +128,43 @@ class OpInfo:
     output_dtypes: list[str]
     computes_in_float: bool
     options: dict = field(default_factory=dict, repr=False)
+    subgraph: int = 0
+
+
+def _op_counts(ops: list[OpInfo]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for op in ops:
+        counts[op.name] = counts.get(op.name, 0) + 1
+    return counts
+
+
+def _op_dict(op: OpInfo) -> dict[str, Any]:
+    return {k: v for k, v in asdict(op).items() if k != "options"}
+
+
+def _tensor_dict(tensor: TensorInfo) -> dict[str, Any]:
+    return {k: v for k, v in asdict(tensor).items() if k != "buffer"}
 
 
 @dataclass
-class TFLiteReport:
-    """What `inspect` found in a flatbuffer: ops, tensors, float ops left and the size breakdown."""
+class SubgraphReport:
+    """One subgraph of a flatbuffer: the entry graph (index 0) or a control-flow body/condition."""
 
-    origin: str
-    size_bytes: int
-    weights_bytes: int
-    subgraph_count: int
+    index: int
+    name: str
     ops: list[OpInfo]
     tensors: list[TensorInfo]
     inputs: list[int]
     outputs: list[int]
 
     @property
-    def graph_bytes(self) -> int:
-        """Everything that is not a weight buffer: op graph, tensor metadata, strings, padding."""
-        return self.size_bytes - self.weights_bytes
-
-    @property
     def float_ops(self) -> list[str]:
-        """Names of the ops that still read or write float tensors (empty for a full-integer model)."""
+        """Names of this subgraph's ops that read or write float tensors."""
         return [op.name for op in self.ops if op.computes_in_float]
 
     @property
     def op_counts(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for op in self.ops:
-            counts[op.name] = counts.get(op.name, 0) + 1
-        return counts
+        return _op_counts(self.ops)
 
     @property
     def input_dtypes(self) -> list[str]:
@@ -151,84 +175,217 @@ class TFLiteReport:
         return [self.tensors[i].dtype for i in self.outputs]
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary (tensor buffers left out)."""
         return {
-            "origin": self.origin,
-            "size_bytes": self.size_bytes,
-            "weights_bytes": self.weights_bytes,
-            "graph_bytes": self.graph_bytes,
-            "subgraph_count": self.subgraph_count,
+            "index": self.index,
+            "name": self.name,
             "input_dtypes": self.input_dtypes,
             "output_dtypes": self.output_dtypes,
             "op_counts": self.op_counts,
             "float_ops": self.float_ops,
-            "ops": [{k: v for k, v in asdict(op).items() if k != "options"} for op in self.ops],
-            "tensors": [
-                {k: v for k, v in asdict(t).items() if k != "buffer"} for t in self.tensors
+            "ops": [_op_dict(op) for op in self.ops],
+            "tensors": [_tensor_dict(t) for t in self.tensors],
+        }
+
+
+@dataclass
+class TFLiteReport:
+    """What `inspect` found in a flatbuffer: every subgraph's ops and tensors, and the sizes.
+
+    `ops`, `tensors`, `inputs` and `outputs` describe subgraph 0, the graph the interpreter runs;
+    `subgraphs` holds every subgraph (control flow adds WHILE/IF bodies), and `float_ops` and
+    `op_counts` cover them all. `weights_bytes` counts each buffer once, however many tensors
+    share it; a sparse tensor's index arrays are `sparse_index_bytes`, not graph bytes.
+    """
+
+    origin: str
+    size_bytes: int
+    weights_bytes: int
+    subgraph_count: int
+    ops: list[OpInfo]
+    tensors: list[TensorInfo]
+    inputs: list[int]
+    outputs: list[int]
+    subgraphs: list[SubgraphReport] = field(default_factory=list)
+    sparse_index_bytes: int = 0
+    output_names: list[str] = field(default_factory=list)
+
+    @property
+    def graph_bytes(self) -> int:
+        """Everything else: op graph, tensor metadata, strings, padding."""
+        return self.size_bytes - self.weights_bytes - self.sparse_index_bytes
+
+    @property
+    def all_ops(self) -> list[OpInfo]:
+        """The ops of every subgraph, subgraph 0 first."""
+        return [op for subgraph in self.subgraphs for op in subgraph.ops] or self.ops
+
+    @property
+    def float_ops(self) -> list[str]:
+        """Names of the ops of any subgraph that still read or write float tensors."""
+        return [op.name for op in self.all_ops if op.computes_in_float]
+
+    @property
+    def op_counts(self) -> dict[str, int]:
+        """How many times each op appears, over every subgraph."""
+        return _op_counts(self.all_ops)
+
+    @property
+    def input_dtypes(self) -> list[str]:
+        return [self.tensors[i].dtype for i in self.inputs]
+
+    @property
+    def output_dtypes(self) -> list[str]:
+        return [self.tensors[i].dtype for i in self.outputs]
+
+    @property
+    def sparse_tensors(self) -> list[TensorInfo]:
+        """The sparse-encoded tensors of every subgraph (`convert(..., sparsity=True)` writes them)."""
+        tensors = [t for subgraph in self.subgraphs for t in subgraph.tensors] or self.tensors
+        return [t for t in tensors if t.sparse is not None]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (tensor buffers left out); `subgraphs` lists each subgraph."""
+        return {
+            "origin": self.origin,
+            "size_bytes": self.size_bytes,
+            "weights_bytes": self.weights_bytes,
+            "sparse_index_bytes": self.sparse_index_bytes,
+            "graph_bytes": self.graph_bytes,
+            "subgraph_count": self.subgraph_count,
+            "input_dtypes": self.input_dtypes,
+            "output_dtypes": self.output_dtypes,
+            "output_names": self.output_names,
+            "op_counts": self.op_counts,
+            "float_ops": self.float_ops,
+            "sparse_tensors": [
+                {"index": t.index, "name": t.name, **asdict(t.sparse)}
+                for t in self.sparse_tensors
+                if t.sparse is not None
             ],
+            "ops": [_op_dict(op) for op in self.ops],
+            "tensors": [_tensor_dict(t) for t in self.tensors],
+            "subgraphs": [subgraph.to_dict() for subgraph in self.subgraphs],
         }
 
     def summary(self) -> str:
         """A short human-readable description, as `tfcompress inspect` prints it."""
+        sizes = f"{self.weights_bytes:,} weights"
+        if self.sparse_index_bytes:
+            sizes += f", {self.sparse_index_bytes:,} sparse indices"
         lines = [
-            f"{self.origin}: {self.size_bytes:,} bytes ({self.weights_bytes:,} weights, "
-            f"{self.graph_bytes:,} graph), {len(self.ops)} ops in {self.subgraph_count} subgraph(s)",
+            f"{self.origin}: {self.size_bytes:,} bytes ({sizes}, {self.graph_bytes:,} graph), "
+            f"{len(self.all_ops)} ops in {self.subgraph_count} subgraph(s)",
             f"inputs {self.input_dtypes} -> outputs {self.output_dtypes}",
             "ops: "
             + ", ".join(f"{name} x{count}" for name, count in sorted(self.op_counts.items())),
         ]
         float_ops = sorted(set(self.float_ops))
         lines.append("float ops: " + (", ".join(float_ops) if float_ops else "none (full integer)"))
-        lines.append("")
-        lines.append(f"{'#':>4}  {'op':<24} {'v':>2}  {'inputs':<28} outputs")
-        for op in self.ops:
+        for tensor in self.sparse_tensors:
+            sparse = tensor.sparse
+            assert sparse is not None
             lines.append(
-                f"{op.index:>4}  {op.name:<24} {op.version:>2}  "
-                f"{','.join(op.input_dtypes):<28} {','.join(op.output_dtypes)}"
+                f"sparse tensor '{tensor.name}' {sparse.dense_shape}: {sparse.sparsity:.1%} not "
+                f"stored, {sparse.values_bytes:,} value bytes + {sparse.index_bytes:,} index bytes"
             )
+        for subgraph in self.subgraphs or [SubgraphReport(0, "", self.ops, self.tensors, [], [])]:
+            lines.append("")
+            if self.subgraph_count > 1:
+                float_text = ", ".join(sorted(set(subgraph.float_ops))) or "none"
+                lines.append(
+                    f"subgraph {subgraph.index} '{subgraph.name}': {len(subgraph.ops)} ops, "
+                    f"float ops: {float_text}"
+                )
+            lines.append(f"{'#':>4}  {'op':<24} {'v':>2}  {'inputs':<28} outputs")
+            for op in subgraph.ops:
+                lines.append(
+                    f"{op.index:>4}  {op.name:<24} {op.version:>2}  "
+                    f"{','.join(op.input_dtypes):<28} {','.join(op.output_dtypes)}"
+                )
         return "\n".join(lines)
 
 
 def inspect(source: TFLiteSource) -> TFLiteReport:
-    """Describe a TFLite flatbuffer: ops with versions, tensor dtypes and quantization, sizes.
+    """Describe a TFLite flatbuffer: every subgraph's ops, tensor dtypes and quantization, sizes.
+
+    Needs neither TensorFlow nor Keras (only LiteRT's flatbuffer schema), so it is fast.
 
     Args:
         source: a `.tflite` path or the bytes returned by `tfcompress.convert`.
 
     Returns:
         A `TFLiteReport`; `report.float_ops` lists ops still computing in float,
+        `report.subgraphs` each subgraph, `report.sparse_tensors` the sparse-encoded weights,
         `report.summary()` prints a table, `report.to_dict()` is JSON-ready.
 
     Example:
         >>> import tfcompress as tfc
         >>> from tfcompress.models import build_digits_cnn
         >>> report = tfc.inspect(tfc.convert(build_digits_cnn(), "float32"))
-        >>> report.input_dtypes
-        ['FLOAT32']
+        >>> report.input_dtypes, report.subgraph_count
+        (['FLOAT32'], 1)
     """
     data, origin = load_bytes(source)
     model = read_model(data, origin)
     schema = compat.tflite_schema()
     type_names = _enum_names(schema.TensorType)
     op_names = _enum_names(schema.BuiltinOperator)
-    subgraph = model.subgraphs[0]
-    tensors = [
-        _tensor_info(i, t, model, data, type_names) for i, t in enumerate(subgraph.tensors or [])
-    ]
-    ops = [
-        _op_info(i, op, model, tensors, op_names) for i, op in enumerate(subgraph.operators or [])
-    ]
-    weights = sum(t.nbytes for t in tensors if t.is_constant)
+    buffer_bytes: dict[int, int] = {}
+    index_bytes = 0
+    subgraphs = []
+    for number, subgraph in enumerate(model.subgraphs):
+        tensors = [
+            _tensor_info(i, t, model, data, type_names)
+            for i, t in enumerate(subgraph.tensors or [])
+        ]
+        for tensor in tensors:
+            if tensor.is_constant:
+                buffer_bytes[tensor.buffer_index] = tensor.nbytes
+            if tensor.sparse is not None:
+                index_bytes += tensor.sparse.index_bytes
+        ops = [
+            _op_info(i, op, model, tensors, op_names, number)
+            for i, op in enumerate(subgraph.operators or [])
+        ]
+        subgraphs.append(
+            SubgraphReport(
+                index=number,
+                name=_name(subgraph.name),
+                ops=ops,
+                tensors=tensors,
+                inputs=[int(i) for i in _ints(subgraph.inputs)],
+                outputs=[int(i) for i in _ints(subgraph.outputs)],
+            )
+        )
+    main = subgraphs[0]
     return TFLiteReport(
         origin=origin,
         size_bytes=len(data),
-        weights_bytes=weights,
-        subgraph_count=len(model.subgraphs),
-        ops=ops,
-        tensors=tensors,
-        inputs=[int(i) for i in subgraph.inputs],
-        outputs=[int(i) for i in subgraph.outputs],
+        weights_bytes=sum(buffer_bytes.values()),
+        subgraph_count=len(subgraphs),
+        ops=main.ops,
+        tensors=main.tensors,
+        inputs=main.inputs,
+        outputs=main.outputs,
+        subgraphs=subgraphs,
+        sparse_index_bytes=index_bytes,
+        output_names=_output_names(model, main),
     )
+
+
+def _ints(values: Any) -> list[int]:
+    return [int(v) for v in values] if values is not None else []
+
+
+def _output_names(model: Any, main: SubgraphReport) -> list[str]:
+    """A name for each output of subgraph 0: the signature's output key, else the tensor name."""
+    names = {index: main.tensors[index].name for index in main.outputs}
+    for signature in model.signatureDefs or []:
+        if signature.subgraphIndex == 0:
+            for entry in signature.outputs or []:
+                if entry.tensorIndex in names:
+                    names[entry.tensorIndex] = _name(entry.name)
+    return [names[index] for index in main.outputs]
 
 
 def _enum_names(enum: Any) -> dict[int, str]:
@@ -248,6 +405,7 @@ def _tensor_info(
         [int(d) for d in tensor.shapeSignature] if tensor.shapeSignature is not None else shape
     )
     raw = _buffer_bytes(model.buffers[tensor.buffer], data) if tensor.buffer else b""
+    sparse = _sparse_encoding(tensor.sparsity, shape, dtype, len(raw))
     buffer = _as_array(raw, dtype, shape) if raw else None
     quant = tensor.quantization
     quantization = None
@@ -267,6 +425,39 @@ def _tensor_info(
         is_constant=bool(raw),
         nbytes=len(raw),
         buffer=buffer,
+        buffer_index=int(tensor.buffer),
+        sparse=sparse,
+    )
+
+
+_INDEX_ITEM_BYTES = {1: 4, 2: 2, 3: 1}  # SparseIndexVector: Int32Vector, Uint16Vector, Uint8Vector
+_ITEM_BYTES = {"FLOAT32": 4, "FLOAT16": 2, "INT8": 1, "UINT8": 1, "INT16": 2, "INT32": 4}
+
+
+def _index_vector_bytes(kind: int, vector: Any) -> int:
+    values = getattr(vector, "values", None) if vector is not None else None
+    return 0 if values is None else len(values) * _INDEX_ITEM_BYTES.get(int(kind), 4)
+
+
+def _sparse_encoding(
+    sparsity: Any, shape: list[int], dtype: str, values_bytes: int
+) -> SparseEncoding | None:
+    """Values and index bytes of a tensor stored in TFLite's sparse format, or None if dense."""
+    if sparsity is None or not sparsity.dimMetadata:
+        return None
+    index_bytes = 0
+    for dimension in sparsity.dimMetadata:
+        index_bytes += _index_vector_bytes(dimension.arraySegmentsType, dimension.arraySegments)
+        index_bytes += _index_vector_bytes(dimension.arrayIndicesType, dimension.arrayIndices)
+    dense_count = int(np.prod(shape)) if shape else 0
+    stored = values_bytes // _ITEM_BYTES.get(dtype, 1)
+    return SparseEncoding(
+        dense_shape=shape,
+        values_bytes=values_bytes,
+        index_bytes=index_bytes,
+        stored_values=stored,
+        sparsity=1.0 - stored / dense_count if dense_count else 0.0,
+        block_map=_ints(sparsity.blockMap),
     )
 
 
@@ -311,7 +502,12 @@ def _as_array(raw: bytes, dtype: str, shape: list[int]) -> np.ndarray | None:
 
 
 def _op_info(
-    index: int, op: Any, model: Any, tensors: list[TensorInfo], op_names: dict[int, str]
+    index: int,
+    op: Any,
+    model: Any,
+    tensors: list[TensorInfo],
+    op_names: dict[int, str],
+    subgraph: int = 0,
 ) -> OpInfo:
     code = model.operatorCodes[op.opcodeIndex]
     builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
@@ -334,6 +530,7 @@ def _op_info(
         output_dtypes,
         in_float,
         options,
+        subgraph,
     )
 
 

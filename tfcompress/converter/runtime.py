@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -10,7 +15,7 @@ import numpy as np
 
 from tfcompress import compat
 from tfcompress.converter.errors import TFLiteFileError
-from tfcompress.converter.flatbuffer import TFLiteSource, load_bytes, read_model
+from tfcompress.converter.flatbuffer import TFLiteSource, inspect, load_bytes, read_model
 
 _METRICS = ("accuracy", "mae", "mse")
 
@@ -21,18 +26,77 @@ def make_interpreter(source: TFLiteSource, threads: int = 1, builtin_only: bool 
     read_model(data, origin)  # a corrupted file gets a clear error, never a crash of the process
     interpreter_class = compat.litert_interpreter_class()
     try:
-        interpreter = interpreter_class(
-            model_content=data,
-            num_threads=threads,
-            experimental_op_resolver_type=compat.litert_op_resolver(builtin_only),
-        )
-        interpreter.allocate_tensors()
+        with _without_native_info_lines():
+            interpreter = interpreter_class(
+                model_content=data,
+                num_threads=threads,
+                experimental_op_resolver_type=compat.litert_op_resolver(builtin_only),
+            )
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as error:
-        raise TFLiteFileError(
-            f"LiteRT cannot load {origin}: {str(error).strip()[:400]}. The file is corrupted, or "
-            "uses an op this runtime lacks; convert the model again."
-        ) from error
+        raise TFLiteFileError(_load_failure(data, origin, str(error).strip())) from error
     return interpreter
+
+
+@contextlib.contextmanager
+def _without_native_info_lines() -> Iterator[None]:
+    """Drop LiteRT's native "INFO: Created ... delegate" lines; pass every other stderr line on.
+
+    LiteRT's C++ logger writes straight to file descriptor 2 and has no Python switch.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded interpreters): leave it alone
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [
+                line
+                for line in captured.read().decode(errors="replace").splitlines(keepends=True)
+                if not line.startswith("INFO: ")
+            ]
+            if kept:
+                sys.stderr.write("".join(kept))
+
+
+def _load_failure(data: bytes, origin: str, detail: str) -> str:
+    """Why LiteRT refused a file that parses, and what would run it."""
+    report = inspect(data)
+    custom = sorted(
+        {op.name.removeprefix("CUSTOM:") for op in report.all_ops if op.name.startswith("CUSTOM:")}
+    )
+    missing = [name for name in custom if name in detail]
+    if missing or "unresolved custom op" in detail:
+        names = ", ".join(missing or custom)
+        return (
+            f"{origin} uses the custom op {names}, which this LiteRT runtime does not have. The "
+            "file needs a runtime built with that op (the one it was made for, or a LiteRT build "
+            f"that registers {names}); re-converting will not help unless you own the source "
+            f"model. LiteRT said: {detail[:300]}"
+        )
+    if "Didn't find op for builtin opcode" in detail:
+        return (
+            f"{origin} uses an op version this LiteRT runtime does not know: {detail[:300]} "
+            "Run it with a newer ai-edge-litert, or convert the source model with the TensorFlow "
+            "that matches this runtime."
+        )
+    if "XNNPack" in detail or "XNNPACK" in detail:
+        return (
+            f"LiteRT's XNNPACK delegate cannot run {origin}: {detail[:300]} Run it with the "
+            "builtin kernels: builtin_only=True (CLI: --builtin)."
+        )
+    return (
+        f"LiteRT cannot load {origin}: {detail[:400]}. The file is corrupted, or was written for "
+        "another runtime."
+    )
 
 
 def run_tflite(
@@ -96,9 +160,13 @@ def _invoke(
     try:
         interpreter.invoke()
     except RuntimeError as error:
-        raise TFLiteFileError(
-            f"LiteRT failed to run the model: {str(error).strip()[:400]}"
-        ) from error
+        detail = str(error).strip()
+        if "custom op" in detail:
+            raise TFLiteFileError(
+                f"LiteRT failed to run a custom op of the model: {detail[:400]}. The file needs a "
+                "runtime that has that op."
+            ) from error
+        raise TFLiteFileError(f"LiteRT failed to run the model: {detail[:400]}") from error
     results = []
     for detail in interpreter.get_output_details():
         results.append(_dequantize(interpreter.get_tensor(detail["index"]), detail)[:rows])
@@ -132,6 +200,7 @@ def evaluate_tflite(
     threads: int = 1,
     builtin_only: bool = False,
     progress: bool = False,
+    output: int | str | None = None,
 ) -> float:
     """Score a TFLite model on the LiteRT interpreter.
 
@@ -140,6 +209,17 @@ def evaluate_tflite(
         x: float inputs, as you would pass to `model.predict`.
         y: integer class labels for "accuracy" (top-1 of the outputs), or targets for "mae"/"mse".
         metric: "accuracy", "mae" or "mse".
+        batch_size: samples per invocation when the model takes a dynamic batch.
+        threads: interpreter threads.
+        builtin_only: use the builtin kernels instead of the default XNNPACK delegate.
+        progress: show a progress bar.
+        output: which output to score when the model has several: its position, or its name
+            (the signature's output key or the tensor name, as `inspect(...).output_names`
+            lists them). Required for a multi-output model.
+
+    Raises:
+        ValueError: a multi-output model without `output`, or an `output` that does not exist;
+            the message lists the outputs.
 
     Example:
         >>> import tfcompress as tfc
@@ -152,9 +232,11 @@ def evaluate_tflite(
     """
     if metric not in _METRICS:
         raise ValueError(f"Unknown metric {metric!r}; choose one of {', '.join(_METRICS)}.")
+    report = inspect(source)
+    position = _output_position(report.output_names, output, report.origin)
     outputs = run_tflite(source, x, batch_size, threads, builtin_only, progress)
     if isinstance(outputs, list):
-        outputs = outputs[0]
+        outputs = outputs[position]
     y = np.asarray(y)
     if len(y) != len(outputs):
         raise ValueError(f"x has {len(outputs)} samples but y has {len(y)}.")
@@ -164,6 +246,28 @@ def evaluate_tflite(
         return float(np.mean(predicted.reshape(-1) == labels))
     error = outputs.reshape(len(y), -1) - y.reshape(len(y), -1)
     return float(np.mean(np.abs(error)) if metric == "mae" else np.mean(error**2))
+
+
+def _output_position(names: list[str], output: int | str | None, origin: str) -> int:
+    """The position of the output to score; never a silent choice among several."""
+    listed = ", ".join(f"{i}: '{name}'" for i, name in enumerate(names))
+    if output is None:
+        if len(names) > 1:
+            raise ValueError(
+                f"{origin} has {len(names)} outputs ({listed}); say which one to score with "
+                "output=<position or name> (CLI: --output)."
+            )
+        return 0
+    if isinstance(output, bool) or not isinstance(output, int | str | np.integer):
+        raise TypeError(f"output must be a position or a name; got {type(output).__name__}.")
+    if isinstance(output, str) and not output.lstrip("-").isdigit():
+        if output not in names:
+            raise ValueError(f"{origin} has no output named '{output}'; its outputs are {listed}.")
+        return names.index(output)
+    position = int(output)
+    if not 0 <= position < len(names):
+        raise ValueError(f"output={position} is out of range: {origin} has outputs {listed}.")
+    return position
 
 
 @dataclass
