@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -261,26 +265,31 @@ def test_wrapper_on_first_layer_of_sequential_with_input_shape_trains(digits):
     assert len(np.unique(kernel)) <= 3
 
 
-def test_clustering_namespace_matches_tfmot_names():
-    # tfmot.clustering.keras exports these (dir() of tfmot 0.8); two are refused with a reason
-    tfmot_names = {
-        "CentroidInitialization",
-        "ClusterableLayer",
-        "ClusteringAlgorithm",
-        "ClusteringSummaries",
-        "cluster_scope",
-        "cluster_weights",
-        "clusterable_layer",
-        "experimental",
-        "strip_clustering",
-    }
+def _tfmot_clustering_names() -> set[str]:
+    """dir() of tfmot.clustering.keras, read in a process with tfmot's legacy Keras switched on."""
+    pytest.importorskip("tensorflow_model_optimization")
+    code = (
+        "import tensorflow_model_optimization as t;"
+        "print(' '.join(n for n in dir(t.clustering.keras) if not n.startswith('_')))"
+    )
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return set(out.stdout.split())
+
+
+def test_clustering_namespace_has_every_tfmot_name_or_a_reason():
+    tfmot_names = _tfmot_clustering_names()
+    assert {"cluster_weights", "CentroidInitialization"} <= tfmot_names
     refused = set(tfc.clustering.NOT_PROVIDED)
-    assert refused == {"ClusteringAlgorithm", "ClusteringSummaries"}
     for name in tfmot_names - refused:
         assert getattr(tfc.clustering, name) is not None, name
     for name in refused:
         with pytest.raises(AttributeError, match=f"no {name}: "):
             getattr(tfc.clustering, name)
+    provided = set(tfc.clustering.__all__)
+    assert provided | refused == tfmot_names, "tfcompress.clustering drifted from tfmot's names"
 
 
 def test_clusterable_layer_with_custom_algorithm_is_refused():
