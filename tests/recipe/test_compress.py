@@ -62,13 +62,17 @@ def test_non_empty_output_is_refused_then_replaced_with_overwrite(compressed, di
     tfc.models.build_digits_cnn(width=4).save(model_path)
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("steps:\n  - convert: {mode: float16}\n")
-    argv = [str(model_path), "--data", "digits", "--recipe", str(recipe), "-o", str(target)]
+    data = tmp_path / "train.npz"  # x and y only: the recipe's holdout share is measured on
+    np.savez(data, x=digits.x_train, y=digits.y_train)
+    argv = [str(model_path), "--data", str(data), "--recipe", str(recipe), "-o", str(target)]
     assert main(["compress", *argv]) == 2
     assert (target / "old.txt").exists()
     assert main(["compress", *argv, "--overwrite"]) == 0
     assert not (target / "old.txt").exists()
     assert tfc.inspect(target / "model.tflite").op_counts  # a real float16 file
-    assert "float16" in (target / "report.md").read_text()
+    report_md = (target / "report.md").read_text()
+    assert "float16" in report_md
+    assert f"| held-out samples | {round(len(digits.y_train) * 0.2)} |" in report_md
 
 
 def test_cli_reports_a_bad_recipe_with_its_line_before_loading(tmp_path, capsys):
@@ -96,3 +100,10 @@ def test_cluster_after_distill_keeps_at_most_k_values_per_kernel(
     assert kernels and all(len(np.unique(t.buffer)) <= 8 for t in kernels)
     assert [step.name for step in result.steps] == ["distill", "cluster", "qat"]
     assert result.tflite_accuracy > 0.5
+
+
+def test_failed_run_leaves_no_output_folder(trained_digits_cnn, tmp_path, capsys):
+    wrong = {"x": np.zeros((40, 4, 4, 1), "float32"), "y": np.zeros(40, "int64")}  # not 8x8x1
+    with pytest.raises(ValueError):
+        compress(trained_digits_cnn, wrong, {"steps": ["qat"]}, tmp_path / "out", log=None)
+    assert list(tmp_path.iterdir()) == []
