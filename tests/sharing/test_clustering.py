@@ -319,3 +319,11 @@ def test_custom_clustered_layer_saves_and_loads(tmp_path):
         loaded = keras.saving.load_model(tmp_path / "custom.keras")
     x = np.random.default_rng(0).normal(size=(5, 8)).astype("float32")
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_tfmot_layer_list_and_wrapper_keywords_are_honoured():
+    layers = tfc.clustering.cluster_weights(
+        [keras.layers.Dense(4), keras.layers.Conv2D(2, 3)], np.int32(2), name="wrapped"
+    )
+    assert [type(layer).__name__ for layer in layers] == ["ClusterWeights", "ClusterWeights"]
+    assert all(layer.name == "wrapped" and layer.number_of_clusters == 2 for layer in layers)

@@ -106,8 +106,9 @@ def cluster_weights(
         per_channel=cluster_per_channel,
         preserve_sparsity=preserve_sparsity,
     )
-    if kwargs:  # tfmot passes these to the wrapper layer: rebuild it with them
-        layer = type(layer).from_config({**layer.get_config(), **kwargs, "layer": to_cluster})
+    if kwargs:  # tfmot passes these to the wrapper layer (`name=`, ...): rebuild it with them
+        config = {key: value for key, value in layer.get_config().items() if key != "layer"}
+        layer = type(layer)(to_cluster, **{**config, **kwargs})
     return layer
 
 
