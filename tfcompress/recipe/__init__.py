@@ -6,8 +6,8 @@ public API, converts, measures the file on LiteRT and writes the file, a Markdow
 report and the exact recipe used. See docs/recipes.md.
 
 Example:
-    >>> import tfcompress as tfc
-    >>> recipe = tfc.recipe.load_recipe({"steps": [{"prune": {"final_sparsity": 0.5}}]})
+    >>> from tfcompress.recipe import load_recipe
+    >>> recipe = load_recipe({"steps": [{"prune": {"final_sparsity": 0.5}}]})
     >>> [step.name for step in recipe.steps]
     ['prune', 'convert']
 """

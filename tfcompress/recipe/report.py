@@ -23,12 +23,13 @@ def write_reports(
     """Write the plots, `report.md` and `report.html` (plots embedded as base64) into `folder`.
 
     Example:
-        >>> import tempfile, tfcompress as tfc
+        >>> import tempfile
         >>> from pathlib import Path
+        >>> from tfcompress.recipe import compress
         >>> from tfcompress.models import build_digits_cnn
         >>> out = Path(tempfile.mkdtemp()) / "out"
         >>> recipe = {"steps": [{"convert": {"mode": "float16"}}]}
-        >>> result = tfc.recipe.compress(build_digits_cnn(width=4), "digits", recipe, out, log=None)
+        >>> result = compress(build_digits_cnn(width=4), "digits", recipe, out, log=None)
         >>> sorted(p.name for p in out.iterdir() if p.suffix in (".md", ".html"))
         ['report.html', 'report.md']
     """

@@ -103,9 +103,8 @@ def compress(
         FileExistsError: `output_dir` is not empty and `overwrite` is False.
 
     Example:
-        >>> import tempfile, tfcompress as tfc
+        >>> import tempfile
         >>> from tfcompress.models import build_digits_cnn, compile_classifier
-        >>> split = tfc.data.load_digits()
         >>> model = build_digits_cnn(width=4)
         >>> recipe = {"steps": [{"qat": {"epochs": 1}}, {"convert": {"mode": "int8"}}]}
         >>> result = compress(model, "digits", recipe, tempfile.mkdtemp() + "/out", log=None)
