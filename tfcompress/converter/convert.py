@@ -74,6 +74,12 @@ def convert(
         timeout: seconds the isolated converter may run before it is stopped and reported as a
             `ConversionError`; `None` waits for ever. Ignored with `isolate=False`.
 
+    A model still holding its training wrappers (pruned and not passed through
+    `strip_pruning`, clustered and not passed through `strip_clustering`) is stripped here with
+    those functions, and a warning says so: the file holds the pruned zeros and the clustered
+    values either way, and your model object is left as it is. A legacy `tf_keras` model
+    converts as it is; one still wrapped by tfmot is refused with the tfmot call to make.
+
     Returns:
         The flatbuffer as `bytes`; write it with `tfcompress.save_tflite`.
 
@@ -107,6 +113,7 @@ def convert(
             f"mode={mode!r} does not calibrate: representative_data is ignored.", stacklevel=2
         )
     source = load_source(model, input_signature, safe_mode, custom_objects)
+    source = _without_training_wrappers(source, input_signature)
     # layers whose ops have no int8 kernel (fused RNN, NEG, SQUARE, ELU) -> int8-friendly ones
     source = integer_friendly_source(source, mode)
     if mode == "int16x8":
@@ -127,11 +134,79 @@ def convert(
         converter.optimizations = list(
             {*converter.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY}
         )
-    flatbuffer = _run_converter(converter, source.name, mode, isolate=isolate, timeout=timeout)
+    flatbuffer = _run_converter(
+        converter,
+        source.name,
+        mode,
+        isolate=isolate,
+        timeout=timeout,
+        legacy=compat.is_tf_keras_model(source.owner),
+    )
     read_model(flatbuffer, origin=f"the converted '{source.name}'")  # never hand back a broken file
     if mode in ("int8", "edgetpu"):
         _warn_if_float_ops_left(flatbuffer, source.name, synthetic=representative_data is None)
     return flatbuffer
+
+
+_PRUNING_WRAPPERS = ("PruneLowMagnitude",)
+_CLUSTERING_WRAPPERS = ("ClusterWeights", "ClusterCustomWeights")
+
+
+def _wrapper_names(model: Any, classes: tuple[str, ...]) -> list[str]:
+    """Names of the layers (nested models included) whose class is one of `classes`."""
+    found = []
+    for layer in getattr(model, "layers", []):
+        if type(layer).__name__ in classes:
+            found.append(layer.name)
+        elif hasattr(layer, "layers"):
+            found.extend(_wrapper_names(layer, classes))
+    return found
+
+
+def _without_training_wrappers(
+    source: TraceableModel, input_signature: Sequence[tf.TensorSpec] | None
+) -> TraceableModel:
+    """Strip pruning and clustering wrappers left in the model, and say so once."""
+    owner = source.owner
+    pruned = _wrapper_names(owner, _PRUNING_WRAPPERS)
+    clustered = _wrapper_names(owner, _CLUSTERING_WRAPPERS)
+    if not pruned and not clustered:
+        return source
+    if compat.is_tf_keras_model(owner):
+        raise ConversionError(
+            f"The tf_keras model '{source.name}' still holds tfmot's training wrappers "
+            f"({', '.join(pruned + clustered)}). Take the legacy route first: in the process "
+            "that trained it (TF_USE_LEGACY_KERAS=1), call tfmot.sparsity.keras.strip_pruning / "
+            "tfmot.clustering.keras.strip_clustering, then pass the stripped model to convert."
+        )
+    if not compat.is_keras3_model(owner):
+        return source
+    stripped = owner
+    done = []
+    try:
+        if pruned:
+            from tfcompress.pruning import strip_pruning
+
+            stripped = strip_pruning(stripped)
+            done.append(f"strip_pruning (pruned layers: {', '.join(pruned)})")
+        if clustered and _wrapper_names(stripped, _CLUSTERING_WRAPPERS):
+            from tfcompress.sharing import strip_clustering
+
+            stripped = strip_clustering(stripped)
+            done.append(f"strip_clustering (clustered layers: {', '.join(clustered)})")
+    except Exception as error:
+        raise ConversionError(
+            f"'{source.name}' still holds training wrappers ({', '.join(pruned + clustered)}) and "
+            f"stripping them failed ({type(error).__name__}: {error}). Call "
+            "tfcompress.strip_pruning / tfcompress.strip_clustering on it yourself and convert "
+            "the result."
+        ) from error
+    warnings.warn(
+        f"convert: '{source.name}' was not stripped; applied {' and '.join(done)} to a copy "
+        "before converting (your model is unchanged). Strip it yourself to silence this.",
+        stacklevel=3,
+    )
+    return load_source(stripped, input_signature)
 
 
 def _without_fake_quant(
@@ -249,6 +324,14 @@ def _calibration_samples(
     )
 
 
+_LEGACY_ROUTE = (
+    "\nThis is a legacy tf_keras model. The legacy route: in a process started with "
+    "TF_USE_LEGACY_KERAS=1, convert it with tf.lite.TFLiteConverter.from_keras_model(model) "
+    "(tfmot's workflow), or save it as a SavedModel (model.save('dir')) and pass that directory "
+    "to tfcompress.convert."
+)
+
+
 def _run_converter(
     converter: Any,
     name: str,
@@ -256,6 +339,7 @@ def _run_converter(
     *,
     isolate: bool = True,
     timeout: float | None = DEFAULT_TIMEOUT_S,
+    legacy: bool = False,
 ) -> bytes:
     """`converter.convert()`, its errors turned into ConversionError; isolated in a child process."""
     try:
@@ -266,7 +350,9 @@ def _run_converter(
             if isolate:
                 return convert_isolated(converter, name=name, mode=mode, timeout=timeout)
             return converter.convert()
-    except ConversionError:
+    except ConversionError as error:
+        if legacy and _LEGACY_ROUTE not in str(error):
+            raise ConversionError(f"{error}{_LEGACY_ROUTE}") from error
         raise
     except Exception as error:  # the converter raises ConverterError, ValueError, RuntimeError...
         detail = str(error).strip().splitlines()
@@ -279,6 +365,7 @@ def _run_converter(
             "below. When it names an op with no TFLite kernel for this mode, try mode='dynamic' "
             "or 'float16', or replace that layer (docs/coverage.md lists what converts); when it "
             f"names a shape, give the model static input shapes.\n{summary}"
+            + (_LEGACY_ROUTE if legacy else "")
         ) from error
 
 
