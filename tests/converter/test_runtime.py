@@ -58,3 +58,89 @@ def test_benchmark_reports_median_and_p90(float_bytes, builtin_only):
 def test_benchmark_rejects_bad_arguments(float_bytes):
     with pytest.raises(ValueError, match="runs >= 1"):
         tfc.benchmark_tflite(float_bytes, runs=0)
+
+
+def _with_custom_op(flatbuffer: bytes, op_name: str, custom_code: str) -> bytes:
+    """A third-party style file: the first `op_name` op turned into a custom op LiteRT lacks."""
+    import flatbuffers
+
+    from tfcompress import compat
+
+    schema = compat.tflite_schema()
+    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    op = next(
+        op
+        for op in model.subgraphs[0].operators
+        if names[model.operatorCodes[op.opcodeIndex].builtinCode] == op_name
+    )
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+    code.customCode = custom_code.encode()
+    code.version = 1
+    model.operatorCodes.append(code)
+    op.opcodeIndex = len(model.operatorCodes) - 1
+    op.builtinOptionsType, op.builtinOptions = 0, None
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def test_a_custom_op_the_runtime_lacks_is_named_everywhere(float_bytes, digits, tmp_path):
+    path = tmp_path / "vendor.tflite"
+    path.write_bytes(_with_custom_op(float_bytes, "MEAN", "VendorGlobalPool"))
+    assert "CUSTOM:VendorGlobalPool" in tfc.inspect(path).op_counts
+    calls = {
+        "evaluate": lambda: tfc.evaluate_tflite(path, digits.x_test, digits.y_test),
+        "bench": lambda: tfc.benchmark_tflite(path, runs=1, warmup=0),
+        "run": lambda: run_tflite(path, digits.x_test[:2]),
+    }
+    for name, call in calls.items():
+        with pytest.raises(tfc.TFLiteFileError) as caught:
+            call()
+        message = str(caught.value)
+        assert "VendorGlobalPool" in message and "needs a runtime" in message, name
+        assert "vendor.tflite" in message and "convert the model again" not in message, name
+
+
+@pytest.fixture(scope="module")
+def two_head_model(digits):
+    import keras
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((8, 8, 1))
+    hidden = keras.layers.Dense(32, activation="relu")(keras.layers.Flatten()(inputs))
+    digit = keras.layers.Dense(10, name="digit")(hidden)
+    parity = keras.layers.Dense(2, name="parity")(hidden)
+    model = keras.Model(inputs, [digit, parity])
+    model.compile("adam", [keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * 2)
+    model.fit(
+        digits.x_train, [digits.y_train, digits.y_train % 2], epochs=10, batch_size=32, verbose=0
+    )
+    return model, tfc.convert(model, "float32")
+
+
+def test_multi_output_evaluation_needs_the_output_named(two_head_model, digits):
+    model, flatbuffer = two_head_model
+    names = tfc.inspect(flatbuffer).output_names
+    assert len(names) == 2
+    with pytest.raises(ValueError, match="2 outputs") as caught:
+        tfc.evaluate_tflite(flatbuffer, digits.x_test, digits.y_test)
+    assert all(name in str(caught.value) for name in names)
+    digit_logits, parity_logits = model.predict(digits.x_test, verbose=0)
+    keras_scores = {
+        10: np.mean(digit_logits.argmax(-1) == digits.y_test),
+        2: np.mean(parity_logits.argmax(-1) == digits.y_test % 2),
+    }
+    outputs = run_tflite(flatbuffer, digits.x_test)
+    for position, name in enumerate(names):
+        classes = outputs[position].shape[-1]
+        labels = digits.y_test if classes == 10 else digits.y_test % 2
+        by_position = tfc.evaluate_tflite(flatbuffer, digits.x_test, labels, output=position)
+        by_name = tfc.evaluate_tflite(flatbuffer, digits.x_test, labels, output=name)
+        assert by_position == by_name == pytest.approx(keras_scores[classes], abs=1e-6)
+        assert by_position > 1.0 / classes + 0.3  # trained: well above chance
+    with pytest.raises(ValueError, match="out of range"):
+        tfc.evaluate_tflite(flatbuffer, digits.x_test, digits.y_test, output=2)
+    with pytest.raises(ValueError, match="no output named 'nope'"):
+        tfc.evaluate_tflite(flatbuffer, digits.x_test, digits.y_test, output="nope")
