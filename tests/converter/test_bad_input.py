@@ -159,3 +159,56 @@ def test_saved_file_gets_normal_permissions(int8_bytes, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.fixture(scope="module")
+def pruned_not_stripped(trained_digits_cnn, digits):
+    """The trained CNN pruned to 75% for one short epoch, its wrappers still in place."""
+    keras.utils.set_random_seed(0)
+    schedule = tfc.pruning.ConstantSparsity(0.75, begin_step=0, frequency=1)
+    pruned = tfc.prune_low_magnitude(trained_digits_cnn, schedule, allocation="uniform")
+    pruned.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    pruned.fit(
+        digits.x_train,
+        digits.y_train,
+        epochs=1,
+        batch_size=128,
+        verbose=0,
+        callbacks=[tfc.pruning.UpdatePruningStep()],
+    )
+    return pruned
+
+
+def test_unstripped_pruned_model_is_stripped_with_a_warning(pruned_not_stripped, digits):
+    with pytest.warns(UserWarning, match="strip_pruning") as caught:
+        flatbuffer = tfc.convert(pruned_not_stripped, "float32")
+    assert len([w for w in caught if "strip_pruning" in str(w.message)]) == 1  # said once
+    assert tfc.pruning.pruned_layers(pruned_not_stripped)  # the user's model is left as it is
+    report = tfc.inspect(flatbuffer)
+    conv = [report.tensors[op.inputs[1]] for op in report.ops if op.name == "CONV_2D"]
+    assert conv and all(np.mean(t.buffer == 0) >= 0.74 for t in conv)  # the zeros are in the file
+    expected = tfc.strip_pruning(pruned_not_stripped).predict(digits.x_test, verbose=0)
+    np.testing.assert_allclose(run_tflite(flatbuffer, digits.x_test), expected, atol=1e-4)
+    assert tfc.evaluate_tflite(flatbuffer, digits.x_test, digits.y_test) > 0.3  # chance: 0.1
+
+
+def test_unstripped_clustered_model_is_stripped_with_a_warning(trained_digits_cnn, digits):
+    clustered = tfc.cluster_weights(trained_digits_cnn, number_of_clusters=8)
+    with pytest.warns(UserWarning, match="strip_clustering"):
+        flatbuffer = tfc.convert(clustered, "float32")
+    report = tfc.inspect(flatbuffer)
+    kernels = [report.tensors[op.inputs[1]] for op in report.ops if op.name == "CONV_2D"]
+    assert kernels and all(len(np.unique(t.buffer)) <= 8 for t in kernels)
+    expected = tfc.strip_clustering(clustered).predict(digits.x_test, verbose=0)
+    np.testing.assert_allclose(run_tflite(flatbuffer, digits.x_test), expected, atol=1e-4)
+
+
+def test_tf_keras_conversion_error_gives_the_legacy_route():
+    tf_keras = pytest.importorskip("tf_keras")
+    import tensorflow as tf
+
+    inputs = tf_keras.Input((3, 3))
+    model = tf_keras.Model(inputs, tf_keras.layers.Lambda(tf.linalg.det)(inputs))
+    with pytest.raises(tfc.ConversionError, match="TF_USE_LEGACY_KERAS=1") as caught:
+        tfc.convert(model, "float32", isolate=False)
+    assert "legacy tf_keras model" in str(caught.value) and "SavedModel" in str(caught.value)
