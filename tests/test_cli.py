@@ -107,3 +107,74 @@ def test_help_lists_every_command(capsys):
     text = capsys.readouterr().out
     for command in ("demo", "convert", "inspect", "evaluate", "bench"):
         assert command in text
+
+
+_LIGHT_RUN = """
+import json, sys
+from tfcompress.cli import main
+status = main(sys.argv[2:])
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"tensorflow", "keras", "tf_keras"})
+with open(sys.argv[1], "w") as stream:
+    json.dump({"status": status, "heavy": heavy}, stream)
+"""
+
+
+def _run_light(args: list[str], tmp_path) -> tuple[dict, str, str]:
+    """Run the CLI in a fresh interpreter; what it printed and which heavy modules it loaded."""
+    import subprocess
+    import sys
+
+    record = tmp_path / "record.json"
+    done = subprocess.run(
+        [sys.executable, "-c", _LIGHT_RUN, str(record), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(record.read_text()), done.stdout, done.stderr
+
+
+@pytest.fixture(scope="module")
+def float_file(trained_digits_cnn, tmp_path_factory):
+    import tfcompress as tfc
+
+    path = tmp_path_factory.mktemp("light") / "digits.tflite"
+    tfc.save_tflite(tfc.convert(trained_digits_cnn, "float32"), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["inspect", "{file}", "--edgetpu"],
+        ["evaluate", "{file}", "--data", "{data}"],
+        ["bench", "{file}", "--runs", "3", "--warmup", "1"],
+    ],
+)
+def test_light_commands_load_neither_tensorflow_nor_keras(command, float_file, data_file, tmp_path):
+    args = [a.format(file=float_file, data=data_file) for a in command]
+    record, out, err = _run_light(args, tmp_path)
+    assert record == {"status": 0, "heavy": []}
+    assert out.strip() and ("FULLY_CONNECTED" in out or "accuracy" in out or "median" in out)
+    # TensorFlow's and LiteRT's native log lines ("I0000 ...", "INFO: Created ... delegate")
+    assert not any(line[:1] in "IWE" and line[1:5].isdigit() for line in err.splitlines()), err
+    assert "INFO:" not in err and "tensorflow" not in err.lower(), err
+
+
+def test_evaluate_multi_output_file_needs_output(digits, data_file, tmp_path, capsys):
+    import keras
+
+    import tfcompress as tfc
+
+    inputs = keras.Input((8, 8, 1))
+    flat = keras.layers.Flatten()(inputs)
+    model = keras.Model(inputs, [keras.layers.Dense(10)(flat), keras.layers.Dense(3)(flat)])
+    path = tfc.save_tflite(tfc.convert(model), tmp_path / "two.tflite")
+    assert main(["evaluate", str(path), "--data", str(data_file)]) == 2
+    err = capsys.readouterr().err
+    assert "2 outputs" in err and "--output" in err and "Traceback" not in err
+    assert main(["evaluate", str(path), "--data", str(data_file), "--output", "0"]) == 0
+    score = float(capsys.readouterr().out.split()[1])
+    logits = model.predict(digits.x_test, verbose=0)[0]
+    assert score == pytest.approx(np.mean(logits.argmax(-1) == digits.y_test), abs=1e-4)
