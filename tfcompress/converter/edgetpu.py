@@ -99,7 +99,14 @@ class EdgeTPUReport:
         return not self.cpu_ops and not self.model_problems
 
     def subgraph_verdicts(self) -> list[dict[str, Any]]:
-        """Per subgraph: how many of its ops map to the TPU, how many run on the CPU."""
+        """Per subgraph: how many of its ops map to the TPU, how many run on the CPU.
+
+        Example:
+            >>> import tfcompress as tfc
+            >>> from tfcompress.models import build_digits_cnn
+            >>> tfc.edgetpu_report(tfc.convert(build_digits_cnn())).subgraph_verdicts()[0]["subgraph"]
+            0
+        """
         numbers = sorted({op.subgraph for op in self.ops} | {0})
         verdicts = []
         for number in numbers:
