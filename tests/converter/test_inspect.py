@@ -89,7 +89,8 @@ def test_every_subgraph_of_a_control_flow_file_is_reported(while_loop_file):
     assert {"MUL", "SUB"} <= set(body.float_ops) and all(op.subgraph == 2 for op in body.ops)
     assert report.subgraphs[1].op_counts == {"LESS": 1}
     assert {"WHILE", "MUL", "SUB"} <= set(report.float_ops)  # every subgraph's float ops
-    assert sum(report.op_counts.values()) == sum(len(s.ops) for s in report.subgraphs)
+    assert report.op_counts == {"WHILE": 1}  # subgraph 0
+    assert sum(report.all_op_counts.values()) == sum(len(s.ops) for s in report.subgraphs)
     payload = json.loads(json.dumps(report.to_dict()))
     assert [s["index"] for s in payload["subgraphs"]] == [0, 1, 2]
     assert payload["subgraphs"][2]["op_counts"] == body.op_counts

@@ -210,8 +210,8 @@ class TFLiteReport:
     """What `inspect` found in a flatbuffer: every subgraph's ops and tensors, and the sizes.
 
     `ops`, `tensors`, `inputs` and `outputs` describe subgraph 0, the graph the interpreter runs;
-    `subgraphs` holds every subgraph (control flow adds WHILE/IF bodies), and `float_ops` and
-    `op_counts` cover them all. `weights_bytes` counts each buffer once, however many tensors
+    `subgraphs` holds every subgraph (control flow adds WHILE/IF bodies); `float_ops`,
+    `all_ops` and `all_op_counts` cover them all, `op_counts` counts subgraph 0. `weights_bytes` counts each buffer once, however many tensors
     share it; a sparse tensor's index arrays are `sparse_index_bytes`, not graph bytes.
 
     Example:
@@ -251,6 +251,11 @@ class TFLiteReport:
 
     @property
     def op_counts(self) -> dict[str, int]:
+        """How many times each op appears in subgraph 0 (`all_op_counts`: every subgraph)."""
+        return _op_counts(self.ops)
+
+    @property
+    def all_op_counts(self) -> dict[str, int]:
         """How many times each op appears, over every subgraph."""
         return _op_counts(self.all_ops)
 
@@ -281,6 +286,7 @@ class TFLiteReport:
             "output_dtypes": self.output_dtypes,
             "output_names": self.output_names,
             "op_counts": self.op_counts,
+            "all_op_counts": self.all_op_counts,
             "float_ops": self.float_ops,
             "sparse_tensors": [
                 {"index": t.index, "name": t.name, **asdict(t.sparse)}
@@ -301,8 +307,8 @@ class TFLiteReport:
             f"{self.origin}: {self.size_bytes:,} bytes ({sizes}, {self.graph_bytes:,} graph), "
             f"{len(self.all_ops)} ops in {self.subgraph_count} subgraph(s)",
             f"inputs {self.input_dtypes} -> outputs {self.output_dtypes}",
-            "ops: "
-            + ", ".join(f"{name} x{count}" for name, count in sorted(self.op_counts.items())),
+            ("ops (every subgraph): " if self.subgraph_count > 1 else "ops: ")
+            + ", ".join(f"{name} x{count}" for name, count in sorted(self.all_op_counts.items())),
         ]
         float_ops = sorted(set(self.float_ops))
         lines.append("float ops: " + (", ".join(float_ops) if float_ops else "none (full integer)"))
