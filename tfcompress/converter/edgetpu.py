@@ -13,7 +13,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tfcompress.converter.flatbuffer import OpInfo, TensorInfo, TFLiteReport, TFLiteSource, inspect
+from tfcompress.converter.flatbuffer import (
+    OpInfo,
+    SubgraphReport,
+    TensorInfo,
+    TFLiteReport,
+    TFLiteSource,
+    inspect,
+)
 
 _QUANTIZED = {"INT8", "UINT8"}
 _BIAS_TYPES = {"INT32"}  # int32 biases of conv/fully-connected are part of an 8-bit model
@@ -177,7 +184,10 @@ def edgetpu_report(source: TFLiteSource | TFLiteReport) -> EdgeTPUReport:
             "(while/if) must be removed"
         )
     ops: list[EdgeTPUOp] = []
-    for subgraph in report.subgraphs or []:
+    subgraphs = report.subgraphs or [
+        SubgraphReport(0, "main", report.ops, report.tensors, report.inputs, report.outputs)
+    ]
+    for subgraph in subgraphs:
         cut = False
         for op in subgraph.ops:
             reason = _why_not(op, subgraph.tensors)
