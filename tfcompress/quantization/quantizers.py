@@ -270,3 +270,239 @@ class ActivationQuantizer(keras.layers.Layer):
             "fixed_range": self.fixed_range,
             "learned_step": self.learned_step,
         }
+
+
+# -- tfmot-style quantizers: used by QuantizeConfig subclasses written the tfmot way ---------------
+
+
+class Quantizer:
+    """Base class of the quantizers a tfmot-style `QuantizeConfig` hands to the wrapper.
+
+    A subclass implements `build(tensor_shape, name, layer)` (create its variables with
+    `layer.add_weight` and return them in a dict), `__call__(inputs, training, weights, **kwargs)`
+    (return the quantized tensor; `weights` is the dict `build` returned) and `get_config`.
+
+    Example:
+        >>> import numpy as np
+        >>> class Clip(Quantizer):
+        ...     def build(self, tensor_shape, name, layer):
+        ...         return {}
+        ...     def __call__(self, inputs, training, weights, **kwargs):
+        ...         return keras.ops.clip(inputs, 0.0, 1.0)
+        ...     def get_config(self):
+        ...         return {}
+        >>> [float(v) for v in Clip()(np.array([-1.0, 2.0]), False, {})]
+        [0.0, 1.0]
+    """
+
+    def build(self, tensor_shape: Any, name: str, layer: Any) -> dict[str, Any]:
+        raise NotImplementedError(f"{type(self).__name__} must implement build().")
+
+    def __call__(self, inputs: Any, training: Any, weights: dict[str, Any], **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must implement __call__().")
+
+    def get_config(self) -> dict[str, Any]:
+        raise NotImplementedError(f"{type(self).__name__} must implement get_config().")
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Quantizer:
+        return cls(**config)
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+
+class _RangeQuantizer(Quantizer):
+    """Fake quantization between a stored (min, max); subclasses say how training updates it."""
+
+    def __init__(self, num_bits: int, per_axis: bool, symmetric: bool, narrow_range: bool) -> None:
+        if not isinstance(num_bits, int | np.integer) or not 2 <= int(num_bits) <= 16:
+            raise ValueError(
+                f"{type(self).__name__}: num_bits must be an int in [2, 16]; got {num_bits!r}."
+            )
+        self.num_bits = int(num_bits)
+        self.per_axis = bool(per_axis)
+        self.symmetric = bool(symmetric)
+        self.narrow_range = bool(narrow_range)
+
+    def build(self, tensor_shape: Any, name: str, layer: Any) -> dict[str, Any]:
+        shape = (int(tensor_shape[-1]),) if self.per_axis else ()
+
+        def variable(suffix: str, value: float) -> Any:
+            return layer.add_weight(
+                name=f"{name}_{suffix}",
+                shape=shape,
+                initializer=keras.initializers.Constant(value),
+                trainable=False,
+            )
+
+        return {"min_var": variable("min", -6.0), "max_var": variable("max", 6.0)}
+
+    def _batch_range(self, inputs: Any) -> tuple[Any, Any]:
+        axes = tuple(range(len(inputs.shape) - 1)) if self.per_axis else None
+        low = ops.stop_gradient(ops.min(inputs, axis=axes))
+        high = ops.stop_gradient(ops.max(inputs, axis=axes))
+        if self.symmetric:
+            bound = ops.maximum(ops.abs(low), ops.abs(high))
+            return -bound, bound
+        return ops.minimum(low, 0.0), ops.maximum(high, 0.0)
+
+    def _update(self, weights: dict[str, Any], low: Any, high: Any) -> None:
+        raise NotImplementedError
+
+    def __call__(self, inputs: Any, training: Any, weights: dict[str, Any], **kwargs: Any) -> Any:
+        inputs = ops.convert_to_tensor(inputs)
+        if training:
+            self._update(weights, *self._batch_range(inputs))
+        low, high = weights["min_var"], weights["max_var"]
+        return keras.quantizers.fake_quant_with_min_max_vars(
+            inputs,
+            low,
+            high,
+            num_bits=self.num_bits,
+            narrow_range=self.narrow_range,
+            axis=-1 if self.per_axis else None,
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "num_bits": self.num_bits,
+            "per_axis": self.per_axis,
+            "symmetric": self.symmetric,
+            "narrow_range": self.narrow_range,
+        }
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class LastValueQuantizer(_RangeQuantizer):
+    """Quantizes with the range of the latest training batch (tfmot's weight quantizer).
+
+    Args:
+        num_bits: bits of the grid, 2 to 16.
+        per_axis: one range per slice of the last axis.
+        symmetric: range `[-max|x|, max|x|]` instead of `[min(x, 0), max(x, 0)]`.
+        narrow_range: leave out the lowest level (int8 weights use [-127, 127]).
+
+    Example:
+        >>> import numpy as np
+        >>> layer = keras.layers.Layer()
+        >>> q = LastValueQuantizer(num_bits=8, per_axis=False, symmetric=True, narrow_range=True)
+        >>> weights = q.build((2,), "w", layer)
+        >>> out = q(np.array([-1.0, 0.5], "float32"), True, weights)
+        >>> [round(float(v), 2) for v in out]
+        [-1.0, 0.5]
+    """
+
+    def _update(self, weights: dict[str, Any], low: Any, high: Any) -> None:
+        weights["min_var"].assign(low)
+        weights["max_var"].assign(high)
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class MovingAverageQuantizer(_RangeQuantizer):
+    """Quantizes with a range tracked by an exponential moving average (tfmot's activation one).
+
+    The first training batch sets the range; later ones move it with decay 0.999.
+
+    Example:
+        >>> import numpy as np
+        >>> layer = keras.layers.Layer()
+        >>> q = MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False,
+        ...                            narrow_range=False)
+        >>> weights = q.build((), "act", layer)
+        >>> _ = q(np.array([0.0, 3.0], "float32"), True, weights)
+        >>> round(float(weights["max_var"].numpy()), 2)
+        3.0
+    """
+
+    decay = 0.999
+
+    def build(self, tensor_shape: Any, name: str, layer: Any) -> dict[str, Any]:
+        weights = super().build(tensor_shape, name, layer)
+        weights["seen"] = layer.add_weight(
+            name=f"{name}_seen", shape=(), initializer="zeros", trainable=False
+        )
+        return weights
+
+    def _update(self, weights: dict[str, Any], low: Any, high: Any) -> None:
+        keep = ops.where(weights["seen"] > 0.0, self.decay, 0.0)
+        weights["min_var"].assign(keep * weights["min_var"] + (1.0 - keep) * low)
+        weights["max_var"].assign(keep * weights["max_var"] + (1.0 - keep) * high)
+        weights["seen"].assign(1.0)
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class AllValuesQuantizer(_RangeQuantizer):
+    """Quantizes with the smallest range holding every value seen in training.
+
+    Example:
+        >>> import numpy as np
+        >>> layer = keras.layers.Layer()
+        >>> q = AllValuesQuantizer(num_bits=8, per_axis=False, symmetric=False,
+        ...                        narrow_range=False)
+        >>> weights = q.build((), "act", layer)
+        >>> _ = q(np.array([-2.0, 1.0], "float32"), True, weights)
+        >>> _ = q(np.array([0.0, 4.0], "float32"), True, weights)
+        >>> [float(weights[k].numpy()) for k in ("min_var", "max_var")]
+        [-2.0, 4.0]
+    """
+
+    def build(self, tensor_shape: Any, name: str, layer: Any) -> dict[str, Any]:
+        weights = super().build(tensor_shape, name, layer)
+        weights["seen"] = layer.add_weight(
+            name=f"{name}_seen", shape=(), initializer="zeros", trainable=False
+        )
+        return weights
+
+    def _update(self, weights: dict[str, Any], low: Any, high: Any) -> None:
+        first = weights["seen"] <= 0.0
+        weights["min_var"].assign(ops.where(first, low, ops.minimum(weights["min_var"], low)))
+        weights["max_var"].assign(ops.where(first, high, ops.maximum(weights["max_var"], high)))
+        weights["seen"].assign(1.0)
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class FixedQuantizer(Quantizer):
+    """Quantizes to a constant range `[init_min, init_max]`.
+
+    Example:
+        >>> import numpy as np
+        >>> q = FixedQuantizer(num_bits=8, init_min=0.0, init_max=1.0)
+        >>> [float(v) for v in q(np.array([-1.0, 2.0], "float32"), False, {})]
+        [0.0, 1.0]
+    """
+
+    def __init__(
+        self,
+        num_bits: int = 8,
+        init_min: float = -6.0,
+        init_max: float = 6.0,
+        narrow_range: bool = False,
+    ) -> None:
+        if not float(init_min) <= 0.0 < float(init_max):
+            raise ValueError(
+                f"FixedQuantizer: need init_min <= 0 < init_max; got ({init_min}, {init_max})."
+            )
+        self.num_bits = int(num_bits)
+        self.init_min, self.init_max = float(init_min), float(init_max)
+        self.narrow_range = bool(narrow_range)
+
+    def build(self, tensor_shape: Any, name: str, layer: Any) -> dict[str, Any]:
+        return {}
+
+    def __call__(self, inputs: Any, training: Any, weights: dict[str, Any], **kwargs: Any) -> Any:
+        return keras.quantizers.fake_quant_with_min_max_vars(
+            ops.convert_to_tensor(inputs, "float32"),
+            self.init_min,
+            self.init_max,
+            num_bits=self.num_bits,
+            narrow_range=self.narrow_range,
+        )
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "num_bits": self.num_bits,
+            "init_min": self.init_min,
+            "init_max": self.init_max,
+            "narrow_range": self.narrow_range,
+        }
