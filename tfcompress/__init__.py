@@ -42,6 +42,7 @@ _NAMES: dict[str, str] = {
     "evaluate_tflite": "tfcompress.converter",
     "inspect": "tfcompress.converter",
     "save_tflite": "tfcompress.converter",
+    "SubgraphReport": "tfcompress.converter",
     "cluster_weights": "tfcompress.sharing",
     "factorize": "tfcompress.sharing",
     "strip_clustering": "tfcompress.sharing",
@@ -58,6 +59,7 @@ _SUBPACKAGES = (
     "models",
     "pruning",
     "quantization",
+    "recipe",
     "sharing",
     "sparsity",
 )

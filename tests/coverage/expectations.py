@@ -22,19 +22,10 @@ FLOAT_IN_INT8: dict[str, tuple[set[str], str]] = {
 }
 
 # "<row id>/<technique>": why it does not work yet. Each is a bug or a converter limit to fix.
-_INPUT_REQUANTIZE = (
-    "an elementwise first layer (MUL/ADD on the model input): the converter takes the input's "
-    "scale from the calibration data and, where it differs from the range trained on the input, "
-    "requantizes it in float (DEQUANTIZE, QUANTIZE). Put a Conv/Dense first, or calibrate on "
-    "the training inputs"
-)
 _SEPARABLE_CLUSTERING = (
     "cluster_weights does not wrap separable convolutions (two kernels): they stay unclustered"
 )
 KNOWN_GAPS: dict[str, str] = {
-    "Rescaling/qat": _INPUT_REQUANTIZE,
-    "Normalization/qat": _INPUT_REQUANTIZE,
-    "BatchNormalization-unfolded/qat": _INPUT_REQUANTIZE,
     "Masking/qat": "the mask (NOT_EQUAL on the inputs, then CAST) is computed in float",
     "Masking/ptq": "the mask (NOT_EQUAL on the inputs, then CAST) is computed in float",
     "RNN-lstmcell/qat": "keras.layers.RNN around a cell is not unrolled (LSTM, GRU and SimpleRNN "

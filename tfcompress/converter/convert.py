@@ -17,6 +17,7 @@ from tfcompress.converter.calibration import as_dataset_fn, collect_samples, syn
 from tfcompress.converter.errors import ConversionError
 from tfcompress.converter.flatbuffer import read_model
 from tfcompress.converter.isolation import DEFAULT_TIMEOUT_S, convert_isolated
+from tfcompress.converter.requantize import fold_float_requantize
 from tfcompress.converter.source import ModelSource, TraceableModel, load_source
 from tfcompress.quantization.integer_friendly import integer_friendly_source
 
@@ -73,6 +74,11 @@ def convert(
             On Linux only; elsewhere it runs in-process. `isolate=False` runs it in-process.
         timeout: seconds the isolated converter may run before it is stopped and reported as a
             `ConversionError`; `None` waits for ever. Ignored with `isolate=False`.
+
+    In the calibrated modes, where TF's converter requantizes an integer tensor through float
+    (`DEQUANTIZE -> QUANTIZE`, e.g. on the input of a QAT model whose first layer is a
+    Rescaling or Normalization: the calibrated and the trained input ranges differ), the pair is
+    rewritten as one integer `QUANTIZE` (see `tfcompress.converter.requantize`).
 
     A model still holding its training wrappers (pruned and not passed through
     `strip_pruning`, clustered and not passed through `strip_clustering`) is stripped here with
@@ -142,6 +148,8 @@ def convert(
         timeout=timeout,
         legacy=compat.is_tf_keras_model(source.owner),
     )
+    if mode in CALIBRATED_MODES:  # the converter's float requantize pairs become integer ops
+        flatbuffer, _ = fold_float_requantize(flatbuffer)
     read_model(flatbuffer, origin=f"the converted '{source.name}'")  # never hand back a broken file
     if mode in ("int8", "edgetpu"):
         _warn_if_float_ops_left(flatbuffer, source.name, synthetic=representative_data is None)
