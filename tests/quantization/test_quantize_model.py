@@ -18,6 +18,7 @@ from tfcompress.quantization import (
     QuantizeConfig,
     QuantizeWrapper,
     quantize_annotate_layer,
+    quantize_annotate_model,
     quantize_apply,
     quantize_model,
 )
@@ -270,7 +271,7 @@ def test_annotation_keeps_a_kernel_layer_in_float() -> None:
     model = _custom_model()
     quantize_annotate_layer(model.layers[1], QuantizeConfig(role="float"))
     quantize_annotate_layer(model.get_layer("my_doubler"), QuantizeConfig(role="output"))
-    kinds = [type(layer) for layer in quantize_apply(model).layers]
+    kinds = [type(layer) for layer in quantize_apply(quantize_annotate_model(model)).layers]
     assert keras.layers.Dense in kinds and QuantizeWrapper in kinds
 
 

@@ -8,6 +8,7 @@ Example:
     'digits_cnn_qat'
 """
 
+from tfcompress.quantization import default_8bit, quantizers
 from tfcompress.quantization.config import (
     QuantizeConfig,
     float_only_reason,
@@ -38,8 +39,22 @@ from tfcompress.quantization.recurrent import (
     UnrolledSimpleRNN,
     unroll_recurrent,
 )
-from tfcompress.quantization.rewrite import quantize_annotate_layer, quantize_apply, quantize_model
+from tfcompress.quantization.rewrite import (
+    quantize_annotate_layer,
+    quantize_annotate_model,
+    quantize_apply,
+    quantize_model,
+)
+from tfcompress.quantization.scheme import (
+    Default8BitQuantizeScheme,
+    QuantizeScheme,
+    quantize_scope,
+)
 from tfcompress.quantization.wrapper import QuantizeWrapper
+
+# tfmot names that have one class here: QuantizeWrapperV2 is tfmot's newer wrapper, and the
+# registry tfmot exposes as a class is `register_quantize_config` / `get_quantize_config`.
+QuantizeWrapperV2 = QuantizeWrapper
 
 __all__ = [
     "ActivationQuantizer",
@@ -51,7 +66,14 @@ __all__ = [
     "IntegerUnitNormalization",
     "QuantizedMultiHeadAttention",
     "QuantizeConfig",
+    "QuantizeScheme",
     "QuantizeWrapper",
+    "QuantizeWrapperV2",
+    "Default8BitQuantizeScheme",
+    "default_8bit",
+    "quantizers",
+    "quantize_annotate_model",
+    "quantize_scope",
     "UnrolledBidirectional",
     "UnrolledGRU",
     "UnrolledLSTM",

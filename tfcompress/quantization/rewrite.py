@@ -39,6 +39,16 @@ from tfcompress.quantization.wrapper import QuantizeWrapper, supports_kernel_wra
 
 L = keras.layers
 _ANNOTATION = "_tfcompress_quantize_config"
+_TFMOT_CONFIG_METHODS = (
+    "get_weights_and_quantizers",
+    "get_activations_and_quantizers",
+    "set_quantize_weights",
+    "set_quantize_activations",
+    "get_output_quantizers",
+)
+_UNTOUCHED = "untouched"  # quantize_apply: a layer that was not annotated is left as it is
+#: The annotation quantize_annotate_model puts on a layer: "use the registry's config".
+_REGISTRY_DEFAULT = "registry"
 # keras.ops written in a functional graph that only move or select values keep their input scale.
 _PASSTHROUGH_OPS = {
     "GetItem",
@@ -98,31 +108,111 @@ def quantize_annotate_layer(
         raise TypeError(
             f"quantize_annotate_layer: config must be a QuantizeConfig; got {config!r}."
         )
+    overridden = [name for name in _TFMOT_CONFIG_METHODS if hasattr(type(config), name)]
+    if overridden:
+        # refused rather than ignored: the user's quantizers would otherwise not be applied
+        raise NotImplementedError(
+            f"quantize_annotate_layer: layer '{layer.name}' is given {type(config).__name__}, a "
+            f"tfmot-style QuantizeConfig ({', '.join(overridden)}); tfcompress does not run those "
+            "methods yet. Describe the layer with QuantizeConfig(role=..., weight_bits=..., "
+            "per_channel=...) instead (role='float' keeps it in float)."
+        )
     setattr(layer, _ANNOTATION, config)
     return layer
 
 
-def quantize_apply(annotated_model: keras.Model, strict: bool = False) -> keras.Model:
-    """Quantize a model whose layers may carry `quantize_annotate_layer` configs.
+def quantize_annotate_model(model: keras.Model) -> keras.Model:
+    """Annotate every layer of `model` (tfmot's `quantize_annotate_model`): `quantize_apply` then
+    quantizes the whole model. Layers already annotated keep their config.
 
-    Annotated layers use their config; the others use the registry (same as `quantize_model`).
+    Returns the same model (its layers carry the annotations).
+
+    Example:
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> [type(layer).__name__ for layer in quantize_apply(quantize_annotate_model(model)).layers]
+        ['InputLayer', 'ActivationQuantizer', 'QuantizeWrapper', 'ActivationQuantizer']
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"quantize_annotate_model expects a keras.Model; got {type(model).__name__}."
+        )
+    for layer in _all_layers(model):
+        if getattr(layer, _ANNOTATION, None) is None and not isinstance(layer, keras.Model):
+            setattr(layer, _ANNOTATION, _REGISTRY_DEFAULT)
+    return model
+
+
+def quantize_apply(
+    annotated_model: keras.Model, scheme: Any = None, *, strict: bool = False
+) -> keras.Model:
+    """Quantize the layers of `annotated_model` that carry an annotation, and only those.
+
+    As in tfmot: layers annotated with `quantize_annotate_layer` use their config (or the
+    registry's when none was given), layers annotated by `quantize_annotate_model` use the
+    registry, and every layer that was NOT annotated stays exactly as it is (float, no fake
+    quant inside it; a range is put on its output only where an annotated layer reads it).
+    A model with no annotation at all is refused: use `quantize_model` to quantize everything.
+
+    Args:
+        annotated_model: a functional or Sequential model with annotated layers.
+        scheme: optional tfmot-style scheme, e.g.
+            `tfcompress.experimental.combine.Default8BitPrunePreserveQuantizeScheme()`.
+        strict: (keyword only) raise on an annotated layer the registry does not know.
 
     Example:
         >>> from tfcompress.quantization import QuantizeConfig
         >>> inputs = keras.Input((4,))
-        >>> hidden = quantize_annotate_layer(keras.layers.Dense(8), QuantizeConfig(role="float"))
-        >>> model = keras.Model(inputs, keras.layers.Dense(2)(hidden(inputs)))
-        >>> [type(layer).__name__ for layer in quantize_apply(model).layers][2]
-        'Dense'
+        >>> hidden = keras.layers.Dense(8)(inputs)
+        >>> outputs = quantize_annotate_layer(keras.layers.Dense(2))(hidden)
+        >>> kinds = [type(layer).__name__ for layer in quantize_apply(keras.Model(inputs, outputs)).layers]
+        >>> "Dense" in kinds, kinds[-2]
+        (True, 'QuantizeWrapper')
     """
-    return quantize_model(annotated_model, strict=strict)
+    if isinstance(scheme, bool):
+        raise TypeError(
+            "quantize_apply: `strict` is keyword-only (quantize_apply(model, strict=True)); the "
+            "second positional argument is the quantization scheme, as in tfmot."
+        )
+    if _is_legacy_keras(annotated_model):
+        raise TypeError(
+            f"quantize_apply: '{annotated_model.name}' is a legacy tf_keras model; annotate and "
+            "apply it with tfmot.quantization.keras (TF_USE_LEGACY_KERAS=1), or rebuild it in "
+            "Keras 3."
+        )
+    _check_model(annotated_model)
+    if not any(
+        getattr(layer, _ANNOTATION, None) is not None for layer in _all_layers(annotated_model)
+    ):
+        raise ValueError(
+            f"quantize_apply: no layer of model '{annotated_model.name}' is annotated, so there is "
+            "nothing to quantize (quantize_apply quantizes only annotated layers, as in tfmot). "
+            "Annotate layers with quantize_annotate_layer, the whole model with "
+            "quantize_annotate_model, or call quantize_model(model)."
+        )
+    preserve_sparsity = bool(getattr(scheme, "preserve_sparsity", False)) or None
+    freeze_kernels = bool(getattr(scheme, "preserve_clusters", False))
+    if scheme is not None and not hasattr(scheme, "preserve_clusters"):
+        raise TypeError(
+            f"quantize_apply: unknown scheme {scheme!r}; pass "
+            "tfcompress.experimental.combine.Default8BitPrunePreserveQuantizeScheme(), "
+            "Default8BitClusterPreserveQuantizeScheme(preserve_sparsity=...) or "
+            "tfcompress.quantization.default_8bit.Default8BitQuantizeScheme()."
+        )
+    return _quantize(
+        annotated_model,
+        strict=strict,
+        default=QuantizeConfig(per_channel=not freeze_kernels),
+        only_annotated=True,
+        preserve_sparsity=preserve_sparsity,
+        freeze_kernels=freeze_kernels,
+    )
 
 
 def quantize_model(
     model: keras.Model,
+    *,
     strict: bool = False,
     weight_bits: int = 8,
-    *,
     activation_bits: int = 8,
     learned_step: bool = False,
 ) -> keras.Model:
@@ -161,16 +251,42 @@ def quantize_model(
     default = QuantizeConfig(
         weight_bits=weight_bits, learned_step=learned_step, activation_bits=activation_bits
     )
-    rewriter = _Rewriter(strict=strict, default=default)
+    return _quantize(model, strict=strict, default=default)
+
+
+def _quantize(
+    model: keras.Model,
+    *,
+    strict: bool,
+    default: QuantizeConfig,
+    only_annotated: bool = False,
+    preserve_sparsity: bool | None = None,
+    freeze_kernels: bool = False,
+) -> keras.Model:
+    """The rewrite behind quantize_model (every layer) and quantize_apply (annotated ones)."""
+    rewriter = _Rewriter(
+        strict=strict,
+        default=default,
+        only_annotated=only_annotated,
+        preserve_sparsity=preserve_sparsity,
+    )
     graph = _graph_of(model)
     inputs = [
         keras.Input(batch_shape=t.shape, dtype=t.dtype, name=_tensor_name(t)) for t in graph.inputs
     ]
     outputs = rewriter.run(graph, [_Value(t, name=t.name) for t in inputs])
-    outputs = [rewriter.quantized(v) for v in outputs]
+    outputs = [rewriter.output(v) for v in outputs]
     structure = outputs[0] if len(outputs) == 1 else outputs
     entry = inputs[0] if len(inputs) == 1 else inputs
-    return keras.Model(entry, structure, name=f"{model.name}_qat")
+    quantized = keras.Model(entry, structure, name=f"{model.name}_qat")
+    if freeze_kernels:  # cluster-preserving QAT: the shared values must stay shared
+        for layer in quantized.layers:
+            if isinstance(layer, QuantizeWrapper):
+                for name in ("kernel", "depthwise_kernel", "embeddings"):
+                    variable = getattr(layer.layer, name, None)
+                    if isinstance(variable, keras.Variable):
+                        variable.trainable = False
+    return quantized
 
 
 def _tensor_name(tensor: Any) -> str | None:
@@ -247,16 +363,29 @@ class _Value:
     name: str = "tensor"
     fixed_range: tuple[float, float] | None = None
     twin: Any = field(default=None, repr=False)
+    annotated: bool = True  # made by a quantized layer (False: by a layer quantize_apply left)
 
 
 class _Rewriter:
-    def __init__(self, strict: bool, default: QuantizeConfig) -> None:
+    def __init__(
+        self,
+        strict: bool,
+        default: QuantizeConfig,
+        only_annotated: bool = False,
+        preserve_sparsity: bool | None = None,
+    ) -> None:
         self.strict = strict
         self.default = default
+        self.only_annotated = only_annotated
+        self.preserve_sparsity = preserve_sparsity
         self.copies: dict[int, Any] = {}
         self.names: set[str] = set()
 
     # -- tensors ----------------------------------------------------------------------------
+    def output(self, value: _Value) -> Any:
+        """A model output: quantized unless a layer quantize_apply left in float made it."""
+        return self.quantized(value) if value.annotated else value.tensor
+
     def quantized(self, value: _Value) -> Any:
         if value.quantized or not _is_float(value.tensor):
             return value.tensor  # already on a grid, or integer (token ids, indices)
@@ -301,6 +430,9 @@ class _Rewriter:
                 values[id(tensor)] = value
             return
         role = self._role(op)
+        if role == _UNTOUCHED:
+            self._leave_node(op, node, values)
+            return
         chosen = {
             id(t): self._input_for(op, values[id(t)], consumers[id(t)]) for t in node.input_tensors
         }
@@ -321,7 +453,33 @@ class _Rewriter:
                 fixed_range=_fixed_output_range(op),
             )
 
+    def _leave_node(self, op: Any, node: Any, values: dict) -> None:
+        """A node quantize_apply does not quantize: it reads float tensors, except those an
+        annotated layer made (their range is the annotated layer's output quantization)."""
+        chosen = {}
+        for tensor in node.input_tensors:
+            value = values[id(tensor)]
+            chosen[id(tensor)] = self.quantized(value) if value.annotated else value.tensor
+        args, kwargs = node.arguments.fill_in(chosen)
+        callee = op
+        if isinstance(op, keras.layers.Layer):
+            if id(op) not in self.copies:
+                try:
+                    self.copies[id(op)] = type(op).from_config(op.get_config())
+                except Exception:  # noqa: BLE001 - custom layers without a working get_config
+                    self.copies[id(op)] = op
+            callee = self.copies[id(op)]
+        outputs = keras.tree.flatten(callee(*args, **kwargs))
+        self._restore_weights(op, callee)
+        for tensor, new in zip(node.outputs, outputs, strict=True):
+            values[id(tensor)] = _Value(new, name=op.name, annotated=False)
+
+    def _is_annotated(self, op: Any) -> bool:
+        return getattr(op, _ANNOTATION, None) is not None
+
     def _role(self, op: Any) -> str:
+        if self.only_annotated and not self._is_annotated(op):
+            return _UNTOUCHED
         if not isinstance(op, keras.layers.Layer):
             return PASSTHROUGH if type(op).__name__ in _PASSTHROUGH_OPS else OUTPUT
         config = self._config(op)
@@ -341,7 +499,8 @@ class _Rewriter:
             )
             return FLOAT
         reason = float_only_reason(op)
-        if config.role == FLOAT and reason is not None and getattr(op, _ANNOTATION, None) is None:
+        explicit = isinstance(getattr(op, _ANNOTATION, None), QuantizeConfig)
+        if config.role == FLOAT and reason is not None and not explicit:
             message = (
                 f"quantize_model: layer '{op.name}' ({type(op).__name__}) cannot run in int8: "
                 f"{reason}. It stays float in training and in the int8 file (QUANTIZE/DEQUANTIZE "
@@ -357,7 +516,9 @@ class _Rewriter:
 
     def _config(self, layer: Any) -> QuantizeConfig | None:
         annotated = getattr(layer, _ANNOTATION, None)
-        if annotated is not None:
+        if self.only_annotated and annotated is None:
+            return None
+        if annotated is not None and annotated is not _REGISTRY_DEFAULT:
             return annotated
         registered = get_quantize_config(layer)
         if registered is not None and registered.role == KERNEL:
@@ -367,7 +528,7 @@ class _Rewriter:
     def _kernel_config(self, layer: Any, per_channel: bool = True) -> QuantizeConfig:
         """The model-wide options (bits, learned steps) for a layer's weights."""
         annotated = getattr(layer, _ANNOTATION, None)
-        if annotated is not None and annotated.role == KERNEL:
+        if isinstance(annotated, QuantizeConfig) and annotated.role == KERNEL:
             return annotated
         return QuantizeConfig(
             KERNEL,
@@ -398,7 +559,12 @@ class _Rewriter:
         else:
             # integer_friendly_layer: `activation="elu"` computed in int8-friendly ops
             layer = integer_friendly_layer(op) or _fresh_copy(op, input_shape)
-            callee = QuantizeWrapper(layer, config=self._config(op), batchnorm=batchnorm)
+            callee = QuantizeWrapper(
+                layer,
+                config=self._config(op),
+                batchnorm=batchnorm,
+                preserve_sparsity=self.preserve_sparsity,
+            )
         self.copies[id(op)] = callee
         return callee, callee.fuses_activation and _is_linear(op)
 

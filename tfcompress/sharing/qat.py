@@ -5,12 +5,8 @@ from __future__ import annotations
 import keras
 
 from tfcompress._graph import check_model, clone_with_weights
-from tfcompress.quantization import (
-    QuantizeConfig,
-    QuantizeWrapper,
-    quantize_annotate_layer,
-    quantize_apply,
-)
+from tfcompress.quantization import QuantizeConfig, QuantizeWrapper, quantize_annotate_layer
+from tfcompress.quantization.rewrite import _quantize
 from tfcompress.sharing.clustering import ClusterWeights
 
 _KERNEL_LAYERS = (
@@ -51,7 +47,8 @@ def quantize_clustered_model(model: keras.Model) -> keras.Model:
     for layer in annotated.layers:
         if type(layer) in _KERNEL_LAYERS:
             quantize_annotate_layer(layer, QuantizeConfig(role="kernel", per_channel=False))
-    quantized = quantize_apply(annotated)
+    # the kernels annotated above, every other layer from the registry
+    quantized = _quantize(annotated, strict=False, default=QuantizeConfig())
     for layer in quantized.layers:
         if isinstance(layer, QuantizeWrapper):
             layer.layer.kernel.trainable = False
