@@ -49,12 +49,6 @@ KNOWN_GAPS["RNN-lstmcell/pruning"] = (
     "prune_low_magnitude does not wrap keras.layers.RNN around a cell"
 )
 KNOWN_GAPS["RNN-lstmcell/clustering"] = _RECURRENT_CLUSTERING
-_MAX_AFTER_DENSE = (
-    "QAT file and Keras model differ by up to 7 output steps (top-1 agreement 0.977): the "
-    "REDUCE_MAX after a Dense on a 4-D/5-D tensor; not yet explained"
-)
-KNOWN_GAPS["GlobalMaxPooling2D/qat"] = _MAX_AFTER_DENSE
-KNOWN_GAPS["GlobalMaxPooling3D/qat"] = _MAX_AFTER_DENSE
 KNOWN_GAPS["LSTM-stacked/qat"] = (
     "top-1 agreement 0.988: the fixed 1/128 and 1/256 steps of TANH and LOGISTIC outputs "
     "compound over 8 steps and two layers (16-bit gates and cell, as TFLite's fused LSTM has, "

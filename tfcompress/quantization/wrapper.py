@@ -221,6 +221,15 @@ class QuantizeWrapper(L.Wrapper):
                 data_format=layer.data_format,
                 dilation_rate=layer.dilation_rate,
             )
+        elif isinstance(layer, L.Dense) and len(inputs.shape) > 3:
+            # On a 4-D or 5-D tensor TF's matmul is a tensordot whose bias add the converter
+            # cannot fuse: the product is rounded to int8 once more before the bias (up to 7
+            # output steps off after a max pooling). As RESHAPE -> FULLY_CONNECTED(bias) ->
+            # RESHAPE the bias is fused and the file computes what the Keras model does.
+            flat = ops.matmul(ops.reshape(inputs, (-1, inputs.shape[-1])), kernel)
+            if bias is not None:
+                flat, bias = flat + bias, None
+            outputs = ops.reshape(flat, (-1, *inputs.shape[1:-1], kernel.shape[-1]))
         elif isinstance(layer, L.Dense):
             outputs = ops.matmul(inputs, kernel)
         elif isinstance(layer, L.EinsumDense):
