@@ -11,12 +11,24 @@ import tensorflow as tf
 from tfcompress.pruning.prune import pruned_layers
 
 
-def _wrappers(model: keras.Model, what: str) -> list:
+def _wrappers(model: keras.Model | None, what: str) -> list:
+    if model is None:
+        raise ValueError(
+            f"{what} has no model: in a custom training loop call callback.set_model(model) "
+            "before its other methods (fit does this for you)."
+        )
     wrappers = pruned_layers(model)
     if not wrappers:
         raise ValueError(
             f"{what}: model '{model.name}' has no PruneLowMagnitude layer; wrap it with "
             "tfcompress.prune_low_magnitude first."
+        )
+    unbuilt = [w.name for w in wrappers if not w.built]
+    if unbuilt:
+        raise ValueError(
+            f"{what}: the pruned layers {unbuilt} of model '{model.name}' are not built yet. "
+            "Give the model its input shape (keras.Input, or input_shape= on the first layer) "
+            "or call model.build(...) before training."
         )
     return wrappers
 
@@ -28,6 +40,10 @@ class UpdatePruningStep(keras.callbacks.Callback):
     The step continues from the value saved in the model, so a model reloaded from `.keras`
     resumes its schedule where it stopped. Without this callback the first training step fails
     with a message that names it.
+
+    In a custom training loop call `set_model(model)`, then `on_train_begin()`,
+    `on_train_batch_begin(batch=-1)` before each step and `on_epoch_end(batch=-1)` after each
+    epoch (tfmot's signatures are accepted: `batch=` on `on_epoch_end`, arguments optional).
 
     Example:
         >>> import keras, numpy as np, tfcompress as tfc
@@ -44,6 +60,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self._step = -1
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        self._start()
+
+    def _start(self) -> None:
         self._layers = _wrappers(self.model, "UpdatePruningStep")
         self._step = max(int(keras.ops.convert_to_numpy(w.pruning_step)) for w in self._layers)
         steps = [wrapper.pruning_step for wrapper in self._layers]
@@ -55,17 +74,26 @@ class UpdatePruningStep(keras.callbacks.Callback):
 
         self._advance = advance
 
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+    def on_train_batch_begin(self, batch: int = -1, logs: dict | None = None) -> None:
+        if not hasattr(self, "_advance"):  # a custom loop that skipped on_train_begin
+            self._start()
         self._step += 1
         self._advance(tf.constant(self._step, tf.int64))
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        # the last optimizer step moved masked weights off zero; put the zeros back
-        for wrapper in self._layers:
-            wrapper.apply_masks()
+    def on_epoch_end(
+        self, epoch: int = -1, logs: dict | None = None, *, batch: int | None = None
+    ) -> None:
+        """Put the zeros back (the last optimizer step moved masked weights off zero).
+
+        `batch=` is tfmot's name for the unused first argument; both are accepted.
+        """
+        self._apply_masks()
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        for wrapper in self._layers:
+        self._apply_masks()
+
+    def _apply_masks(self) -> None:
+        for wrapper in getattr(self, "_layers", None) or _wrappers(self.model, "UpdatePruningStep"):
             wrapper.apply_masks()
 
     def get_config(self) -> dict[str, Any]:
@@ -85,6 +113,10 @@ class PruningSummaries(keras.callbacks.Callback):
     """Writes TensorBoard scalars per pruned layer at each epoch end: `<layer>/sparsity` and
     `<layer>/threshold` (the smallest kept score), plus the schedule's target sparsity.
 
+    In a custom training loop (tfmot's comprehensive guide) call `set_model(model)` and then
+    `on_epoch_begin(epoch=-1)` at each epoch: outside `fit`, every `on_epoch_begin` writes and
+    flushes the current values, as tfmot's callback does.
+
     Args:
         log_dir: TensorBoard log directory (a `pruning` subdirectory is written).
         update_freq: "epoch" or an integer number of batches.
@@ -96,8 +128,14 @@ class PruningSummaries(keras.callbacks.Callback):
         'epoch'
     """
 
-    def __init__(self, log_dir: str, update_freq: str | int = "epoch") -> None:
+    def __init__(self, log_dir: str, update_freq: str | int = "epoch", **kwargs: Any) -> None:
         super().__init__()
+        if kwargs:
+            raise ValueError(
+                f"PruningSummaries takes log_dir and update_freq; {sorted(kwargs)} are tfmot's "
+                "keras.callbacks.TensorBoard options, which it does not forward. Add a "
+                "keras.callbacks.TensorBoard(log_dir, ...) callback beside it for those."
+            )
         if not isinstance(log_dir, str) or not log_dir:
             raise ValueError(f"log_dir must be a directory path; got {log_dir!r}.")
         if update_freq != "epoch" and (not isinstance(update_freq, int) or update_freq < 1):
@@ -106,20 +144,36 @@ class PruningSummaries(keras.callbacks.Callback):
             )
         self.log_dir = log_dir
         self.update_freq = update_freq
+        self._in_fit = False
+        self._writer: Any = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        self._in_fit = True
+        self._open()
+
+    def _open(self) -> None:
         self._layers = _wrappers(self.model, "PruningSummaries")
-        self._writer = tf.summary.create_file_writer(f"{self.log_dir}/pruning")
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(f"{self.log_dir}/pruning")
+
+    def on_epoch_begin(self, epoch: int = -1, logs: dict | None = None) -> None:
+        if not self._in_fit:  # custom loop: tfmot's callback logs here
+            self._open()
+            self._write()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self.update_freq != "epoch" and (batch + 1) % self.update_freq == 0:
             self._write()
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self._write()
+    def on_epoch_end(self, epoch: int = -1, logs: dict | None = None) -> None:
+        if self._in_fit:
+            self._write()
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        self._writer.close()
+        self._in_fit = False
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def _write(self) -> None:
         step = max(int(keras.ops.convert_to_numpy(w.pruning_step)) for w in self._layers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -15,8 +16,66 @@ from tfcompress.pruning.allocation import (
     density_scales,
     kernel_targets,
 )
-from tfcompress.pruning.schedules import ConstantSparsity, PruningSchedule
-from tfcompress.pruning.wrapper import PruneLowMagnitude, _resolve, prunable_attributes
+from tfcompress.pruning.schedules import ConstantSparsity, PruningSchedule, is_real, plain_number
+from tfcompress.pruning.wrapper import (
+    LEGACY_ROUTE,
+    PruneLowMagnitude,
+    is_legacy_keras,
+    prunable_attributes,
+    prunable_variables,
+)
+
+_NATIVE_OPTIONS = (
+    "schedule",
+    "layers",
+    "block_size",
+    "block_pooling_type",
+    "sparsity_n_m",
+    "criterion",
+    "allocation",
+)
+
+
+def _tfmot_keywords(
+    schedule: PruningSchedule | None, extra: dict[str, Any]
+) -> PruningSchedule | None:
+    """Take tfmot's keyword names that mean the same here; refuse the others, saying why."""
+    extra = dict(extra)
+    if "pruning_schedule" in extra:
+        if schedule is not None:
+            raise ValueError(
+                "prune_low_magnitude: pass the schedule once, as schedule= (pruning_schedule= is "
+                "tfmot's name for the same argument)."
+            )
+        schedule = extra.pop("pruning_schedule")
+    if "sparsity_m_by_n" in extra:
+        m_by_n = extra.pop("sparsity_m_by_n")
+        raise ValueError(
+            f"prune_low_magnitude: sparsity_m_by_n={m_by_n!r} is tfmot's argument, where (M, N) "
+            "means M ZEROS in every N weights; tfcompress's sparsity_n_m=(N, M) means N KEPT "
+            "weights in every M. For tfmot's meaning call tfc.sparsity.prune_low_magnitude("
+            "..., sparsity_m_by_n=...), or pass sparsity_n_m=(N - M, N) here: (2, 4) is the "
+            "same either way, (1, 4) is not."
+        )
+    if "pruning_policy" in extra:
+        raise ValueError(
+            "prune_low_magnitude: pruning_policy= is tfmot's argument; call "
+            "tfc.sparsity.prune_low_magnitude(..., pruning_policy=...) (the tfmot-compatible API), "
+            "or choose the layers with layers=[...]."
+        )
+    if extra:
+        raise TypeError(
+            f"prune_low_magnitude got unexpected keyword argument(s) {sorted(extra)}; it takes "
+            f"{', '.join(_NATIVE_OPTIONS)} (and tfmot's pruning_schedule=). For tfmot's full "
+            "signature use tfc.sparsity.prune_low_magnitude."
+        )
+    return schedule
+
+
+def refuse_legacy_keras(obj: Any, what: str) -> None:
+    """A tf_keras model or layer gets an error that says how to take the legacy route."""
+    if is_legacy_keras(obj):
+        raise TypeError(f"{what} cannot take {type(obj).__name__} '{obj.name}': {LEGACY_ROUTE}")
 
 
 def _is_nested_model(layer: keras.layers.Layer) -> bool:
@@ -32,6 +91,8 @@ def prune_low_magnitude(
     sparsity_n_m: tuple[int, int] | None = None,
     criterion: str = "magnitude",
     allocation: str = DEFAULT_ALLOCATION,
+    block_pooling_type: str = "AVG",
+    **tfmot_keywords: Any,
 ) -> keras.Model | PruneLowMagnitude:
     """Wrap every layer with a kernel in `PruneLowMagnitude`; pass every other layer through.
 
@@ -49,7 +110,9 @@ def prune_low_magnitude(
         layers: names of the layers to prune; by default every prunable layer. Naming a layer that
             cannot be pruned is an error.
         block_size: prune (rows, columns) blocks of each kernel seen as a matrix.
-        sparsity_n_m: `(N, M)` structured sparsity, e.g. `(2, 4)`.
+        sparsity_n_m: `(N, M)` structured sparsity, e.g. `(2, 4)`: N weights KEPT in every M
+            (tfmot's `sparsity_m_by_n=(M, N)` counts zeros; it is refused here with the
+            conversion, and accepted with its own meaning by `tfc.sparsity.prune_low_magnitude`).
         criterion: `"magnitude"` (|w|) or `"taylor"` (|w * dL/dw|, see `TaylorScores`).
         allocation: how the schedule's sparsity is spread over the pruned kernels (see
             `tfcompress.pruning.allocation`); the schedule's sparsity is then the overall
@@ -67,6 +130,10 @@ def prune_low_magnitude(
             `"global"` and `"dense_depthwise"` (tfmot's rule: depthwise kernels dense, the rest
             pruned harder) are the others measured by `benchmarks/pruning_allocation_bench.py`.
             Ignored with `sparsity_n_m`.
+        block_pooling_type: how a block is scored with `block_size`: `"AVG"` (mean magnitude)
+            or `"MAX"` (largest magnitude).
+        **tfmot_keywords: `pruning_schedule=` is taken as `schedule=`; tfmot's
+            `sparsity_m_by_n=` and `pruning_policy=` are refused with what to call instead.
 
     Returns:
         The wrapped model (or layer). Train it with `UpdatePruningStep()` in the callbacks, then
@@ -81,9 +148,12 @@ def prune_low_magnitude(
         ...  if isinstance(layer, tfc.pruning.PruneLowMagnitude)]
         ['conv1', 'conv2', 'conv3', 'fc1', 'logits']
     """
+    schedule = _tfmot_keywords(schedule, tfmot_keywords)
+    refuse_legacy_keras(model_or_layer, "prune_low_magnitude")
     options = {
         "schedule": schedule,
         "block_size": block_size,
+        "block_pooling_type": block_pooling_type,
         "sparsity_n_m": sparsity_n_m,
         "criterion": criterion,
     }
@@ -125,8 +195,8 @@ def _final_sparsity(schedule: PruningSchedule | None, allocation: str) -> float:
         schedule = ConstantSparsity(0.5, begin_step=0)
     if isinstance(schedule, ConstantSparsity):
         return schedule.target_sparsity
-    if isinstance(getattr(schedule, "final_sparsity", None), int | float):
-        return float(schedule.final_sparsity)
+    if is_real(getattr(schedule, "final_sparsity", None)):
+        return float(plain_number(schedule.final_sparsity))
     raise ValueError(
         f"allocation={allocation!r} needs the schedule's final sparsity, which "
         f"{type(schedule).__name__} does not declare; give it a `final_sparsity` attribute or "
@@ -156,8 +226,8 @@ def _allocate(model: keras.Model, schedule: PruningSchedule | None, allocation: 
 
 def _stripped_layer(wrapper: PruneLowMagnitude) -> keras.layers.Layer:
     inner = fresh_copy(wrapper.layer)
-    for path, mask in zip(wrapper.attributes, wrapper.masks, strict=True):
-        owner = _resolve(inner, path)
+    owners = prunable_variables(inner, wrapper.attributes)
+    for owner, mask in zip(owners, wrapper.masks, strict=True):
         values = keras.ops.convert_to_numpy(owner) * keras.ops.convert_to_numpy(mask)
         owner.assign(values.astype(np.dtype(owner.dtype)))
     return inner
@@ -175,6 +245,7 @@ def strip_pruning(model: keras.Model | keras.layers.Layer) -> keras.Model | kera
     """
     if isinstance(model, PruneLowMagnitude):
         return _stripped_layer(model)
+    refuse_legacy_keras(model, "strip_pruning")
     check_model(model, "strip_pruning")
 
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
@@ -198,3 +269,41 @@ def pruned_layers(model: keras.Model) -> list[PruneLowMagnitude]:
         elif _is_nested_model(layer):
             found.extend(pruned_layers(layer))
     return found
+
+
+def get_model_sparsity(model: keras.Model | keras.layers.Layer) -> float:
+    """The fraction of zeros over all the prunable kernels of `model`, pruned or stripped.
+
+    Wrapped layers count their masked kernels (what the converted file will hold); in a plain
+    or stripped model every kernel `prune_low_magnitude` would prune counts. Biases,
+    normalization weights and other small tensors are left out, as pruning leaves them out.
+
+    Example:
+        >>> import keras, numpy as np, tfcompress as tfc
+        >>> dense = keras.layers.Dense(2)
+        >>> model = keras.Sequential([keras.Input((2,)), dense])
+        >>> _ = dense.kernel.assign(np.array([[0.0, 1.0], [2.0, 0.0]], "float32"))
+        >>> tfc.sparsity.get_model_sparsity(model)
+        0.5
+    """
+    refuse_legacy_keras(model, "get_model_sparsity")
+    kernels = list(_prunable_kernels(model))
+    if not kernels:
+        raise ValueError(
+            f"get_model_sparsity: '{model.name}' has no prunable kernel (Dense, Conv, Embedding, "
+            "recurrent, or a PrunableLayer); there is nothing to measure."
+        )
+    zeros = sum(int(np.sum(kernel == 0)) for kernel in kernels)
+    return zeros / sum(kernel.size for kernel in kernels)
+
+
+def _prunable_kernels(layer: keras.layers.Layer) -> Any:
+    if isinstance(layer, PruneLowMagnitude):
+        for kernel, mask in zip(layer.kernels, layer.masks, strict=True):
+            yield keras.ops.convert_to_numpy(kernel) * keras.ops.convert_to_numpy(mask)
+    elif isinstance(layer, keras.Model):
+        for inner in layer.layers:
+            yield from _prunable_kernels(inner)
+    elif prunable_attributes(layer) is not None and layer.built:
+        for variable in prunable_variables(layer, prunable_attributes(layer)):
+            yield keras.ops.convert_to_numpy(variable)

@@ -2,22 +2,50 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 
+def plain_number(value: Any) -> Any:
+    """`value` as a Python int/float when it is a numpy scalar or 0-d array; otherwise unchanged.
+
+    tfmot's guides pass `np.int32` steps and `np.float32` sparsities; they mean plain numbers.
+    """
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+def is_integer(value: Any) -> bool:
+    value = plain_number(value)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: Any) -> bool:
+    value = plain_number(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _check_sparsity(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
+    if not is_real(value) or not 0.0 <= plain_number(value) < 1.0:
         raise ValueError(f"{name} must be a number in [0, 1); got {value!r}.")
-    return float(value)
+    return float(plain_number(value))
 
 
 def _check_step(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_integer(value) or plain_number(value) < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
-    return int(value)
+    return int(plain_number(value))
 
 
 class PruningSchedule:
@@ -147,9 +175,9 @@ class PolynomialDecay(PruningSchedule):
         self.end_step = _check_step("end_step", end_step, 0)
         if self.end_step <= self.begin_step:
             raise ValueError(f"end_step ({end_step}) must be > begin_step ({begin_step}).")
-        if isinstance(power, bool) or not isinstance(power, int | float) or power <= 0:
+        if not is_real(power) or plain_number(power) <= 0:
             raise ValueError(f"power must be a number > 0; got {power!r}.")
-        self.power = power
+        self.power = plain_number(power)
         self.frequency = _check_step("frequency", frequency, 1)
 
     def __call__(self, step: Any) -> tuple[Any, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import inspect
 from collections.abc import Sequence
 from typing import Any
@@ -10,9 +11,52 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcompress.pruning.schedules import ConstantSparsity, PruningSchedule
+from tfcompress.pruning.schedules import (
+    ConstantSparsity,
+    PruningSchedule,
+    is_integer,
+    is_real,
+    plain_number,
+)
 
 CRITERIA = ("magnitude", "taylor")
+POOLING_TYPES = ("AVG", "MAX")
+LEGACY_ROUTE = (
+    "it is a legacy tf_keras (Keras 2) object, and tfcompress works on Keras 3 models. Either "
+    "take the legacy route (tensorflow_model_optimization with TF_USE_LEGACY_KERAS=1 in the "
+    "environment before TensorFlow is imported) or rebuild the model with `import keras` "
+    "(Keras 3) and copy its weights over with set_weights."
+)
+
+
+def is_legacy_keras(obj: Any) -> bool:
+    """True for a tf_keras (Keras 2) layer or model, which Keras 3 wrappers cannot take."""
+    return type(obj).__module__.startswith(("tf_keras", "keras.src.engine", "keras.engine"))
+
+
+class PrunableLayer(abc.ABC):
+    """Mixin for a custom layer that says which of its weights are pruned.
+
+    A layer that inherits it and implements `get_prunable_weights()` is accepted by
+    `prune_low_magnitude`, and exactly the variables that method returns are pruned (it takes
+    precedence over the built-in list, so a `Dense` subclass can have its bias pruned too).
+
+    Example:
+        >>> import keras, numpy as np, tfcompress as tfc
+        >>> class MyDense(keras.layers.Dense, tfc.sparsity.PrunableLayer):
+        ...     def get_prunable_weights(self):
+        ...         return [self.kernel, self.bias]
+        >>> wrapped = tfc.sparsity.prune_low_magnitude(MyDense(4))
+        >>> _ = wrapped(np.ones((1, 8), "float32"))
+        >>> [tuple(mask.shape) for mask in wrapped.masks]
+        [(8, 4), (4,)]
+    """
+
+    @abc.abstractmethod
+    def get_prunable_weights(self) -> list:
+        """The layer's variables to prune (called once the layer is built)."""
+
+
 MISSING_CALLBACK = (
     "Pruning step is -1: training a pruned model needs the callback "
     "tfcompress.pruning.UpdatePruningStep(); pass it to fit(callbacks=[...])."
@@ -55,7 +99,12 @@ _PRUNABLE: tuple[tuple[type, tuple[str, ...]], ...] = (
 
 
 def prunable_attributes(layer: keras.layers.Layer) -> tuple[str, ...] | None:
-    """The attribute paths of `layer`'s prunable kernels, or None if it has none we know."""
+    """The attribute paths of `layer`'s prunable kernels, or None if it has none we know.
+
+    A `PrunableLayer` gets `()`: its variables come from its `get_prunable_weights()`.
+    """
+    if isinstance(layer, PrunableLayer):
+        return ()
     for cls, attributes in _PRUNABLE:
         if isinstance(layer, cls):
             return attributes
@@ -81,14 +130,38 @@ def _resolve(layer: keras.layers.Layer, path: str) -> keras.Variable:
     return owner
 
 
+def prunable_variables(layer: keras.layers.Layer, attributes: Sequence[str]) -> list:
+    """The variables to prune in built `layer`: its `get_prunable_weights()` for a
+    `PrunableLayer`, else the variables at `attributes`."""
+    if not isinstance(layer, PrunableLayer):
+        return [_resolve(layer, path) for path in attributes]
+    variables = list(layer.get_prunable_weights())
+    for variable in variables:
+        if not isinstance(variable, keras.Variable):
+            raise ValueError(
+                f"Layer '{layer.name}': get_prunable_weights() must return the layer's "
+                f"variables (self.kernel, ...); got a {type(variable).__name__}."
+            )
+    return variables
+
+
 def _check_block(block_size: Any) -> tuple[int, int]:
     if (
         not isinstance(block_size, list | tuple)
         or len(block_size) != 2
-        or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in block_size)
+        or not all(is_integer(b) and plain_number(b) >= 1 for b in block_size)
     ):
         raise ValueError(f"block_size must be two integers >= 1, like (1, 4); got {block_size!r}.")
-    return int(block_size[0]), int(block_size[1])
+    return int(plain_number(block_size[0])), int(plain_number(block_size[1]))
+
+
+def _check_pooling(block_pooling_type: Any) -> str:
+    if not isinstance(block_pooling_type, str) or block_pooling_type.upper() not in POOLING_TYPES:
+        raise ValueError(
+            "block_pooling_type scores each block by the mean ('AVG') or the largest ('MAX') "
+            f"magnitude of its weights; got {block_pooling_type!r}."
+        )
+    return block_pooling_type.upper()
 
 
 def _check_n_m(sparsity_n_m: Any) -> tuple[int, int] | None:
@@ -97,22 +170,24 @@ def _check_n_m(sparsity_n_m: Any) -> tuple[int, int] | None:
     valid = (
         isinstance(sparsity_n_m, list | tuple)
         and len(sparsity_n_m) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in sparsity_n_m)
-        and 0 < sparsity_n_m[0] < sparsity_n_m[1]
+        and all(is_integer(v) for v in sparsity_n_m)
+        and 0 < plain_number(sparsity_n_m[0]) < plain_number(sparsity_n_m[1])
     )
     if not valid:
         raise ValueError(
             f"sparsity_n_m keeps N of every M weights and must be (N, M) with 0 < N < M, like "
             f"(2, 4); got {sparsity_n_m!r}."
         )
-    return int(sparsity_n_m[0]), int(sparsity_n_m[1])
+    return int(plain_number(sparsity_n_m[0])), int(plain_number(sparsity_n_m[1]))
 
 
-def magnitude_mask(scores: Any, sparsity: Any, block_size: tuple[int, int] = (1, 1)) -> Any:
+def magnitude_mask(
+    scores: Any, sparsity: Any, block_size: tuple[int, int] = (1, 1), pooling: str = "AVG"
+) -> Any:
     """A 0/1 mask (same shape as `scores`) keeping the largest `1 - sparsity` of the scores.
 
     With a `block_size` other than (1, 1), the kernel is seen as a matrix (inputs x outputs) and
-    whole blocks are kept or dropped by their mean score.
+    whole blocks are kept or dropped by their mean (`pooling="AVG"`) or largest (`"MAX"`) score.
 
     Example:
         >>> import numpy as np
@@ -122,7 +197,7 @@ def magnitude_mask(scores: Any, sparsity: Any, block_size: tuple[int, int] = (1,
     """
     scores = tf.abs(tf.convert_to_tensor(scores, tf.float32))
     if block_size != (1, 1):
-        return _block_mask(scores, sparsity, block_size)
+        return _block_mask(scores, sparsity, block_size, pooling)
     flat = tf.reshape(scores, [-1])
     size = tf.size(flat)
     keep = size - tf.cast(
@@ -149,10 +224,11 @@ def _as_matrix(tensor: Any) -> Any:
     return tf.reshape(tensor, [-1, tf.shape(tensor)[-1]])
 
 
-def _block_mask(scores: Any, sparsity: Any, block_size: tuple[int, int]) -> Any:
+def _block_mask(scores: Any, sparsity: Any, block_size: tuple[int, int], pooling: str) -> Any:
     matrix = _as_matrix(scores)
     rows, columns = block_size
-    pooled = tf.nn.avg_pool2d(matrix[None, :, :, None], block_size, block_size, "SAME")[0, :, :, 0]
+    pool = tf.nn.max_pool2d if pooling == "MAX" else tf.nn.avg_pool2d
+    pooled = pool(matrix[None, :, :, None], block_size, block_size, "SAME")[0, :, :, 0]
     block_mask = magnitude_mask(pooled, sparsity)
     expanded = tf.repeat(tf.repeat(block_mask, rows, axis=0), columns, axis=1)
     expanded = expanded[: tf.shape(matrix)[0], : tf.shape(matrix)[1]]
@@ -194,6 +270,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             SeparableConv1D/2D, Embedding or MultiHeadAttention layer.
         schedule: a `PruningSchedule`; default `ConstantSparsity(0.5, begin_step=0)`.
         block_size: prune whole (rows, columns) blocks of the kernel seen as a matrix.
+        block_pooling_type: how a block is scored: `"AVG"` (mean magnitude, default) or
+            `"MAX"` (largest magnitude).
         sparsity_n_m: `(N, M)` keeps the N largest of every M consecutive inputs (2:4 = `(2, 4)`);
             the schedule then only says when to prune.
         criterion: `"magnitude"` or `"taylor"` (first-order, loss-aware; scores are fed by
@@ -219,8 +297,11 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         sparsity_n_m: tuple[int, int] | None = None,
         criterion: str = "magnitude",
         density_scales: Sequence[float] | None = None,
+        block_pooling_type: str = "AVG",
         **kwargs: Any,
     ):
+        if is_legacy_keras(layer):
+            raise TypeError(f"Cannot prune {type(layer).__name__} '{layer.name}': {LEGACY_ROUTE}")
         if not isinstance(layer, keras.layers.Layer):
             raise TypeError(f"PruneLowMagnitude wraps a keras layer; got {type(layer).__name__}.")
         if isinstance(layer, PruneLowMagnitude):
@@ -229,11 +310,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if attributes is None:
             raise ValueError(
                 f"Layer '{layer.name}' ({type(layer).__name__}) has no kernel to prune; prunable "
-                f"layers are {prunable_layer_names()}. Leave it out of "
+                f"layers are {prunable_layer_names()}, and any layer that implements "
+                "tfcompress.sparsity.PrunableLayer. Leave it out of "
                 "prune_low_magnitude(..., layers=[...])."
             )
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         super().__init__(layer, **kwargs)
+        # Sequential([wrapper(Dense(..., input_shape=...)), ...]) takes its input from the first
+        # layer's input_shape: forward it, or the model is only built inside fit
+        if getattr(layer, "_input_shape_arg", None) is not None:
+            self._input_shape_arg = layer._input_shape_arg
         schedule = ConstantSparsity(0.5, begin_step=0) if schedule is None else schedule
         if not isinstance(schedule, PruningSchedule):
             raise TypeError(
@@ -244,10 +330,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}; got {criterion!r}.")
         self.schedule = schedule
         self.block_size = _check_block(block_size)
+        self.block_pooling_type = _check_pooling(block_pooling_type)
         self.sparsity_n_m = _check_n_m(sparsity_n_m)
         self.criterion = criterion
         self.attributes = attributes
-        self.density_scales = self._check_scales(density_scales)
+        self._requested_scales = density_scales or None  # [] from an unbuilt PrunableLayer's config
+        self.density_scales = (
+            [] if isinstance(layer, PrunableLayer) else self._check_scales(density_scales)
+        )
         self._passes_training = "training" in inspect.signature(layer.call).parameters
 
     def _check_scales(self, scales: Sequence[float] | None) -> list[float]:
@@ -256,16 +346,14 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         valid = (
             isinstance(scales, list | tuple)
             and len(scales) == len(self.attributes)
-            and all(
-                isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in scales
-            )
+            and all(is_real(v) and plain_number(v) >= 0 for v in scales)
         )
         if not valid:
             raise ValueError(
                 f"Layer '{self.layer.name}': density_scales needs one number >= 0 per prunable "
                 f"kernel ({', '.join(self.attributes)}); got {scales!r}."
             )
-        return [float(v) for v in scales]
+        return [float(plain_number(v)) for v in scales]
 
     # -- state ------------------------------------------------------------------------------
     def build(self, input_shape: Any = None) -> None:
@@ -284,7 +372,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     def _create_state(self) -> None:
         if self.built:
             return
-        self.kernels = [_resolve(self.layer, path) for path in self.attributes]
+        self.kernels = prunable_variables(self.layer, self.attributes)
+        if isinstance(self.layer, PrunableLayer):
+            self.attributes = tuple(v.path for v in self.kernels)
+            self.density_scales = self._check_scales(self._requested_scales)
         if self.sparsity_n_m is not None:
             self._check_n_m_shapes()
         options = {"trainable": False, "aggregation": "only_first_replica"}
@@ -320,7 +411,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         m = self.sparsity_n_m[1]
         for path, kernel in zip(self.attributes, self.kernels, strict=True):
             inputs = int(np.prod(kernel.shape[:-1]))
-            if inputs % m:
+            if len(kernel.shape) < 2 or inputs % m:
                 raise ValueError(
                     f"Layer '{self.layer.name}': {path} has {inputs} inputs per output, not a "
                     f"multiple of M={m} for sparsity_n_m={self.sparsity_n_m}. Leave the layer out "
@@ -350,7 +441,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 mask = n_m_mask(scores, *self.sparsity_n_m)
             else:
                 target = self.kernel_sparsity(sparsity, index)
-                mask = magnitude_mask(scores, target, self.block_size)
+                mask = magnitude_mask(scores, target, self.block_size, self.block_pooling_type)
             mask_variable.assign(tf.cast(mask, mask_variable.dtype))
             kept = tf.where(mask > 0, scores, tf.constant(np.inf, scores.dtype))
             self.thresholds[index].assign(tf.cast(tf.reduce_min(kept), "float32"))
@@ -398,6 +489,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             **super().get_config(),
             "schedule": keras.saving.serialize_keras_object(self.schedule),
             "block_size": list(self.block_size),
+            "block_pooling_type": self.block_pooling_type,
             "sparsity_n_m": None if self.sparsity_n_m is None else list(self.sparsity_n_m),
             "criterion": self.criterion,
             "density_scales": list(self.density_scales),
