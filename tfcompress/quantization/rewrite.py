@@ -522,7 +522,8 @@ class _Rewriter:
             return annotated
         registered = get_quantize_config(layer)
         if registered is not None and registered.role == KERNEL:
-            return self._kernel_config(layer, registered.per_channel)
+            # the scheme's default can turn per-channel off (CQAT: one scale keeps clusters)
+            return self._kernel_config(layer, registered.per_channel and self.default.per_channel)
         return registered
 
     def _kernel_config(self, layer: Any, per_channel: bool = True) -> QuantizeConfig:
