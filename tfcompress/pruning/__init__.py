@@ -10,16 +10,22 @@ Example:
 
 from tfcompress.pruning.callbacks import PruningSummaries, TaylorScores, UpdatePruningStep
 from tfcompress.pruning.export import SparseRuntimeReport, check_sparse_runtime, convert_sparse
-from tfcompress.pruning.prune import prune_low_magnitude, pruned_layers, strip_pruning
+from tfcompress.pruning.prune import (
+    get_model_sparsity,
+    prune_low_magnitude,
+    pruned_layers,
+    strip_pruning,
+)
 from tfcompress.pruning.qat import PreserveSparsity, kernel_sparsity
 from tfcompress.pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from tfcompress.pruning.structured import count_flops, prune_channels
-from tfcompress.pruning.wrapper import PruneLowMagnitude, magnitude_mask, n_m_mask
+from tfcompress.pruning.wrapper import PrunableLayer, PruneLowMagnitude, magnitude_mask, n_m_mask
 
 __all__ = [
     "ConstantSparsity",
     "PolynomialDecay",
     "PreserveSparsity",
+    "PrunableLayer",
     "PruneLowMagnitude",
     "PruningSchedule",
     "PruningSummaries",
@@ -29,6 +35,7 @@ __all__ = [
     "check_sparse_runtime",
     "convert_sparse",
     "count_flops",
+    "get_model_sparsity",
     "kernel_sparsity",
     "magnitude_mask",
     "n_m_mask",
