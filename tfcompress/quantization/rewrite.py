@@ -26,6 +26,7 @@ from tfcompress.quantization.config import (
     float_only_reason,
     get_quantize_config,
 )
+from tfcompress.quantization.custom import CustomQuantizeWrapper, is_tfmot_style
 from tfcompress.quantization.integer_friendly import integer_friendly_layer
 from tfcompress.quantization.layers import QuantizedMultiHeadAttention
 from tfcompress.quantization.quantizers import ActivationQuantizer
@@ -39,13 +40,7 @@ from tfcompress.quantization.wrapper import QuantizeWrapper, supports_kernel_wra
 
 L = keras.layers
 _ANNOTATION = "_tfcompress_quantize_config"
-_TFMOT_CONFIG_METHODS = (
-    "get_weights_and_quantizers",
-    "get_activations_and_quantizers",
-    "set_quantize_weights",
-    "set_quantize_activations",
-    "get_output_quantizers",
-)
+_CUSTOM = "custom"  # a tfmot-style QuantizeConfig: the layer runs the config's own quantizers
 _UNTOUCHED = "untouched"  # quantize_apply: a layer that was not annotated is left as it is
 #: The annotation quantize_annotate_model puts on a layer: "use the registry's config".
 _REGISTRY_DEFAULT = "registry"
@@ -91,6 +86,9 @@ def quantize_annotate_layer(
 
     Use `QuantizeConfig(role="float")` to keep a layer in float, or give a custom layer a role
     (e.g. "output") so strict mode accepts it. Returns the same layer, so it can be used inline.
+    A tfmot-style subclass (overriding `get_weights_and_quantizers`,
+    `get_activations_and_quantizers`, `get_output_quantizers`, ...) is honoured too: the layer
+    runs exactly the quantizers the config returns (`tfcompress.quantization.custom`).
 
     Example:
         >>> from tfcompress.quantization import QuantizeConfig
@@ -107,15 +105,6 @@ def quantize_annotate_layer(
     if not isinstance(config, QuantizeConfig):
         raise TypeError(
             f"quantize_annotate_layer: config must be a QuantizeConfig; got {config!r}."
-        )
-    overridden = [name for name in _TFMOT_CONFIG_METHODS if hasattr(type(config), name)]
-    if overridden:
-        # refused rather than ignored: the user's quantizers would otherwise not be applied
-        raise NotImplementedError(
-            f"quantize_annotate_layer: layer '{layer.name}' is given {type(config).__name__}, a "
-            f"tfmot-style QuantizeConfig ({', '.join(overridden)}); tfcompress does not run those "
-            "methods yet. Describe the layer with QuantizeConfig(role=..., weight_bits=..., "
-            "per_channel=...) instead (role='float' keeps it in float)."
         )
     setattr(layer, _ANNOTATION, config)
     return layer
@@ -433,6 +422,9 @@ class _Rewriter:
         if role == _UNTOUCHED:
             self._leave_node(op, node, values)
             return
+        if role == _CUSTOM:
+            self._custom_node(op, node, values, consumers)
+            return
         chosen = {
             id(t): self._input_for(op, values[id(t)], consumers[id(t)]) for t in node.input_tensors
         }
@@ -452,6 +444,21 @@ class _Rewriter:
                 name=op.name,
                 fixed_range=_fixed_output_range(op),
             )
+
+    def _custom_node(self, op: Any, node: Any, values: dict, consumers: dict) -> None:
+        """A layer with a tfmot-style config: quantized inputs, then the config's quantizers."""
+        config = getattr(op, _ANNOTATION)
+        chosen = {id(t): self.quantized(values[id(t)]) for t in node.input_tensors}
+        args, kwargs = node.arguments.fill_in(chosen)
+        if id(op) not in self.copies:
+            layer = _fresh_copy(op, node.input_tensors[0].shape)
+            self.copies[id(op)] = CustomQuantizeWrapper(layer, config)
+        wrapper = self.copies[id(op)]
+        outputs = keras.tree.flatten(wrapper(*args, **kwargs))
+        # an output on a grid already (activation or output quantizers) is not quantized again
+        on_grid = bool(wrapper._activations or wrapper._output_quantizers)
+        for tensor, new in zip(node.outputs, outputs, strict=True):
+            values[id(tensor)] = _Value(new, quantized=on_grid, name=op.name)
 
     def _leave_node(self, op: Any, node: Any, values: dict) -> None:
         """A node quantize_apply does not quantize: it reads float tensors, except those an
@@ -482,6 +489,8 @@ class _Rewriter:
             return _UNTOUCHED
         if not isinstance(op, keras.layers.Layer):
             return PASSTHROUGH if type(op).__name__ in _PASSTHROUGH_OPS else OUTPUT
+        if is_tfmot_style(getattr(op, _ANNOTATION, None)):
+            return _CUSTOM
         config = self._config(op)
         if config is None:
             if self.strict:
