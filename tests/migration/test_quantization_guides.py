@@ -256,3 +256,217 @@ def test_guide_create_and_deploy_quantized_model(pretrained_weights, guide_data)
     step = (keras_out.max() - keras_out.min()) / 255
     assert np.max(np.abs(keras_out - litert_out)) <= 2 * step
     assert _top1_agreement(quant_aware_model, quantized_tflite_model, x_train) >= 0.95
+
+
+# "Experiment with quantization" -> "Setup: DefaultDenseQuantizeConfig"
+LastValueQuantizer = tfmot.quantization.quantizers.LastValueQuantizer
+MovingAverageQuantizer = tfmot.quantization.quantizers.MovingAverageQuantizer
+
+
+class DefaultDenseQuantizeConfig(tfmot.quantization.QuantizeConfig):
+    # Configure how to quantize weights.
+    def get_weights_and_quantizers(self, layer):
+        return [
+            (
+                layer.kernel,
+                LastValueQuantizer(num_bits=8, symmetric=True, narrow_range=False, per_axis=False),
+            )
+        ]
+
+    # Configure how to quantize activations.
+    def get_activations_and_quantizers(self, layer):
+        return [
+            (
+                layer.activation,
+                MovingAverageQuantizer(
+                    num_bits=8, symmetric=False, narrow_range=False, per_axis=False
+                ),
+            )
+        ]
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        # Add this line for each item returned in `get_weights_and_quantizers`
+        # , in the same order
+        layer.kernel = quantize_weights[0]
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        # Add this line for each item returned in `get_activations_and_quantizers`
+        # , in the same order.
+        layer.activation = quantize_activations[0]
+
+    # Configure how to quantize outputs (may be equivalent to activations).
+    def get_output_quantizers(self, layer):
+        return []
+
+    def get_config(self):
+        return {}
+
+
+quantize_annotate_layer = tfmot.quantization.quantize_annotate_layer
+quantize_annotate_model = tfmot.quantization.quantize_annotate_model
+quantize_scope = tfmot.quantization.quantize_scope
+
+
+class CustomLayer(keras.layers.Dense):
+    pass
+
+
+@pytest.fixture(scope="module")
+def custom_layer_model(guide_data):
+    # "Quantize custom Keras layer"
+    model = quantize_annotate_model(
+        keras.Sequential(
+            [
+                quantize_annotate_layer(
+                    CustomLayer(20, input_shape=(20,)), DefaultDenseQuantizeConfig()
+                ),
+                keras.layers.Flatten(),
+            ]
+        )
+    )
+    with quantize_scope(
+        {"DefaultDenseQuantizeConfig": DefaultDenseQuantizeConfig, "CustomLayer": CustomLayer}
+    ):
+        # Use `quantize_apply` to actually make the model quantization aware.
+        quant_aware_model = tfmot.quantization.quantize_apply(model)
+    x_train, y_train = guide_data
+    quant_aware_model.compile(loss=keras.losses.categorical_crossentropy, optimizer="adam")
+    quant_aware_model.fit(x_train, y_train, epochs=2, verbose=0)
+    return quant_aware_model
+
+
+def _custom_wrapper(model: keras.Model) -> tfc.quantization.CustomQuantizeWrapper:
+    (wrapper,) = [
+        layer for layer in model.layers if isinstance(layer, tfc.quantization.CustomQuantizeWrapper)
+    ]
+    return wrapper
+
+
+def test_guide_custom_layer_runs_the_config_quantizers(custom_layer_model):
+    wrapper = _custom_wrapper(custom_layer_model)
+    assert type(wrapper.layer) is CustomLayer
+    ranges = {w.path.rsplit("/", 1)[-1]: float(w.numpy()) for w in wrapper.non_trainable_weights}
+    # LastValueQuantizer: the kernel's own symmetric range (as of the last training step, one
+    # small Adam step before the kernel now); MovingAverageQuantizer: a trained activation range
+    bound = float(np.max(np.abs(keras.ops.convert_to_numpy(wrapper.layer.kernel))))
+    assert ranges["kernel_max"] == pytest.approx(bound, rel=0.02)
+    assert ranges["kernel_min"] == -ranges["kernel_max"]
+    assert ranges["activation_0_min"] != -6.0 and ranges["activation_0_max"] != 6.0
+
+
+def test_guide_custom_config_model_saves_and_converts(custom_layer_model, guide_data):
+    x_train, _ = guide_data
+    fd, path = tempfile.mkstemp(".keras")
+    os.close(fd)
+    try:
+        custom_layer_model.save(path)
+        with quantize_scope(
+            {"DefaultDenseQuantizeConfig": DefaultDenseQuantizeConfig, "CustomLayer": CustomLayer}
+        ):
+            loaded_model = keras.models.load_model(path)
+    finally:
+        os.remove(path)
+    expected = custom_layer_model.predict(x_train, verbose=0)
+    np.testing.assert_array_equal(loaded_model.predict(x_train, verbose=0), expected)
+    # the config's ranges are what the int8 file uses: no calibration data needed
+    flatbuffer = tfc.convert(custom_layer_model, "int8")
+    assert _int8_ops(flatbuffer) == ["FULLY_CONNECTED"]
+    wrapper = _custom_wrapper(custom_layer_model)
+    ranges = {w.path.rsplit("/", 1)[-1]: float(w.numpy()) for w in wrapper.non_trainable_weights}
+    step = (ranges["activation_0_max"] - ranges["activation_0_min"]) / 255
+    assert np.max(np.abs(run_tflite(flatbuffer, x_train) - expected)) <= 2 * step
+
+
+def _apply(config: tfmot.quantization.QuantizeConfig, name: str) -> keras.Model:
+    # "Applying the configuration is the same across the "Experiment with quantization" use cases"
+    model = quantize_annotate_model(
+        keras.Sequential(
+            [
+                # Pass in modified `QuantizeConfig` to modify this Dense layer.
+                quantize_annotate_layer(keras.layers.Dense(20, input_shape=(20,)), config),
+                keras.layers.Flatten(),
+            ]
+        )
+    )
+    with quantize_scope({name: type(config)}):
+        # Use `quantize_apply` to actually make the model quantization aware.
+        return tfmot.quantization.quantize_apply(model)
+
+
+def test_guide_modify_quantization_parameters_4_bit_kernel(guide_data):
+    # "Modify quantization parameters"
+    class ModifiedDenseQuantizeConfig(DefaultDenseQuantizeConfig):
+        # Configure weights to quantize with 4-bit instead of 8-bits.
+        def get_weights_and_quantizers(self, layer):
+            return [
+                (
+                    layer.kernel,
+                    LastValueQuantizer(
+                        num_bits=4, symmetric=True, narrow_range=False, per_axis=False
+                    ),
+                )
+            ]
+
+    quant_aware_model = _apply(ModifiedDenseQuantizeConfig(), "ModifiedDenseQuantizeConfig")
+    x_train, _ = guide_data
+    quant_aware_model(x_train, training=True)
+    flatbuffer = tfc.convert(quant_aware_model, "int8")
+    report = tfc.inspect(flatbuffer)
+    (dense,) = [op for op in report.ops if op.name == "FULLY_CONNECTED"]
+    assert len(np.unique(report.tensors[dense.inputs[1]].buffer)) <= 16  # 4-bit levels
+
+
+def test_guide_modify_parts_of_layer_weights_only(guide_data):
+    # "Modify parts of layer to quantize": skip quantizing the activation
+    class ModifiedDenseQuantizeConfig(DefaultDenseQuantizeConfig):
+        def get_activations_and_quantizers(self, layer):
+            # Skip quantizing activations.
+            return []
+
+        def set_quantize_activations(self, layer, quantize_activations):
+            # Empty since `get_activaations_and_quantizers` returns
+            # an empty list.
+            return
+
+    quant_aware_model = _apply(ModifiedDenseQuantizeConfig(), "ModifiedDenseQuantizeConfig")
+    wrapper = _custom_wrapper(quant_aware_model)
+    assert [w.path.rsplit("/", 1)[-1] for w in wrapper.non_trainable_weights] == [
+        "kernel_min",
+        "kernel_max",
+    ]
+    # the output has no trained range: the int8 file calibrates it
+    x_train, _ = guide_data
+    flatbuffer = tfc.convert(quant_aware_model, "int8", representative_data=x_train)
+    assert _int8_ops(flatbuffer) == ["FULLY_CONNECTED"]
+    assert _top1_agreement(quant_aware_model, flatbuffer, x_train) >= 0.9
+
+
+def test_guide_custom_quantization_algorithm_fixed_range(guide_data):
+    # "Use custom quantization algorithm"
+    class FixedRangeQuantizer(tfmot.quantization.quantizers.Quantizer):
+        """Quantizer which forces outputs to be between -1 and 1."""
+
+        def build(self, tensor_shape, name, layer):
+            # Not needed. No new TensorFlow variables needed.
+            return {}
+
+        def __call__(self, inputs, training, weights, **kwargs):
+            return keras.ops.clip(inputs, -1.0, 1.0)  # keras.backend.clip in tf_keras
+
+        def get_config(self):
+            # Not needed. No __init__ parameters to serialize.
+            return {}
+
+    class ModifiedDenseQuantizeConfig(DefaultDenseQuantizeConfig):
+        # Configure weights to quantize with 4-bit instead of 8-bits.
+        def get_weights_and_quantizers(self, layer):
+            # Use custom algorithm defined in `FixedRangeQuantizer` instead of default Quantizer.
+            return [(layer.kernel, FixedRangeQuantizer())]
+
+    quant_aware_model = _apply(ModifiedDenseQuantizeConfig(), "ModifiedDenseQuantizeConfig")
+    wrapper = _custom_wrapper(quant_aware_model)
+    x_train, _ = guide_data
+    wrapper.layer.kernel.assign(np.full((20, 20), 1.0, "float32"))
+    clipped = quant_aware_model.predict(x_train, verbose=0)
+    wrapper.layer.kernel.assign(np.full((20, 20), 3.0, "float32"))  # clipped to 1.0 in the call
+    np.testing.assert_array_equal(quant_aware_model.predict(x_train, verbose=0), clipped)

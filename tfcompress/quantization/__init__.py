@@ -15,6 +15,7 @@ from tfcompress.quantization.config import (
     get_quantize_config,
     register_quantize_config,
 )
+from tfcompress.quantization.custom import CustomQuantizeWrapper
 from tfcompress.quantization.export import is_quantization_aware, strip_quantization
 from tfcompress.quantization.integer_friendly import integer_friendly
 from tfcompress.quantization.layers import (
@@ -58,6 +59,7 @@ QuantizeWrapperV2 = QuantizeWrapper
 
 __all__ = [
     "ActivationQuantizer",
+    "CustomQuantizeWrapper",
     "IntegerELU",
     "IntegerGroupNormalization",
     "IntegerLayerNormalization",
