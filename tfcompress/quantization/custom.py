@@ -142,7 +142,7 @@ class CustomQuantizeWrapper(keras.layers.Wrapper):
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         training = bool(training)
         mapping = [
-            (variable, quantizer(variable.value, training, weights))
+            (variable, quantizer(keras.ops.convert_to_tensor(variable), training, weights))
             for variable, quantizer, weights in self._weight_quantizers
         ]
         for activation in self._activations:
