@@ -29,6 +29,11 @@ class QuantizeConfig:
             from min/max.
         activation_bits: 8 (the int8 scheme) or 16 (for `convert(mode="int16x8")`).
 
+    tfmot-style subclasses: a subclass that defines tfmot's methods (`get_weights_and_quantizers`,
+    `get_activations_and_quantizers`, `set_quantize_activations`, `get_output_quantizers`, ...)
+    names its own quantizers instead of options; it need not call `__init__`, and the layer it
+    annotates runs exactly those quantizers (`tfcompress.quantization.custom`).
+
     Example:
         >>> config = QuantizeConfig(role="kernel", weight_bits=4)
         >>> QuantizeConfig.from_config(config.get_config()).weight_bits
