@@ -50,19 +50,22 @@ def build_file(folder: Path) -> Path:
     return tfc.save_tflite(tfc.convert(model, "float32"), folder / "dense_50mb.tflite")
 
 
-def _wall_times(code: str, path: Path, runs: int) -> list[float]:
+def _wall_time(code: str, path: Path) -> float:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    times = []
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-c", code, "inspect", str(path)], check=True, capture_output=True, env=env
+    )
+    return time.perf_counter() - start
+
+
+def _alternating(path: Path, runs: int) -> tuple[list[float], list[float]]:
+    """Light CLI and CLI-after-TensorFlow in alternating rounds (machine drift hits both)."""
+    light, after_tf = [], []
     for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-c", code, "inspect", str(path)],
-            check=True,
-            capture_output=True,
-            env=env,
-        )
-        times.append(time.perf_counter() - start)
-    return times
+        light.append(_wall_time(_CLI, path))
+        after_tf.append(_wall_time(_CLI_AFTER_TF, path))
+    return light, after_tf
 
 
 def _heavy_modules(path: Path) -> list[str]:
@@ -101,8 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         path = build_file(Path(folder))
-        light = _wall_times(_CLI, path, args.runs)
-        after_tf = _wall_times(_CLI_AFTER_TF, path, max(3, args.runs // 2))
+        light, after_tf = _alternating(path, args.runs)
         in_process = _in_process(path, args.runs)
         payload = {
             "file_bytes": path.stat().st_size,
@@ -114,7 +116,7 @@ def main() -> None:
                 statistics.median(after_tf) / statistics.median(light), 2
             ),
             "heavy_modules_loaded_by_cli_inspect": _heavy_modules(path),
-            "note": "rerun on a quiet machine for the final figures",
+            "rounds": "light and after-TensorFlow runs alternate, one of each per round",
         }
     write_results("inspect", payload)
 
