@@ -398,8 +398,19 @@ class LastValueQuantizer(_RangeQuantizer):
         weights["max_var"].assign(high)
 
 
+class _TrackedRangeQuantizer(_RangeQuantizer):
+    """A range quantizer that remembers whether it has seen a batch (its first sets the range)."""
+
+    def build(self, tensor_shape: Any, name: str, layer: Any) -> dict[str, Any]:
+        weights = super().build(tensor_shape, name, layer)
+        weights["seen"] = layer.add_weight(
+            name=f"{name}_seen", shape=(), initializer="zeros", trainable=False
+        )
+        return weights
+
+
 @keras.saving.register_keras_serializable(package="tfcompress")
-class MovingAverageQuantizer(_RangeQuantizer):
+class MovingAverageQuantizer(_TrackedRangeQuantizer):
     """Quantizes with a range tracked by an exponential moving average (tfmot's activation one).
 
     The first training batch sets the range; later ones move it with decay 0.999.
@@ -417,13 +428,6 @@ class MovingAverageQuantizer(_RangeQuantizer):
 
     decay = 0.999
 
-    def build(self, tensor_shape: Any, name: str, layer: Any) -> dict[str, Any]:
-        weights = super().build(tensor_shape, name, layer)
-        weights["seen"] = layer.add_weight(
-            name=f"{name}_seen", shape=(), initializer="zeros", trainable=False
-        )
-        return weights
-
     def _update(self, weights: dict[str, Any], low: Any, high: Any) -> None:
         keep = ops.where(weights["seen"] > 0.0, self.decay, 0.0)
         weights["min_var"].assign(keep * weights["min_var"] + (1.0 - keep) * low)
@@ -432,7 +436,7 @@ class MovingAverageQuantizer(_RangeQuantizer):
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
-class AllValuesQuantizer(_RangeQuantizer):
+class AllValuesQuantizer(_TrackedRangeQuantizer):
     """Quantizes with the smallest range holding every value seen in training.
 
     Example:
@@ -446,13 +450,6 @@ class AllValuesQuantizer(_RangeQuantizer):
         >>> [float(weights[k].numpy()) for k in ("min_var", "max_var")]
         [-2.0, 4.0]
     """
-
-    def build(self, tensor_shape: Any, name: str, layer: Any) -> dict[str, Any]:
-        weights = super().build(tensor_shape, name, layer)
-        weights["seen"] = layer.add_weight(
-            name=f"{name}_seen", shape=(), initializer="zeros", trainable=False
-        )
-        return weights
 
     def _update(self, weights: dict[str, Any], low: Any, high: Any) -> None:
         first = weights["seen"] <= 0.0
