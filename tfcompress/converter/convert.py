@@ -45,6 +45,7 @@ def convert(
     progress: bool = False,
     isolate: bool = True,
     timeout: float | None = DEFAULT_TIMEOUT_S,
+    int4_weights: bool = False,
 ) -> bytes:
     """Convert a model to a TFLite flatbuffer and return its bytes.
 
@@ -74,6 +75,11 @@ def convert(
             On Linux only; elsewhere it runs in-process. `isolate=False` runs it in-process.
         timeout: seconds the isolated converter may run before it is stopped and reported as a
             `ConversionError`; `None` waits for ever. Ignored with `isolate=False`.
+        int4_weights: with `mode="int8"`, store the weights trained with `weight_bits <= 4` as
+            packed TFLite INT4 (two per byte), so the file and its weight memory shrink; the
+            integers and the outputs are those of the int8 file. LiteRT's CPU kernels run it
+            (`tfcompress.converter.int4` lists the runtimes); the Edge TPU does not, so
+            `mode="edgetpu"` refuses it (keep its int8 levels).
 
     In the calibrated modes, where TF's converter requantizes an integer tensor through float
     (`DEQUANTIZE -> QUANTIZE`, e.g. on the input of a QAT model whose first layer is a
@@ -118,6 +124,7 @@ def convert(
         warnings.warn(
             f"mode={mode!r} does not calibrate: representative_data is ignored.", stacklevel=2
         )
+    _check_int4_mode(int4_weights, mode)
     source = load_source(model, input_signature, safe_mode, custom_objects)
     source = _without_training_wrappers(source, input_signature)
     # layers whose ops have no int8 kernel (fused RNN, NEG, SQUARE, ELU) -> int8-friendly ones
@@ -153,7 +160,27 @@ def convert(
     read_model(flatbuffer, origin=f"the converted '{source.name}'")  # never hand back a broken file
     if mode in ("int8", "edgetpu"):
         _warn_if_float_ops_left(flatbuffer, source.name, synthetic=representative_data is None)
+    if int4_weights:
+        from tfcompress.converter.int4 import pack_int4
+
+        flatbuffer = pack_int4(flatbuffer, require=True).flatbuffer
     return flatbuffer
+
+
+def _check_int4_mode(int4_weights: bool, mode: str) -> None:
+    """INT4 filters run only where a kernel takes them: int8 activations on LiteRT's CPU."""
+    if not int4_weights or mode == "int8":
+        return
+    if mode == "edgetpu":
+        raise ConversionError(
+            "int4_weights=True cannot be used with mode='edgetpu': the Edge TPU compiler does not "
+            "take INT4 tensors. Convert without int4_weights: the 4-bit weights are then stored "
+            "as int8 levels (values in [-7, 7]), which the Edge TPU runs."
+        )
+    raise ConversionError(
+        f"int4_weights=True needs mode='int8' (LiteRT's INT4 filters take int8 activations); "
+        f"got mode={mode!r}. Use mode='int8', or drop int4_weights to keep int8 levels."
+    )
 
 
 _PRUNING_WRAPPERS = ("PruneLowMagnitude",)
