@@ -37,7 +37,8 @@ def _wrappers(model: keras.Model | None, what: str) -> list:
 class UpdatePruningStep(keras.callbacks.Callback):
     """Advances every wrapper's `pruning_step` before each training batch (required in `fit`).
 
-    The step continues from the value saved in the model, so a model reloaded from `.keras`
+    Each batch sets the step to one more than the value held in the model, so a model reloaded
+    from `.keras`, or restored by `keras.callbacks.BackupAndRestore` in any callback order,
     resumes its schedule where it stopped. Without this callback the first training step fails
     with a message that names it.
 
@@ -55,30 +56,27 @@ class UpdatePruningStep(keras.callbacks.Callback):
         1
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._step = -1
-
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._start()
 
     def _start(self) -> None:
         self._layers = _wrappers(self.model, "UpdatePruningStep")
-        self._step = max(int(keras.ops.convert_to_numpy(w.pruning_step)) for w in self._layers)
         steps = [wrapper.pruning_step for wrapper in self._layers]
 
+        # The next step is read from the variables, never from a counter kept here: another
+        # callback (BackupAndRestore) may restore them after this one's on_train_begin.
         @tf.function(autograph=False)
-        def advance(step: tf.Tensor) -> None:
+        def advance() -> None:
+            current = tf.reduce_max(tf.stack([tf.cast(v, tf.int64) for v in steps]))
             for variable in steps:  # one graph call per batch, not one eager op per layer
-                variable.assign(tf.cast(step, variable.dtype))
+                variable.assign(tf.cast(current + 1, variable.dtype))
 
         self._advance = advance
 
     def on_train_batch_begin(self, batch: int = -1, logs: dict | None = None) -> None:
         if not hasattr(self, "_advance"):  # a custom loop that skipped on_train_begin
             self._start()
-        self._step += 1
-        self._advance(tf.constant(self._step, tf.int64))
+        self._advance()
 
     def on_epoch_end(
         self, epoch: int = -1, logs: dict | None = None, *, batch: int | None = None
