@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import tfcompress as tfc
-from tfcompress._graph import clone_with_weights
 from tfcompress.converter import ConversionError, run_tflite
 from tfcompress.data import Split
+from tfcompress.graph import clone_with_weights
 from tfcompress.models import build_digits_cnn, compile_classifier
 from tfcompress.quantization import (
     ActivationQuantizer,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import tfcompress as tfc
-from tfcompress._graph import clone_with_weights
 from tfcompress.converter import run_tflite
 from tfcompress.data import Split
+from tfcompress.graph import clone_with_weights
 from tfcompress.models import compile_classifier
 from tfcompress.quantization import (
     ActivationQuantizer,

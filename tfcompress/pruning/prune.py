@@ -8,7 +8,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcompress._graph import check_model, fresh_copy, rebuild, selected_layers
+from tfcompress.graph import check_model, fresh_copy, rebuild, selected_layers
 from tfcompress.layers import FusedBatchNormalization
 from tfcompress.pruning.allocation import (
     DEFAULT_ALLOCATION,

@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from tfcompress import _graph
+from tfcompress import graph
 from tfcompress.quantization.quantizers import ActivationQuantizer
 from tfcompress.quantization.wrapper import QuantizeWrapper
 
@@ -55,7 +55,7 @@ def strip_quantization(model: keras.Model) -> keras.Model:
         >>> int(max(len(np.unique(kernel[..., c])) for c in range(kernel.shape[-1])))  # ternary
         3
     """
-    _graph.check_model(model, "strip_quantization")
+    graph.check_model(model, "strip_quantization")
 
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
         if isinstance(layer, ActivationQuantizer):
@@ -64,7 +64,7 @@ def strip_quantization(model: keras.Model) -> keras.Model:
             return _baked_layer(layer)
         return None
 
-    return _graph.rebuild(model, replace)
+    return graph.rebuild(model, replace)
 
 
 def _baked_layer(wrapper: QuantizeWrapper) -> keras.layers.Layer:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 
-from tfcompress import _graph
+from tfcompress import graph
 from tfcompress.quantization.layers import (
     IntegerELU,
     IntegerGroupNormalization,
@@ -83,7 +83,7 @@ def integer_friendly_layer(layer: keras.layers.Layer) -> keras.layers.Layer | No
     replacement = _REPLACEMENTS.get(type(layer))
     if replacement is not None:
         if layer.built:
-            return _graph.fresh_copy(layer, as_class=replacement)
+            return graph.fresh_copy(layer, as_class=replacement)
         return replacement.from_config(layer.get_config())
     if type(layer) in _ADAPTIVE_AVERAGE:
         return _plain_average_pooling(layer)
@@ -143,7 +143,7 @@ def integer_friendly(model: keras.Model) -> keras.Model:
             return integer_friendly(layer)
         return integer_friendly_layer(layer)
 
-    return _graph.rebuild(model, replace)
+    return graph.rebuild(model, replace)
 
 
 def integer_friendly_source(source: TraceableModel, mode: str) -> TraceableModel:

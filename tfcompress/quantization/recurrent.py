@@ -38,7 +38,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from tfcompress import _graph
+from tfcompress import graph
 from tfcompress.quantization.config import (
     PASSTHROUGH,
     QuantizeConfig,
@@ -864,7 +864,7 @@ def unroll_recurrent(model: keras.Model) -> keras.Model:
         >>> bool(np.allclose(flat(x), model(x), atol=1e-5))
         True
     """
-    _graph.check_model(
+    graph.check_model(
         model,
         "unroll_recurrent",
         ", or convert it in mode='float32', 'dynamic' or 'float16' (which keep TF's fused op)",
@@ -885,7 +885,7 @@ def unroll_recurrent(model: keras.Model) -> keras.Model:
             return unroll_recurrent(layer)
         return unrolled_layer(layer)
 
-    return _graph.rebuild(model, replace)
+    return graph.rebuild(model, replace)
 
 
 for _cls in (*_UNROLLED, L.Bidirectional, *_UNROLLED.values(), UnrolledBidirectional):

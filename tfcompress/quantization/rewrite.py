@@ -17,6 +17,7 @@ from typing import Any
 
 import keras
 
+from tfcompress.graph import FOLDABLE, folds_into, is_linear
 from tfcompress.quantization.config import (
     FLOAT,
     KERNEL,
@@ -557,7 +558,7 @@ class _Rewriter:
     ) -> tuple[Any, bool]:
         if id(op) in self.copies:
             wrapper = self.copies[id(op)]
-            return wrapper, wrapper.fuses_activation and _is_linear(op)
+            return wrapper, wrapper.fuses_activation and is_linear(op)
         bn_node = _foldable_batchnorm(op, node, consumers)
         batchnorm = None
         if bn_node is not None and self._config(bn_node.operation) is not None:
@@ -576,7 +577,7 @@ class _Rewriter:
                 preserve_sparsity=self.preserve_sparsity,
             )
         self.copies[id(op)] = callee
-        return callee, callee.fuses_activation and _is_linear(op)
+        return callee, callee.fuses_activation and is_linear(op)
 
     def _separable(self, op: Any, input_shape: Any, batchnorm: Any) -> _SeparableQAT:
         """A separable convolution runs in TFLite as DEPTHWISE_CONV_2D then CONV_2D with an int8
@@ -690,18 +691,17 @@ def _consumers(graph: Any) -> dict[int, list]:
 
 
 def _foldable_batchnorm(op: Any, node: Any, consumers: dict) -> Any:
-    if len(op._inbound_nodes) != 1 or len(node.outputs) != 1:
+    if len(node.outputs) != 1:
         return None
     users = consumers[id(node.outputs[0])]
-    if len(users) != 1 or not isinstance(users[0][0], L.BatchNormalization):
+    if len(users) != 1 or not folds_into(
+        op,
+        users[0][0],
+        len(node.outputs[0].shape),
+        (*FOLDABLE, L.SeparableConv1D, L.SeparableConv2D),
+    ):
         return None
-    batchnorm, bn_node = users[0]
-    rank = len(node.outputs[0].shape)
-    if len(batchnorm._inbound_nodes) != 1 or batchnorm.axis not in (-1, rank - 1):
-        return None
-    if not _is_linear(op):
-        return None  # BN after a non-linear activation is not a plain affine fold
-    return bn_node
+    return users[0][1]
 
 
 # TFLite's int8 kernels fix these outputs' scale and zero point; matching them avoids a requantize.
@@ -720,11 +720,6 @@ def _fixed_output_range(op: Any) -> tuple[float, float] | None:
     if not isinstance(op, keras.layers.Layer):
         return _FIXED_RANGES.get(type(op).__name__.lower())
     return None
-
-
-def _is_linear(layer: Any) -> bool:
-    activation = getattr(layer, "activation", None)
-    return activation is None or getattr(activation, "__name__", "") == "linear"
 
 
 def _is_fusable_relu(op: Any) -> bool:

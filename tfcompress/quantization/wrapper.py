@@ -8,7 +8,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from tfcompress._graph import DEPTHWISE, TRANSPOSED
+from tfcompress.graph import DEPTHWISE, TRANSPOSED, fold_into_kernel
 from tfcompress.quantization.config import QuantizeConfig
 from tfcompress.quantization.quantizers import ActivationQuantizer, WeightQuantizer
 
@@ -170,21 +170,9 @@ class QuantizeWrapper(L.Wrapper):
         if self.preserve_sparsity:
             kernel = kernel * self.sparsity_mask
         bias = self.layer.bias if getattr(self.layer, "bias", None) is not None else None
-        bn = self.batchnorm
-        if bn is None:
+        if self.batchnorm is None:
             return kernel, bias
-        scale = ops.rsqrt(bn.moving_variance + bn.epsilon)
-        if bn.gamma is not None:
-            scale = scale * bn.gamma
-        shift = -bn.moving_mean * scale if bias is None else (bias - bn.moving_mean) * scale
-        if bn.beta is not None:
-            shift = shift + bn.beta
-        if isinstance(self.layer, DEPTHWISE):
-            # depthwise kernels are (..., in, multiplier); output channel = in * multiplier.
-            scale = ops.reshape(scale, kernel.shape[-2:])
-        elif isinstance(self.layer, L.Conv2DTranspose):
-            scale = ops.reshape(scale, (-1, 1))  # transposed kernels are (h, w, out, in)
-        return kernel * scale, shift
+        return fold_into_kernel(self.layer, self.batchnorm, kernel, bias)
 
     def _depthwise_flat(self, kernel: Any) -> Any:
         """Depthwise kernels are (h, w, in, multiplier); quantize them per output channel."""

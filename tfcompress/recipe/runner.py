@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 import tfcompress as tfc
-from tfcompress._graph import clone_with_weights
+from tfcompress.graph import clone_with_weights
 from tfcompress.recipe.schema import Recipe, Step, load_recipe
 
 Log = Callable[[str], None]

@@ -13,15 +13,15 @@ import tensorflow as tf
 from keras import ops
 
 from tfcompress import compat
-from tfcompress._graph import (
+from tfcompress.graph import (
     DEPTHWISE,
     TRANSPOSED,
     check_model,
+    fold_batch_norms,
     fresh_copy,
     rebuild,
     selected_layers,
 )
-from tfcompress.sharing._rewrite import fold_batch_norms
 
 INITS = ("kmeans++", "linear", "density", "random")
 

@@ -10,7 +10,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcompress._graph import check_model, rebuild, selected_layers
+from tfcompress.graph import check_model, rebuild, selected_layers
 
 
 @dataclass
