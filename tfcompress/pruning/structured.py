@@ -66,6 +66,7 @@ class _ChannelGroups:
         self.parent: list[int] = []
         self.fixed: set[int] = set()
         self.producers: dict[int, list[keras.layers.Layer]] = {}
+        self.reasons: dict[int, list[str]] = {}  # root of a fixed group -> why it stays whole
 
     def new(self, producer: keras.layers.Layer) -> int:
         self.parent.append(len(self.parent))
@@ -79,10 +80,11 @@ class _ChannelGroups:
             group = self.parent[group]
         return group
 
-    def union(self, groups: list[int | None]) -> int | None:
+    def union(self, groups: list[int | None], layer: Any = None) -> int | None:
         if any(group is None for group in groups):
+            why = f"merged by '{getattr(layer, 'name', layer)}' with an unprunable tensor"
             for group in groups:
-                self.fix(group)
+                self.fix(group, why)
             return None
         roots = [self.find(group) for group in groups]
         root = roots[0]
@@ -92,11 +94,24 @@ class _ChannelGroups:
                 self.producers[root] += self.producers.pop(other)
                 if other in self.fixed:
                     self.fixed.add(root)
+                self.reasons.setdefault(root, []).extend(self.reasons.pop(other, []))
         return root
 
-    def fix(self, group: int | None) -> None:
+    def fix(self, group: int | None, reason: str = "") -> None:
         if group is not None:
-            self.fixed.add(self.find(group))
+            root = self.find(group)
+            self.fixed.add(root)
+            if reason:
+                self.reasons.setdefault(root, []).append(reason)
+
+    def left_whole(self) -> dict[str, str]:
+        """`{producer layer names: why}` for each channel group that cannot be pruned."""
+        out = {}
+        for root, producers in self.producers.items():
+            if self.find(root) == root and root in self.fixed:
+                names = ", ".join(layer.name for layer in producers)
+                out[names] = "; ".join(dict.fromkeys(self.reasons.get(root, []))) or "fixed"
+        return out
 
 
 def _trace(model: keras.Model) -> tuple[_ChannelGroups, dict[int, int | None]]:
@@ -115,22 +130,25 @@ def _trace(model: keras.Model) -> tuple[_ChannelGroups, dict[int, int | None]]:
                 output = None
             elif uses[id(layer)] > 1:  # a shared layer must keep one shape
                 for group in inputs:
-                    groups.fix(group)
+                    groups.fix(group, f"read by the shared layer '{layer.name}'")
                 output = None
             elif _is_producer(layer):
                 output = groups.new(layer)
             elif _is_channelwise(layer) and len(inputs) == 1:
                 output = inputs[0]
             elif isinstance(layer, _MERGES):
-                output = groups.union(inputs)
+                output = groups.union(inputs, layer)
             else:
+                why = (
+                    f"read by {type(layer).__name__} '{layer.name}', which mixes channel positions"
+                )
                 for group in inputs:
-                    groups.fix(group)
+                    groups.fix(group, why)
                 output = None
             for tensor in node.outputs:
                 of_tensor[id(tensor)] = output
     for tensor in model.outputs:
-        groups.fix(of_tensor.get(id(tensor)))
+        groups.fix(of_tensor.get(id(tensor)), "reaches a model output")
     return groups, of_tensor
 
 
@@ -154,16 +172,47 @@ def _keep_indices(groups: _ChannelGroups, fraction: float) -> dict[int, np.ndarr
     return keep
 
 
-def prune_channels(model: keras.Model, fraction: float = 0.5) -> keras.Model:
-    """Remove `fraction` of the filters/neurons of every prunable channel group.
+def prune_channels(
+    model: keras.Model,
+    fraction: float | None = None,
+    *,
+    latency_ms: float | None = None,
+    latency_ratio: float | None = None,
+    macs_ratio: float | None = None,
+    threads: int = 1,
+    max_fraction: float = 0.9,
+    latency_mode: str = "float32",
+    representative_data: Any = None,
+) -> keras.Model:
+    """Remove filters/neurons: `fraction` of every channel group, or as many as a target needs.
+
+    Give exactly one of `fraction`, `latency_ms`, `latency_ratio`, `macs_ratio` (`fraction=0.5`
+    when none is given). With a latency target, each Conv/Dense/depthwise layer is timed alone on
+    the LiteRT interpreter (a per-layer latency lookup table), channels are removed where they
+    cost the most time for the least weight norm, and the pruned model is converted and timed
+    until it meets the target (`tfcompress.pruning.latency`).
 
     Args:
         model: a built functional or Sequential model (not modified).
         fraction: share of channels to remove per group, in [0, 1).
+        latency_ms: target LiteRT median latency of one batch-1 call, in milliseconds.
+        latency_ratio: target latency as a fraction of the unpruned model's, in (0, 1].
+        macs_ratio: target multiply-accumulates as a fraction of the unpruned model's, in (0, 1].
+        threads: interpreter threads for the latency measurements.
+        max_fraction: most channels any one group may lose with a target, in (0, 1).
+        latency_mode: the file the latency is measured on: `"float32"` or `"int8"` (then pass
+            `representative_data`).
+        representative_data: calibration inputs for `latency_mode="int8"`.
 
     Returns:
         A smaller plain Keras model (fewer parameters and FLOPs). Fine-tune it briefly: it
-        computes a different function than `model`.
+        computes a different function than `model`. With a target, its
+        `channel_pruning_report` attribute (`ChannelPruningReport`) tells the latency or MACs
+        reached and the channel groups left whole, and why.
+
+    Raises:
+        ValueError: a bad argument, or a target the model cannot reach (the message says the
+            best reached).
 
     Example:
         >>> from tfcompress.models import build_digits_cnn
@@ -172,12 +221,39 @@ def prune_channels(model: keras.Model, fraction: float = 0.5) -> keras.Model:
         >>> small = prune_channels(model, 0.5)
         >>> small.count_params() < 0.3 * model.count_params()
         True
+        >>> fewer = prune_channels(model, macs_ratio=0.5)
+        >>> fewer.channel_pruning_report.reached <= 0.5
+        True
     """
     if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
         raise ValueError(
             "prune_channels expects a built functional or Sequential keras.Model; got "
             f"{type(model).__name__}."
         )
+    targets = {
+        "fraction": fraction,
+        "latency_ms": latency_ms,
+        "latency_ratio": latency_ratio,
+        "macs_ratio": macs_ratio,
+    }
+    given = [name for name, value in targets.items() if value is not None]
+    if len(given) > 1:
+        raise ValueError(
+            f"prune_channels takes one target; got {', '.join(given)}. Keep one of them."
+        )
+    if given and given[0] != "fraction":
+        from tfcompress.pruning.latency import prune_to_target
+
+        return prune_to_target(
+            model,
+            given[0],
+            float(targets[given[0]]),  # type: ignore[arg-type]
+            threads=threads,
+            max_fraction=max_fraction,
+            mode=latency_mode,
+            representative_data=representative_data,
+        )
+    fraction = 0.5 if fraction is None else fraction
     if (
         isinstance(fraction, bool)
         or not isinstance(fraction, int | float)
@@ -185,7 +261,16 @@ def prune_channels(model: keras.Model, fraction: float = 0.5) -> keras.Model:
     ):
         raise ValueError(f"fraction must be a number in [0, 1); got {fraction!r}.")
     groups, of_tensor = _trace(model)
-    keep = _keep_indices(groups, float(fraction))
+    return apply_keep(model, groups, of_tensor, _keep_indices(groups, float(fraction)))
+
+
+def apply_keep(
+    model: keras.Model,
+    groups: _ChannelGroups,
+    of_tensor: dict[int, int | None],
+    keep: dict[int, np.ndarray],
+) -> keras.Model:
+    """The model with, for each group root in `keep`, only the channels listed there."""
 
     def kept(tensor: Any) -> np.ndarray | None:
         group = of_tensor.get(id(tensor))

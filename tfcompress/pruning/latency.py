@@ -1,0 +1,367 @@
+"""Channel pruning to a latency or MACs target, measured on the LiteRT interpreter.
+
+`prune_channels(model, latency_ms=...)`, `latency_ratio=...` or `macs_ratio=...` come here.
+
+1. Cost table. Every Conv/Dense layer and every depthwise convolution is timed alone on the
+   LiteRT interpreter (a one-layer float32 model, batch 1, XNNPACK, `threads` threads): the
+   per-layer latency lookup table. Layers of one shape are timed once. For a MACs target the
+   cost of a layer is its multiply-accumulates instead.
+2. Cost model. A layer's cost scales with the channels it keeps: `in x out` for a Conv/Dense,
+   `channels` for a depthwise convolution. The unpruned model is timed too, and what the layers
+   do not explain (the input quantize, pooling, the interpreter's overhead) stays constant.
+3. Selection. In each prunable channel group (the output channels of a Conv/Dense, merged across
+   residual adds so that the groups stay aligned) a channel is removed when its weight norm
+   (L1, relative to the mean of its group) is below `lam` times the time one channel of that
+   group costs (relative to the mean over groups). One number `lam` is searched so that the model
+   meets the target; no group loses more than `max_fraction` of its channels or its last one.
+4. Check. For a latency target the pruned model is converted (`latency_mode`) and timed; when it
+   is slower than the target, the predicted target is lowered by the measured shortfall and
+   the search runs again (at most `_ROUNDS` times). A target that even the most pruned model
+   (every group at `max_fraction`) misses is an error that says the best reached.
+
+Groups that reach a model output or a layer that mixes channel positions (Flatten, Reshape,
+Concatenate, a shared layer) are left whole; `ChannelPruningReport.left_whole` names them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from tfcompress.pruning.structured import (
+    _channel_scores,
+    _ChannelGroups,
+    _is_producer,
+    _trace,
+    apply_keep,
+)
+
+_log = logging.getLogger("tfcompress")
+_ROUNDS = 4
+_RUNS = 30
+_LATENCY_MODES = ("float32", "int8")
+
+
+@dataclass
+class ChannelPruningReport:
+    """What `prune_channels` reached for a latency or MACs target.
+
+    Attributes:
+        target_kind: `"latency_ms"`, `"latency_ratio"` or `"macs_ratio"`.
+        target: the target as given.
+        reached: the same quantity measured on the pruned model (ms, or a ratio of the dense one).
+        dense_ms: median latency of the unpruned model (latency targets; else None).
+        pruned_ms: median latency of the pruned model (latency targets; else None).
+        dense_macs: multiply-accumulates of the unpruned model; pruned_macs: of the pruned one.
+        rounds: convert-and-time rounds the latency search took.
+        kept: `{producer layer names: [kept, total]}` per pruned channel group.
+        left_whole: `{producer layer names: why}` per group that cannot be pruned by channel.
+
+    Example:
+        >>> from tfcompress.models import build_digits_cnn
+        >>> from tfcompress.pruning import prune_channels
+        >>> small = prune_channels(build_digits_cnn(width=16), macs_ratio=0.6)
+        >>> report = small.channel_pruning_report
+        >>> report.reached <= 0.6, "logits" in report.left_whole
+        (True, True)
+    """
+
+    target_kind: str
+    target: float
+    reached: float
+    dense_macs: int
+    pruned_macs: int
+    dense_ms: float | None = None
+    pruned_ms: float | None = None
+    rounds: int = 0
+    kept: dict[str, list[int]] = field(default_factory=dict)
+    left_whole: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain JSON-ready values."""
+        return asdict(self)
+
+
+@dataclass
+class _Cost:
+    layer: Any
+    cost: float
+    in_group: int | None  # root of the channel group of its input (None: not pruned)
+    out_group: int | None
+    depthwise: bool
+
+
+def layer_macs(layer: Any) -> int:
+    """Multiply-accumulates of one batch-1 call of a Conv/Dense/depthwise layer (0 for others).
+
+    Example:
+        >>> import keras
+        >>> dense = keras.layers.Dense(3)
+        >>> _ = keras.Sequential([keras.Input((4,)), dense])
+        >>> layer_macs(dense)
+        12
+    """
+    if isinstance(layer, keras.layers.DepthwiseConv2D | keras.layers.DepthwiseConv1D):
+        return int(np.prod(layer.output.shape[1:])) * int(np.prod(layer.kernel.shape[:-2]))
+    if _is_producer(layer):
+        return int(np.prod(layer.output.shape[1:])) * int(np.prod(layer.kernel.shape[:-1]))
+    return 0
+
+
+def _is_depthwise(layer: Any) -> bool:
+    return isinstance(layer, keras.layers.DepthwiseConv2D | keras.layers.DepthwiseConv1D)
+
+
+def _costs(
+    model: keras.Model,
+    groups: _ChannelGroups,
+    of_tensor: dict[int, int | None],
+    latency: bool,
+    threads: int,
+) -> list[_Cost]:
+    def root(tensor: Any) -> int | None:
+        group = of_tensor.get(id(tensor))
+        if group is None or groups.find(group) in groups.fixed:
+            return None
+        return groups.find(group)
+
+    table: dict[str, float] = {}
+    costs = []
+    for layer in model.layers:
+        if not (_is_producer(layer) or _is_depthwise(layer)):
+            continue
+        if latency:
+            key = _shape_key(layer)
+            if key not in table:
+                table[key] = _time_alone(layer, threads)
+            cost = table[key]
+        else:
+            cost = float(layer_macs(layer))
+        costs.append(
+            _Cost(layer, cost, root(layer.input), root(layer.output), _is_depthwise(layer))
+        )
+    return costs
+
+
+def _shape_key(layer: Any) -> str:
+    config = {k: v for k, v in layer.get_config().items() if k not in ("name", "trainable")}
+    return f"{type(layer).__name__}|{tuple(layer.input.shape[1:])}|{sorted(config.items())!r}"
+
+
+def _time_alone(layer: Any, threads: int) -> float:
+    """Median LiteRT latency (ms) of a float32 model made of this one layer."""
+    from tfcompress.converter.convert import convert
+    from tfcompress.converter.runtime import benchmark_tflite
+
+    config = dict(layer.get_config(), name="timed")
+    alone = keras.Sequential(
+        [keras.Input(tuple(layer.input.shape[1:])), type(layer).from_config(config)]
+    )
+    latency = benchmark_tflite(convert(alone, "float32"), threads=threads, runs=_RUNS, warmup=3)
+    return latency.median_ms
+
+
+def _predict(costs: list[_Cost], fractions: dict[int, float], rest: float) -> float:
+    total = rest
+    for item in costs:
+        f_in = fractions.get(item.in_group, 1.0) if item.in_group is not None else 1.0
+        if item.depthwise:
+            total += item.cost * f_in
+        else:
+            f_out = fractions.get(item.out_group, 1.0) if item.out_group is not None else 1.0
+            total += item.cost * f_in * f_out
+    return total
+
+
+def _keep_for(
+    lam: float,
+    scores: dict[int, np.ndarray],
+    unit_cost: dict[int, float],
+    max_fraction: float,
+) -> dict[int, np.ndarray]:
+    mean_cost = float(np.mean(list(unit_cost.values()))) or 1.0
+    keep = {}
+    for group, score in scores.items():
+        size = score.size
+        most = min(int(np.floor(max_fraction * size)), size - 1)
+        removed = min(int(np.sum(score < lam * unit_cost[group] / mean_cost)), most)
+        keep[group] = np.sort(np.argsort(-score, kind="stable")[: size - removed])
+    return keep
+
+
+def _search(
+    costs: list[_Cost],
+    scores: dict[int, np.ndarray],
+    unit_cost: dict[int, float],
+    rest: float,
+    goal: float,
+    max_fraction: float,
+) -> dict[int, np.ndarray]:
+    """The least pruning (smallest `lam`) whose predicted cost is at most `goal`."""
+
+    def predicted(keep: dict[int, np.ndarray]) -> float:
+        return _predict(costs, {g: keep[g].size / scores[g].size for g in keep}, rest)
+
+    low, high = 0.0, 1.0
+    while predicted(_keep_for(high, scores, unit_cost, max_fraction)) > goal and high < 1e6:
+        high *= 2.0
+    for _ in range(40):
+        middle = (low + high) / 2.0
+        if predicted(_keep_for(middle, scores, unit_cost, max_fraction)) > goal:
+            low = middle
+        else:
+            high = middle
+    return _keep_for(high, scores, unit_cost, max_fraction)
+
+
+def _check_target(kind: str, value: float, max_fraction: float, mode: str, data: Any) -> None:
+    if kind == "latency_ms" and not value > 0:
+        raise ValueError(f"latency_ms must be a positive number of milliseconds; got {value!r}.")
+    if kind in ("latency_ratio", "macs_ratio") and not 0.0 < value <= 1.0:
+        raise ValueError(
+            f"{kind} must be in (0, 1] (a fraction of the unpruned model); got {value!r}."
+        )
+    if not 0.0 < max_fraction < 1.0:
+        raise ValueError(f"max_fraction must be in (0, 1); got {max_fraction!r}.")
+    if mode not in _LATENCY_MODES:
+        raise ValueError(f"latency_mode must be one of {_LATENCY_MODES}; got {mode!r}.")
+    if mode == "int8" and data is None and kind != "macs_ratio":
+        raise ValueError(
+            "latency_mode='int8' times int8 files: pass representative_data (a few hundred real "
+            "inputs) to calibrate them, or use latency_mode='float32'."
+        )
+
+
+def prune_to_target(
+    model: keras.Model,
+    kind: str,
+    value: float,
+    *,
+    threads: int = 1,
+    max_fraction: float = 0.9,
+    mode: str = "float32",
+    representative_data: Any = None,
+) -> keras.Model:
+    """`prune_channels` with a `latency_ms`, `latency_ratio` or `macs_ratio` target.
+
+    Args:
+        model: a built functional or Sequential model (not modified).
+        kind: `"latency_ms"`, `"latency_ratio"` or `"macs_ratio"`.
+        value: the target (milliseconds, or a fraction of the unpruned model).
+        threads: interpreter threads for the latency measurements.
+        max_fraction: most channels one group may lose.
+        mode: `"float32"` or `"int8"`, the file the whole model is timed on.
+        representative_data: calibration inputs for `mode="int8"`.
+
+    Returns:
+        The pruned model, with a `channel_pruning_report` attribute (`ChannelPruningReport`).
+
+    Raises:
+        ValueError: a bad argument, or a target the model cannot reach (says the best reached).
+
+    Example:
+        >>> from tfcompress.models import build_digits_cnn
+        >>> small = prune_to_target(build_digits_cnn(width=16), "macs_ratio", 0.5)
+        >>> small.channel_pruning_report.pruned_macs < small.channel_pruning_report.dense_macs
+        True
+    """
+    _check_target(kind, value, max_fraction, mode, representative_data)
+    groups, of_tensor = _trace(model)
+    latency = kind != "macs_ratio"
+    costs = _costs(model, groups, of_tensor, latency, threads)
+    scores: dict[int, np.ndarray] = {}
+    for group, producers in groups.producers.items():
+        if groups.find(group) == group and group not in groups.fixed:
+            scores[group] = _channel_scores(producers) / len(producers)
+    unit_cost = {g: 0.0 for g in scores}
+    for item in costs:
+        for group in {item.in_group, item.out_group} - {None}:
+            unit_cost[group] += item.cost / scores[group].size  # type: ignore[index]
+    layers_total = sum(item.cost for item in costs)
+    dense_macs = sum(layer_macs(layer) for layer in model.layers)
+    left_whole = groups.left_whole()
+    if not scores:
+        raise ValueError(
+            f"No channel group of '{model.name}' can be pruned by channel; left whole: "
+            + "; ".join(f"{names} ({why})" for names, why in left_whole.items())
+        )
+
+    def finish(keep: dict[int, np.ndarray], reached: float, **extra: Any) -> keras.Model:
+        small = apply_keep(model, groups, of_tensor, keep)
+        kept = {
+            ", ".join(layer.name for layer in groups.producers[g]): [
+                int(k.size),
+                int(scores[g].size),
+            ]
+            for g, k in keep.items()
+        }
+        small.channel_pruning_report = ChannelPruningReport(
+            target_kind=kind,
+            target=value,
+            reached=reached,
+            dense_macs=dense_macs,
+            pruned_macs=sum(layer_macs(layer) for layer in small.layers),
+            kept=kept,
+            left_whole=left_whole,
+            **extra,
+        )
+        return small
+
+    if not latency:
+        goal = value * layers_total
+        most = _keep_for(np.inf, scores, unit_cost, max_fraction)
+        best = _predict(costs, {g: most[g].size / scores[g].size for g in most}, 0.0)
+        if best > goal * (1 + 1e-9):
+            raise ValueError(
+                f"macs_ratio={value} cannot be reached by channel pruning '{model.name}' with "
+                f"max_fraction={max_fraction}: the best reached is {best / layers_total:.3f} of "
+                f"its MACs. Raise max_fraction or the target{_whole_hint(left_whole)}."
+            )
+        keep = _search(costs, scores, unit_cost, 0.0, goal, max_fraction)
+        reached = _predict(costs, {g: keep[g].size / scores[g].size for g in keep}, 0.0)
+        return finish(keep, reached / layers_total)
+
+    def measure(candidate: keras.Model) -> float:
+        from tfcompress.converter.convert import convert
+        from tfcompress.converter.runtime import benchmark_tflite
+
+        flat = convert(candidate, mode, representative_data if mode == "int8" else None)
+        return benchmark_tflite(flat, threads=threads, runs=_RUNS, warmup=5).median_ms
+
+    dense_ms = measure(model)
+    target_ms = value if kind == "latency_ms" else value * dense_ms
+    rest = max(dense_ms - layers_total, 0.0)
+    scale = dense_ms / (rest + layers_total)  # the table's sum in the whole model's milliseconds
+    goal = target_ms / scale
+    rounds, measured, keep = 0, dense_ms, {g: np.arange(s.size) for g, s in scores.items()}
+    while measured > target_ms and rounds < _ROUNDS:
+        rounds += 1
+        keep = _search(costs, scores, unit_cost, rest, goal, max_fraction)
+        measured = measure(apply_keep(model, groups, of_tensor, keep))
+        _log.info("latency pruning round %d: %.3f ms (target %.3f ms)", rounds, measured, target_ms)
+        goal *= target_ms / measured
+    if measured > target_ms:
+        most = _keep_for(np.inf, scores, unit_cost, max_fraction)
+        best = measure(apply_keep(model, groups, of_tensor, most))
+        if best > target_ms:
+            raise ValueError(
+                f"{kind}={value} ({target_ms:.3f} ms) cannot be reached by channel pruning "
+                f"'{model.name}' (dense: {dense_ms:.3f} ms, {threads} thread(s), {mode} file): "
+                f"the best reached is {best:.3f} ms ({best / dense_ms:.2f}x) with every group at "
+                f"max_fraction={max_fraction}. Raise the target or max_fraction, or quantize as "
+                f"well{_whole_hint(left_whole)}."
+            )
+        keep, measured = most, best
+    reached = measured if kind == "latency_ms" else measured / dense_ms
+    return finish(keep, reached, dense_ms=dense_ms, pruned_ms=measured, rounds=rounds)
+
+
+def _whole_hint(left_whole: dict[str, str]) -> str:
+    if not left_whole:
+        return ""
+    names = list(left_whole)[:4]
+    return f" (left whole: {'; '.join(f'{n} ({left_whole[n]})' for n in names)})"
