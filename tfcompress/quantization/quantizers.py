@@ -20,6 +20,30 @@ def _scale_gradient(x: Any, factor: float) -> Any:
     return x * factor + ops.stop_gradient(x - x * factor)
 
 
+def global_batch_range(low: Any, high: Any) -> tuple[Any, Any]:
+    """The range of the global batch from one replica's `(low, high)` under `tf.distribute`.
+
+    Each replica of a MirroredStrategy or MultiWorkerMirroredStrategy sees a slice of the batch;
+    without this, every replica would track its slice's range and the (averaged) ranges would
+    differ from one-device training on the same global batch. Outside a strategy it returns its
+    arguments.
+
+    Example:
+        >>> low, high = global_batch_range(np.float32(-1.0), np.float32(2.0))
+        >>> float(low), float(high)
+        (-1.0, 2.0)
+    """
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return low, high
+    # one all-gather per quantizer: the negated minimum and the maximum, (replicas, 2, ...)
+    both = ops.expand_dims(ops.stack([-ops.convert_to_tensor(low), high]), 0)
+    largest = ops.max(context.all_gather(both, axis=0), axis=0)
+    return -largest[0], largest[1]
+
+
 def learned_step_fake_quant(
     x: Any, step: Any, qmin: int, qmax: int, zero_point: Any = 0.0, grad_factor: float = 1.0
 ) -> Any:
@@ -243,6 +267,7 @@ class ActivationQuantizer(keras.layers.Layer):
         """The first training batch sets the range, as the min/max scheme would."""
         low = ops.minimum(ops.stop_gradient(ops.cast(ops.min(inputs), "float32")), 0.0)
         high = ops.maximum(ops.stop_gradient(ops.cast(ops.max(inputs), "float32")), 0.0)
+        low, high = global_batch_range(low, high)
         if self.num_bits == 16:
             low, high = -ops.maximum(-low, high), ops.maximum(-low, high)
         step = ops.maximum(high - low, 1e-6) / self._levels
@@ -254,6 +279,7 @@ class ActivationQuantizer(keras.layers.Layer):
     def _update_range(self, inputs: Any) -> None:
         batch_min = ops.stop_gradient(ops.cast(ops.min(inputs), "float32"))
         batch_max = ops.stop_gradient(ops.cast(ops.max(inputs), "float32"))
+        batch_min, batch_max = global_batch_range(batch_min, batch_max)
         keep = ops.where(self.seen > 0.0, self.decay, 0.0)
         self.range_min.assign(keep * self.range_min + (1.0 - keep) * batch_min)
         self.range_max.assign(keep * self.range_max + (1.0 - keep) * batch_max)
@@ -353,7 +379,7 @@ class _RangeQuantizer(Quantizer):
     def __call__(self, inputs: Any, training: Any, weights: dict[str, Any], **kwargs: Any) -> Any:
         inputs = ops.convert_to_tensor(inputs)
         if training:
-            self._update(weights, *self._batch_range(inputs))
+            self._update(weights, *global_batch_range(*self._batch_range(inputs)))
         low, high = weights["min_var"], weights["max_var"]
         return keras.quantizers.fake_quant_with_min_max_vars(
             inputs,
