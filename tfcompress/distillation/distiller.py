@@ -38,6 +38,24 @@ def _num_replicas() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def _check_strategy(models: dict[str, keras.Model]) -> None:
+    """Teachers and student must hold variables of the strategy whose scope is open."""
+    if not tf.distribute.has_strategy():
+        return
+    strategy = tf.distribute.get_strategy()
+    for role, model in models.items():
+        for variable in model.weights:
+            if not strategy.extended.variable_created_in_scope(
+                getattr(variable, "value", variable)
+            ):
+                raise ValueError(
+                    f"Distiller.compile: the {role} '{model.name}' was built outside the "
+                    f"{type(strategy).__name__} scope (its variable '{variable.path}' is not "
+                    "distributed). Create the strategy first, then build (or wrap) the teacher, "
+                    "the student and the Distiller inside `with strategy.scope():`."
+                )
+
+
 def _output_shape(model: keras.Model, role: str) -> tuple:
     outputs = getattr(model, "outputs", None)
     if not outputs:
@@ -295,6 +313,13 @@ class Distiller(keras.Model):
                 "plain softmax or 2-8 for softened targets."
             )
         kwargs.pop("loss", None)
+        _check_strategy(
+            {"student": self.student}
+            | {
+                f"teacher {i}" if len(self.teachers) > 1 else "teacher": t
+                for i, t in enumerate(self.teachers)
+            }
+        )
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
         self.alpha = float(alpha)
         self.temperature = float(temperature)
