@@ -1,0 +1,105 @@
+"""Empirical bias correction: give each quantized layer the output mean of the float layer.
+
+Rounding a kernel to its grid shifts the mean of the layer's outputs (`E[(W_q - W) x]` is rarely
+zero, and per-tensor grids make it large), and the shift adds up through the network. Layer by
+layer, in graph order, the mean pre-activation of the weight-quantized model (whose earlier layers
+are already corrected) is compared with the float model's on calibration data, and the difference
+is subtracted from the bias. Both means are exact: a kernel op is linear, so the mean over the
+batch of its outputs is the op applied to the mean input map.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from tfcompress.graph import clone_with_weights
+from tfcompress.graph.model import check_model
+from tfcompress.ptq.recovery.weights import (
+    as_batches,
+    check_bits,
+    kernel_layers,
+    linear,
+    quantize_kernel,
+    with_biases,
+)
+
+
+def _mean_input(model: keras.Model, layer_name: str, data: np.ndarray, batch_size: int) -> Any:
+    """The batch mean of the input map of `layer_name` in `model` (one channel-last map)."""
+    sub = keras.Model(model.inputs, model.get_layer(layer_name).input)
+    total = None
+    for start in range(0, len(data), batch_size):
+        out = keras.ops.convert_to_numpy(sub(data[start : start + batch_size], training=False))
+        part = out.sum(axis=0, dtype=np.float64)
+        total = part if total is None else total + part
+    return (total / len(data)).astype(np.float32)[None]
+
+
+def _pre_activation_mean(layer: Any, mean_input: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    out = keras.ops.convert_to_numpy(linear(layer, mean_input, kernel))
+    return out.reshape(-1, out.shape[-1]).mean(axis=0)
+
+
+def bias_correction(
+    model: keras.Model,
+    data: Any,
+    *,
+    bits: int = 8,
+    per_channel: bool = True,
+    num_samples: int = 256,
+    batch_size: int = 64,
+) -> keras.Model:
+    """Correct every kernel layer's bias for the mean shift its weight quantization causes.
+
+    Args:
+        model: a functional or Sequential Keras model (fold BatchNorm first for the best effect:
+            `fold_batch_norms`, or `convert(..., optimize=["fold_bn", "bias_correction"])`).
+        data: calibration inputs (numpy array, batch first), e.g. `x_train[:200]`.
+        bits: weight width of the file, 8 or 4.
+        per_channel: the weight grid of the file: one scale per output channel, or per tensor
+            (`convert(..., per_channel=False)`).
+        num_samples: how many samples of `data` to use.
+        batch_size: samples per forward pass.
+
+    Returns:
+        A float model with the same kernels and corrected biases (layers without a bias get one).
+
+    Example:
+        >>> import keras, numpy as np
+        >>> inputs = keras.Input((6, 6, 2))
+        >>> x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Conv2D(3, 1, use_bias=False)(x))
+        >>> x = np.random.rand(16, 6, 6, 2).astype("float32")
+        >>> corrected = bias_correction(model, x, bits=4)
+        >>> [w.shape for w in corrected.layers[-1].get_weights()]
+        [(1, 1, 4, 3), (3,)]
+    """
+    check_model(model, "bias_correction")
+    check_bits(bits, "bias_correction")
+    data = as_batches(data, "bias_correction", model, num_samples)
+    reference = with_biases(model)  # the float model whose means the quantized one must match
+    result = clone_with_weights(reference)
+    layers, _ = kernel_layers(result)
+    quantized = clone_with_weights(result)
+    for layer in layers:
+        kernel = layer.get_weights()[0]
+        quantized.get_layer(layer.name).set_weights(
+            [quantize_kernel(layer, kernel, bits, per_channel), layer.get_weights()[1]]
+        )
+    for layer in layers:
+        kernel, bias = layer.get_weights()
+        q_layer = quantized.get_layer(layer.name)
+        q_kernel = q_layer.get_weights()[0]
+        float_mean = _pre_activation_mean(
+            layer, _mean_input(reference, layer.name, data, batch_size), kernel
+        )
+        quant_mean = _pre_activation_mean(
+            layer, _mean_input(quantized, layer.name, data, batch_size), q_kernel
+        )
+        corrected = (bias - (quant_mean - float_mean)).astype(np.float32)
+        layer.set_weights([kernel, corrected])
+        q_layer.set_weights([q_kernel, corrected])
+    return result
