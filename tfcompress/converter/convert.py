@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -46,6 +48,8 @@ def convert(
     isolate: bool = True,
     timeout: float | None = DEFAULT_TIMEOUT_S,
     int4_weights: bool = False,
+    keep_float: Sequence[str] | None = None,
+    optimize: Sequence[Any] | None = None,
 ) -> bytes:
     """Convert a model to a TFLite flatbuffer and return its bytes.
 
@@ -80,6 +84,16 @@ def convert(
             integers and the outputs are those of the int8 file. LiteRT's CPU kernels run it
             (`tfcompress.converter.int4` lists the runtimes); the Edge TPU does not, so
             `mode="edgetpu"` refuses it (keep its int8 levels).
+        keep_float: with `mode="int8"` or `"edgetpu"`, names of Keras layers to keep in float
+            inside the integer file (`DEQUANTIZE` before and `QUANTIZE` after their ops; the
+            file's input and output stay integer). `tfcompress.ptq.suggest_keep_float` picks
+            them for an accuracy target; an unknown name is an error listing the layers.
+        optimize: with `mode="int8"` or `"edgetpu"`, PTQ recovery steps applied to a copy of a
+            Keras model before converting, always in the order `"fold_bn"`, `"equalize"`,
+            `"adaround"`, `"bias_correction"` (`tfcompress.ptq.recovery.STEPS`); an entry may be
+            `(name, options)`, e.g. `("equalize", {"relu6": "replace"})`. AdaRound and bias
+            correction use `representative_data` and the weight grid of `per_channel`; with
+            `int4_weights=True` AdaRound rounds to 4 bits and the file stores INT4.
 
     In the calibrated modes, where TF's converter requantizes an integer tensor through float
     (`DEQUANTIZE -> QUANTIZE`, e.g. on the input of a QAT model whose first layer is a
@@ -125,6 +139,21 @@ def convert(
             f"mode={mode!r} does not calibrate: representative_data is ignored.", stacklevel=2
         )
     _check_int4_mode(int4_weights, mode)
+    four_bit = False
+    if optimize:  # PTQ recovery steps rewrite the float model first (tfcompress.ptq.recovery)
+        from tfcompress.ptq.recovery.steps import prepare_for_convert
+
+        model, representative_data, four_bit = prepare_for_convert(
+            model,
+            optimize,
+            representative_data,
+            mode=mode,
+            per_channel=per_channel,
+            int4_weights=int4_weights,
+            num_samples=num_samples,
+            safe_mode=safe_mode,
+            custom_objects=custom_objects,
+        )
     source = load_source(model, input_signature, safe_mode, custom_objects)
     source = _without_training_wrappers(source, input_signature)
     # layers whose ops have no int8 kernel (fused RNN, NEG, SQUARE, ELU) -> int8-friendly ones
@@ -147,6 +176,12 @@ def convert(
         converter.optimizations = list(
             {*converter.optimizations, tf.lite.Optimize.EXPERIMENTAL_SPARSITY}
         )
+    if keep_float is not None:  # calibrate here, quantize with a denylist in tfcompress.ptq
+        from tfcompress.ptq.selective import check_keep_float_mode, check_layer_names
+
+        check_keep_float_mode(mode)
+        check_layer_names(source.owner, keep_float, [])  # before the calibration's cost
+        converter._experimental_calibrate_only = True
     flatbuffer = _run_converter(
         converter,
         source.name,
@@ -155,11 +190,19 @@ def convert(
         timeout=timeout,
         legacy=compat.is_tf_keras_model(source.owner),
     )
+    if keep_float is not None:
+        from tfcompress.ptq.selective import quantize_for_convert
+
+        flatbuffer = quantize_for_convert(flatbuffer, converter, source.owner, keep_float, mode)
     if mode in CALIBRATED_MODES:  # the converter's float requantize pairs become integer ops
         flatbuffer, _ = fold_float_requantize(flatbuffer)
     read_model(flatbuffer, origin=f"the converted '{source.name}'")  # never hand back a broken file
-    if mode in ("int8", "edgetpu"):
+    if mode in ("int8", "edgetpu") and not keep_float:
         _warn_if_float_ops_left(flatbuffer, source.name, synthetic=representative_data is None)
+    if four_bit:  # AdaRound's 4-bit grid, which the converter stored as int8 values
+        from tfcompress.ptq.recovery.four_bit import four_bit_levels
+
+        flatbuffer = four_bit_levels(flatbuffer, require=True).flatbuffer
     if int4_weights:
         from tfcompress.converter.int4 import pack_int4
 
@@ -410,6 +453,29 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
+def _remove_stale_temporaries(target: Path) -> None:
+    """Delete the temporary files of earlier saves to `target` whose process has died.
+
+    A save killed mid-write (SIGKILL, power loss) leaves its `.<name>.<pid>.<random>.tmp` file;
+    the target itself is untouched. A live process's temporary (a concurrent save) is kept.
+    """
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(\d+)\.[^.]+\.tmp")
+    for leftover in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        match = pattern.fullmatch(leftover.name)
+        if match is not None and not _process_alive(int(match.group(1))):
+            leftover.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
 def save_tflite(flatbuffer: bytes, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write a TFLite flatbuffer atomically (temporary file, then rename).
 
@@ -443,8 +509,9 @@ def save_tflite(flatbuffer: bytes, path: str | os.PathLike, overwrite: bool = Fa
             f"'{target}' already exists; pass overwrite=True (CLI: --overwrite) to replace it."
         )
     target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(target)
     handle, temporary = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp", dir=target.parent
+        prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent
     )
     try:
         with os.fdopen(handle, "wb") as stream:
