@@ -86,8 +86,9 @@ def test_pruning_masks_and_step_are_those_of_one_process(runs: Path) -> None:
             assert 0.0 < weights[k].mean() < 1.0  # pruned, not empty
         # the schedule stepped once per global step (the first step is 0), not per replica
         assert [int(weights[k]) for k in steps] == [GLOBAL_STEPS - 1] * 3
-        kernels = [k.replace("prune_low_magnitude_", "").replace("mask_0", "kernel") for k in masks]
-        for mask, kernel in zip(masks, kernels, strict=True):
+        for mask in masks:  # "001:prune_low_magnitude_conv/mask_0" masks "000:conv/kernel"
+            layer = mask.split(":")[1].removeprefix("prune_low_magnitude_").split("/")[0]
+            (kernel,) = [k for k in weights if k.endswith(f":{layer}/kernel")]
             assert np.all(weights[kernel][weights[mask] == 0] == 0)
 
 
