@@ -81,7 +81,8 @@ def convert(
             `ConversionError`; `None` waits for ever. Ignored with `isolate=False`.
         int4_weights: with `mode="int8"`, store the weights trained with `weight_bits <= 4` as
             packed TFLite INT4 (two per byte), so the file and its weight memory shrink; the
-            integers and the outputs are those of the int8 file. LiteRT's CPU kernels run it
+            integers and the outputs are those of the int8 file. LiteRT's builtin CPU kernels run
+            its convolutions, slower than XNNPACK runs the int8 file
             (`tfcompress.converter.int4` lists the runtimes); the Edge TPU does not, so
             `mode="edgetpu"` refuses it (keep its int8 levels).
         keep_float: with `mode="int8"` or `"edgetpu"`, names of Keras layers to keep in float

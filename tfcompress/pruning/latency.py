@@ -15,7 +15,7 @@
    group costs (relative to the mean over groups). One number `lam` is searched so that the model
    meets the target; no group loses more than `max_fraction` of its channels or its last one.
 4. Check. For a latency target the pruned model is converted (`latency_mode`) and timed; when it
-   is slower than the target, the predicted target is lowered by the measured shortfall and
+   is slower than the target, the predicted target is lowered by the measured shortfall (at least 3%) and
    the search runs again (at most `_ROUNDS` times). A target that even the most pruned model
    (every group at `max_fraction`) misses is an error that says the best reached.
 
@@ -41,7 +41,7 @@ from tfcompress.pruning.structured import (
 )
 
 _log = logging.getLogger("tfcompress")
-_ROUNDS = 4
+_ROUNDS = 6
 _RUNS = 30
 _LATENCY_MODES = ("float32", "int8")
 
@@ -343,7 +343,7 @@ def prune_to_target(
         keep = _search(costs, scores, unit_cost, rest, goal, max_fraction)
         measured = measure(apply_keep(model, groups, of_tensor, keep))
         _log.info("latency pruning round %d: %.3f ms (target %.3f ms)", rounds, measured, target_ms)
-        goal *= target_ms / measured
+        goal *= min(target_ms / measured, 0.97)
     if measured > target_ms:
         most = _keep_for(np.inf, scores, unit_cost, max_fraction)
         best = measure(apply_keep(model, groups, of_tensor, most))
