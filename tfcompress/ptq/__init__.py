@@ -1,0 +1,42 @@
+"""Post-training quantization tools: find the layers that lose accuracy and fix them.
+
+`debug_quantization` measures, per Keras layer, the error the integer file adds (accumulated
+and isolated); `suggest_keep_float` and `convert(..., keep_float=[...])` keep chosen layers float.
+
+Example:
+    >>> import tfcompress.ptq as ptq
+    >>> callable(ptq.debug_quantization)
+    True
+"""
+
+from tfcompress.ptq.debug import LayerError, QuantizationDebugReport, debug_quantization
+from tfcompress.ptq.recovery import (
+    STEPS,
+    adaround,
+    bias_correction,
+    equalize,
+    fold_batch_norms,
+    four_bit_levels,
+)
+from tfcompress.ptq.selective import (
+    CalibratedModel,
+    KeepFloatSuggestion,
+    calibrate,
+    suggest_keep_float,
+)
+
+__all__ = [
+    "STEPS",
+    "CalibratedModel",
+    "KeepFloatSuggestion",
+    "LayerError",
+    "adaround",
+    "bias_correction",
+    "equalize",
+    "fold_batch_norms",
+    "four_bit_levels",
+    "QuantizationDebugReport",
+    "calibrate",
+    "debug_quantization",
+    "suggest_keep_float",
+]
