@@ -22,9 +22,6 @@ FLOAT_IN_INT8: dict[str, tuple[set[str], str]] = {
 }
 
 # "<row id>/<technique>": why it does not work yet. Each is a bug or a converter limit to fix.
-_SEPARABLE_CLUSTERING = (
-    "cluster_weights does not wrap separable convolutions (two kernels): they stay unclustered"
-)
 KNOWN_GAPS: dict[str, str] = {
     "Masking/qat": "the mask (NOT_EQUAL on the inputs, then CAST) is computed in float",
     "Masking/ptq": "the mask (NOT_EQUAL on the inputs, then CAST) is computed in float",
@@ -32,23 +29,14 @@ KNOWN_GAPS: dict[str, str] = {
     "layers are): TF's converter cannot lower its loop to int8",
     "RNN-lstmcell/ptq": "keras.layers.RNN around a cell is not unrolled (LSTM, GRU and SimpleRNN "
     "layers are): TF's converter cannot lower its loop to int8",
-    "SeparableConv1D/clustering": _SEPARABLE_CLUSTERING,
-    "SeparableConv1D-bn/clustering": _SEPARABLE_CLUSTERING,
-    "SeparableConv2D/clustering": _SEPARABLE_CLUSTERING,
-    "SeparableConv2D-bn/clustering": _SEPARABLE_CLUSTERING,
 }
 
-_RECURRENT_CLUSTERING = (
-    "cluster_weights does not wrap recurrent layers: their kernels stay unclustered"
-)
-for _layer in ("LSTM", "GRU", "SimpleRNN"):
-    for _variant in ("", "-sequences", "-stacked", "-backwards"):
-        KNOWN_GAPS[f"{_layer}{_variant}/clustering"] = _RECURRENT_CLUSTERING
-    KNOWN_GAPS[f"Bidirectional-{_layer.lower()}/clustering"] = _RECURRENT_CLUSTERING
 KNOWN_GAPS["RNN-lstmcell/pruning"] = (
     "prune_low_magnitude does not wrap keras.layers.RNN around a cell"
 )
-KNOWN_GAPS["RNN-lstmcell/clustering"] = _RECURRENT_CLUSTERING
+KNOWN_GAPS["RNN-lstmcell/clustering"] = (
+    "cluster_weights does not wrap keras.layers.RNN around a cell"
+)
 KNOWN_GAPS["LSTM-stacked/qat"] = (
     "top-1 agreement 0.988: the fixed 1/128 and 1/256 steps of TANH and LOGISTIC outputs "
     "compound over 8 steps and two layers (16-bit gates and cell, as TFLite's fused LSTM has, "

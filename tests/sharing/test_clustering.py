@@ -327,3 +327,37 @@ def test_tfmot_layer_list_and_wrapper_keywords_are_honoured():
     )
     assert [type(layer).__name__ for layer in layers] == ["ClusterWeights", "ClusterWeights"]
     assert all(layer.name == "wrapped" and layer.number_of_clusters == 2 for layer in layers)
+
+
+def test_attention_kernels_cluster_and_keep_k_values_in_the_int8_file(tmp_path):
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((6, 8))
+    attended = keras.layers.MultiHeadAttention(2, 4, name="attention")(inputs, inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(attended)))
+    x = rng.normal(0, 1, (32, 6, 8)).astype("float32")
+    clustered = tfc.cluster_weights(model, number_of_clusters=4)
+    path = tmp_path / "clustered.keras"
+    clustered.save(path)
+    np.testing.assert_array_equal(keras.saving.load_model(path)(x), clustered(x))
+    plain = tfc.strip_clustering(clustered)
+    np.testing.assert_allclose(plain(x), clustered(x), atol=1e-5)
+    attention = plain.get_layer("attention")
+    for part in ("query", "key", "value", "output"):
+        kernel = keras.ops.convert_to_numpy(getattr(attention, f"_{part}_dense").kernel)
+        assert len(np.unique(kernel)) <= 4, part
+    report = tfc.inspect(tfc.convert(plain, "int8", x, per_channel=False))
+    assert report.float_ops == []
+    kernels = [t.buffer for t in report.tensors if t.is_constant and t.dtype == "INT8"]
+    assert len(kernels) >= 5 and all(len(np.unique(k)) <= 4 for k in kernels)
+
+
+def test_per_channel_leaves_multi_kernel_layers_unclustered_and_says_so():
+    inputs = keras.Input((6, 4))
+    outputs = keras.layers.Dense(3)(keras.layers.LSTM(4, name="lstm")(inputs))
+    model = keras.Model(inputs, outputs)
+    with pytest.warns(UserWarning, match="'lstm' .LSTM. unclustered"):
+        clustered = tfc.cluster_weights(model, number_of_clusters=4, per_channel=True)
+    assert isinstance(clustered.layers[-1], ClusterWeights)
+    assert type(clustered.get_layer("lstm")) is keras.layers.LSTM
+    with pytest.raises(ValueError, match="'lstm' .LSTM. has several kernels"):
+        tfc.cluster_weights(model, number_of_clusters=4, per_channel=True, layers=["lstm"])

@@ -24,6 +24,8 @@ FOLDABLE = (
     L.Conv1DTranspose,
     L.Conv2DTranspose,
     L.Conv3DTranspose,
+    L.SeparableConv1D,  # into the pointwise kernel
+    L.SeparableConv2D,
 )
 
 
@@ -44,14 +46,14 @@ def is_linear(layer: Any) -> bool:
     return activation is None or getattr(activation, "__name__", "") == "linear"
 
 
-def folds_into(producer: Any, batchnorm: Any, rank: int, kinds: tuple = FOLDABLE) -> bool:
+def folds_into(producer: Any, batchnorm: Any, rank: int) -> bool:
     """Whether `batchnorm` (on a rank-`rank` output of `producer`) folds exactly into its kernel.
 
-    Both must be used once, the producer must be a linear kernel layer of one of `kinds` and the
+    Both must be used once, the producer must be a linear kernel layer (`FOLDABLE`) and the
     BatchNorm must normalize the last (channel) axis.
     """
     return (
-        isinstance(producer, kinds)
+        isinstance(producer, FOLDABLE)
         and isinstance(batchnorm, L.BatchNormalization)
         and len(producer._inbound_nodes) == 1
         and len(batchnorm._inbound_nodes) == 1
@@ -135,9 +137,11 @@ def _folded(layer: keras.layers.Layer, bn: keras.layers.BatchNormalization) -> k
     folded = layer.__class__.from_config({**layer.get_config(), "use_bias": True})
     folded.build(tuple(layer.input.shape))
     weights = layer.get_weights()
-    bias = weights[1] if layer.use_bias else None
-    kernel, shift = fold_into_kernel(layer, bn, weights[0], bias)
+    kernels = 2 if isinstance(layer, L.SeparableConv1D | L.SeparableConv2D) else 1
+    bias = weights[kernels] if layer.use_bias else None
+    kernel, shift = fold_into_kernel(layer, bn, weights[kernels - 1], bias)
     folded.set_weights(
-        [np.asarray(keras.ops.convert_to_numpy(v), np.float32) for v in (kernel, shift)]
+        weights[: kernels - 1]
+        + [np.asarray(keras.ops.convert_to_numpy(v), np.float32) for v in (kernel, shift)]
     )
     return folded

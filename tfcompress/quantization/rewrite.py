@@ -17,7 +17,7 @@ from typing import Any
 
 import keras
 
-from tfcompress.graph import FOLDABLE, folds_into, is_linear
+from tfcompress.graph import folds_into, is_linear
 from tfcompress.quantization.config import (
     FLOAT,
     KERNEL,
@@ -694,12 +694,7 @@ def _foldable_batchnorm(op: Any, node: Any, consumers: dict) -> Any:
     if len(node.outputs) != 1:
         return None
     users = consumers[id(node.outputs[0])]
-    if len(users) != 1 or not folds_into(
-        op,
-        users[0][0],
-        len(node.outputs[0].shape),
-        (*FOLDABLE, L.SeparableConv1D, L.SeparableConv2D),
-    ):
+    if len(users) != 1 or not folds_into(op, users[0][0], len(node.outputs[0].shape)):
         return None
     return users[0][1]
 

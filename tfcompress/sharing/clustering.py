@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -121,6 +122,50 @@ _KERNEL_ATTRIBUTE = {
 
 def _kernel_name(layer: keras.layers.Layer) -> str | None:
     return _KERNEL_ATTRIBUTE.get(type(layer))
+
+
+_RECURRENT = (L.LSTM, L.GRU, L.SimpleRNN)
+_SEPARABLE = (L.SeparableConv1D, L.SeparableConv2D)
+
+
+def _cell_weights(prefix: str, cell: Any) -> list[tuple[str, Any]]:
+    return [(f"{prefix}{name}", getattr(cell, name)) for name in ("kernel", "recurrent_kernel")]
+
+
+def _builtin_weights(layer: Any) -> list[tuple[str, Any]] | None:
+    """The kernels of a built-in layer with several of them (None for any other layer)."""
+    if type(layer) in _SEPARABLE:
+        return [(name, getattr(layer, name)) for name in ("depthwise_kernel", "pointwise_kernel")]
+    if type(layer) in _RECURRENT:
+        return _cell_weights("", layer.cell)
+    if type(layer) is L.Bidirectional and type(layer.forward_layer) in _RECURRENT:
+        forward = _cell_weights("forward_", layer.forward_layer.cell)
+        return forward + _cell_weights("backward_", layer.backward_layer.cell)
+    if type(layer) is L.MultiHeadAttention:
+        parts = ("query", "key", "value", "output")
+        return [(f"{part}_kernel", getattr(layer, f"_{part}_dense").kernel) for part in parts]
+    return None
+
+
+def _clusterable_weights(layer: Any) -> list[tuple[str, Any]]:
+    """(name, variable) of each weight `ClusterCustomWeights` clusters in `layer`."""
+    if _is_clusterable_layer(layer):
+        return list(layer.get_clusterable_weights())
+    return _builtin_weights(layer) or []
+
+
+def _custom_clusterable(layer: Any) -> bool:
+    """Clustered by `ClusterCustomWeights`: a `ClusterableLayer`, or a built-in multi-kernel layer
+    (SeparableConv1D/2D, LSTM, GRU, SimpleRNN, Bidirectional of those, MultiHeadAttention)."""
+    if _kernel_name(layer) is not None:
+        return False
+    return _is_clusterable_layer(layer) or _builtin_weights_type(layer)
+
+
+def _builtin_weights_type(layer: Any) -> bool:
+    if type(layer) in (*_SEPARABLE, *_RECURRENT, L.MultiHeadAttention):
+        return True
+    return type(layer) is L.Bidirectional and type(layer.forward_layer) in _RECURRENT
 
 
 def initial_centroids(values: np.ndarray, count: int, init: str, seed: int = 0) -> np.ndarray:
@@ -358,7 +403,10 @@ def _forward_input_shape(layer: keras.layers.Layer, wrapper: keras.layers.Layer)
 
 @keras.saving.register_keras_serializable(package="tfcompress")
 class ClusterCustomWeights(keras.layers.Wrapper):
-    """Clusters the weights a `ClusterableLayer` names in `get_clusterable_weights`.
+    """Clusters the weights a `ClusterableLayer` names in `get_clusterable_weights`, or every
+    kernel of a built-in layer that has several (SeparableConv1D/2D: depthwise and pointwise;
+    LSTM, GRU, SimpleRNN and a Bidirectional of them: kernel and recurrent kernel;
+    MultiHeadAttention: query, key, value and output kernels).
 
     Each named weight shares `number_of_clusters` trainable centroids (per tensor). The layer's
     own `call` runs with the clustered values substituted for its variables, so any layer works;
@@ -384,7 +432,7 @@ class ClusterCustomWeights(keras.layers.Wrapper):
     ):
         super().__init__(layer, **kwargs)
         _forward_input_shape(layer, self)
-        if not _is_clusterable_layer(layer):
+        if not _custom_clusterable(layer):
             raise ValueError(
                 f"Layer '{layer.name}' ({type(layer).__name__}) does not implement "
                 "get_clusterable_weights(); subclass tfcompress.clustering.ClusterableLayer."
@@ -402,8 +450,9 @@ class ClusterCustomWeights(keras.layers.Wrapper):
         self._names: list[str] = []
         self._centroids: list[Any] = []
         self._indices: list[Any] = []
-        for name, weight in self.layer.get_clusterable_weights():
-            if self.layer.get_clusterable_algorithm(name) is not None:
+        custom = _is_clusterable_layer(self.layer)
+        for name, weight in _clusterable_weights(self.layer):
+            if custom and self.layer.get_clusterable_algorithm(name) is not None:
                 raise ValueError(
                     f"Layer '{self.layer.name}': get_clusterable_algorithm('{name}') returned a "
                     "custom algorithm; tfcompress always assigns each weight to its nearest "
@@ -434,7 +483,7 @@ class ClusterCustomWeights(keras.layers.Wrapper):
             )
         with tf.init_scope():
             for (_, weight), centroids, indices in zip(
-                self.layer.get_clusterable_weights(), self._centroids, self._indices, strict=True
+                _clusterable_weights(self.layer), self._centroids, self._indices, strict=True
             ):
                 values = keras.ops.convert_to_numpy(weight)
                 centroids.assign(initial_centroids(values, self.number_of_clusters, self.init))
@@ -450,10 +499,10 @@ class ClusterCustomWeights(keras.layers.Wrapper):
             )
         }
 
-    def call(self, inputs: Any, training: bool | None = None) -> Any:
+    def call(self, inputs: Any, *args: Any, training: bool | None = None, **kwargs: Any) -> Any:
         mapping = []
         for (_, weight), centroids, indices in zip(
-            self.layer.get_clusterable_weights(), self._centroids, self._indices, strict=True
+            _clusterable_weights(self.layer), self._centroids, self._indices, strict=True
         ):
             if training:
                 indices.assign(_nearest_indices(weight, centroids))
@@ -463,18 +512,19 @@ class ClusterCustomWeights(keras.layers.Wrapper):
             )
         # the layer's own call, reading the clustered values in place of its variables
         with keras.StatelessScope(state_mapping=mapping):
-            return self.layer(inputs)
+            return self.layer(inputs, *args, **kwargs)
 
-    def stripped(self, input_shape: tuple) -> keras.layers.Layer:
+    def stripped(self) -> keras.layers.Layer:
         """A copy of the inner layer holding the clustered values."""
-        inner = fresh_copy(self.layer, input_shape)
+        inner = fresh_copy(self.layer)
         baked = self.clustered_weights()
-        for name, weight in inner.get_clusterable_weights():
+        for name, weight in _clusterable_weights(inner):
             weight.assign(baked[name])
         return inner
 
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return self.layer.compute_output_shape(input_shape)
+    def compute_output_spec(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("training", None)
+        return self.layer.compute_output_spec(*args, **kwargs)
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -540,7 +590,8 @@ def cluster_weights(
     preserve_sparsity: bool = False,
     **tfmot_kwargs: Any,
 ) -> keras.Model | keras.layers.Layer:
-    """Cluster the kernels of a model's Dense, Conv, DepthwiseConv, Embedding layers.
+    """Cluster the kernels of a model's Dense, Conv, DepthwiseConv, SeparableConv, Embedding,
+    LSTM, GRU, SimpleRNN, Bidirectional and MultiHeadAttention layers.
 
     Args:
         model_or_layer: a built functional or Sequential model (not modified), or one layer.
@@ -561,7 +612,7 @@ def cluster_weights(
 
     Returns:
         A model whose clusterable layers are wrapped in `ClusterWeights` (`ClusterCustomWeights`
-        for a `ClusterableLayer`), or the wrapped layer. Fine-tune it, then call
+        for a `ClusterableLayer` and for layers with several kernels), or the wrapped layer. Fine-tune it, then call
         `strip_clustering` before `tfcompress.convert`.
 
     Example:
@@ -579,11 +630,12 @@ def cluster_weights(
     per_channel = bool(options["per_channel"])
 
     def wrap(layer: keras.layers.Layer, **kwargs: Any) -> keras.layers.Layer:
-        if _kernel_name(layer) is None and _is_clusterable_layer(layer):
+        if _custom_clusterable(layer):
             if per_channel or preserve_sparsity:
                 raise ValueError(
-                    f"Layer '{layer.name}' is a ClusterableLayer: its weights are clustered per "
-                    "tensor; per_channel and preserve_sparsity apply to built-in layers only."
+                    f"Layer '{layer.name}' ({type(layer).__name__}) has several kernels, clustered "
+                    "per tensor: per_channel and preserve_sparsity apply to single-kernel layers "
+                    "only. Leave it out with cluster_weights(..., layers=[...])."
                 )
             return ClusterCustomWeights(layer, int(number_of_clusters), init, **kwargs)
         return ClusterWeights(
@@ -612,11 +664,19 @@ def cluster_weights(
 
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
         chosen = names is None or layer.name in names
-        clusterable = _kernel_name(layer) is not None or _is_clusterable_layer(layer)
+        clusterable = _kernel_name(layer) is not None or _custom_clusterable(layer)
         if not chosen or (names is None and not clusterable):
             return None
+        if names is None and (per_channel or preserve_sparsity) and _builtin_weights_type(layer):
+            warnings.warn(
+                f"cluster_weights leaves '{layer.name}' ({type(layer).__name__}) unclustered: its "
+                "kernels are clustered per tensor only, without preserve_sparsity. Cluster it "
+                "in a separate call without per_channel/preserve_sparsity, or name the layers.",
+                stacklevel=3,
+            )
+            return None
         wrapper = wrap(fresh_copy(layer), name=f"cluster_{layer.name}")
-        wrapper.build(layer.input.shape)
+        wrapper.build(keras.tree.map_structure(lambda tensor: tensor.shape, layer.input))
         return wrapper
 
     return rebuild(model, replace)
@@ -637,7 +697,7 @@ def strip_clustering(model: keras.Model) -> keras.Model:
 
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
         if isinstance(layer, ClusterCustomWeights):
-            return layer.stripped(tuple(layer.input.shape))
+            return layer.stripped()
         if not isinstance(layer, ClusterWeights):
             return None
         inner = fresh_copy(layer.layer, tuple(layer.input.shape))
