@@ -10,10 +10,10 @@ weights quantize better.
 """
 
 from tfcompress.graph import fold_batch_norms
-from tfcompress.ptq.recovery.adaround import adaround, round_layer
-from tfcompress.ptq.recovery.bias_correction import bias_correction
-from tfcompress.ptq.recovery.equalize import EqualizationReport, equalize
+from tfcompress.ptq.recovery.bias import bias_correction
+from tfcompress.ptq.recovery.equalization import EqualizationReport, equalize
 from tfcompress.ptq.recovery.four_bit import FourBitLevels, four_bit_levels
+from tfcompress.ptq.recovery.rounding import adaround, round_layer
 from tfcompress.ptq.recovery.steps import STEPS, optimize_model, parse_steps
 
 __all__ = [

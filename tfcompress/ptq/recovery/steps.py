@@ -8,9 +8,9 @@ from typing import Any
 import keras
 
 from tfcompress.graph import fold_batch_norms
-from tfcompress.ptq.recovery.adaround import adaround
-from tfcompress.ptq.recovery.bias_correction import bias_correction
-from tfcompress.ptq.recovery.equalize import equalize
+from tfcompress.ptq.recovery.bias import bias_correction
+from tfcompress.ptq.recovery.equalization import equalize
+from tfcompress.ptq.recovery.rounding import adaround
 
 #: the steps, in the order they always run: folding first (the others need folded kernels),
 #: equalization next (it rescales kernels), AdaRound (it fixes the kernels' integers), bias
@@ -94,3 +94,74 @@ def optimize_model(
     if "bias_correction" in steps:
         model = bias_correction(model, data, **{**grid, **steps["bias_correction"]})
     return model
+
+
+def prepare_for_convert(
+    model: Any,
+    optimize: Any,
+    data: Any,
+    *,
+    mode: str,
+    per_channel: bool,
+    int4_weights: bool,
+    num_samples: int,
+    safe_mode: bool = True,
+    custom_objects: dict | None = None,
+) -> tuple[keras.Model, Any, bool]:
+    """What `convert(..., optimize=...)` converts: the optimized model, its data, 4-bit or not.
+
+    Returns `(model, data, four_bit)`; with `four_bit` the converted file's filters are turned
+    into 4-bit levels (`four_bit_levels`) before any INT4 packing.
+    """
+    import numpy as np
+
+    from tfcompress.converter.calibration import collect_samples
+    from tfcompress.converter.errors import ConversionError
+
+    steps = parse_steps(optimize)
+    if mode not in ("int8", "edgetpu"):
+        raise ConversionError(
+            f"optimize= recovers integer accuracy: use it with mode='int8' or 'edgetpu', not "
+            f"mode={mode!r}."
+        )
+    if isinstance(model, str) or hasattr(model, "__fspath__"):
+        model = keras.saving.load_model(
+            model, custom_objects=custom_objects, safe_mode=safe_mode, compile=False
+        )
+    if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
+        raise ConversionError(
+            "optimize= rewrites a Keras 3 functional or Sequential model (or a .keras file); "
+            f"got {type(model).__name__}. Convert the Keras model itself."
+        )
+    adaround_bits = steps.get("adaround", {}).get("bits")
+    bits = 4 if int4_weights or adaround_bits == 4 else 8
+    if int4_weights and "adaround" not in steps:
+        raise ConversionError(
+            "int4_weights=True with optimize= needs the 'adaround' step: it puts the weights on "
+            "a 4-bit grid (round-to-nearest is ('adaround', {'iterations': 0}))."
+        )
+    if adaround_bits is not None and adaround_bits != bits:
+        raise ConversionError(
+            f"optimize: ('adaround', {{'bits': {adaround_bits}}}) contradicts int4_weights=True."
+        )
+    for name in ("adaround", "bias_correction"):
+        if name in steps:
+            steps[name].pop("bits", None)
+    if data is not None:
+        specs = [tf_spec(tensor) for tensor in model.inputs]
+        samples = collect_samples(data, specs, num_samples, model.name)
+        data = np.concatenate([sample[0] for sample in samples])
+    try:
+        optimized = optimize_model(
+            model, list(steps.items()), data, per_channel=per_channel, bits=bits
+        )
+    except ValueError as error:
+        raise ConversionError(str(error)) from error
+    return optimized, data, "adaround" in steps and bits == 4
+
+
+def tf_spec(tensor: Any) -> Any:
+    """The `tf.TensorSpec` of a Keras input tensor."""
+    import tensorflow as tf
+
+    return tf.TensorSpec(tuple(tensor.shape), tensor.dtype)

@@ -54,8 +54,8 @@ def round_layer(
     per_channel: bool = True,
     iterations: int = 300,
     batch_size: int = 32,
-    learning_rate: float = 1e-2,
-    regularization: float = 0.01,
+    learning_rate: float = 3e-2,
+    regularization: float = 3.0,
     seed: int = 0,
 ) -> np.ndarray:
     """The AdaRound kernel of one layer: on its TFLite grid, fitted to `targets` from `inputs`.
@@ -76,7 +76,8 @@ def round_layer(
     Returns:
         The kernel, in float, on the grid `scale * integer` with |integer| <= 2**(bits-1) - 1;
         the largest weight of each channel keeps its nearest level, so the grid's scale is the
-        one the converter computes.
+        one the converter computes. Never worse than round-to-nearest on `inputs`: when the
+        learned rounding reconstructs worse, the nearest levels are returned.
 
     Example:
         >>> import keras, numpy as np
@@ -116,7 +117,9 @@ def round_layer(
         float(tf.reduce_mean(tf.square(output(x_all, nearest_kernel) - y_all)).numpy()) or 1e-12
     )
     v = tf.Variable(_initial_v(ratio - floor))
-    optimizer = keras.optimizers.Adam(learning_rate)
+    first_moment = tf.Variable(tf.zeros_like(v))
+    second_moment = tf.Variable(tf.zeros_like(v))
+    count_t = tf.Variable(0.0)
 
     @tf.function
     def step(x: tf.Tensor, y: tf.Tensor, beta: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
@@ -125,7 +128,13 @@ def round_layer(
             error = tf.reduce_mean(tf.square(output(x, soft) - y)) / baseline
             rounding = tf.reduce_mean(1.0 - tf.pow(tf.abs(2.0 * _h(v) - 1.0), beta))
             loss = error + weight * rounding
-        optimizer.apply_gradients([(tape.gradient(loss, v), v)])
+        gradient = tape.gradient(loss, v)
+        count_t.assign_add(1.0)  # Adam, written out: the variable is a plain tf.Variable
+        first_moment.assign(0.9 * first_moment + 0.1 * gradient)
+        second_moment.assign(0.999 * second_moment + 0.001 * tf.square(gradient))
+        m_hat = first_moment / (1.0 - tf.pow(0.9, count_t))
+        v_hat = second_moment / (1.0 - tf.pow(0.999, count_t))
+        v.assign_sub(learning_rate * m_hat / (tf.sqrt(v_hat) + 1e-8))
         return loss
 
     rng = np.random.default_rng(seed)
@@ -146,8 +155,10 @@ def round_layer(
             tf.constant(weight, tf.float32),
         )
     learned = np.clip(floor + (v.numpy() >= 0), -limit, limit)
-    levels = np.where(peak, nearest, learned)
-    return (levels * scale).astype(np.float32)
+    kernel_learned = (np.where(peak, nearest, learned) * scale).astype(np.float32)
+    # 300 steps are few: keep round-to-nearest where the learned rounding did not beat it
+    learned_error = float(tf.reduce_mean(tf.square(output(x_all, kernel_learned) - y_all)))
+    return kernel_learned if learned_error <= baseline else (nearest * scale).astype(np.float32)
 
 
 def adaround(
@@ -201,8 +212,8 @@ def adaround(
     layers, _ = kernel_layers(result)
     for layer in layers:
         float_layer = model.get_layer(layer.name)
-        inputs = predict(keras.Model(result.inputs, layer.input), data)
-        targets = predict(keras.Model(model.inputs, float_layer.output), data)
+        inputs = predict(keras.Model(result.inputs[0], layer.input), data)
+        targets = predict(keras.Model(model.inputs[0], float_layer.output), data)
         kernel = round_layer(
             layer,
             inputs,

@@ -29,7 +29,7 @@ from tfcompress.ptq.recovery.weights import (
 
 def _mean_input(model: keras.Model, layer_name: str, data: np.ndarray, batch_size: int) -> Any:
     """The batch mean of the input map of `layer_name` in `model` (one channel-last map)."""
-    sub = keras.Model(model.inputs, model.get_layer(layer_name).input)
+    sub = keras.Model(model.inputs[0], model.get_layer(layer_name).input)
     total = None
     for start in range(0, len(data), batch_size):
         out = keras.ops.convert_to_numpy(sub(data[start : start + batch_size], training=False))
