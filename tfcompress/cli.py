@@ -19,6 +19,7 @@ typical use:
   tfcompress inspect model.tflite --edgetpu         ops, dtypes, sizes and the Edge TPU mapping
   tfcompress evaluate model.tflite --data test.npz  accuracy on LiteRT
   tfcompress bench model.tflite --threads 1         median and p90 latency
+  tfcompress debug model.keras --data data.npz      int8 error per Keras layer, worst first
 
 DATA.npz files hold arrays named x (inputs) and y (labels); the word 'digits' instead of a
 file uses scikit-learn's built-in digits data (8x8x1 images).
@@ -64,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument(
         "--unsafe", action="store_true", help="load Lambda layers (turns off Keras safe mode)"
     )
+    conv.add_argument(
+        "--keep-float",
+        nargs="+",
+        metavar="LAYER",
+        help="int8/edgetpu: Keras layers to keep in float inside the integer file",
+    )
 
     insp = commands.add_parser(
         "inspect", help="ops, dtypes, quantization and sizes of a .tflite file"
@@ -92,6 +99,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=int, default=100)
     bench.add_argument("--warmup", type=int, default=10)
     bench.add_argument("--builtin", action="store_true", help="builtin kernels instead of XNNPACK")
+
+    debug = commands.add_parser(
+        "debug", help="quantization error of each Keras layer in the integer file, worst first"
+    )
+    debug.add_argument("model", help="a .keras file (float or quantization-aware)")
+    debug.add_argument("--data", required=True, help="DATA.npz (array x) or 'digits'")
+    debug.add_argument("--calibration", help="DATA.npz or 'digits' to calibrate (default: --data)")
+    debug.add_argument("--mode", default="int8", choices=["int8", "edgetpu"])
+    debug.add_argument("--tflite", help="debug this integer file (made from the model) instead")
+    debug.add_argument("--num-samples", type=int, default=200, help="samples compared (200)")
+    debug.add_argument(
+        "--no-isolated", action="store_true", help="skip the per-layer isolated runs"
+    )
+    debug.add_argument("--json", metavar="OUT.json", help="also write the report as JSON")
+    debug.add_argument("--plot", metavar="OUT.png", help="also write a PNG bar chart")
+    debug.add_argument(
+        "--unsafe", action="store_true", help="load Lambda layers (turns off Keras safe mode)"
+    )
 
     from tfcompress.recipe import cli as recipe_cli  # light: argparse only, no TensorFlow
 
@@ -150,6 +175,7 @@ def _convert(args: argparse.Namespace) -> int:
         sparsity=args.sparsity,
         safe_mode=not args.unsafe,
         progress=sys.stderr.isatty(),
+        keep_float=args.keep_float,
     )
     tfc.save_tflite(flatbuffer, output, overwrite=args.overwrite)
     report = tfc.inspect(flatbuffer)
@@ -200,6 +226,30 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _debug(args: argparse.Namespace) -> int:
+    from tfcompress.converter.source import load_source
+    from tfcompress.ptq.debug import debug_quantization
+
+    x = load_arrays(args.data)[0]
+    calibration = load_arrays(args.calibration, test_split=False)[0] if args.calibration else None
+    model = load_source(args.model, None, not args.unsafe, None).owner
+    report = debug_quantization(
+        model,
+        x,
+        args.mode,
+        tflite=args.tflite,
+        representative_data=calibration,
+        num_samples=args.num_samples,
+        isolated=not args.no_isolated,
+    )
+    print(report.summary())
+    if args.json:
+        print(f"wrote {report.save_json(args.json)}")
+    if args.plot:
+        print(f"wrote {report.plot(args.plot)}")
+    return 0
+
+
 def _compress(args: argparse.Namespace) -> int:
     from tfcompress.recipe import cli as recipe_cli
 
@@ -230,6 +280,7 @@ _COMMANDS = {
     "evaluate": _evaluate,
     "bench": _bench,
     "compress": _compress,
+    "debug": _debug,
 }
 
 

@@ -123,19 +123,22 @@ class CalibratedModel:
             nodes = [n for row in self.rows if id(row) not in chosen for n in row.op_outputs]
         else:
             nodes = [n for row in self.rows_of(keep_float) for n in row.op_outputs]
-        io_type = _io_type(self.mode)
+        import tensorflow as tf
+
+        io_type = tf.uint8 if self.mode == "edgetpu" else tf.int8
         try:
             with _quiet_stdout(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 flatbuffer = tf_convert.mlir_quantize(
                     self.calibrated,
                     disable_per_channel=not self.per_channel,
-                    fully_quantize=True,
+                    fully_quantize=False,  # what TF's converter passes: same files as convert
                     input_data_type=io_type,
                     output_data_type=io_type,
                     denylisted_nodes=sorted(set(nodes)) or None,
                     disable_per_channel_for_dense_layers=not self.per_channel_dense,
                 )
+
         except Exception as error:  # the quantizer raises RuntimeError/ConverterError
             raise ConversionError(
                 f"TF's quantizer could not quantize '{self.model.name}' with "
@@ -144,12 +147,6 @@ class CalibratedModel:
             ) from error
         flatbuffer, _ = fold_float_requantize(flatbuffer)
         return flatbuffer
-
-
-def _io_type(mode: str) -> Any:
-    import tensorflow as tf
-
-    return tf.uint8 if mode == "edgetpu" else tf.int8
 
 
 def check_layer_names(model: Any, names: Sequence[str], rows: Sequence[LayerOps]) -> None:
