@@ -44,6 +44,53 @@ def global_batch_range(low: Any, high: Any) -> tuple[Any, Any]:
     return -largest[0], largest[1]
 
 
+def fake_quant_keeping_mask(
+    inputs: Any, low: Any, high: Any, num_bits: int = 8, narrow_range: bool = False
+) -> Any:
+    """`fake_quant_with_min_max_vars` for training, whose backward pass keeps a 1-byte mask.
+
+    TensorFlow's gradient of the fake-quant op reads the float input again, so training keeps
+    every quantized activation twice (the op's input for its gradient, its output for the next
+    layer). Here the forward pass records which values fell inside the (nudged) range as a
+    boolean tensor and the gradient passes `dy` there, as TensorFlow's does; the range gets
+    no gradient (it is tracked, not trained). Same values, same input gradient, a quarter of
+    the memory for the saved tensor. Inference (and conversion) uses the plain op.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> x = tf.constant([-1.0, 0.3, 2.0])
+        >>> with tf.GradientTape() as tape:
+        ...     tape.watch(x)
+        ...     y = fake_quant_keeping_mask(x, -0.5, 1.0)
+        >>> [float(v) for v in tape.gradient(y, x)]
+        [0.0, 1.0, 0.0]
+    """
+    import tensorflow as tf
+
+    options = {"num_bits": int(num_bits), "narrow_range": bool(narrow_range)}
+    low = tf.reshape(tf.cast(low, tf.float32), ())
+    high = tf.reshape(tf.cast(high, tf.float32), ())
+
+    @tf.custom_gradient
+    def fake_quant(x: Any) -> Any:
+        outputs = tf.quantization.fake_quant_with_min_max_vars(x, low, high, **options)
+        # TensorFlow's own gradient of a tensor of ones: 1 exactly where it passes gradients
+        passes = tf.raw_ops.FakeQuantWithMinMaxVarsGradient(
+            gradients=tf.ones_like(x), inputs=x, min=low, max=high, **options
+        ).backprops_wrt_input
+        inside = tf.cast(passes, tf.bool)
+
+        def gradient(upstream: Any) -> Any:
+            return tf.where(inside, upstream, tf.zeros_like(upstream))
+
+        return outputs, gradient
+
+    inputs = tf.convert_to_tensor(inputs)
+    if inputs.dtype != tf.float32:  # the op is float32 only
+        return tf.cast(fake_quant(tf.cast(inputs, tf.float32)), inputs.dtype)
+    return fake_quant(inputs)
+
+
 def learned_step_fake_quant(
     x: Any, step: Any, qmin: int, qmax: int, zero_point: Any = 0.0, grad_factor: float = 1.0
 ) -> Any:
@@ -237,6 +284,8 @@ class ActivationQuantizer(keras.layers.Layer):
         if self.num_bits == 16:
             bound = ops.maximum(-low, high)
             low, high = -bound, bound
+        if training:
+            return fake_quant_keeping_mask(inputs, low, high, self.num_bits, self.num_bits == 16)
         return keras.quantizers.fake_quant_with_min_max_vars(
             inputs, low, high, num_bits=self.num_bits, narrow_range=self.num_bits == 16
         )
