@@ -95,7 +95,18 @@ def _consumers(layer: Any) -> list[Any]:
 
 
 def find_chains(model: keras.Model) -> tuple[list[_Chain], dict[str, str]]:
-    """Pairs of kernel layers joined by a path that a per-channel scale passes through."""
+    """Pairs of kernel layers joined by a path that a per-channel scale passes through.
+
+    Returns the chains and `{layer or "first -> second": why not}` for the layers left out.
+
+    Example:
+        >>> inputs = keras.Input((6, 6, 1))
+        >>> x = keras.layers.Conv2D(4, 3, name="a")(inputs)
+        >>> x = keras.layers.MaxPooling2D(name="pool")(keras.layers.ReLU(name="relu")(x))
+        >>> chains, _ = find_chains(keras.Model(inputs, keras.layers.Conv2D(2, 1, name="b")(x)))
+        >>> [(c.first, c.second, c.between) for c in chains]
+        [('a', 'b', ['relu', 'pool'])]
+    """
     outputs = {id(t._keras_history.operation) for t in model.outputs}
     chains, skipped = [], {}
     for first in model.layers:

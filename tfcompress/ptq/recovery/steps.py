@@ -112,6 +112,16 @@ def prepare_for_convert(
 
     Returns `(model, data, four_bit)`; with `four_bit` the converted file's filters are turned
     into 4-bit levels (`four_bit_levels`) before any INT4 packing.
+
+    Example:
+        >>> import numpy as np
+        >>> inputs = keras.Input((4,))
+        >>> model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+        >>> _, data, four_bit = prepare_for_convert(
+        ...     model, ["adaround"], np.ones((8, 4)), mode="int8", per_channel=True,
+        ...     int4_weights=True, num_samples=6)
+        >>> data.shape, four_bit
+        ((6, 4), True)
     """
     import numpy as np
 
@@ -148,7 +158,7 @@ def prepare_for_convert(
         if name in steps:
             steps[name].pop("bits", None)
     if data is not None:
-        specs = [tf_spec(tensor) for tensor in model.inputs]
+        specs = [_tf_spec(tensor) for tensor in model.inputs]
         samples = collect_samples(data, specs, num_samples, model.name)
         data = np.concatenate([sample[0] for sample in samples])
     try:
@@ -160,7 +170,7 @@ def prepare_for_convert(
     return optimized, data, "adaround" in steps and bits == 4
 
 
-def tf_spec(tensor: Any) -> Any:
+def _tf_spec(tensor: Any) -> Any:
     """The `tf.TensorSpec` of a Keras input tensor."""
     import tensorflow as tf
 
