@@ -129,15 +129,17 @@ def state(model: Any) -> dict[str, np.ndarray]:
     """Every model and optimizer variable by path (optimizer built if training has not begun)."""
     import keras
 
-    # keyed by position and short name: two builds of one model get different unique paths
+    # keyed by position and short name: paths differ between two builds of one model (unique
+    # names) and between a model and its reloaded copy (nested layers)
     values = {
-        f"model/{index:03d}/{v.path.split('/', 1)[-1]}": keras.ops.convert_to_numpy(v)
+        f"model/{index:03d}/{v.name}": keras.ops.convert_to_numpy(v)
         for index, v in enumerate(model.variables)
     }
     optimizer = model.optimizer
     if optimizer is not None and optimizer.built:
         for index, variable in enumerate(optimizer.variables):
-            values[f"optimizer/{index:03d}/{variable.name}"] = keras.ops.convert_to_numpy(variable)
+            kind = variable.name.rsplit("_", 1)[-1]  # momentum, velocity, iteration...
+            values[f"optimizer/{index:03d}/{kind}"] = keras.ops.convert_to_numpy(variable)
     return values
 
 
