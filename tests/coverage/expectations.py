@@ -25,18 +25,8 @@ FLOAT_IN_INT8: dict[str, tuple[set[str], str]] = {
 KNOWN_GAPS: dict[str, str] = {
     "Masking/qat": "the mask (NOT_EQUAL on the inputs, then CAST) is computed in float",
     "Masking/ptq": "the mask (NOT_EQUAL on the inputs, then CAST) is computed in float",
-    "RNN-lstmcell/qat": "keras.layers.RNN around a cell is not unrolled (LSTM, GRU and SimpleRNN "
-    "layers are): TF's converter cannot lower its loop to int8",
-    "RNN-lstmcell/ptq": "keras.layers.RNN around a cell is not unrolled (LSTM, GRU and SimpleRNN "
-    "layers are): TF's converter cannot lower its loop to int8",
 }
 
-KNOWN_GAPS["RNN-lstmcell/pruning"] = (
-    "prune_low_magnitude does not wrap keras.layers.RNN around a cell"
-)
-KNOWN_GAPS["RNN-lstmcell/clustering"] = (
-    "cluster_weights does not wrap keras.layers.RNN around a cell"
-)
 KNOWN_GAPS["LSTM-stacked/qat"] = (
     "top-1 agreement 0.988: the fixed 1/128 and 1/256 steps of TANH and LOGISTIC outputs "
     "compound over 8 steps and two layers (16-bit gates and cell, as TFLite's fused LSTM has, "

@@ -105,6 +105,9 @@ def prunable_attributes(layer: keras.layers.Layer) -> tuple[str, ...] | None:
     """
     if isinstance(layer, PrunableLayer):
         return ()
+    if type(layer) is keras.layers.RNN:  # around a built-in cell only (a custom one: unknown)
+        cells = (keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
+        return ("cell.kernel", "cell.recurrent_kernel") if type(layer.cell) in cells else None
     for cls, attributes in _PRUNABLE:
         if isinstance(layer, cls):
             return attributes

@@ -806,6 +806,46 @@ class UnrolledBidirectional(keras.layers.Layer):
         }
 
 
+# keras.layers.RNN around one of these cells computes what the matching layer computes
+_CELL_LAYERS: dict[type, type] = {
+    L.LSTMCell: L.LSTM,
+    L.GRUCell: L.GRU,
+    L.SimpleRNNCell: L.SimpleRNN,
+}
+
+
+def _is_cell_rnn(layer: Any) -> bool:
+    return type(layer) is L.RNN and type(layer.cell) in _CELL_LAYERS
+
+
+def as_recurrent_layer(layer: Any) -> Any:
+    """`keras.layers.RNN(LSTMCell/GRUCell/SimpleRNNCell)` as the equivalent LSTM/GRU/SimpleRNN
+    layer (same weights); any other layer unchanged.
+
+    Example:
+        >>> rnn = keras.layers.RNN(keras.layers.GRUCell(3))
+        >>> type(as_recurrent_layer(rnn)).__name__
+        'GRU'
+    """
+    if not _is_cell_rnn(layer):
+        return layer
+    cell_config = {
+        key: value
+        for key, value in layer.cell.get_config().items()
+        if key not in ("name", "trainable", "dtype")
+    }
+    flags = ("return_sequences", "return_state", "go_backwards", "stateful", "unroll")
+    equivalent = _CELL_LAYERS[type(layer.cell)](
+        **cell_config, **{flag: getattr(layer, flag) for flag in flags}, name=layer.name
+    )
+    if layer.built:
+        build_config = layer.get_build_config()
+        if build_config is not None:
+            equivalent.build_from_config(build_config)
+        equivalent.set_weights(layer.get_weights())
+    return equivalent
+
+
 def unrolled_layer(
     layer: keras.layers.Layer, quantize_config: QuantizeConfig | None = None
 ) -> keras.layers.Layer | None:
@@ -819,6 +859,7 @@ def unrolled_layer(
     """
     if isinstance(layer, L.Bidirectional) and type(layer.forward_layer) in _UNROLLED:
         return UnrolledBidirectional.from_layer(layer, quantize_config)
+    layer = as_recurrent_layer(layer)
     klass = _UNROLLED.get(type(layer))
     return None if klass is None else klass.from_layer(layer, quantize_config)
 
@@ -833,7 +874,7 @@ def has_recurrent_layers(model: Any) -> bool:
         True
     """
     for layer in getattr(model, "layers", None) or []:
-        if type(layer) in _UNROLLED or isinstance(layer, L.Bidirectional):
+        if type(layer) in _UNROLLED or isinstance(layer, L.Bidirectional) or _is_cell_rnn(layer):
             return True
         if isinstance(layer, keras.Model) and has_recurrent_layers(layer):
             return True

@@ -36,6 +36,7 @@ from tfcompress.quantization.recurrent import (
     UnrolledGRU,
     UnrolledLSTM,
     UnrolledSimpleRNN,
+    as_recurrent_layer,
 )
 from tfcompress.quantization.wrapper import QuantizeWrapper, supports_kernel_wrapping
 
@@ -530,7 +531,7 @@ class _Rewriter:
             return None
         if annotated is not None and annotated is not _REGISTRY_DEFAULT:
             return annotated
-        registered = get_quantize_config(layer)
+        registered = get_quantize_config(as_recurrent_layer(layer))
         if registered is not None and registered.role == KERNEL:
             # the scheme's default can turn per-channel off (CQAT: one scale keeps clusters)
             return self._kernel_config(layer, registered.per_channel and self.default.per_channel)
@@ -613,15 +614,16 @@ class _Rewriter:
     def _copy(self, op: Any, node: Any) -> Any:
         if not isinstance(op, keras.layers.Layer):
             return op  # keras.ops operations are stateless: call the same one on new tensors
-        if id(op) not in self.copies and type(op) not in _INTEGER_FRIENDLY:
+        source = as_recurrent_layer(op)  # keras.layers.RNN(LSTMCell()) trains as an LSTM
+        if id(op) not in self.copies and type(source) not in _INTEGER_FRIENDLY:
             # the float layers integer_friendly swaps for int8-friendly ones (same weights)
             replacement = integer_friendly_layer(op)
             if replacement is not None:
                 self.copies[id(op)] = replacement
                 replacement._tfcompress_restored = True
         if id(op) not in self.copies:
-            klass = _INTEGER_FRIENDLY.get(type(op), type(op))
-            config = op.get_config()
+            klass = _INTEGER_FRIENDLY.get(type(source), type(source))
+            config = source.get_config()
             if _accepts_quantize_config(klass):
                 config["quantize_config"] = self._kernel_config(op)
             try:

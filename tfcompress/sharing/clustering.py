@@ -136,7 +136,7 @@ def _builtin_weights(layer: Any) -> list[tuple[str, Any]] | None:
     """The kernels of a built-in layer with several of them (None for any other layer)."""
     if type(layer) in _SEPARABLE:
         return [(name, getattr(layer, name)) for name in ("depthwise_kernel", "pointwise_kernel")]
-    if type(layer) in _RECURRENT:
+    if type(layer) in _RECURRENT or _is_cell_rnn(layer):
         return _cell_weights("", layer.cell)
     if type(layer) is L.Bidirectional and type(layer.forward_layer) in _RECURRENT:
         forward = _cell_weights("forward_", layer.forward_layer.cell)
@@ -162,8 +162,13 @@ def _custom_clusterable(layer: Any) -> bool:
     return _is_clusterable_layer(layer) or _builtin_weights_type(layer)
 
 
+def _is_cell_rnn(layer: Any) -> bool:
+    cells = (L.LSTMCell, L.GRUCell, L.SimpleRNNCell)
+    return type(layer) is L.RNN and type(layer.cell) in cells
+
+
 def _builtin_weights_type(layer: Any) -> bool:
-    if type(layer) in (*_SEPARABLE, *_RECURRENT, L.MultiHeadAttention):
+    if type(layer) in (*_SEPARABLE, *_RECURRENT, L.MultiHeadAttention) or _is_cell_rnn(layer):
         return True
     return type(layer) is L.Bidirectional and type(layer.forward_layer) in _RECURRENT
 
