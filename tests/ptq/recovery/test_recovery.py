@@ -174,3 +174,10 @@ def test_bad_recovery_input_is_refused_clearly(trained: SimpleNamespace) -> None
         bias_correction(model, x[:, :4])
     with pytest.raises(ValueError, match="relu6 must be one of"):
         equalize(model, relu6="clip")
+
+
+def test_convert_warns_when_nothing_can_be_equalized() -> None:
+    model = build_dwsep(relu6=True)
+    x = np.random.default_rng(0).random((16, 8, 8, 1)).astype("float32")
+    with pytest.warns(UserWarning, match="no pair .* ReLU6 .* relu6='replace'"):
+        tfc.convert(model, "int8", x, optimize=["equalize"])

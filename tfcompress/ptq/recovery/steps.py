@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,7 +88,15 @@ def optimize_model(
     if "fold_bn" in steps and "equalize" not in steps:  # equalize folds (and reads the BN) itself
         model = fold_batch_norms(model)
     if "equalize" in steps:
-        model = equalize(model, **steps["equalize"])
+        model, report = equalize(model, **steps["equalize"], return_report=True)
+        if not report.pairs:
+            reasons = "; ".join(f"{k}: {v}" for k, v in list(report.skipped.items())[:3])
+            warnings.warn(
+                "optimize: 'equalize' found no pair of layers it can equalize"
+                + (f" ({reasons})" if reasons else " (no Conv/Dense chain)")
+                + "; the model is only BatchNorm-folded.",
+                stacklevel=3,
+            )
     grid = {"bits": bits, "per_channel": per_channel}
     if "adaround" in steps:
         model = adaround(model, data, **{**grid, **steps["adaround"]})
