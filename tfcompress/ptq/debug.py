@@ -146,20 +146,21 @@ class QuantizationDebugReport:
         lines = [
             f"Quantization error of '{self.model_name}' ({self.mode}, {self.num_samples} samples; "
             f"model output SQNR {_fmt(self.output_sqnr_db)} dB)",
-            f"{'layer':<24} {'class':<20} {'SQNR dB':>8} {'relRMSE':>8} {'cosine':>7} "
+            f"{'layer (+ fused into it)':<36} {'class':<20} {'SQNR dB':>8} {'relRMSE':>8} {'cosine':>7} "
             f"{'isol dB':>8} {'out dB':>8}  ops",
         ]
         for row in self.layers[:limit]:
-            name = row.layer + (f" (+{len(row.fused)})" if row.fused else "")
+            name = row.layer + (f" (+{', '.join(row.fused)})" if row.fused else "")
+            name = name if len(name) <= 36 else name[:35] + "~"
             lines.append(
-                f"{name:<24.24} {row.class_name:<20.20} {_fmt(row.sqnr_db):>8} "
+                f"{name:<36} {row.class_name:<20.20} {_fmt(row.sqnr_db):>8} "
                 f"{_fmt(row.rel_rmse, 3):>8} {_fmt(row.cosine, 4):>7} "
                 f"{_fmt(row.isolated_sqnr_db):>8} {_fmt(row.output_sqnr_db):>8}  "
                 f"{' '.join(row.ops)}"
             )
         lines.append(
             "SQNR: accumulated in the integer file; isol: this layer alone integer; out: model "
-            "output SQNR with this layer alone integer (the ranking). (+n): layers fused into it."
+            "output SQNR with this layer alone integer (the ranking)."
         )
         lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)

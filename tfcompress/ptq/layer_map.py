@@ -50,6 +50,7 @@ class LayerOps:
         op_outputs: the output tensor names of those ops (the converter's node names).
         tensor: index of the tensor holding the layer's output.
         tensor_name: its name.
+        named: every Keras layer named by the ops' output tensors (what `keep_float` matches).
         reference: the Keras layer whose output equals that tensor (`layer`, or a layer after it
             that the file does not compute apart: a QAT fake-quant layer, a Dropout).
 
@@ -66,6 +67,7 @@ class LayerOps:
     tensor: int
     tensor_name: str
     reference: str = ""
+    named: list[str] = field(default_factory=list, repr=False)
     _op_indices: list[int] = field(default_factory=list, repr=False)
 
     @property
@@ -152,6 +154,7 @@ def map_layers(flatbuffer: bytes, model: Any) -> list[LayerOps]:
     producer: dict[int, str] = {}  # tensor index -> row layer of the op that writes it
     op_rows: list[tuple[Any, str]] = []
     mentioned_by_row: dict[str, set[str]] = {}
+    op_named: list[set[str]] = []
     for op in graph.ops:
         named: set[str] = set()
         for tensor_index in op.outputs:
@@ -172,8 +175,32 @@ def map_layers(flatbuffer: bytes, model: Any) -> list[LayerOps]:
         for tensor_index in op.outputs:
             producer[tensor_index] = row
         op_rows.append((op, row))
+        op_named.append(named)
+    op_rows = _merge_split_layers(op_rows, op_named)
+    for (_, row), named in zip(op_rows, op_named, strict=True):
         mentioned_by_row.setdefault(row, set()).update(named)
     return _rows(graph, layers, op_rows, mentioned_by_row)
+
+
+def _merge_split_layers(
+    op_rows: list[tuple[Any, str]], op_named: list[set[str]]
+) -> list[tuple[Any, str]]:
+    """A layer named again by a later op of another row ends there: its earlier ops join it.
+
+    Conv1D is `EXPAND_DIMS -> CONV_2D -> SQUEEZE`; the CONV_2D fuses the BatchNorm and ReLU that
+    follow, so its row is the ReLU's, and the EXPAND_DIMS row named after the Conv1D holds only
+    its reshaped input. The Conv1D's ops are all one row, whose output is the ReLU's.
+    """
+    for _ in range(len(op_rows)):
+        last_row: dict[str, str] = {}
+        for (_, row), named in zip(op_rows, op_named, strict=True):
+            for name in named:
+                last_row[name] = row
+        merged = [(op, last_row.get(row, row)) for op, row in op_rows]
+        if merged == op_rows:
+            break
+        op_rows = merged
+    return op_rows
 
 
 def _rows(
@@ -212,6 +239,7 @@ def _rows(
             placed.add(consumer.name)
             consumer = _sole_consumer(consumer)
     for row, mentioned in mentioned_by_row.items():
+        rows[row].named = sorted(mentioned, key=[x.name for x in layers].index)
         for name in sorted(mentioned - placed, key=lambda n: [x.name for x in layers].index(n)):
             rows[row].fused.append(name)
             placed.add(name)

@@ -99,7 +99,7 @@ class CalibratedModel:
         """The rows holding the named layers; a name that has none is an error listing them all."""
         check_layer_names(self.model, names, self.rows)
         wanted = set(names)
-        return [row for row in self.rows if wanted & set(row.layers)]
+        return [row for row in self.rows if wanted & {*row.layers, *row.named}]
 
     def quantize(
         self, keep_float: Sequence[str] = (), *, only: Sequence[str] | None = None
@@ -173,7 +173,7 @@ def check_layer_names(model: Any, names: Sequence[str], rows: Sequence[LayerOps]
             f"keep_float names layers that '{model.name}' does not have: {unknown}. Its layers "
             f"are: {', '.join(valid)}."
         )
-    placed = {name for row in rows for name in row.layers}
+    placed = {name for row in rows for name in [*row.layers, *row.named]}
     missing = [name for name in names if rows and name not in placed]
     if missing:
         raise ConversionError(
