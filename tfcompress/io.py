@@ -138,7 +138,7 @@ def _chain(error: BaseException) -> list[BaseException]:
     return chain
 
 
-def _explain(error: BaseException) -> tuple[str, str]:
+def _explain(error: BaseException, hdf5: bool = False) -> tuple[str, str]:
     """A short reason and the fix for an error raised by Keras while loading."""
     texts = [str(e) for e in _chain(error)]
     text = "\n".join(texts)
@@ -148,7 +148,7 @@ def _explain(error: BaseException) -> tuple[str, str]:
     if missing or "could not be deserialized" in text:
         name = f"'{missing.group(1)}'" if missing else "a class"
         return (
-            f"{name} named in its config.json cannot be found",
+            f"{name} named in its config cannot be found",
             "Import the module that defines the custom class, or pass "
             "custom_objects={'Name': Class}; if config.json was edited, restore it.",
         )
@@ -161,6 +161,11 @@ def _explain(error: BaseException) -> tuple[str, str]:
             "it into the model it came from (same builder and the same tfcompress calls in "
             "the same order). " + _RESAVE,
         )
+    if "Unable to synchronously open" in text or "truncated file" in text:
+        return (f"its HDF5 data is truncated or damaged ({first[:200]})", _RESAVE)
+    if hdf5:  # HDF5 has no checksums: damage shows as odd config or structure errors
+        detail = f"{type(error).__name__}: {first[:200]}"
+        return (f"the HDF5 file is damaged or was edited ({detail})", _RESAVE)
     return (f"{type(error).__name__}: {first[:300]}", _RESAVE)
 
 
@@ -216,7 +221,7 @@ def load_model(
             path, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode
         )
     except Exception as error:  # noqa: BLE001 - every cause is reported, chained
-        reason, advice = _explain(error)
+        reason, advice = _explain(error, hdf5=suffix != ".keras")
         raise ModelFileError(path, reason, advice) from error
 
 

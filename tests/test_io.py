@@ -1,0 +1,95 @@
+"""Damaged model files give a clear `ModelFileError` naming the file, never a crash (issue 14).
+
+The damaged copies come from benchmarks/files_bench.py (which also counts them in a child
+process, where a crash would show). Here each is loaded in this process: pytest's faulthandler
+would print the stack of a segfault or abort and the run would fail visibly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import tfcompress as tfc
+from benchmarks import files_bench as fb
+from tfcompress.io import ModelFileError, check_keras_archive, load_model, load_weights
+from tfcompress.models import build_digits_cnn
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("damaged")
+    fb.write_corpus(folder, flips=4, cuts=3)
+    return folder
+
+
+def _files(corpus: Path) -> list[Path]:
+    return sorted(p for p in corpus.iterdir() if p.suffix in (".keras", ".h5"))
+
+
+def test_every_damaged_file_raises_model_file_error_naming_it(corpus: Path):
+    rows = fb.try_loads(corpus)
+    assert len(rows) == len(_files(corpus)) >= 25
+    unclear = [row for row in rows if row["outcome"] != "clear_error"]
+    assert unclear == []
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("truncated_2_of_4.keras", "truncated"),
+        ("not_a_zip.keras", "not a .keras zip archive"),
+        ("config_not_json.keras", "'config.json' inside it is not valid JSON"),
+        ("config_unknown_class.keras", "'NoSuchWrapper' named in its config"),
+        ("config_wrong_units.keras", "the weights do not fit"),
+        ("no_weights.keras", "lacks model.weights.h5"),
+        ("h5_named_keras.keras", "HDF5 (.h5) file with a .keras name"),
+        ("h5_truncated_2_of_4.h5", "truncated or damaged"),
+    ],
+)
+def test_damaged_file_error_says_what_is_wrong(corpus: Path, name: str, reason: str):
+    with pytest.raises(ModelFileError, match="Cannot load") as info:
+        load_model(corpus / name)
+    assert reason in str(info.value)
+    assert info.value.path == str(corpus / name)
+    assert isinstance(info.value, ValueError)
+
+
+def test_flipped_bytes_in_a_keras_archive_fail_the_checksum_before_keras_reads_it(corpus: Path):
+    for path in corpus.glob("flipped_seed*.keras"):
+        with pytest.raises(ModelFileError, match="fails its checksum|damaged|not valid"):
+            check_keras_archive(path)
+
+
+def test_weights_of_a_different_model_name_the_file_and_the_fix(corpus: Path):
+    qat = fb._digits_qat()
+    with pytest.raises(ModelFileError, match="different model") as info:
+        load_weights(qat, corpus / "other_model.weights.h5")
+    assert "other_model.weights.h5" in str(info.value) and "digits_cnn_qat" in str(info.value)
+
+
+def test_load_weights_of_the_same_model_restores_it(tmp_path: Path):
+    keras.utils.set_random_seed(1)
+    saved = tfc.prune_low_magnitude(build_digits_cnn(width=4))
+    saved.save_weights(tmp_path / "m.weights.h5")
+    keras.utils.set_random_seed(2)
+    restored = tfc.prune_low_magnitude(build_digits_cnn(width=4))
+    load_weights(restored, tmp_path / "m.weights.h5")
+    for a, b in zip(saved.weights, restored.weights, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda p: p / "missing.keras", "no such file"),
+        (lambda p: p, "it is a directory"),
+        (lambda p: (p / "m.onnx").write_bytes(b"x") and p / "m.onnx", "unknown suffix"),
+    ],
+)
+def test_wrong_paths_say_what_to_give(tmp_path: Path, make, reason: str):
+    with pytest.raises(ModelFileError, match=reason):
+        load_model(make(tmp_path))
