@@ -49,6 +49,7 @@ def _spec(quick: bool) -> dict[str, Any]:
             "steps": 6,
             "calibration": 20,
             "runs": 30,
+            "jit": (False,),
         }
     return {
         "models": ["mobilenet_v2_1.0_224", "efficientnet_b0_224", "resnet50_224"],
@@ -56,6 +57,7 @@ def _spec(quick: bool) -> dict[str, Any]:
         "steps": 12,
         "calibration": 100,
         "runs": 50,
+        "jit": (False, True),
     }
 
 
@@ -206,7 +208,7 @@ def section_convert(spec: dict, rounds: int) -> dict:
 def section_train(spec: dict, rounds: int) -> dict:
     out = {}
     for name in spec["models"]:
-        for jit in (False, True):
+        for jit in spec["jit"]:
             jobs = {}
             for framework in ("ours", "tfmot"):
                 for kind in ("float", "qat", "prune"):
@@ -389,6 +391,7 @@ def main() -> None:
         except Exception as error:  # noqa: BLE001 - one failing section must not hide the others
             results[section] = {"error": f"{type(error).__name__}: {error}"[:500]}
         results[section]["section_s"] = time.perf_counter() - start
+        write_results("speed_quick" if args.quick else "speed", results)  # kept if stopped later
     write_results("speed_quick" if args.quick else "speed", results)
 
 
