@@ -46,6 +46,9 @@ _NAMES: dict[str, str] = {
     "cluster_weights": "tfcompress.sharing",
     "factorize": "tfcompress.sharing",
     "strip_clustering": "tfcompress.sharing",
+    "auto_quantize": "tfcompress.ptq",
+    "debug_quantization": "tfcompress.ptq",
+    "pack_int4": "tfcompress.converter.int4",
 }
 
 # subpackages reachable as attributes (`tfc.sparsity.prune_low_magnitude`)
@@ -57,6 +60,7 @@ _SUBPACKAGES = (
     "experimental",
     "layers",
     "models",
+    "ptq",
     "pruning",
     "quantization",
     "recipe",

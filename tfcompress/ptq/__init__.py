@@ -9,6 +9,7 @@ Example:
     True
 """
 
+from tfcompress.ptq.auto import AutoQuantizeResult, Candidate, auto_quantize
 from tfcompress.ptq.debug import LayerError, QuantizationDebugReport, debug_quantization
 from tfcompress.ptq.recovery import (
     STEPS,
@@ -26,6 +27,9 @@ from tfcompress.ptq.selective import (
 )
 
 __all__ = [
+    "AutoQuantizeResult",
+    "Candidate",
+    "auto_quantize",
     "STEPS",
     "CalibratedModel",
     "KeepFloatSuggestion",

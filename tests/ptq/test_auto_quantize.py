@@ -1,0 +1,77 @@
+"""auto_quantize: the smallest file that meets the accuracy target, measured on LiteRT."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import tfcompress as tfc
+from tfcompress.converter import run_tflite
+from tfcompress.data import Split
+from tfcompress.ptq.auto import AutoQuantizeResult, auto_quantize
+
+
+@pytest.fixture(scope="module")
+def result(sensitive_cnn, digits: Split) -> AutoQuantizeResult:
+    return auto_quantize(
+        sensitive_cnn,
+        (digits.x_test, digits.y_test),
+        max_accuracy_drop=0.01,
+        representative_data=digits.x_train[:100],
+    )
+
+
+def test_target_is_met_where_plain_int8_misses_it(result: AutoQuantizeResult) -> None:
+    plain = result.candidates[0]
+    assert plain.name == "int8" and not plain.meets_target  # the outlier costs plain int8
+    assert result.target_met and result.choice != "int8"
+    assert result.float_accuracy - result.max_accuracy_drop <= max(
+        c.accuracy for c in result.candidates if c.meets_target
+    )
+
+
+def test_chosen_file_is_the_smallest_that_meets_the_target(result, digits: Split) -> None:
+    plain = result.candidates[0]
+    assert len(result.flatbuffer) <= plain.size_bytes
+    meeting = [c for c in result.candidates if c.meets_target]
+    assert len(result.flatbuffer) == min(c.size_bytes for c in meeting)
+    accuracy = np.mean(run_tflite(result.flatbuffer, digits.x_test).argmax(-1) == digits.y_test)
+    chosen = next(c for c in result.candidates if c.name == result.choice)
+    assert accuracy == pytest.approx(chosen.accuracy)
+    assert tfc.inspect(result.flatbuffer).float_ops == [] or "keep_float" in result.choice
+
+
+def test_trade_off_is_reported_as_table_json_and_plot(result, tmp_path) -> None:
+    names = [c.name for c in result.candidates]
+    assert names[:4] == ["int8", "int8+recovery", "int8+adaround", "int4+adaround"]
+    assert all(c.latency_ms and c.latency_ms > 0 for c in result.candidates if c.error is None)
+    assert result.choice in result.summary()
+    saved = json.loads(result.save_json(tmp_path / "auto.json").read_text())
+    assert saved["choice"] == result.choice and len(saved["candidates"]) == len(names)
+    assert result.plot(tmp_path / "auto.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_target_and_float_mode_are_refused(sensitive_cnn, digits: Split) -> None:
+    with pytest.raises(ValueError, match="max_accuracy_drop is a fraction"):
+        auto_quantize(sensitive_cnn, digits.x_test, max_accuracy_drop=5)
+    with pytest.raises(ValueError, match="mode must be 'int8' or 'edgetpu'.*float16"):
+        auto_quantize(sensitive_cnn, digits.x_test, mode="float16")
+
+
+def test_without_recovery_the_fewest_float_layers_meet_the_target(
+    sensitive_cnn, digits: Split
+) -> None:
+    found = auto_quantize(
+        sensitive_cnn,
+        digits.x_test,
+        digits.y_test,
+        representative_data=digits.x_train[:100],
+        recovery=False,
+        measure_latency=False,
+    )
+    assert [c.name for c in found.candidates] == ["int8", "int8+keep_float"]
+    assert found.choice == "int8+keep_float" and found.target_met
+    assert found.settings == {"keep_float": ["fc1"]}
+    assert found.candidates[-1].latency_ms is None
