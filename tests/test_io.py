@@ -93,3 +93,43 @@ def test_load_weights_of_the_same_model_restores_it(tmp_path: Path):
 def test_wrong_paths_say_what_to_give(tmp_path: Path, make, reason: str):
     with pytest.raises(ModelFileError, match=reason):
         load_model(make(tmp_path))
+
+
+def test_registering_modules_are_found_from_the_sources():
+    from tfcompress import _lazy_registry
+
+    names = _lazy_registry.registering_modules()
+    for expected in (
+        "tfcompress.pruning.wrapper",
+        "tfcompress.quantization.wrapper",
+        "tfcompress.distillation.distiller",
+        "tfcompress.sharing.clustering",
+    ):
+        assert expected in names
+    _lazy_registry.register_serializables()
+    assert "tfcompress>Distiller" in keras.saving.get_custom_objects()
+
+
+def test_installing_the_lazy_registry_imports_neither_keras_nor_tensorflow():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from tfcompress import _lazy_registry as r; r.install(); "
+        "print(sorted({'keras', 'tensorflow'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_installed_registry_finds_a_tfcompress_name_missing_from_it():
+    from keras.src.saving import object_registration
+
+    from tfcompress import _lazy_registry
+
+    _lazy_registry.install()
+    registry = object_registration.GLOBAL_CUSTOM_OBJECTS
+    assert isinstance(registry, _lazy_registry._Registry)
+    assert "tfcompress>PruneLowMagnitude" in registry
+    assert "tfcompress>NoSuchClass" not in registry
