@@ -79,3 +79,19 @@ def test_edgetpu_warns_where_the_graph_is_cut(sensitive_cnn, digits: Split) -> N
     with pytest.warns(UserWarning, match=r"cuts the graph at op \d+ \(DEQUANTIZE"):
         flatbuffer = convert(sensitive_cnn, "edgetpu", digits.x_train[:50], keep_float=["fc1"])
     assert inspect(flatbuffer).subgraphs[0].input_dtypes == ["UINT8"]
+
+
+def test_unreachable_target_returns_the_best_found_and_the_shortfall(
+    sensitive_cnn, digits: Split
+) -> None:
+    suggestion = suggest_keep_float(
+        sensitive_cnn,
+        digits.x_test[:200],
+        digits.y_test[:200],
+        max_accuracy_drop=0.0,
+        max_layers=0,
+        representative_data=digits.x_train[:100],
+    )
+    assert not suggestion.target_met and suggestion.keep_float == []
+    gap = suggestion.float_accuracy - suggestion.int8_accuracy
+    assert suggestion.shortfall == pytest.approx(gap) and gap > 0.05

@@ -33,25 +33,32 @@ from tfcompress.converter.errors import ConversionError
 from tfcompress.ptq.layer_map import LayerOps, map_layers, top_level_layers
 
 KEEP_FLOAT_MODES = ("int8", "edgetpu")
+_ALL_SAMPLES = 10**9
 
 
 @contextlib.contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """MLIR's quantizer prints its flags on file descriptor 1; keep our users' stdout clean."""
+def _quiet_native_output() -> Iterator[None]:
+    """MLIR's quantizer logs its flags on stderr once per call; the debugger calls it per layer.
+
+    Its errors still reach the caller: they are raised as Python exceptions.
+    """
     sys.stdout.flush()
+    sys.stderr.flush()
     try:
-        saved = os.dup(1)
-    except OSError:  # no real stdout (embedded interpreter): nothing to protect
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # no real file descriptors (embedded interpreter): nothing to quiet
         yield
         return
     try:
         with open(os.devnull, "w") as sink:
             os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
             yield
     finally:
-        _flush_c_stdout()  # C++'s buffered line must land in /dev/null, not after the restore
-        os.dup2(saved, 1)
-        os.close(saved)
+        _flush_c_stdout()  # C's buffered lines must land in /dev/null, not after the restore
+        for fd, copy in ((1, saved[0]), (2, saved[1])):
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def _flush_c_stdout() -> None:
@@ -127,7 +134,7 @@ class CalibratedModel:
 
         io_type = tf.uint8 if self.mode == "edgetpu" else tf.int8
         try:
-            with _quiet_stdout(), warnings.catch_warnings():
+            with _quiet_native_output(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 flatbuffer = tf_convert.mlir_quantize(
                     self.calibrated,
@@ -286,6 +293,7 @@ class KeepFloatSuggestion:
         target_met: whether `float_accuracy - accuracy <= max_accuracy_drop`.
         trials: each evaluated set of float layers and its accuracy, in the order tried.
         flatbuffer: the file with `keep_float` (save it with `tfcompress.save_tflite`).
+        max_accuracy_drop: the target it was asked for.
 
     Example:
         >>> from tfcompress.ptq.selective import KeepFloatSuggestion
@@ -301,6 +309,12 @@ class KeepFloatSuggestion:
     target_met: bool
     trials: list[dict[str, Any]]
     flatbuffer: bytes = field(repr=False, default=b"")
+    max_accuracy_drop: float = 0.01
+
+    @property
+    def shortfall(self) -> float:
+        """How much accuracy the best file still lacks to meet the target (0.0 when met)."""
+        return max(0.0, self.float_accuracy - self.accuracy - self.max_accuracy_drop)
 
     @property
     def gap_recovered(self) -> float:
@@ -316,6 +330,8 @@ class KeepFloatSuggestion:
             "int8_accuracy": self.int8_accuracy,
             "accuracy": self.accuracy,
             "target_met": self.target_met,
+            "max_accuracy_drop": self.max_accuracy_drop,
+            "shortfall": self.shortfall,
             "gap_recovered": self.gap_recovered,
             "trials": self.trials,
         }
@@ -351,7 +367,7 @@ def suggest_keep_float(
         max_accuracy_drop: the accuracy the file may lose against the Keras model (0.01 = 1 pp).
         mode: `"int8"` or `"edgetpu"`.
         representative_data: calibration inputs; `data` when not given.
-        max_layers: stop after trying this many layers (default: all of them).
+        max_layers: try at most this many layers (default: all of them; 0: none).
         report: a `QuantizationDebugReport` of the same model and mode, to reuse its ranking.
         **convert_options: other `convert` keywords (`num_samples`, `per_channel`, ...).
 
@@ -374,7 +390,7 @@ def suggest_keep_float(
     model = load_model(model, convert_options.get("custom_objects"))
     if not 0 <= max_accuracy_drop <= 1:
         raise ValueError(f"max_accuracy_drop is a fraction in [0, 1], got {max_accuracy_drop!r}.")
-    x = input_arrays(model, data, len(data[0]) if isinstance(data, list | tuple) else len(data))
+    x = input_arrays(model, data, _ALL_SAMPLES)
     reference = model.predict(x if len(x) > 1 else x[0], verbose=0, batch_size=256)
     if labels is None:
         labels = np.argmax(reference, axis=-1)
@@ -394,13 +410,15 @@ def suggest_keep_float(
     int8_accuracy, flatbuffer = evaluate([])
     trials = [{"keep_float": [], "accuracy": int8_accuracy}]
     best = ([], int8_accuracy, flatbuffer)
-    if float_accuracy - int8_accuracy > max_accuracy_drop:
+    if max_layers is not None and max_layers < 0:
+        raise ValueError(f"max_layers must be >= 0 or None, got {max_layers!r}.")
+    if float_accuracy - int8_accuracy > max_accuracy_drop and max_layers != 0:
         if report is None:
             report = debug_quantization(
                 model, data, mode, calibrated=calibrated, num_samples=len(x[0])
             )
         chosen: list[str] = []
-        for row in report.layers[: max_layers or None]:
+        for row in report.layers[:max_layers]:
             chosen.append(row.layer)
             accuracy, flatbuffer = evaluate(chosen)
             trials.append({"keep_float": list(chosen), "accuracy": accuracy})
@@ -420,6 +438,7 @@ def suggest_keep_float(
         float_accuracy - accuracy <= max_accuracy_drop,
         trials,
         flatbuffer,
+        max_accuracy_drop,
     )
 
 
