@@ -185,6 +185,9 @@ def auto_quantize(
         recovery: try the PTQ recovery steps (`tfcompress.ptq.recovery`); False searches plain
             int8 and the float fallback only (faster; for models the steps refuse).
         try_int4: also try 4-bit (INT4) weights with AdaRound (`mode="int8"` and `recovery`).
+            INT4 files are the smallest but run on LiteRT's builtin kernels, not XNNPACK: about
+            3-4x slower on CPU here (see each candidate's `latency_ms`); pass False to prefer
+            speed over size.
         measure_latency: time each file on LiteRT (`tfcompress.benchmark_tflite`, 1 thread).
         **convert_options: other `tfcompress.convert` keywords (`num_samples`, `per_channel`).
 
