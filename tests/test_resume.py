@@ -1,11 +1,11 @@
 """Training killed with SIGKILL and resumed with BackupAndRestore ends as if never killed (issue 14).
 
-One child process (one TensorFlow import) does all the interrupted work: it loads `.keras`
-files written here by `ModelCheckpoint` after `import tfcompress` alone and trains them on, then
-trains an LSQ model interrupted mid-epoch, then a pruned model with `UpdatePruningStep` listed
-before `BackupAndRestore` (the order that lost the pruning step) and a backup every 4 batches,
-killed with SIGKILL mid-epoch. This process resumes each with a fresh model and compares every
-model and optimizer variable with the reference run. The full matrix (6 model types x 4 kill
+One child process (one TensorFlow import) does all the interrupted work: it loads a `.keras`
+file written here by `ModelCheckpoint` after `import tfcompress` alone and trains it on, then
+trains a pruned model with `UpdatePruningStep` listed before `BackupAndRestore` (the order that
+lost the pruning step) and a backup every 4 batches, killed with SIGKILL mid-epoch. This
+process resumes it with a fresh model and compares every model and optimizer variable with the
+reference run. The full matrix (6 model types x 4 kill
 points) is benchmarks/resume_bench.py.
 """
 
@@ -22,9 +22,8 @@ from benchmarks import resume_bench as rb
 
 pytestmark = pytest.mark.slow
 
-LSQ_MID_EPOCH = rb.Scenario("lsq", "epoch", rb.STEPS_PER_EPOCH + 3)
 PRUNING_KILLED = rb.Scenario("pruning", 4, rb.STEPS_PER_EPOCH + 3)  # last: SIGKILL
-CONTINUED = ("qat", "pruning")
+CONTINUED = ("pruning",)  # every type trains on after .keras in tests/test_saving.py
 INIT_INSTALLS_REGISTRY = "_lazy_registry" in Path(tfcompress.__file__).read_text()
 
 
@@ -32,7 +31,7 @@ INIT_INSTALLS_REGISTRY = "_lazy_registry" in Path(tfcompress.__file__).read_text
 def killed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("resume")
     in_memory = {kind: rb.write_checkpoint(kind, root) for kind in CONTINUED}
-    returncode = rb.run_child([LSQ_MID_EPOCH, PRUNING_KILLED], root, continue_kinds=CONTINUED)
+    returncode = rb.run_child([PRUNING_KILLED], root, continue_kinds=CONTINUED)
     assert returncode == -9  # the child really died of SIGKILL
     return root, in_memory
 
@@ -48,14 +47,8 @@ def test_pruning_killed_mid_epoch_resumes_step_masks_and_optimizer_exactly(kille
     # the first batch is step 0: one step per optimizer iteration, none lost or replayed
     assert steps == {iteration - 1 for iteration in iterations}
     masks = [v for k, v in after.items() if "/mask" in k]
-    assert masks and min(float(np.mean(m == 0)) for m in masks) > 0.5  # the schedule ran on
-
-
-def test_lsq_killed_mid_epoch_resumes_learned_steps_exactly(killed):
-    root, _ = killed
-    after = rb.resumed(LSQ_MID_EPOCH, rb.backup_dir(root, LSQ_MID_EPOCH))
-    difference, where = rb.max_difference(after, rb.uninterrupted("lsq"))
-    assert difference == 0.0, f"differs by {difference} at {where}"
+    pruned = sum(int(np.sum(m == 0)) for m in masks) / sum(m.size for m in masks)
+    assert pruned > 0.6  # the schedule ran on to its final 70% (allocated across layers)
 
 
 @pytest.mark.parametrize("kind", CONTINUED)
