@@ -27,15 +27,22 @@ from tfcompress.ptq.recovery.weights import (
 )
 
 
-def _mean_input(model: keras.Model, layer_name: str, data: np.ndarray, batch_size: int) -> Any:
-    """The batch mean of the input map of `layer_name` in `model` (one channel-last map)."""
-    sub = keras.Model(model.inputs[0], model.get_layer(layer_name).input)
-    total = None
+def _mean_inputs(
+    model: keras.Model, names: list[str], data: np.ndarray, batch_size: int
+) -> dict[str, np.ndarray]:
+    """The batch mean of the input map of each layer in `names` (one forward pass for all)."""
+    sub = keras.Model(model.inputs[0], [model.get_layer(name).input for name in names])
+    totals: list[Any] = [None] * len(names)
     for start in range(0, len(data), batch_size):
-        out = keras.ops.convert_to_numpy(sub(data[start : start + batch_size], training=False))
-        part = out.sum(axis=0, dtype=np.float64)
-        total = part if total is None else total + part
-    return (total / len(data)).astype(np.float32)[None]
+        outs = sub(data[start : start + batch_size], training=False)
+        outs = outs if isinstance(outs, list | tuple) else [outs]
+        for i, out in enumerate(outs):
+            part = keras.ops.convert_to_numpy(out).sum(axis=0, dtype=np.float64)
+            totals[i] = part if totals[i] is None else totals[i] + part
+    return {
+        name: (total / len(data)).astype(np.float32)[None]
+        for name, total in zip(names, totals, strict=True)
+    }
 
 
 def _pre_activation_mean(layer: Any, mean_input: np.ndarray, kernel: np.ndarray) -> np.ndarray:
@@ -89,16 +96,14 @@ def bias_correction(
         quantized.get_layer(layer.name).set_weights(
             [quantize_kernel(layer, kernel, bits, per_channel), layer.get_weights()[1]]
         )
-    for layer in layers:
+    float_inputs = _mean_inputs(reference, [layer.name for layer in layers], data, batch_size)
+    for layer in layers:  # in graph order: each layer sees the corrected layers before it
         kernel, bias = layer.get_weights()
         q_layer = quantized.get_layer(layer.name)
         q_kernel = q_layer.get_weights()[0]
-        float_mean = _pre_activation_mean(
-            layer, _mean_input(reference, layer.name, data, batch_size), kernel
-        )
-        quant_mean = _pre_activation_mean(
-            layer, _mean_input(quantized, layer.name, data, batch_size), q_kernel
-        )
+        float_mean = _pre_activation_mean(layer, float_inputs[layer.name], kernel)
+        quant_input = _mean_inputs(quantized, [layer.name], data, batch_size)[layer.name]
+        quant_mean = _pre_activation_mean(layer, quant_input, q_kernel)
         corrected = (bias - (quant_mean - float_mean)).astype(np.float32)
         layer.set_weights([kernel, corrected])
         q_layer.set_weights([q_kernel, corrected])
