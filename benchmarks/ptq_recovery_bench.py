@@ -131,19 +131,22 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--iterations", type=int, default=300, help="AdaRound steps per layer")
     args = parser.parse_args()
-    rows = [run_seed(seed, args.epochs, args.iterations) for seed in range(args.seeds)]
-    keys = [k for k in rows[0] if k != "seed"]
-    mean = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys}
-    payload = {
-        "model": f"MobileNetV2 alpha 0.35, {SIZE}x{SIZE}x3, digits, {args.epochs} epochs",
-        "calibration_samples": CALIBRATION,
-        "adaround_iterations": args.iterations,
-        "seeds": args.seeds,
-        "mean": mean,
-        "rows": rows,
-        "note": "timings from a loaded shared 2-core machine; rerun on a quiet one",
-    }
-    write_results("ptq_recovery", payload)
+    rows = []
+    for seed in range(args.seeds):  # the file is rewritten after each seed: a long run keeps some
+        rows.append(run_seed(seed, args.epochs, args.iterations))
+        keys = [k for k in rows[0] if k != "seed"]
+        mean = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys}
+        payload = {
+            "model": f"MobileNetV2 alpha 0.35, {SIZE}x{SIZE}x3, digits, {args.epochs} epochs",
+            "calibration_samples": CALIBRATION,
+            "adaround_iterations": args.iterations,
+            "seeds_done": len(rows),
+            "seeds_asked": args.seeds,
+            "mean": mean,
+            "rows": rows,
+            "note": "timings from a loaded shared 2-core machine; rerun on a quiet one",
+        }
+        write_results("ptq_recovery", payload)
 
 
 if __name__ == "__main__":
