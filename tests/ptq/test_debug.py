@@ -81,11 +81,15 @@ def test_qat_model_is_compared_with_its_own_file(trained_digits_cnn, digits: Spl
     qat = tfc.quantize_model(trained_digits_cnn)
     qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     qat.fit(digits.x_train[:256], digits.y_train[:256], epochs=1, verbose=0)
-    report = debug_quantization(qat, digits.x_test[:32], isolated=False)
+    report = debug_quantization(qat, digits.x_test[:32])
+    assert "quantization-aware" in report.notes[0] and report.isolated_samples == 0
     # the file computes what the fake-quant graph computes: every layer within int8 rounding
     assert report.output_sqnr_db > 30.0
     assert all(row.sqnr_db is not None and row.sqnr_db > 25.0 for row in report.layers)
     assert any(row.class_name == "QuantizeWrapper" for row in report.layers)
+    # keep_float cannot undo fake quant: an error says so rather than an all-int8 file
+    with pytest.raises(ConversionError, match="quantization-aware model"):
+        convert(qat, "int8", keep_float=["quant_fc1"])
 
 
 def test_data_of_the_wrong_shape_is_refused(sensitive_cnn) -> None:

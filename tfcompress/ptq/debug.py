@@ -427,6 +427,13 @@ def debug_quantization(
             LayerError(row.layer, classes[row.layer], row.fused, row.ops, sqnr, rmse, cosine)
         )
     used = 0
+    if isolated and _is_quantization_aware(keras_model):
+        isolated = False
+        notes.append(
+            "isolated errors not computed: a quantization-aware model's fake-quant ops fix every "
+            "range, so TF's quantizer cannot leave its other layers float. Ranked by accumulated "
+            "SQNR."
+        )
     if isolated and calibrated is not None:
         used = min(isolated_samples, len(x[0]))
         _isolated_errors(calibrated, table, reference, model_output, x, used)
@@ -439,6 +446,12 @@ def debug_quantization(
     return QuantizationDebugReport(
         keras_model.name, mode, len(x[0]), output_sqnr, table, used, notes
     )
+
+
+def _is_quantization_aware(model: Any) -> bool:
+    from tfcompress.quantization.export import is_quantization_aware
+
+    return bool(is_quantization_aware(model))
 
 
 def _rank_key(row: LayerError) -> tuple[float, float]:

@@ -33,6 +33,7 @@ from tfcompress.converter.errors import ConversionError
 from tfcompress.ptq.layer_map import LayerOps, map_layers, top_level_layers
 
 KEEP_FLOAT_MODES = ("int8", "edgetpu")
+_QDQ_OPS = ("QUANTIZE", "DEQUANTIZE")
 _ALL_SAMPLES = 10**9
 
 
@@ -153,7 +154,43 @@ class CalibratedModel:
                 f": {str(error).strip()[:800]}"
             ) from error
         flatbuffer, _ = fold_float_requantize(flatbuffer)
+        if only is None and keep_float:
+            self._check_kept_float(flatbuffer, keep_float)
         return flatbuffer
+
+    def _check_kept_float(self, flatbuffer: bytes, keep_float: Sequence[str]) -> None:
+        """Never hand back a file in which a layer asked to stay float is still integer."""
+        from tfcompress.converter.flatbuffer import inspect
+
+        graph = inspect(flatbuffer).subgraphs[0]
+        rows = map_layers(flatbuffer, self.model)
+        still_integer = []
+        for name in keep_float:
+            indices = [
+                int(op.split(":")[0])
+                for row in rows
+                if name in row.layers or name in row.named
+                for op in row.ops
+            ]
+            computing = [graph.ops[i] for i in indices if graph.ops[i].name not in _QDQ_OPS]
+            if computing and not any(op.computes_in_float for op in computing):
+                still_integer.append(name)
+        if not still_integer:
+            return
+        from tfcompress.quantization.export import is_quantization_aware
+
+        why = (
+            "It is a quantization-aware model: its fake-quant ops fix every range, and TF's "
+            "quantizer quantizes those ops whatever the denylist says. Leave the layer out of "
+            "QAT instead (do not annotate it, tfcompress.quantization.quantize_annotate_layer), "
+            "or convert the float model with keep_float."
+            if is_quantization_aware(self.model)
+            else "TF's quantizer did not leave them float."
+        )
+        raise ConversionError(
+            f"keep_float={list(keep_float)}: the ops of {still_integer} in '{self.model.name}' are "
+            f"still integer in the file. {why}"
+        )
 
 
 def check_layer_names(model: Any, names: Sequence[str], rows: Sequence[LayerOps]) -> None:
