@@ -17,14 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tfcompress
 from benchmarks import resume_bench as rb
 
 pytestmark = pytest.mark.slow
 
 PRUNING_KILLED = rb.Scenario("pruning", 4, rb.STEPS_PER_EPOCH + 3)  # last: SIGKILL
 CONTINUED = ("pruning",)  # every type trains on after .keras in tests/test_saving.py
-INIT_INSTALLS_REGISTRY = "_lazy_registry" in Path(tfcompress.__file__).read_text()
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +56,6 @@ def test_model_checkpoint_file_trains_on_in_a_fresh_process_identically(killed, 
     assert difference == 0.0, f"differs by {difference} at {where}"
 
 
-@pytest.mark.xfail(
-    not INIT_INSTALLS_REGISTRY,
-    strict=True,
-    reason="tfcompress/__init__.py must call tfcompress._lazy_registry.install()",
-)
 def test_model_checkpoint_file_loads_with_plain_keras_after_import_tfcompress_alone(killed):
     root, _ = killed
     report = json.loads((root / "continue_report.json").read_text())

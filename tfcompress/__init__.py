@@ -49,6 +49,8 @@ _NAMES: dict[str, str] = {
     "auto_quantize": "tfcompress.ptq",
     "debug_quantization": "tfcompress.ptq",
     "pack_int4": "tfcompress.converter.int4",
+    "load_model": "tfcompress.io",
+    "ModelFileError": "tfcompress.io",
 }
 
 # subpackages reachable as attributes (`tfc.sparsity.prune_low_magnitude`)
@@ -58,6 +60,7 @@ _SUBPACKAGES = (
     "data",
     "distillation",
     "experimental",
+    "io",
     "layers",
     "models",
     "ptq",
@@ -84,3 +87,9 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_NAMES, *_SUBPACKAGES])
+
+
+# plain keras.saving.load_model finds tfcompress's classes without importing them eagerly
+from tfcompress import _lazy_registry  # noqa: E402 - after the names; imports no Keras
+
+_lazy_registry.install()
