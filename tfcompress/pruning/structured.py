@@ -51,7 +51,82 @@ def _is_producer(layer: Any) -> bool:
     return isinstance(layer, _PRODUCERS) and getattr(layer, "groups", 1) == 1
 
 
+# Keras ops applied to a KerasTensor (`x + 3.0`, `x * (1 / 6)`, `ops.relu(x)`) keep channels
+# apart when their other operands are scalars; several tensors of one width merge like `Add`.
+_ELEMENTWISE_OPS = frozenset(
+    {
+        "Add",
+        "Subtract",
+        "Multiply",
+        "Divide",
+        "TrueDivide",
+        "Maximum",
+        "Minimum",
+        "Relu",
+        "Relu6",
+        "Sigmoid",
+        "HardSigmoid",
+        "Silu",
+        "HardSilu",
+        "Gelu",
+        "Elu",
+        "LeakyRelu",
+        "Tanh",
+        "Abs",
+        "Square",
+        "Negative",
+        "Clip",
+    }
+)
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, int | float) or (isinstance(value, np.ndarray) and value.size == 1)
+
+
+def _elementwise_op(node: Any) -> bool:
+    """True for a Keras op node (not a layer) that acts on each channel alone."""
+    operation = node.operation
+    if isinstance(operation, keras.layers.Layer):
+        return False
+    if type(operation).__name__ not in _ELEMENTWISE_OPS:
+        return False
+    if not type(operation).__module__.startswith("keras."):
+        return False
+    others = [
+        a
+        for a in keras.tree.flatten((node.arguments.args, node.arguments.kwargs))
+        if not isinstance(a, keras.KerasTensor) and a is not None
+    ]
+    widths = {t.shape[-1] for t in node.input_tensors}
+    return all(_is_scalar(a) for a in others) and len(widths) == 1
+
+
+def _keeps_channel_axis(layer: Any) -> bool:
+    """A Reshape that keeps the last axis (e.g. (N, C) -> (N, 1, 1, C)) keeps channel positions."""
+    return (
+        isinstance(layer, keras.layers.Reshape)
+        and layer.input.shape[-1] is not None
+        and layer.input.shape[-1] == layer.output.shape[-1]
+    )
+
+
+def _graph_of(model: keras.Model) -> Any:
+    """The functional graph of `model`: a Sequential model keeps it in `_functional`."""
+    if hasattr(model, "_nodes_by_depth"):
+        return model
+    graph = getattr(model, "_functional", None)
+    if graph is None:
+        raise ValueError(
+            f"Model '{model.name}' has no layer graph to prune by channel: build it first (give "
+            "the Sequential model a keras.Input) or use a functional model."
+        )
+    return graph
+
+
 def _is_channelwise(layer: Any) -> bool:
+    if _keeps_channel_axis(layer):
+        return True
     if isinstance(layer, keras.layers.DepthwiseConv2D | keras.layers.DepthwiseConv1D):
         return layer.depth_multiplier == 1
     if isinstance(layer, keras.layers.BatchNormalization):
@@ -119,11 +194,12 @@ def _trace(model: keras.Model) -> tuple[_ChannelGroups, dict[int, int | None]]:
     groups = _ChannelGroups()
     of_tensor: dict[int, int | None] = {}
     uses: dict[int, int] = {}
-    for depth in sorted(model._nodes_by_depth, reverse=True):  # inputs first
-        for node in model._nodes_by_depth[depth]:
+    graph = _graph_of(model)
+    for depth in sorted(graph._nodes_by_depth, reverse=True):  # inputs first
+        for node in graph._nodes_by_depth[depth]:
             uses[id(node.operation)] = uses.get(id(node.operation), 0) + 1
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        for node in model._nodes_by_depth[depth]:
+    for depth in sorted(graph._nodes_by_depth, reverse=True):
+        for node in graph._nodes_by_depth[depth]:
             layer = node.operation
             inputs = [of_tensor.get(id(t)) for t in node.input_tensors]
             if node.is_input:
@@ -136,8 +212,10 @@ def _trace(model: keras.Model) -> tuple[_ChannelGroups, dict[int, int | None]]:
                 output = groups.new(layer)
             elif _is_channelwise(layer) and len(inputs) == 1:
                 output = inputs[0]
-            elif isinstance(layer, _MERGES):
+            elif isinstance(layer, _MERGES) or (_elementwise_op(node) and len(inputs) > 1):
                 output = groups.union(inputs, layer)
+            elif _elementwise_op(node):
+                output = inputs[0]
             else:
                 why = (
                     f"read by {type(layer).__name__} '{layer.name}', which mixes channel positions"
@@ -284,6 +362,8 @@ def apply_keep(
             out = kept(layer.output)
             if out is not None:
                 config["units" if isinstance(layer, keras.layers.Dense) else "filters"] = out.size
+        elif _keeps_channel_axis(layer) and kept(layer.input) is not None:
+            config["target_shape"] = (*tuple(config["target_shape"])[:-1], kept(layer.input).size)
         return layer.__class__.from_config(config)
 
     small = keras.models.clone_model(model, clone_function=clone)
