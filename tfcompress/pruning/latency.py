@@ -14,10 +14,12 @@
    (L1, relative to the mean of its group) is below `lam` times the time one channel of that
    group costs (relative to the mean over groups). One number `lam` is searched so that the model
    meets the target; no group loses more than `max_fraction` of its channels or its last one.
-4. Check. For a latency target the pruned model is converted (`latency_mode`) and timed; when it
-   is slower than the target, the predicted target is lowered by the measured shortfall (at least 3%) and
-   the search runs again (at most `_ROUNDS` times). A target that even the most pruned model
-   (every group at `max_fraction`) misses is an error that says the best reached.
+4. Check. For a latency target the pruned model is converted (`latency_mode`) and timed
+   (`bisect_goal`): while it is slower than the target, the predicted goal is lowered by the
+   measured shortfall (at least 3%); once one goal met the target and another missed, the goal
+   is bisected between them (at most `_ROUNDS` measurements in all), so the result lands near
+   the target rather than at maximum pruning. A target that even the most pruned model (every
+   group at `max_fraction`) misses is an error that says the best reached.
 
 Groups that reach a model output or a layer that mixes channel positions (Flatten, Reshape,
 Concatenate, a shared layer) are left whole; `ChannelPruningReport.left_whole` names them.
@@ -41,7 +43,7 @@ from tfcompress.pruning.structured import (
 )
 
 _log = logging.getLogger("tfcompress")
-_ROUNDS = 6
+_ROUNDS = 7
 _RUNS = 30
 _LATENCY_MODES = ("float32", "int8")
 
@@ -336,28 +338,114 @@ def prune_to_target(
     target_ms = value if kind == "latency_ms" else value * dense_ms
     rest = max(dense_ms - layers_total, 0.0)
     scale = dense_ms / (rest + layers_total)  # the table's sum in the whole model's milliseconds
-    goal = target_ms / scale
-    rounds, measured, keep = 0, dense_ms, {g: np.arange(s.size) for g, s in scores.items()}
-    while measured > target_ms and rounds < _ROUNDS:
-        rounds += 1
-        keep = _search(costs, scores, unit_cost, rest, goal, max_fraction)
-        measured = measure(apply_keep(model, groups, of_tensor, keep))
-        _log.info("latency pruning round %d: %.3f ms (target %.3f ms)", rounds, measured, target_ms)
-        goal *= min(target_ms / measured, 0.97)
-    if measured > target_ms:
+    keep = {g: np.arange(s.size) for g, s in scores.items()}
+    measured, rounds = dense_ms, 0
+    if dense_ms > target_ms:
         most = _keep_for(np.inf, scores, unit_cost, max_fraction)
-        best = measure(apply_keep(model, groups, of_tensor, most))
-        if best > target_ms:
+
+        def timed(goal: float) -> tuple[dict[int, np.ndarray], float]:
+            candidate = _search(costs, scores, unit_cost, rest, goal, max_fraction)
+            if goal <= most_goal:
+                candidate = most
+            ms = measure(apply_keep(model, groups, of_tensor, candidate))
+            _log.info("latency pruning: %.3f ms (target %.3f ms)", ms, target_ms)
+            return candidate, ms
+
+        most_goal = _predict(costs, {g: most[g].size / scores[g].size for g in most}, rest)
+        found = bisect_goal(timed, target_ms / scale, target_ms, dense_ms / scale, most_goal)
+        rounds = found.rounds
+        if found.keep is None:
             raise ValueError(
                 f"{kind}={value} ({target_ms:.3f} ms) cannot be reached by channel pruning "
                 f"'{model.name}' (dense: {dense_ms:.3f} ms, {threads} thread(s), {mode} file): "
-                f"the best reached is {best:.3f} ms ({best / dense_ms:.2f}x) with every group at "
-                f"max_fraction={max_fraction}. Raise the target or max_fraction, or quantize as "
-                f"well{_whole_hint(left_whole)}."
+                f"the best reached is {found.best_ms:.3f} ms ({found.best_ms / dense_ms:.2f}x) "
+                f"with every group at max_fraction={max_fraction}. Raise the target or "
+                f"max_fraction, or quantize as well{_whole_hint(left_whole)}."
             )
-        keep, measured = most, best
+        keep, measured = found.keep, found.measured
     reached = measured if kind == "latency_ms" else measured / dense_ms
     return finish(keep, reached, dense_ms=dense_ms, pruned_ms=measured, rounds=rounds)
+
+
+@dataclass
+class GoalSearch:
+    """What `bisect_goal` found: the kept channels (None: the target was missed), their
+    measured latency, the convert-and-time rounds, and the fastest latency measured."""
+
+    keep: Any
+    measured: float
+    rounds: int
+    best_ms: float
+
+
+def bisect_goal(
+    timed: Any,
+    goal: float,
+    target: float,
+    dense_goal: float,
+    most_goal: float,
+    rounds: int = _ROUNDS,
+    close: float = 0.97,
+) -> GoalSearch:
+    """Search the predicted-cost goal whose measured latency lands just under `target`.
+
+    Timings are noisy and the cost model is approximate, so the goal is corrected by
+    measurement: while no candidate met the target, the goal is lowered by the measured
+    shortfall (at least 3%); once one goal met it and another missed, the goal is bisected
+    between them, so the result lands near the target instead of at maximum pruning. The
+    search stops at a candidate within `close` of the target, after `rounds` measurements, or
+    when the bracket is narrower than 1%. The last round before giving up tries the most pruned
+    model (`most_goal`), which tells the best reachable latency.
+
+    Args:
+        timed: `goal -> (keep, measured_ms)`: prune to a predicted cost of `goal` and time it.
+        goal: the first goal (the target in the cost model's units).
+        target: the latency to meet, in ms.
+        dense_goal: the unpruned model's predicted cost (the first goal known to miss).
+        most_goal: the most pruned model's predicted cost (the lowest goal).
+        rounds: most measurements.
+        close: a candidate measured at or above `close * target` (and at most `target`) ends
+            the search.
+
+    Returns:
+        A `GoalSearch`; its `keep` is that of the least pruned candidate that met the target.
+
+    Example:
+        >>> def timed(goal):  # a cost model 20% optimistic, as a stand-in for a real model
+        ...     return goal, 1.2 * goal
+        >>> found = bisect_goal(timed, goal=0.55, target=0.55, dense_goal=1.0, most_goal=0.2)
+        >>> 0.97 * 0.55 <= found.measured <= 0.55
+        True
+    """
+    high = dense_goal  # the largest goal known to miss
+    low: tuple[float, Any, float] | None = None  # (goal, keep, ms) of the best goal that met
+    best_ms = float("inf")
+    used = 0
+    while used < rounds:
+        if used == rounds - 1 and low is None:
+            goal = min(goal, most_goal)  # the last chance: the most pruned model
+        goal = max(goal, most_goal)
+        used += 1
+        keep, ms = timed(goal)
+        best_ms = min(best_ms, ms)
+        if ms <= target:
+            if low is None or goal > low[0]:
+                low = (goal, keep, ms)
+            if ms >= close * target:
+                break
+        else:
+            high = min(high, goal)
+            if goal <= most_goal:
+                break  # even the most pruned model misses
+        if low is None:
+            goal = goal * min(target / ms, close)
+        elif high - low[0] <= 0.01 * high:
+            break
+        else:
+            goal = (high + low[0]) / 2.0
+    if low is None:
+        return GoalSearch(None, best_ms, used, best_ms)
+    return GoalSearch(low[1], low[2], used, best_ms)
 
 
 def _whole_hint(left_whole: dict[str, str]) -> str:
