@@ -115,7 +115,7 @@ def run_seed(seed: int, epochs: int, iterations: int) -> dict:
     for name, rounded in (("w4_nearest", nearest), ("w4_adaround", learned)):
         flatbuffer = levels(tfc.convert(rounded, "int8", calib), require=True).flatbuffer
         row[name] = tfc.evaluate_tflite(flatbuffer, x_test, y_test)
-        with_bc = bias_correction(rounded, calib, bits=4)
+        with_bc = bias_correction(rounded, calib, bits=4, reference=folded)
         flatbuffer = levels(tfc.convert(with_bc, "int8", calib), require=True).flatbuffer
         row[f"{name}_bias_correction"] = tfc.evaluate_tflite(flatbuffer, x_test, y_test)
     packed = tfc.convert(model, "int8", calib, optimize=["fold_bn", "adaround"], **int4)

@@ -181,3 +181,15 @@ def test_convert_warns_when_nothing_can_be_equalized() -> None:
     x = np.random.default_rng(0).random((16, 8, 8, 1)).astype("float32")
     with pytest.warns(UserWarning, match="no pair .* ReLU6 .* relu6='replace'"):
         tfc.convert(model, "int8", x, optimize=["equalize"])
+
+
+def test_bias_correction_after_adaround_matches_the_unrounded_model(trained, folded) -> None:
+    x = trained.x_calib
+    rounded = adaround(folded, x, bits=4, iterations=0)
+    reference = _float(folded, x)
+
+    def shift(model: keras.Model) -> float:
+        return float(np.abs((_float(model, x) - reference).mean(axis=0)).mean())
+
+    corrected = bias_correction(rounded, x, bits=4, reference=folded)
+    assert shift(corrected) < shift(rounded) / 2

@@ -58,6 +58,7 @@ def bias_correction(
     per_channel: bool = True,
     num_samples: int = 256,
     batch_size: int = 64,
+    reference: keras.Model | None = None,
 ) -> keras.Model:
     """Correct every kernel layer's bias for the mean shift its weight quantization causes.
 
@@ -70,6 +71,9 @@ def bias_correction(
             (`convert(..., per_channel=False)`).
         num_samples: how many samples of `data` to use.
         batch_size: samples per forward pass.
+        reference: the float model whose output means to match, when `model`'s kernels are
+            already rounded (after `adaround`: pass the model before it); same layer names.
+            Default: `model` itself.
 
     Returns:
         A float model with the same kernels and corrected biases (layers without a bias get one).
@@ -87,8 +91,9 @@ def bias_correction(
     check_model(model, "bias_correction")
     check_bits(bits, "bias_correction")
     data = as_batches(data, "bias_correction", model, num_samples)
-    reference = with_biases(model)  # the float model whose means the quantized one must match
-    result = clone_with_weights(reference)
+    result = with_biases(model)
+    # the float model whose means the quantized one must match (before the loop changes biases)
+    reference = clone_with_weights(result) if reference is None else with_biases(reference)
     layers, _ = kernel_layers(result)
     quantized = clone_with_weights(result)
     for layer in layers:
@@ -98,10 +103,11 @@ def bias_correction(
         )
     float_inputs = _mean_inputs(reference, [layer.name for layer in layers], data, batch_size)
     for layer in layers:  # in graph order: each layer sees the corrected layers before it
-        kernel, bias = layer.get_weights()
+        kernel = layer.get_weights()[0]
+        float_kernel, bias = reference.get_layer(layer.name).get_weights()
         q_layer = quantized.get_layer(layer.name)
         q_kernel = q_layer.get_weights()[0]
-        float_mean = _pre_activation_mean(layer, float_inputs[layer.name], kernel)
+        float_mean = _pre_activation_mean(layer, float_inputs[layer.name], float_kernel)
         quant_input = _mean_inputs(quantized, [layer.name], data, batch_size)[layer.name]
         quant_mean = _pre_activation_mean(layer, quant_input, q_kernel)
         corrected = (bias - (quant_mean - float_mean)).astype(np.float32)

@@ -98,10 +98,12 @@ def optimize_model(
                 stacklevel=3,
             )
     grid = {"bits": bits, "per_channel": per_channel}
+    unrounded = model
     if "adaround" in steps:
         model = adaround(model, data, **{**grid, **steps["adaround"]})
-    if "bias_correction" in steps:
-        model = bias_correction(model, data, **{**grid, **steps["bias_correction"]})
+    if "bias_correction" in steps:  # matches the float means of the model before rounding
+        options = {**grid, "reference": unrounded, **steps["bias_correction"]}
+        model = bias_correction(model, data, **options)
     return model
 
 
