@@ -16,6 +16,7 @@ from tfcompress.graph.batchnorm import (
 from tfcompress.graph.model import (
     DEPTHWISE,
     TRANSPOSED,
+    built_like,
     check_model,
     clone_with_weights,
     fresh_copy,
@@ -29,6 +30,7 @@ __all__ = [
     "TRANSPOSED",
     "FoldedBatchNormalization",
     "batch_norm_pairs",
+    "built_like",
     "check_model",
     "clone_with_weights",
     "fold_batch_norms",

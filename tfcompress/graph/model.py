@@ -35,12 +35,18 @@ def fresh_copy(
     copy = (as_class or layer.__class__).from_config(layer.get_config())
     if input_shape is not None:
         copy.build(input_shape)
-    else:
-        build_config = layer.get_build_config()
-        if build_config is not None:
-            copy.build_from_config(build_config)
-    copy.set_weights(layer.get_weights())
-    return copy
+        copy.set_weights(layer.get_weights())
+        return copy
+    return built_like(copy, layer)
+
+
+def built_like(new: keras.layers.Layer, layer: keras.layers.Layer) -> keras.layers.Layer:
+    """`new` built as `layer` was and holding its weights (when `layer` is built); returns `new`."""
+    build_config = layer.get_build_config()
+    if build_config is not None:
+        new.build_from_config(build_config)
+    new.set_weights(layer.get_weights())
+    return new
 
 
 def rebuild(

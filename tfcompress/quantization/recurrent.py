@@ -838,12 +838,7 @@ def as_recurrent_layer(layer: Any) -> Any:
     equivalent = _CELL_LAYERS[type(layer.cell)](
         **cell_config, **{flag: getattr(layer, flag) for flag in flags}, name=layer.name
     )
-    if layer.built:
-        build_config = layer.get_build_config()
-        if build_config is not None:
-            equivalent.build_from_config(build_config)
-        equivalent.set_weights(layer.get_weights())
-    return equivalent
+    return graph.built_like(equivalent, layer)
 
 
 def unrolled_layer(
