@@ -156,48 +156,20 @@ def _compile(model, learning_rate: float = 0.05):  # noqa: ANN001, ANN202
     return model
 
 
-def fit_multi_worker(strategy, model, x, y, callbacks=()) -> None:  # noqa: ANN001
-    """What `model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=EPOCHS, shuffle=False)` does, as a
-    loop over `strategy.run(model.train_step)`: Keras 3.15's `fit` fails under
-    MultiWorkerMirroredStrategy (keras-team/keras#20585), the model's own `train_step` does not.
-    """
-    import keras
-    import tensorflow as tf
-
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH).with_options(options)
-    batches = strategy.experimental_distribute_dataset(dataset)
-    with strategy.scope():  # optimizer slots are variables: create them in cross-replica context
-        model.optimizer.build(model.trainable_variables)
-
-    @tf.function
-    def train_step(batch):  # noqa: ANN001, ANN202
-        strategy.run(model.train_step, args=(batch,))
-
-    hooks = keras.callbacks.CallbackList(list(callbacks), model=model)
-    hooks.on_train_begin()
-    for epoch in range(EPOCHS):
-        hooks.on_epoch_begin(epoch)
-        for index, batch in enumerate(batches):
-            hooks.on_train_batch_begin(index)
-            train_step(batch)
-            hooks.on_train_batch_end(index)
-        hooks.on_epoch_end(epoch)
-    hooks.on_train_end()
-
-
 def _train(name: str, strategy, x, y):  # noqa: ANN001, ANN202
     """Build, compile and train scenario `name` under `strategy`; return the model whose weights
     are compared (the student for the Distiller). The single-process reference uses `fit`."""
     import keras
 
     import tfcompress as tfc
+    from tfcompress.distribute import fit as distributed_fit
     from tfcompress.pruning import ConstantSparsity, UpdatePruningStep
 
     def train(model, callbacks=()):  # noqa: ANN001, ANN202
-        if strategy.num_replicas_in_sync > 1:
-            fit_multi_worker(strategy, model, x, y, callbacks)
+        if strategy.num_replicas_in_sync > 1:  # Keras's fit fails there (keras#20585)
+            distributed_fit(
+                model, x, y, batch_size=GLOBAL_BATCH, epochs=EPOCHS, callbacks=list(callbacks)
+            )
         else:
             fit = {"batch_size": GLOBAL_BATCH, "epochs": EPOCHS, "shuffle": False, "verbose": 0}
             model.fit(x, y, callbacks=list(callbacks), **fit)
