@@ -7,7 +7,10 @@ of batch 16 on random data. The child reports its peak resident set (VmHWM of /p
 after building and after training; the ratio is peak(step) / peak(float step) of the same model.
 
     .venv/bin/python benchmarks/memory_bench.py [--models ResNet50 EfficientNetB0]
-        [--no-tfmot]
+        [--no-tfmot] [--wrap]
+
+`--wrap` measures only wrapping, before any training: the float model built, and built then
+wrapped by `prune_low_magnitude` (default LAMP allocation), into `results/memory_wrap.json`.
 
 Goal: a QAT or pruning step at most 1.3x the float step's peak.
 """
@@ -30,6 +33,7 @@ BATCH = 16
 STEPS = 2
 MODES = ("float", "qat", "pruning")
 PEER_MODES = ("tfmot_qat", "tfmot_pruning")
+WRAP_MODES = ("float_wrap", "pruning_wrap")
 
 
 def _peak_rss_mb() -> float:
@@ -53,6 +57,10 @@ def child(model_name: str, mode: str) -> dict[str, float]:
         import tfcompress as tfc
     model = getattr(keras.applications, model_name)(weights=None, input_shape=(224, 224, 3))
     callbacks = []
+    if mode in WRAP_MODES:  # wrapping alone: the peak of building (and pruning's allocation)
+        if mode == "pruning_wrap":
+            model = tfc.prune_low_magnitude(model)
+        return {"peak_rss_after_build_mb": _peak_rss_mb()}
     if mode == "qat":
         model = tfc.quantize_model(model)
     elif mode == "pruning":
@@ -100,22 +108,30 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["EfficientNetB0", "ResNet50"])
     parser.add_argument("--no-tfmot", action="store_true", help="skip tfmot's peer rows")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per child")
+    parser.add_argument("--wrap", action="store_true", help="measure wrapping only")
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(*args.child)))
         return
     modes = MODES if args.no_tfmot else MODES + PEER_MODES
+    key, first = "peak_rss_mb", "float"
+    if args.wrap:
+        modes, key, first = WRAP_MODES, "peak_rss_after_build_mb", "float_wrap"
     rows = []
     for model_name in args.models:
         measured = {mode: _run(model_name, mode, args.timeout) for mode in modes}
-        reference = measured["float"].get("peak_rss_mb")
+        reference = measured[first].get(key)
         for mode, figures in measured.items():
             row = {"model": model_name, "mode": mode, **figures}
-            if reference and "peak_rss_mb" in figures:
-                row["ratio_to_float"] = round(figures["peak_rss_mb"] / reference, 3)
+            if reference and key in figures:
+                row["ratio_to_float"] = round(figures[key] / reference, 3)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
+    if args.wrap:
+        setup = {"input": "224x224x3, weights=None", "measure": "VmHWM after building/wrapping"}
+        write_results("memory_wrap", {"setup": setup, "rows": rows})
+        return
     write_results(
         "memory",
         {

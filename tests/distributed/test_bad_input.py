@@ -51,6 +51,12 @@ SCRIPT = textwrap.dedent(
     import tfcompress as tfc
     from tests.distributed.multiworker_scenarios import _compile, _small_cnn
 
+    from tfcompress.distribute import multi_worker_strategy
+
+    os.environ["TF_CONFIG"] = configs["malformed"]
+    error("malformed_checked", multi_worker_strategy)
+    del os.environ["TF_CONFIG"]
+
     split = tfc.data.load_digits()
     x, y = split.x_train[:64], split.y_train[:64]
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -101,6 +107,10 @@ def found() -> dict:
 def test_malformed_tf_config_is_a_json_error_from_tensorflow(found: dict) -> None:
     # TensorFlow does not name TF_CONFIG here; docs/distributed.md says where to look.
     assert found["malformed"].startswith("JSONDecodeError")
+
+
+def test_malformed_tf_config_through_tfcompress_names_tf_config(found: dict) -> None:
+    assert found["malformed_checked"].startswith("ValueError: TF_CONFIG is not valid JSON")
 
 
 def test_tf_config_task_index_out_of_range_names_the_index(found: dict) -> None:

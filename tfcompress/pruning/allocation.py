@@ -113,29 +113,40 @@ def _erk(sizes: np.ndarray, ratios: np.ndarray, sparsity: float) -> list[float]:
 
 
 def _lamp_scores(kernel: np.ndarray) -> np.ndarray:
-    squares = np.square(kernel.astype(np.float64).ravel())
+    squares = np.square(kernel.ravel(), dtype=np.float64)
     order = np.argsort(squares)
     ordered = squares[order]
-    # the sum of the squares from each weight to the largest (suffix sums of the sorted squares)
+    # the sum of the squares from each weight to the largest (suffix sums of the sorted squares),
+    # computed in place: one float64 copy of the kernel besides `squares`, not four
     suffix = np.cumsum(ordered[::-1])[::-1]
-    scores = np.empty_like(squares)
-    scores[order] = ordered / np.maximum(suffix, np.finfo(np.float64).tiny)
-    return scores
+    np.maximum(suffix, np.finfo(np.float64).tiny, out=suffix)
+    np.divide(ordered, suffix, out=ordered)
+    del suffix
+    squares[order] = ordered  # `squares` becomes the scores
+    return squares
 
 
 def _global_threshold(scores: Sequence[np.ndarray], sparsity: float) -> list[float]:
-    flat = np.concatenate(scores)
-    drop = int(round(sparsity * flat.size))
+    total = sum(score.size for score in scores)
+    drop = int(round(sparsity * total))
     if drop == 0:
         return [0.0] * len(scores)
-    # rank every weight of the model once; the `drop` lowest ranks go
-    ranks = np.empty(flat.size, np.int64)
-    ranks[np.argsort(flat, kind="stable")] = np.arange(flat.size)
-    dropped = ranks < drop
-    targets, start = [], 0
-    for score in scores:
-        targets.append(float(dropped[start : start + score.size].mean()))
-        start += score.size
+    # The `drop` lowest scores of the model go, ties broken by position (kernel order, then
+    # index), as a stable sort over all the scores would. Only the threshold is needed, so one
+    # partition of a concatenated copy replaces the sort and the rank arrays (3 int64 arrays the
+    # size of the whole model: 600 MB on ResNet50).
+    flat = np.concatenate(scores)
+    flat.partition(drop - 1)
+    threshold = flat[drop - 1]
+    del flat
+    below = [int(np.count_nonzero(score < threshold)) for score in scores]
+    ties_left = drop - sum(below)  # ties at the threshold dropped, first come first
+    targets = []
+    for score, count in zip(scores, below, strict=True):
+        ties = int(np.count_nonzero(score == threshold))
+        taken = min(ties, ties_left)
+        ties_left -= taken
+        targets.append((count + taken) / score.size)
     return targets
 
 
