@@ -85,6 +85,10 @@ def test_masked_model_saved_and_loaded_strips_the_same(trained, data, tmp_path) 
     assert again.count_params() == small.count_params()
     x = data[0][:4]
     np.testing.assert_allclose(again.predict(x, verbose=0), small.predict(x, verbose=0), 1e-6)
+    # resumed in a fresh callback before its next update step: the zeroed channels stay masked
+    later = StructuredPruning(ConstantSparsity(0.5, begin_step=10**6))
+    loaded.fit(*data, epochs=1, batch_size=16, verbose=0, callbacks=[later])
+    assert strip_channels(loaded).count_params() == small.count_params()
     config = pruning.get_config()
     restored = StructuredPruning.from_config(config)
     assert restored.schedule == pruning.schedule and restored.get_config() == config

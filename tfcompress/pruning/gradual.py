@@ -75,6 +75,17 @@ def _channel_variables(
     return out
 
 
+def _alive(variables: list[tuple[Any, int]]) -> np.ndarray:
+    """Per channel: nonzero in at least one of `variables` (False: a masked channel)."""
+    alive = None
+    for variable, axis in variables:
+        values = np.moveaxis(keras.ops.convert_to_numpy(variable), axis, -1)
+        nonzero = np.any(values.reshape(-1, values.shape[-1]) != 0, axis=0)
+        alive = nonzero if alive is None else alive | nonzero
+    assert alive is not None
+    return alive
+
+
 def _names(groups: _ChannelGroups, group: int) -> str:
     return ", ".join(layer.name for layer in groups.producers[group])
 
@@ -171,6 +182,11 @@ class StructuredPruning(keras.callbacks.Callback):
                 )
         if self.left_whole:
             _log.info("StructuredPruning leaves whole: %s", self.left_whole)
+        # a masked model loaded to resume training keeps its zeroed channels masked
+        for group, variables in self._variables.items():
+            alive = _alive(variables)
+            if not alive.all():
+                self._masks[group] = alive.astype("float32")
         self._traced = self.model
 
     def _scores(self, group: int) -> np.ndarray:
@@ -274,12 +290,8 @@ def strip_channels(model: keras.Model, check: bool = True) -> keras.Model:
     keep: dict[int, np.ndarray] = {}
     stripped: dict[str, list[int]] = {}
     for group, variables in _channel_variables(model, groups, of_tensor).items():
-        alive = None
-        for variable, axis in variables:
-            values = np.moveaxis(keras.ops.convert_to_numpy(variable), axis, -1)
-            nonzero = np.any(values.reshape(-1, values.shape[-1]) != 0, axis=0)
-            alive = nonzero if alive is None else alive | nonzero
-        if alive is None or alive.all():
+        alive = _alive(variables)
+        if alive.all():
             continue
         if not alive.any():
             alive[0] = True
