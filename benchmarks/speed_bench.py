@@ -9,7 +9,10 @@ Sections (each timing in a fresh process, the compared sides alternating over `-
   and without `jit_compile`, and the same with tf_keras + tfmot (TF_USE_LEGACY_KERAS=1).
 - `channels`: `prune_channels(latency_ratio=...)` of MobileNetV2 1.0 224 (weights=None), then
   int8 LiteRT latency of the pruned against the dense file at 1 and 2 threads; accuracy cost on
-  the trained digits CNN (pruned to the same latency ratio, fine-tuned, int8 on LiteRT).
+  the trained digits CNN (pruned to the same latency ratio, fine-tuned, int8 on LiteRT) and the
+  same CNN trained with `StructuredPruning` (channel masks on a schedule, then `strip_channels`);
+  `prune_channels(macs_ratio=0.6)` of MobileNetV3Small, EfficientNetB0 and ResNet50 (224,
+  weights=None): MACs reached, parameters, int8 output shape, groups left whole and why.
 - `sparse`: a 75%-sparse MobileNetV2 (`PruneForLatencyOnXNNPack`, 1x1 convs) as a float32 file
   with sparse weights (`convert(..., sparsity=True)`) against the dense float32 file, XNNPACK.
   The XNNPACK delegate asks XNNPACK for sparse inference itself when a float model holds
@@ -50,6 +53,7 @@ def _spec(quick: bool) -> dict[str, Any]:
             "calibration": 20,
             "runs": 30,
             "jit": (False,),
+            "architectures": ["mobilenet_v3_small_96"],
         }
     return {
         "models": ["mobilenet_v2_1.0_224", "efficientnet_b0_224", "resnet50_224"],
@@ -58,6 +62,7 @@ def _spec(quick: bool) -> dict[str, Any]:
         "calibration": 100,
         "runs": 50,
         "jit": (False, True),
+        "architectures": ["mobilenet_v3_small_224", "efficientnet_b0_224", "resnet50_224"],
     }
 
 
@@ -69,6 +74,9 @@ def _build(name: str, keras_module: Any) -> Any:
         return apps.MobileNetV2(
             alpha=float(alpha), input_shape=(int(size), int(size), 3), weights=None
         )
+    if name.startswith("mobilenet_v3_small_"):
+        size = int(name.rsplit("_", 1)[1])
+        return apps.MobileNetV3Small(input_shape=(size, size, 3), weights=None)
     if name == "efficientnet_b0_224":
         return apps.EfficientNetB0(input_shape=(224, 224, 3), weights=None)
     if name == "resnet50_224":
@@ -258,6 +266,40 @@ def section_channels(spec: dict, ratio: float = 0.55) -> dict:
         "int8_bytes": {"dense": len(dense8), "pruned": len(small8)},
         "int8_latency": latency,
         "accuracy_cost": _accuracy_cost(ratio),
+        "architectures": {name: _architecture(name, spec) for name in spec["architectures"]},
+    }
+
+
+def _architecture(name: str, spec: dict, macs_ratio: float = 0.6) -> dict:
+    """`prune_channels(macs_ratio=...)` of another zoo net: builds, right output shape, int8,
+    what is left whole and why (no timing: the MACs target is deterministic)."""
+    import keras
+
+    import tfcompress as tfc
+    from tfcompress.converter import run_tflite
+    from tfcompress.pruning import prune_channels
+
+    keras.utils.set_random_seed(0)
+    model = _build(name, keras)
+    data = _inputs(model, spec["calibration"])
+    start = time.perf_counter()
+    try:
+        small = prune_channels(model, macs_ratio=macs_ratio)
+    except ValueError as error:
+        return {"error": str(error)[:500]}
+    search_s = time.perf_counter() - start
+    report = small.channel_pruning_report
+    flat = tfc.convert(small, "int8", data)
+    shape = run_tflite(flat, data[:2]).shape
+    return {
+        "macs_ratio_target": macs_ratio,
+        "macs_reached": report.reached,
+        "search_s": search_s,
+        "params": {"dense": model.count_params(), "pruned": small.count_params()},
+        "groups_pruned": len(report.kept),
+        "left_whole": report.left_whole,
+        "output_shape_ok": tuple(shape) == (2, *model.outputs[0].shape[1:]),
+        "int8_bytes": len(flat),
     }
 
 
@@ -278,14 +320,35 @@ def _accuracy_cost(ratio: float) -> dict:
     out: dict[str, Any] = {"float32_reached": small.channel_pruning_report.reached}
     small = compile_classifier(small)
     small.fit(split.x_train, split.y_train, epochs=10, batch_size=64, verbose=0)
+    gradual = _gradual(split, 1.0 - (small.count_params() / model.count_params()) ** 0.5)
     calib = split.x_train[:200]
-    for label, net in (("dense", model), ("pruned", small)):
+    for label, net in (("dense", model), ("pruned", small), ("gradual", gradual)):
         flat = tfc.convert(net, "int8", calib)
         out[label] = {
             "int8_accuracy": tfc.evaluate_tflite(flat, split.x_test, split.y_test),
             "int8_ms": tfc.benchmark_tflite(flat, runs=200).median_ms,
+            "params": net.count_params(),
         }
     return out
+
+
+def _gradual(split: Any, sparsity: float) -> Any:
+    """Digits CNN trained with `StructuredPruning` to `sparsity` per channel group, stripped."""
+    import keras
+
+    from tfcompress.models import build_digits_cnn, compile_classifier
+    from tfcompress.pruning import PolynomialDecay
+    from tfcompress.pruning.gradual import StructuredPruning, strip_channels
+
+    keras.utils.set_random_seed(0)
+    model = compile_classifier(build_digits_cnn(width=32))
+    steps = int(np.ceil(len(split.x_train) / 64))
+    schedule = PolynomialDecay(0.0, round(sparsity, 3), 10 * steps, 30 * steps, frequency=steps)
+    pruning = StructuredPruning(schedule, max_fraction=0.9)
+    model.fit(
+        split.x_train, split.y_train, epochs=40, batch_size=64, verbose=0, callbacks=[pruning]
+    )
+    return strip_channels(model)
 
 
 def _one_by_one_policy() -> Any:
