@@ -7,8 +7,6 @@ import keras
 import numpy as np
 import pytest
 
-import tfcompress as tfc
-from tfcompress.converter import run_tflite
 from tfcompress.pruning import prune_channels
 
 
@@ -37,7 +35,7 @@ def test_sequential_model_is_pruned_by_channel() -> None:
 
 
 @pytest.mark.slow
-def test_efficientnet_prunes_aligned_through_se_blocks_and_converts_to_int8() -> None:
+def test_efficientnet_prunes_aligned_through_se_blocks() -> None:
     # MobileNetV2/V3 and ResNet50 at 224: `benchmarks/speed_bench.py --only channels`
     keras.utils.set_random_seed(2)
     model = keras.applications.EfficientNetB0(input_shape=(32, 32, 3), weights=None, classes=10)
@@ -54,6 +52,5 @@ def test_efficientnet_prunes_aligned_through_se_blocks_and_converts_to_int8() ->
             scaled = layer.output.shape[-1]
             assert any(scaled == lw[0] for key, lw in report.kept.items() if layer.name in key)
     x = np.random.default_rng(2).random((2, 32, 32, 3)).astype("float32") * 255
-    assert small.predict(x, verbose=0).shape == (2, 10)
-    flat = tfc.convert(small, "int8", np.concatenate([x] * 4))
-    assert run_tflite(flat, x).shape == (2, 10)
+    assert tuple(small(x, training=False).shape) == (2, 10)
+    # int8 conversion of the pruned zoo nets: speed_bench.py --only channels (`architectures`)
