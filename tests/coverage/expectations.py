@@ -22,10 +22,7 @@ FLOAT_IN_INT8: dict[str, tuple[set[str], str]] = {
 }
 
 # "<row id>/<technique>": why it does not work yet. Each is a bug or a converter limit to fix.
-KNOWN_GAPS: dict[str, str] = {
-    "Masking/qat": "the mask (NOT_EQUAL on the inputs, then CAST) is computed in float",
-    "Masking/ptq": "the mask (NOT_EQUAL on the inputs, then CAST) is computed in float",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 KNOWN_GAPS["LSTM-stacked/qat"] = (
     "top-1 agreement 0.988: the fixed 1/128 and 1/256 steps of TANH and LOGISTIC outputs "

@@ -9,6 +9,7 @@ same weights in int8-friendly ops. `convert` applies it in the integer modes (PT
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -23,6 +24,7 @@ from tfcompress.quantization.layers import (
     IntegerUnitNormalization,
     integer_elu,
 )
+from tfcompress.quantization.masking import IntegerGlobalAveragePooling1D, IntegerMasking
 from tfcompress.quantization.recurrent import has_recurrent_layers, unroll_recurrent, unrolled_layer
 
 if TYPE_CHECKING:
@@ -38,7 +40,10 @@ _REPLACEMENTS: dict[type, type] = {
     L.RMSNormalization: IntegerRMSNormalization,
     L.UnitNormalization: IntegerUnitNormalization,
     L.ELU: IntegerELU,
+    L.Masking: IntegerMasking,
 }
+# Replaced only in a model that masks (a mask they consume is then a 0/1 float, no CAST).
+_MASK_CONSUMERS: dict[type, type] = {L.GlobalAveragePooling1D: IntegerGlobalAveragePooling1D}
 
 
 _ADAPTIVE_AVERAGE = {
@@ -71,6 +76,27 @@ def _has_elu_activation(layer: Any) -> bool:
     return getattr(layer, "activation", None) is keras.activations.elu
 
 
+def _copy_as(layer: keras.layers.Layer, replacement: type) -> keras.layers.Layer:
+    if layer.built:
+        return graph.fresh_copy(layer, as_class=replacement)
+    return replacement.from_config(layer.get_config())
+
+
+def masks_steps(model: Any) -> bool:
+    """True when `model` (or a model nested in it) has a `Masking` layer or an
+    `Embedding(mask_zero=True)`, whose mask changes what the layers after it compute.
+
+    Example:
+        >>> inputs = keras.Input((4, 2))
+        >>> masks_steps(keras.Model(inputs, keras.layers.Masking()(inputs)))
+        True
+    """
+    return any(
+        isinstance(layer, L.Masking) or getattr(layer, "mask_zero", False)
+        for layer in model._flatten_layers(include_self=False)
+    )
+
+
 def integer_friendly_layer(layer: keras.layers.Layer) -> keras.layers.Layer | None:
     """The int8-friendly equivalent of `layer` (same config and weights), or None if it has none.
 
@@ -82,9 +108,7 @@ def integer_friendly_layer(layer: keras.layers.Layer) -> keras.layers.Layer | No
     """
     replacement = _REPLACEMENTS.get(type(layer))
     if replacement is not None:
-        if layer.built:
-            return graph.fresh_copy(layer, as_class=replacement)
-        return replacement.from_config(layer.get_config())
+        return _copy_as(layer, replacement)
     if type(layer) in _ADAPTIVE_AVERAGE:
         return _plain_average_pooling(layer)
     if _has_elu_activation(layer):  # Dense(..., activation="elu"), Activation("elu")
@@ -119,7 +143,9 @@ def integer_friendly(model: keras.Model) -> keras.Model:
     LayerNormalization, Normalization, GroupNormalization, RMSNormalization, UnitNormalization,
     ELU (and `activation="elu"`) become the `tfcompress.quantization.Integer*` layers;
     AdaptiveAveragePooling1D/2D whose input divides evenly becomes AveragePooling1D/2D; LSTM,
-    GRU, SimpleRNN and Bidirectional are unrolled (`unroll_recurrent`). The copy computes the same
+    GRU, SimpleRNN and Bidirectional are unrolled (`unroll_recurrent`). `Masking` becomes
+    `IntegerMasking` and, in a model that masks, `GlobalAveragePooling1D` becomes
+    `IntegerGlobalAveragePooling1D` (`tfcompress.quantization.masking`). The copy computes the same
     function with the same weights; a model with nothing to replace is returned as is.
 
     Example:
@@ -136,14 +162,41 @@ def integer_friendly(model: keras.Model) -> keras.Model:
     if not needs_rewrite(model):
         return model
     if has_recurrent_layers(model):
-        model = unroll_recurrent(model)  # checks masks and static lengths, says what to do
+        model = unroll_recurrent(model)  # checks static lengths, says what to do
+    masked = masks_steps(model)
 
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
         if isinstance(layer, keras.Model) and needs_rewrite(layer):
             return integer_friendly(layer)
+        if masked and type(layer) in _MASK_CONSUMERS:
+            return _copy_as(layer, _MASK_CONSUMERS[type(layer)])
         return integer_friendly_layer(layer)
 
+    if masked:
+        return _rebuild_with_fresh_masks(model, replace)
     return graph.rebuild(model, replace)
+
+
+def _rebuild_with_fresh_masks(
+    model: keras.Model, replace: Callable[[keras.layers.Layer], keras.layers.Layer | None]
+) -> keras.Model:
+    """`graph.rebuild`, with each layer's mask taken from its new input.
+
+    A functional model records the mask a layer received as an argument of its call, computed
+    by Keras ops (NOT_EQUAL, ANY) outside the layer that masks; a plain clone replays them, so
+    `IntegerMasking`'s int8 mask would never reach the layers after it. Dropping the recorded
+    argument makes each layer read the mask attached to its new input.
+    """
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        replaced = replace(layer)
+        return graph.fresh_copy(layer) if replaced is None else replaced
+
+    def call(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("mask", None)
+        return layer(*args, **kwargs)
+
+    return keras.models.clone_model(model, clone_function=clone, call_function=call)
 
 
 def integer_friendly_source(source: TraceableModel, mode: str) -> TraceableModel:

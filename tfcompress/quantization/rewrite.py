@@ -28,7 +28,11 @@ from tfcompress.quantization.config import (
     get_quantize_config,
 )
 from tfcompress.quantization.custom import CustomQuantizeWrapper, is_tfmot_style
-from tfcompress.quantization.integer_friendly import integer_friendly_layer
+from tfcompress.quantization.integer_friendly import (
+    integer_friendly,
+    integer_friendly_layer,
+    masks_steps,
+)
 from tfcompress.quantization.layers import QuantizedMultiHeadAttention
 from tfcompress.quantization.quantizers import ActivationQuantizer
 from tfcompress.quantization.recurrent import (
@@ -255,6 +259,10 @@ def _quantize(
     freeze_kernels: bool = False,
 ) -> keras.Model:
     """The rewrite behind quantize_model (every layer) and quantize_apply (annotated ones)."""
+    if masks_steps(model) and not only_annotated:
+        # the graph records each mask as Keras ops (NOT_EQUAL, ANY) outside the layers; the
+        # whole-model rewrite computes it in int8 ops and hands it on (integer_friendly)
+        model = integer_friendly(model)
     rewriter = _Rewriter(
         strict=strict,
         default=default,
@@ -388,6 +396,7 @@ class _Rewriter:
                 learned_step=self.default.learned_step,
                 name=name,
             )
+            quantizer.supports_masking = True  # elementwise: the mask (Masking...) passes on
             value.twin = quantizer(value.tensor)
         return value.twin
 
