@@ -32,9 +32,7 @@ from typing import Any
 import keras
 import numpy as np
 
-_TF_CONFIG_EXAMPLE = (
-    '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker", "index": 0}}'
-)
+_TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker", "index": 0}}'
 
 
 def check_tf_config(value: str | None = None) -> dict[str, Any] | None:

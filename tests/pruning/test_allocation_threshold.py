@@ -45,9 +45,7 @@ def test_lamp_scores_equal_the_unoptimised_formula(kernels: list[np.ndarray]) ->
 def test_threshold_allocation_equals_a_stable_sort_of_all_scores(
     kernels: list[np.ndarray], allocation: str, sparsity: float
 ) -> None:
-    scores = [
-        _lamp_reference(k) if allocation == "lamp" else np.abs(k).ravel() for k in kernels
-    ]
+    scores = [_lamp_reference(k) if allocation == "lamp" else np.abs(k).ravel() for k in kernels]
     expected = _sorted_reference(scores, sparsity)
     assert kernel_targets(kernels, [False] * 4, sparsity, allocation) == expected
 

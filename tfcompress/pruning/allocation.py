@@ -132,21 +132,27 @@ def _global_threshold(scores: Sequence[np.ndarray], sparsity: float) -> list[flo
     if drop == 0:
         return [0.0] * len(scores)
     # The `drop` lowest scores of the model go, ties broken by position (kernel order, then
-    # index), as a stable sort over all the scores would. Only the threshold is needed, so one
-    # partition of a concatenated copy replaces the sort and the rank arrays (3 int64 arrays the
-    # size of the whole model: 600 MB on ResNet50).
-    flat = np.concatenate(scores)
-    flat.partition(drop - 1)
-    threshold = flat[drop - 1]
-    del flat
-    below = [int(np.count_nonzero(score < threshold)) for score in scores]
-    ties_left = drop - sum(below)  # ties at the threshold dropped, first come first
+    # index), as one stable sort over all the scores would. Only the threshold (the drop-th
+    # smallest score) is needed: it is found by bisection on the scores' bit patterns, which
+    # order like the values because scores are >= 0, so no model-sized copy is made (a sort and
+    # its rank arrays took 600 MB more on ResNet50's 25M weights).
+    dtype = np.result_type(*scores)
+    unsigned = np.uint32 if dtype == np.float32 else np.uint64
+    bits = [np.ascontiguousarray(score, dtype).view(unsigned) for score in scores]
+    low, high = 0, max(int(b.max()) for b in bits)
+    while low < high:
+        middle = (low + high) // 2
+        if sum(int(np.count_nonzero(b <= middle)) for b in bits) >= drop:
+            high = middle
+        else:
+            low = middle + 1
+    below = [int(np.count_nonzero(b < low)) for b in bits]
+    ties_left = drop - sum(below)  # scores equal to the threshold go first come, first served
     targets = []
-    for score, count in zip(scores, below, strict=True):
-        ties = int(np.count_nonzero(score == threshold))
-        taken = min(ties, ties_left)
+    for kernel_bits, count in zip(bits, below, strict=True):
+        taken = min(int(np.count_nonzero(kernel_bits == low)), ties_left)
         ties_left -= taken
-        targets.append((count + taken) / score.size)
+        targets.append((count + taken) / kernel_bits.size)
     return targets
 
 
