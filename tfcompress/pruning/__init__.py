@@ -10,6 +10,7 @@ Example:
 
 from tfcompress.pruning.callbacks import PruningSummaries, TaylorScores, UpdatePruningStep
 from tfcompress.pruning.export import SparseRuntimeReport, check_sparse_runtime, convert_sparse
+from tfcompress.pruning.gradual import StructuredPruning, strip_channels
 from tfcompress.pruning.prune import (
     get_model_sparsity,
     prune_low_magnitude,
@@ -22,6 +23,8 @@ from tfcompress.pruning.structured import count_flops, prune_channels
 from tfcompress.pruning.wrapper import PrunableLayer, PruneLowMagnitude, magnitude_mask, n_m_mask
 
 __all__ = [
+    "StructuredPruning",
+    "strip_channels",
     "ConstantSparsity",
     "PolynomialDecay",
     "PreserveSparsity",
