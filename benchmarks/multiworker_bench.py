@@ -78,8 +78,8 @@ def main() -> None:
                 "epochs": EPOCHS,
                 "samples": SAMPLES,
                 "model": "Conv2D(4)-MaxPool-Dense(16)-Dense(10) on 8x8 digits",
-                "multi_worker_training": "strategy.run(model.train_step) loop (Keras 3 fit "
-                "fails under MultiWorkerMirroredStrategy, keras-team/keras#20585)",
+                "multi_worker_training": "tfcompress.distribute.fit (Keras 3 fit fails under "
+                "MultiWorkerMirroredStrategy, keras-team/keras#20585)",
                 "single_process_training": "model.fit",
             },
             "rows": rows,
