@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 from _common import write_results  # noqa: E402
 
 BATCH = 16
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SECTIONS = ("convert", "train", "channels", "sparse", "int4")
 
 
@@ -427,6 +428,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", nargs="*", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument(
+        "--models", help="comma-separated train/convert models (default: the spec's)"
+    )
+    parser.add_argument("--steps", type=int, help="train steps per process (default: the spec's)")
+    parser.add_argument(
+        "--no-jit", action="store_true", help="train without jit_compile only (XLA compiles slowly)"
+    )
     parser.add_argument("--child", nargs="*")
     args = parser.parse_args()
     if args.child:
@@ -438,8 +446,19 @@ def main() -> None:
         print(json.dumps(result))
         return
     spec = _spec(args.quick)
+    if args.models:
+        spec["models"] = args.models.split(",")
+    if args.steps:
+        spec["steps"] = args.steps
+    if args.no_jit:
+        spec["jit"] = (False,)
     rounds = args.rounds or (1 if args.quick else 2)
     results: dict[str, Any] = {"quick": args.quick, "rounds": rounds, "batch": BATCH}
+    name = "speed_quick" if args.quick else "speed"
+    previous = RESULTS_DIR / f"{name}.json"
+    if previous.exists():  # a --only run keeps the other sections' figures
+        kept = json.loads(previous.read_text())
+        results.update({k: v for k, v in kept.items() if k in SECTIONS and k not in args.only})
     runners = {
         "convert": lambda: section_convert(spec, rounds),
         "train": lambda: section_train(spec, rounds),
@@ -454,8 +473,8 @@ def main() -> None:
         except Exception as error:  # noqa: BLE001 - one failing section must not hide the others
             results[section] = {"error": f"{type(error).__name__}: {error}"[:500]}
         results[section]["section_s"] = time.perf_counter() - start
-        write_results("speed_quick" if args.quick else "speed", results)  # kept if stopped later
-    write_results("speed_quick" if args.quick else "speed", results)
+        write_results(name, {**results, "spec": spec})  # kept if stopped later
+    write_results(name, {**results, "spec": spec})
 
 
 if __name__ == "__main__":
