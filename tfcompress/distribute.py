@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -169,9 +171,10 @@ def fit(
     Runs `model.train_step` on every replica with `strategy.run` (no shuffling: shuffle the
     dataset yourself with a fixed seed) and calls the callbacks as `fit` does: `on_train_begin`,
     `on_epoch_begin`, `on_train_batch_begin/end`, `on_epoch_end`, `on_train_end`, with logs
-    averaged over the replicas. `BackupAndRestore` resumes at the epoch it saved; on workers
-    other than the chief, `ModelCheckpoint` is skipped (every worker holds the same weights),
-    and `BackupAndRestore` must be given a backup_dir of its own per worker.
+    averaged over the replicas. `BackupAndRestore` resumes at the epoch it saved; give it a
+    backup_dir of its own per worker. On workers other than the chief, `ModelCheckpoint` writes
+    into a temporary directory removed at the end (saving reads the metrics' variables, which
+    takes every worker), so only the chief writes the path given.
 
     Args:
         model: compiled inside `strategy.scope()`.
@@ -196,8 +199,6 @@ def fit(
         >>> int(model.layers[0].pruning_step.numpy())
         1
     """
-    import tensorflow as tf
-
     if getattr(model, "optimizer", None) is None:
         raise ValueError(
             f"tfcompress.distribute.fit: model '{model.name}' is not compiled; call "
@@ -207,10 +208,32 @@ def fit(
     batches = strategy.experimental_distribute_dataset(_dataset(x, y, batch_size))
     with strategy.scope():  # optimizer slots are variables: create them in cross-replica context
         model.optimizer.build(model.trainable_variables)
-    chief = is_chief(strategy)
-    kept = [c for c in callbacks if chief or not isinstance(c, keras.callbacks.ModelCheckpoint)]
+    scratch = None
+    if not is_chief(strategy):
+        scratch = tempfile.mkdtemp(prefix="tfcompress_worker_checkpoint_")
+        for callback in callbacks:
+            if isinstance(callback, keras.callbacks.ModelCheckpoint):
+                callback.filepath = os.path.join(scratch, os.path.basename(callback.filepath))
+    try:
+        return _train(model, strategy, batches, epochs, steps_per_epoch, callbacks, verbose)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(
+    model: keras.Model,
+    strategy: Any,
+    batches: Any,
+    epochs: int,
+    steps_per_epoch: int | None,
+    callbacks: Sequence[keras.callbacks.Callback],
+    verbose: int,
+) -> keras.callbacks.History:
+    import tensorflow as tf
+
     hooks = keras.callbacks.CallbackList(
-        kept,
+        list(callbacks),
         add_history=True,
         add_progbar=verbose != 0,
         model=model,

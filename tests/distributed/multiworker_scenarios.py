@@ -156,9 +156,11 @@ def _compile(model, learning_rate: float = 0.05):  # noqa: ANN001, ANN202
     return model
 
 
-def _train(name: str, strategy, x, y):  # noqa: ANN001, ANN202
+def _train(name: str, strategy, x, y, files: Path, losses: dict):  # noqa: ANN001, ANN202
     """Build, compile and train scenario `name` under `strategy`; return the model whose weights
-    are compared (the student for the Distiller). The single-process reference uses `fit`."""
+    are compared (the student for the Distiller). The single-process reference uses `fit`. The
+    pruning scenario also writes a `ModelCheckpoint` to `<files>_pruned.keras` (only the chief
+    writes under several workers); `losses[name]` gets the loss of each epoch."""
     import keras
 
     import tfcompress as tfc
@@ -167,12 +169,13 @@ def _train(name: str, strategy, x, y):  # noqa: ANN001, ANN202
 
     def train(model, callbacks=()):  # noqa: ANN001, ANN202
         if strategy.num_replicas_in_sync > 1:  # Keras's fit fails there (keras#20585)
-            distributed_fit(
+            history = distributed_fit(
                 model, x, y, batch_size=GLOBAL_BATCH, epochs=EPOCHS, callbacks=list(callbacks)
             )
         else:
             fit = {"batch_size": GLOBAL_BATCH, "epochs": EPOCHS, "shuffle": False, "verbose": 0}
-            model.fit(x, y, callbacks=list(callbacks), **fit)
+            history = model.fit(x, y, callbacks=list(callbacks), **fit)
+        losses[name] = [float(v) for v in history.history.get("loss", [])]
         return model
 
     with strategy.scope():
@@ -183,7 +186,8 @@ def _train(name: str, strategy, x, y):  # noqa: ANN001, ANN202
             # begin 2, every 3 steps: the masks change several times inside the 16 global steps
             schedule = ConstantSparsity(0.5, begin_step=2, frequency=3)
             model = _compile(tfc.prune_low_magnitude(_small_cnn(0), schedule=schedule))
-            return train(model, [UpdatePruningStep()])
+            checkpoint = keras.callbacks.ModelCheckpoint(f"{files}_pruned.keras")
+            return train(model, [UpdatePruningStep(), checkpoint])
         if name == "clustering":
             clustered = tfc.cluster_weights(_small_cnn(0), number_of_clusters=4, init="linear")
             return train(_compile(clustered))
@@ -224,9 +228,10 @@ def main(argv: list[str] | None = None) -> None:
     import tensorflow as tf
 
     if args.role == "worker":
+        from tfcompress.distribute import multi_worker_strategy
+
         # created first, before any other TensorFlow op, as the strategy requires
-        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=120)
-        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        strategy = multi_worker_strategy(timeout_seconds=120)
     else:
         strategy = tf.distribute.get_strategy()
 
@@ -235,12 +240,14 @@ def main(argv: list[str] | None = None) -> None:
     split = tfc.data.load_digits()
     x, y = split.x_train[:SAMPLES], split.y_train[:SAMPLES]
     times: dict[str, float] = {"replicas": float(strategy.num_replicas_in_sync)}
+    losses: dict[str, list[float]] = {}
     for name in args.scenarios.split(","):
         begin = time.perf_counter()
-        model = _train(name, strategy, x, y)
+        model = _train(name, strategy, x, y, args.out / f"{args.role}{args.index}", losses)
         times[name] = time.perf_counter() - begin
         np.savez(args.out / f"{args.role}{args.index}_{name}.npz", **_weights(model))
     (args.out / f"{args.role}{args.index}_times.json").write_text(json.dumps(times))
+    (args.out / f"{args.role}{args.index}_losses.json").write_text(json.dumps(losses))
 
 
 if __name__ == "__main__":

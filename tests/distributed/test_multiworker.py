@@ -8,6 +8,7 @@ the tolerance stated per scenario.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +99,25 @@ def test_cluster_indices_are_those_of_one_process(runs: Path) -> None:
     assert len(indices) == 3
     for k in indices:
         np.testing.assert_array_equal(worker[k], single[k])
+
+
+def test_model_checkpoint_is_written_by_the_chief_only_and_loads(runs: Path) -> None:
+    import keras
+
+    import tfcompress  # noqa: F401 - registers the pruning wrapper for loading
+
+    assert not (runs / "worker1_pruned.keras").exists()
+    loaded = keras.saving.load_model(runs / "worker0_pruned.keras")
+    final = _load(runs, "worker0", "pruning")
+    assert len(loaded.weights) == len(final)
+    for variable, name in zip(loaded.weights, sorted(final), strict=True):
+        np.testing.assert_array_equal(variable.numpy(), final[name])
+
+
+def test_epoch_losses_are_those_of_one_process(runs: Path) -> None:
+    worker = json.loads((runs / "worker0_losses.json").read_text())
+    single = json.loads((runs / "single0_losses.json").read_text())
+    assert json.loads((runs / "worker1_losses.json").read_text()) == worker
+    for scenario in SCENARIOS:
+        assert len(worker[scenario]) == len(single[scenario]) == EPOCHS
+        np.testing.assert_allclose(worker[scenario], single[scenario], rtol=1e-5)
