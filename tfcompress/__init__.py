@@ -59,6 +59,7 @@ _SUBPACKAGES = (
     "converter",
     "data",
     "distillation",
+    "distribute",
     "experimental",
     "io",
     "layers",
