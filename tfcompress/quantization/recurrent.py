@@ -17,8 +17,10 @@ Two ways in:
 * `convert(model, "int8" | "int16x8" | "edgetpu", data)` of a float model swaps them for the float
   unrolled version before tracing (`unroll_recurrent`); the float modes keep TF's fused op.
 
-The sequence length must be static (`keras.Input((steps, features))`). Masks (`Masking`,
-`Embedding(mask_zero=True)`) and `stateful=True` are refused with a message saying what to do.
+The sequence length must be static (`keras.Input((steps, features))`); `stateful=True` is
+refused with a message saying what to do. Masked steps (`Masking`, `Embedding(mask_zero=True)`)
+hold the states as Keras does, computed `old + m * (new - old)` with the 0/1 mask `m` (int8 when it
+comes from `IntegerMasking`, see `tfcompress.quantization.masking`).
 Weights are quantized with the min/max scheme even when `learned_step` is set.
 
 Example:
@@ -44,12 +46,13 @@ from tfcompress.quantization.config import (
     QuantizeConfig,
     register_quantize_config,
 )
+from tfcompress.quantization.masking import as_weights
 from tfcompress.quantization.quantizers import ActivationQuantizer, WeightQuantizer
 
 L = keras.layers
 _SIGMOID_RANGE = (0.0, 255.0 / 256.0)  # TFLite's int8 LOGISTIC output: scale 1/256, zero point -128
 _TANH_RANGE = (-1.0, 127.0 / 128.0)  # TFLite's int8 TANH output: scale 1/128, zero point 0
-_IGNORED_ARGS = ("unroll", "use_cudnn", "zero_output_for_mask", "time_major", "implementation")
+_IGNORED_ARGS = ("unroll", "use_cudnn", "time_major", "implementation")
 
 
 def _chunks(tensor: Any, count: int) -> list[Any]:
@@ -93,6 +96,8 @@ class _UnrolledRecurrent(keras.layers.Layer):
         return_state: bool = False,
         go_backwards: bool = False,
         stateful: bool = False,
+        zero_output_for_mask: bool = False,
+        masked: bool = False,
         quantize_config: QuantizeConfig | dict | None = None,
         **kwargs: Any,
     ) -> None:
@@ -132,6 +137,8 @@ class _UnrolledRecurrent(keras.layers.Layer):
         self.return_sequences = bool(return_sequences)
         self.return_state = bool(return_state)
         self.go_backwards = bool(go_backwards)
+        self.zero_output_for_mask = bool(zero_output_for_mask)
+        self.masked = bool(masked)
         if isinstance(quantize_config, dict):
             quantize_config = keras.saving.deserialize_keras_object(quantize_config)
         if quantize_config is not None and not isinstance(quantize_config, QuantizeConfig):
@@ -233,8 +240,13 @@ class _UnrolledRecurrent(keras.layers.Layer):
             self._weight_quantizer = WeightQuantizer(config.weight_bits, per_channel=False)
             # One range per step, as TFLite has (each step's tensors are its own): a range shared
             # by all steps is set mostly by the first ones, and clips the later, larger values.
+            names = self._range_names()
+            if self.masked:  # holding each state on masked steps: old + m * (new - old)
+                for state in self._state_names():
+                    for part in ("change", "masked_change", "held"):
+                        names[f"{state}_{part}"] = None
             for step in range(sequences_shape[1]):
-                for name, fixed in self._range_names().items():
+                for name, fixed in names.items():
                     quantizer = ActivationQuantizer(
                         num_bits=config.activation_bits,
                         fixed_range=fixed,
@@ -289,16 +301,19 @@ class _UnrolledRecurrent(keras.layers.Layer):
         training: bool | None = None,
     ) -> tuple[list[Any], list[Any]]:
         """The output of every step, in the order processed, and the final states."""
-        if mask is not None:
+        if mask is not None and self._ranges and not self.masked:
             raise ValueError(
-                f"{type(self).__name__} '{self.name}' received a mask (from Masking or "
-                "Embedding(mask_zero=True)). The unrolled full-integer recurrence does not skip "
-                "masked steps: remove the mask (pad with values the model learns to ignore), or "
-                "convert in mode='float32', 'dynamic' or 'float16'."
+                f"{type(self).__name__} '{self.name}' received a mask but was built without "
+                "ranges for it. Build it with masked=True (quantize_model and unroll_recurrent "
+                "do so for a model with Masking or Embedding(mask_zero=True))."
             )
         steps = ops.unstack(sequences, num=sequences.shape[1], axis=1)
+        keep = [None] * len(steps)
+        if mask is not None:  # 0/1 per step; IntegerMasking's float mask needs no CAST
+            weights = as_weights(mask, sequences.dtype)
+            keep = [weights[:, t : t + 1] for t in range(len(steps))]
         if self.go_backwards:
-            steps = steps[::-1]
+            steps, keep = steps[::-1], keep[::-1]
         if initial_state is None:
             states = None
         else:
@@ -318,12 +333,34 @@ class _UnrolledRecurrent(keras.layers.Layer):
                     state_mask = self._dropout_mask(hidden, self.recurrent_dropout, training)
                 hidden = hidden * state_mask
             projected = self._q("input", ops.matmul(x, kernel) + self._input_bias(bias), training)
-            states = self.step(projected, hidden, states, recurrent, bias, training)
-            outputs.append(states[0])
+            new = self.step(projected, hidden, states, recurrent, bias, training)
+            if keep[self._step] is not None:
+                new = self._hold(new, states, keep[self._step], training)
+            states = new
+            output = states[0]
+            if keep[self._step] is not None and self.zero_output_for_mask:
+                output = output * keep[self._step]
+            outputs.append(output)
         return outputs, states
 
     def _input_bias(self, bias: Any) -> Any:
         return 0.0 if bias is None else bias
+
+    def _state_names(self) -> list[str]:
+        return ["hidden"]
+
+    def _hold(self, new: list, old: list | None, keep: Any, training: Any) -> list[Any]:
+        """The states of a masked step: `new` where `keep` is 1, `old` (zeros at first) where 0,
+        as `old + keep * (new - old)`: SUB, MUL and ADD, each with its int8 range."""
+        held = []
+        for k, (name, value) in enumerate(zip(self._state_names(), new, strict=True)):
+            if old is None:
+                held.append(self._q(f"{name}_held", keep * value, training))
+                continue
+            change = self._q(f"{name}_change", value - old[k], training)
+            masked_change = self._q(f"{name}_masked_change", keep * change, training)
+            held.append(self._q(f"{name}_held", old[k] + masked_change, training))
+        return held
 
     def step(
         self,
@@ -348,7 +385,10 @@ class _UnrolledRecurrent(keras.layers.Layer):
         return 1
 
     def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
-        return None
+        output_mask = mask if self.return_sequences else None  # as keras.layers.RNN does
+        if self.return_state:
+            return [output_mask] + [None] * self._state_count()
+        return output_mask
 
     def get_config(self) -> dict[str, Any]:
         config = {
@@ -371,6 +411,8 @@ class _UnrolledRecurrent(keras.layers.Layer):
             "return_sequences": self.return_sequences,
             "return_state": self.return_state,
             "go_backwards": self.go_backwards,
+            "zero_output_for_mask": self.zero_output_for_mask,
+            "masked": self.masked,
             "quantize_config": (
                 None
                 if self.quantize_config is None
@@ -491,6 +533,9 @@ class UnrolledLSTM(_UnrolledRecurrent):
 
     def _state_count(self) -> int:
         return 2
+
+    def _state_names(self) -> list[str]:
+        return ["hidden", "cell"]
 
     def step(self, projected, hidden, states, recurrent, bias, training):  # noqa: ANN001, ANN201
         q = self._q
@@ -906,20 +951,24 @@ def unroll_recurrent(model: keras.Model) -> keras.Model:
         ", or convert it in mode='float32', 'dynamic' or 'float16' (which keep TF's fused op)",
     )
 
-    for layer in model._flatten_layers(include_self=False):
-        masks = isinstance(layer, L.Masking) or getattr(layer, "mask_zero", False)
-        if masks and has_recurrent_layers(model):
-            raise ValueError(
-                f"unroll_recurrent: layer '{layer.name}' ({type(layer).__name__}) masks steps, "
-                "but the unrolled full-integer recurrence received a mask it cannot skip. Remove "
-                "the mask (pad with values the model learns to ignore), or convert in "
-                "mode='float32', 'dynamic' or 'float16'."
-            )
+    masked = any(
+        isinstance(layer, L.Masking) or getattr(layer, "mask_zero", False)
+        for layer in model._flatten_layers(include_self=False)
+    )
 
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
         if isinstance(layer, keras.Model) and has_recurrent_layers(layer):
             return unroll_recurrent(layer)
-        return unrolled_layer(layer)
+        unrolled = unrolled_layer(layer)
+        if masked and unrolled is not None:  # quantization-aware copies get ranges for the mask
+            for part in (
+                getattr(unrolled, "forward_layer", None),
+                getattr(unrolled, "backward_layer", None),
+                unrolled,
+            ):
+                if isinstance(part, _UnrolledRecurrent):
+                    part.masked = True
+        return unrolled
 
     return graph.rebuild(model, replace)
 
