@@ -1,0 +1,121 @@
+"""Top-1 agreement of recurrent int8 files with their Keras model, over seeds (issue 10).
+
+Models, on the digits-as-sequence task (each 8x8 image read as 8 steps of 8 features):
+  * "LSTM" and "LSTM-stacked" (LSTM(return_sequences) -> LSTM), as in benchmarks/recurrent_bench.py;
+  * "Masking-LSTM": the same LSTM behind `Masking`, on rows whose tails are padded with zeros
+    (a random length of 2 to 8 steps per sequence, the keyword/text model case).
+For each seed: train the float model, convert it to int8 (PTQ, 200 calibration sequences), then
+one epoch of quantization-aware fine-tuning and its int8 file. Agreement is top-1 agreement on the
+test split between the file and the Keras model it came from; `float_ops` counts ops left in float.
+No timing here (recurrent_bench.py measures latency).
+
+Run: .venv/bin/python benchmarks/recurrent_agreement_bench.py [--seeds 0 1 2] [--epochs 10]
+     (writes benchmarks/results/recurrent_agreement.json)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from _common import write_results  # noqa: E402
+
+import tfcompress as tfc  # noqa: E402
+from tfcompress.converter import run_tflite  # noqa: E402
+from tfcompress.data import load_digits  # noqa: E402
+
+L = keras.layers
+UNITS = 32
+KINDS = ("LSTM", "LSTM-stacked", "Masking-LSTM")
+
+
+def padded(x: np.ndarray, seed: int) -> np.ndarray:
+    """`x` with a random tail of each sequence (all but 2 to 8 steps) set to zero."""
+    rng = np.random.default_rng(seed)
+    x = x.copy()
+    for row, length in enumerate(rng.integers(2, x.shape[1] + 1, size=len(x))):
+        x[row, length:] = 0.0
+    return x
+
+
+def build(kind: str) -> keras.Model:
+    inputs = keras.Input((8, 8))
+    if kind == "LSTM-stacked":
+        hidden = L.LSTM(UNITS)(L.LSTM(UNITS, return_sequences=True)(inputs))
+    elif kind == "Masking-LSTM":
+        hidden = L.LSTM(UNITS)(L.Masking()(inputs))
+    else:
+        hidden = L.LSTM(UNITS)(inputs)
+    return keras.Model(inputs, L.Dense(10)(hidden), name=kind.lower().replace("-", "_"))
+
+
+def compiled(model: keras.Model, learning_rate: float) -> keras.Model:
+    model.compile(
+        keras.optimizers.Adam(learning_rate),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=False,
+    )
+    return model
+
+
+def agreement(model: keras.Model, flatbuffer: bytes, x: np.ndarray) -> dict:
+    expected = np.asarray(model.predict(x, verbose=0)).argmax(-1)
+    got = run_tflite(flatbuffer, x).argmax(-1)
+    return {
+        "agreement": float(np.mean(got == expected)),
+        "float_ops": len(tfc.inspect(flatbuffer).float_ops),
+    }
+
+
+def measure(kind: str, seed: int, split, epochs: int) -> dict:
+    x_train, x_test = split.x_train.reshape(-1, 8, 8), split.x_test.reshape(-1, 8, 8)
+    if kind == "Masking-LSTM":
+        x_train, x_test = padded(x_train, seed + 100), padded(x_test, seed + 200)
+    keras.utils.set_random_seed(seed)
+    model = compiled(build(kind), 1e-2)
+    model.fit(x_train, split.y_train, epochs=epochs, batch_size=64, verbose=0)
+    ptq = agreement(model, tfc.convert(model, "int8", x_train[:200]), x_test)
+    qat = compiled(tfc.quantize_model(model), 1e-3)
+    qat.fit(x_train, split.y_train, epochs=1, batch_size=64, verbose=0)
+    qat_row = agreement(qat, tfc.convert(qat, "int8", x_train[:200]), x_test)
+    return {"ptq": ptq, "qat": qat_row}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    args = parser.parse_args()
+    split = load_digits()
+    models = {}
+    for kind in args.kinds:
+        runs = {str(seed): measure(kind, seed, split, args.epochs) for seed in args.seeds}
+        models[kind] = {
+            "seeds": runs,
+            **{
+                f"{mode}_mean_agreement": round(
+                    float(np.mean([run[mode]["agreement"] for run in runs.values()])), 4
+                )
+                for mode in ("ptq", "qat")
+            },
+        }
+        print(kind, models[kind], flush=True)
+    write_results(
+        "recurrent_agreement",
+        {
+            "task": "digits as 8 steps of 8 features; top-1 agreement of the int8 file with Keras",
+            "units": UNITS,
+            "epochs": args.epochs,
+            "models": models,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
