@@ -203,6 +203,11 @@ def main() -> None:
     parser.add_argument("--rows", help="comma-separated layer names or row ids (default: all)")
     parser.add_argument("--tfmot-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
+        "--reuse-tfmot",
+        action="store_true",
+        help="take tfmot's column from results/coverage.json instead of running tfmot again",
+    )
+    parser.add_argument(
         "--doc-only",
         action="store_true",
         help="rewrite docs/coverage.md from results/coverage.json",
@@ -215,7 +220,11 @@ def main() -> None:
     if args.tfmot_child:
         run_tfmot_child(args.rows)
         return
-    tfmot = run_tfmot(args.rows)
+    if args.reuse_tfmot:
+        saved = json.loads((ROOT / "benchmarks" / "results" / "coverage.json").read_text())
+        tfmot = saved["tfmot"]
+    else:
+        tfmot = run_tfmot(args.rows)
     ours = run_ours(args.rows)
     summary = {
         technique: {

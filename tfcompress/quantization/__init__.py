@@ -28,6 +28,7 @@ from tfcompress.quantization.layers import (
     QuantizedMultiHeadAttention,
     integer_elu,
 )
+from tfcompress.quantization.masking import IntegerGlobalAveragePooling1D, IntegerMasking, StepMask
 from tfcompress.quantization.quantizers import (
     ActivationQuantizer,
     WeightQuantizer,
@@ -58,6 +59,9 @@ from tfcompress.quantization.wrapper import QuantizeWrapper
 QuantizeWrapperV2 = QuantizeWrapper
 
 __all__ = [
+    "IntegerGlobalAveragePooling1D",
+    "IntegerMasking",
+    "StepMask",
     "ActivationQuantizer",
     "CustomQuantizeWrapper",
     "IntegerELU",

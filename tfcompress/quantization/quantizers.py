@@ -231,6 +231,7 @@ class ActivationQuantizer(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.supports_masking = True  # a fake quant per value: a sequence mask passes through
         self.learned_step = bool(learned_step) and fixed_range is None
         if fixed_range is not None:
             fixed_range = (float(fixed_range[0]), float(fixed_range[1]))
