@@ -19,7 +19,8 @@ import pytest
 
 from benchmarks import resume_bench as rb
 
-pytestmark = pytest.mark.slow
+# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its module fixture runs once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("resume")]
 
 PRUNING_KILLED = rb.Scenario("pruning", 4, rb.STEPS_PER_EPOCH + 3)  # last: SIGKILL
 CONTINUED = ("pruning",)  # every type trains on after .keras in tests/test_saving.py

@@ -16,6 +16,9 @@ import pytest
 
 from tests.distributed.multiworker_scenarios import child_env
 
+# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its module fixture runs once
+pytestmark = pytest.mark.xdist_group("distributed-bad-input")
+
 ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = textwrap.dedent(

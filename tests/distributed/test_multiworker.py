@@ -16,7 +16,8 @@ import pytest
 
 from tests.distributed.multiworker_scenarios import EPOCHS, GLOBAL_BATCH, SAMPLES, SCENARIOS, launch
 
-pytestmark = pytest.mark.slow
+# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its module fixture runs once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multiworker")]
 
 GLOBAL_STEPS = EPOCHS * SAMPLES // GLOBAL_BATCH
 

@@ -12,6 +12,9 @@ from tfcompress.converter import run_tflite
 from tfcompress.data import Split
 from tfcompress.ptq.auto import AutoQuantizeResult, auto_quantize
 
+# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its module fixture runs once
+pytestmark = pytest.mark.xdist_group("auto-quantize")
+
 
 @pytest.fixture(scope="module")
 def result(sensitive_cnn, digits: Split) -> AutoQuantizeResult:

@@ -11,6 +11,9 @@ from tests.recipe.conftest import RECIPE
 from tfcompress.cli import main
 from tfcompress.recipe import compress, load_recipe
 
+# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its module fixture runs once
+pytestmark = pytest.mark.xdist_group("recipe-compress")
+
 
 def test_compress_writes_file_reports_and_recipe(compressed):
     result, out, lines = compressed
