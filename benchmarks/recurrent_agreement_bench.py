@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from _common import write_results  # noqa: E402
+from recurrent_bench import compile_model  # noqa: E402
 
 import tfcompress as tfc  # noqa: E402
 from tfcompress.converter import run_tflite  # noqa: E402
@@ -54,15 +55,6 @@ def build(kind: str) -> keras.Model:
     return keras.Model(inputs, L.Dense(10)(hidden), name=kind.lower().replace("-", "_"))
 
 
-def compiled(model: keras.Model, learning_rate: float) -> keras.Model:
-    model.compile(
-        keras.optimizers.Adam(learning_rate),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        jit_compile=False,
-    )
-    return model
-
-
 def agreement(model: keras.Model, flatbuffer: bytes, x: np.ndarray) -> dict:
     expected = np.asarray(model.predict(x, verbose=0)).argmax(-1)
     got = run_tflite(flatbuffer, x).argmax(-1)
@@ -77,10 +69,10 @@ def measure(kind: str, seed: int, split, epochs: int) -> dict:
     if kind == "Masking-LSTM":
         x_train, x_test = padded(x_train, seed + 100), padded(x_test, seed + 200)
     keras.utils.set_random_seed(seed)
-    model = compiled(build(kind), 1e-2)
+    model = compile_model(build(kind), 1e-2)
     model.fit(x_train, split.y_train, epochs=epochs, batch_size=64, verbose=0)
     ptq = agreement(model, tfc.convert(model, "int8", x_train[:200]), x_test)
-    qat = compiled(tfc.quantize_model(model), 1e-3)
+    qat = compile_model(tfc.quantize_model(model), 1e-3)
     qat.fit(x_train, split.y_train, epochs=1, batch_size=64, verbose=0)
     qat_row = agreement(qat, tfc.convert(qat, "int8", x_train[:200]), x_test)
     return {"ptq": ptq, "qat": qat_row}
