@@ -116,3 +116,15 @@ def test_cli_debug_writes_json(sensitive_cnn, digits: Split, tmp_path) -> None:
     assert status == 0
     written = QuantizationDebugReport.from_dict(json.loads(out.read_text()))
     assert written.num_samples == 48 and written.ranking[0] == SENSITIVE_LAYER
+
+
+def test_keras_path_is_read_by_io_load_model(sensitive_cnn, digits: Split, tmp_path) -> None:
+    from tfcompress.io import ModelFileError
+
+    path = tmp_path / "sensitive.keras"
+    sensitive_cnn.save(path)
+    report = debug_quantization(str(path), digits.x_test[:32], num_samples=32, isolated=False)
+    assert report.ranking[0] == SENSITIVE_LAYER
+    (tmp_path / "cut.keras").write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ModelFileError, match="cut.keras"):
+        debug_quantization(tmp_path / "cut.keras", digits.x_test[:8], isolated=False)

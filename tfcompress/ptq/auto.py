@@ -206,7 +206,7 @@ def auto_quantize(
     """
     from tfcompress.converter import benchmark_tflite, convert
     from tfcompress.converter.runtime import run_tflite
-    from tfcompress.ptq.debug import input_arrays, load_model
+    from tfcompress.ptq.debug import input_arrays, keras_model_of
     from tfcompress.ptq.selective import suggest_keep_float
 
     if isinstance(max_accuracy_drop, bool) or not 0 <= float(max_accuracy_drop) <= 1:
@@ -220,7 +220,7 @@ def auto_quantize(
         )
     if isinstance(data, tuple) and len(data) == 2 and labels is None:
         data, labels = data
-    model = load_model(model, convert_options.get("custom_objects"))
+    model = keras_model_of(model, convert_options.get("custom_objects"))
     count = len(data[0]) if isinstance(data, list) else len(data)
     x = input_arrays(model, data, count)
     feed = x if len(x) > 1 else x[0]

@@ -237,18 +237,26 @@ def errors(reference: np.ndarray, output: np.ndarray) -> tuple[float, float, flo
     return sqnr, rel_rmse, float(np.mean(cosine))
 
 
-def load_model(model: Any, custom_objects: dict | None = None) -> Any:
-    """The Keras 3 model of `model` (a model object or a `.keras` path), or a clear error."""
-    from tfcompress import compat
-    from tfcompress.converter.source import load_source
+def keras_model_of(model: Any, custom_objects: dict | None = None) -> Any:
+    """The Keras 3 model of `model` (a model object, or a `.keras`/`.h5` path), or a clear error.
 
-    owner = load_source(model, None, True, custom_objects).owner
-    if not compat.is_keras3_model(owner) or not getattr(owner, "inputs", None):
+    A path is read by `tfcompress.io.load_model` (a missing or damaged file raises its
+    `ModelFileError`, naming the file and the fix).
+    """
+    import os
+
+    from tfcompress import compat
+
+    if isinstance(model, str | os.PathLike):
+        from tfcompress.io import load_model
+
+        model = load_model(model, custom_objects=custom_objects, compile=False)
+    if not compat.is_keras3_model(model) or not getattr(model, "inputs", None):
         raise ConversionError(
             f"The quantization debugger needs a Keras 3 functional or Sequential model with "
-            f"inputs; got {type(owner).__name__}. Build it with keras.Input, or load the .keras file."
+            f"inputs; got {type(model).__name__}. Build it with keras.Input, or load the .keras file."
         )
-    return owner
+    return model
 
 
 def input_arrays(model: Any, data: Any, num_samples: int) -> list[np.ndarray]:
@@ -386,7 +394,7 @@ def debug_quantization(
     from tfcompress.ptq.selective import calibrate, check_keep_float_mode
 
     check_keep_float_mode(mode)
-    keras_model = load_model(model, custom_objects)
+    keras_model = keras_model_of(model, custom_objects)
     notes: list[str] = []
     if tflite is not None:
         from tfcompress.converter.flatbuffer import load_bytes

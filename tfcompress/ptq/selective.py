@@ -422,9 +422,9 @@ def suggest_keep_float(
         ([], True)
     """
     from tfcompress.converter.runtime import run_tflite
-    from tfcompress.ptq.debug import debug_quantization, input_arrays, load_model
+    from tfcompress.ptq.debug import debug_quantization, input_arrays, keras_model_of
 
-    model = load_model(model, convert_options.get("custom_objects"))
+    model = keras_model_of(model, convert_options.get("custom_objects"))
     if not 0 <= max_accuracy_drop <= 1:
         raise ValueError(f"max_accuracy_drop is a fraction in [0, 1], got {max_accuracy_drop!r}.")
     x = input_arrays(model, data, _ALL_SAMPLES)

@@ -146,9 +146,9 @@ def prepare_for_convert(
             f"mode={mode!r}."
         )
     if isinstance(model, str) or hasattr(model, "__fspath__"):
-        model = keras.saving.load_model(
-            model, custom_objects=custom_objects, safe_mode=safe_mode, compile=False
-        )
+        from tfcompress.io import load_model
+
+        model = load_model(model, custom_objects=custom_objects, safe_mode=safe_mode, compile=False)
     if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
         raise ConversionError(
             "optimize= rewrites a Keras 3 functional or Sequential model (or a .keras file); "
