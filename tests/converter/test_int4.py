@@ -8,7 +8,7 @@ import pytest
 import tfcompress as tfc
 from tfcompress.converter import run_tflite
 from tfcompress.converter.errors import ConversionError
-from tfcompress.converter.int4 import pack_int4, pack_nibbles
+from tfcompress.converter.int4 import byte_breakdown, pack_int4, pack_nibbles
 from tfcompress.data import load_digits
 from tfcompress.models import build_digits_cnn
 
@@ -54,6 +54,22 @@ def test_int4_outputs_match_int8_levels_file_on_litert(
     step = report.tensors[report.outputs[0]].quantization.scale[0]
     default = run_tflite(packed, x_test)
     assert np.max(np.abs(default - exact_levels)) <= 2 * step * 1.01
+
+
+def test_int4_file_stores_equal_zero_point_vectors_once(files: tuple[bytes, bytes]) -> None:
+    levels, packed = files
+    before, after = byte_breakdown(levels), byte_breakdown(packed)
+    assert sum(before.values()) == len(levels) and sum(after.values()) == len(packed)
+    # the filters take half the bytes; the per-channel zero points (int64 zeros) are shared
+    assert after["data INT4"] == sum(
+        (int(np.prod(t.shape)) + 1) // 2 for t in tfc.inspect(packed).tensors if t.dtype == "INT4"
+    )
+    assert after["quantization zero points"] < before["quantization zero points"] / 2
+    # nothing the runtime reads is dropped: every tensor keeps as many zero points as scales
+    for tensor in tfc.inspect(packed).tensors:
+        quantization = tensor.quantization
+        if quantization is not None:
+            assert len(quantization.zero_point) == len(quantization.scale)
 
 
 def test_int4_refused_for_edgetpu_naming_int8_levels(

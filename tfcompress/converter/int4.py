@@ -16,6 +16,14 @@ shrink, the latency grows (MobileNetV2 alpha 0.35 96x96 on x86: 0.56x the bytes,
 latency at 1 thread, benchmarks/speed_bench.py). Choose INT4 for size, int8 levels for speed. The
 Edge TPU compiler, NNAPI and the GPU delegate do not take INT4: keep the int8 levels file for them
 (`convert(..., mode="edgetpu")` refuses `int4_weights=True`).
+
+What else the file holds: per output channel, every filter and bias has a float32 scale and an
+int64 zero point (TFLite's schema types; the interpreter refuses a tensor whose scale and zero
+point arrays differ in length, so neither can be dropped). Once the filters are INT4 those are a
+tenth of a small model's file, and the zero points are all zero: the packed file stores each
+distinct vector once and lets every tensor that holds the same values point to it (a flatbuffer
+may reference one vector from many tables; the interpreter only reads them). `byte_breakdown`
+lists where the bytes of a file go.
 """
 
 from __future__ import annotations
@@ -133,10 +141,87 @@ def pack_int4(flatbuffer: bytes, *, require: bool = False) -> Int4Packing:
                 + (f" Filters left in int8: {kept}." if kept else "")
             )
         return result
-    builder = flatbuffers.Builder(len(flatbuffer))
+    builder = _SharingBuilder(len(flatbuffer))
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     result.flatbuffer = bytes(builder.Output())
     return result
+
+
+class _SharingBuilder(flatbuffers.Builder):
+    """A flatbuffer builder that writes each distinct numeric vector once.
+
+    The schema's object API writes every array (zero points, scales, shapes, buffer data) anew;
+    this one returns the offset of an equal vector written before. Vectors are written before the
+    tables that point to them, so a shared offset still points forward, as flatbuffers require.
+    """
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self._written: dict[tuple[str, bytes], int] = {}
+
+    def CreateNumpyVector(self, x: np.ndarray) -> int:  # noqa: N802 - flatbuffers' name
+        key = (np.asarray(x).dtype.str, np.ascontiguousarray(x).tobytes())
+        if key not in self._written:
+            self._written[key] = super().CreateNumpyVector(x)
+        return self._written[key]
+
+
+def byte_breakdown(flatbuffer: bytes) -> dict[str, int]:
+    """Where the bytes of a TFLite file go, by kind, largest first.
+
+    Keys: `"data <TYPE>"` (constant tensors by type: filters, biases), `"quantization scales"`,
+    `"quantization zero points"`, `"tensor names"`, `"metadata"` (buffers no tensor reads) and
+    `"tables and padding"` (the rest: operators, shapes, vtables, alignment). A vector stored
+    once and shared by several tensors is counted once, as it is stored.
+
+    Args:
+        flatbuffer: a TFLite file (bytes).
+
+    Returns:
+        `{kind: bytes}`, summing to the file size.
+
+    Example:
+        >>> import tfcompress as tfc
+        >>> from tfcompress.models import build_digits_cnn
+        >>> from tfcompress.data import load_digits
+        >>> flat = tfc.convert(build_digits_cnn(width=4), "int8", load_digits().x_train[:16])
+        >>> parts = byte_breakdown(flat)
+        >>> sum(parts.values()) == len(flat), parts["data INT8"] > 0
+        (True, True)
+    """
+    read_model(flatbuffer, origin="the file given to byte_breakdown")  # refuses a bad file
+    schema = compat.tflite_schema()
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    model = schema.Model.GetRootAs(flatbuffer, 0)
+    base = np.frombuffer(flatbuffer, np.uint8).__array_interface__["data"][0]
+    parts: dict[str, int] = {}
+    stored: set[int] = set()  # where each counted vector starts in the file
+
+    def add(kind: str, view: Any) -> None:
+        if isinstance(view, np.ndarray) and view.size:
+            where = view.__array_interface__["data"][0] - base
+            if where not in stored:
+                stored.add(where)
+                parts[kind] = parts.get(kind, 0) + view.nbytes
+
+    read: set[int] = set()
+    for s in range(model.SubgraphsLength()):
+        subgraph = model.Subgraphs(s)
+        for t in range(subgraph.TensorsLength()):
+            tensor = subgraph.Tensors(t)
+            read.add(tensor.Buffer())
+            data = model.Buffers(tensor.Buffer()).DataAsNumpy()
+            add(f"data {types.get(tensor.Type(), tensor.Type())}", data)
+            quantization = tensor.Quantization()
+            if quantization is not None:
+                add("quantization scales", quantization.ScaleAsNumpy())
+                add("quantization zero points", quantization.ZeroPointAsNumpy())
+            parts["tensor names"] = parts.get("tensor names", 0) + len(tensor.Name() or b"")
+    for index in range(model.BuffersLength()):
+        if index not in read:
+            add("metadata", model.Buffers(index).DataAsNumpy())
+    parts["tables and padding"] = len(flatbuffer) - sum(parts.values())
+    return dict(sorted(parts.items(), key=lambda item: -item[1]))
 
 
 def pack_nibbles(values: np.ndarray) -> np.ndarray:
