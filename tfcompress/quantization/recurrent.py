@@ -13,7 +13,9 @@ Two ways in:
 * `quantize_model` replaces every `LSTM`, `GRU`, `SimpleRNN` and `Bidirectional` of them by the
   quantization-aware version (`quantize_config` set): weights are fake-quantized per tensor and
   every tensor TFLite stores in int8 (projections, gate inputs, gate outputs, cell and hidden
-  state) gets a range, fixed ones for sigmoid (1/256) and tanh (1/128) outputs.
+  state) gets a range, fixed ones for sigmoid (1/256) and tanh (1/128) outputs. With
+  `return_sequences=True` the output of every step gets one shared range: TFLite's PACK stores
+  the whole sequence at one scale, so a range per step would not be what the file computes.
 * `convert(model, "int8" | "int16x8" | "edgetpu", data)` of a float model swaps them for the float
   unrolled version before tracing (`unroll_recurrent`); the float modes keep TF's fused op.
 
@@ -47,7 +49,12 @@ from tfcompress.quantization.config import (
     register_quantize_config,
 )
 from tfcompress.quantization.masking import as_weights
-from tfcompress.quantization.quantizers import ActivationQuantizer, WeightQuantizer
+from tfcompress.quantization.quantizers import (
+    ActivationQuantizer,
+    WeightQuantizer,
+    fake_quant_keeping_mask,
+    global_batch_range,
+)
 
 L = keras.layers
 _SIGMOID_RANGE = (0.0, 255.0 / 256.0)  # TFLite's int8 LOGISTIC output: scale 1/256, zero point -128
@@ -60,6 +67,11 @@ def _chunks(tensor: Any, count: int) -> list[Any]:
     nobody reads (the forget gate at step 0) disappears instead of leaving a float SPLIT behind."""
     width = tensor.shape[-1] // count
     return [tensor[..., k * width : (k + 1) * width] for k in range(count)]
+
+
+def _tracked(quantizer: ActivationQuantizer) -> bool:
+    """True for a range tracked by min/max (not fixed, not learned by gradient descent)."""
+    return quantizer.fixed_range is None and not quantizer.learned_step
 
 
 def _fixed_range(activation: Any) -> tuple[float, float] | None:
@@ -98,6 +110,7 @@ class _UnrolledRecurrent(keras.layers.Layer):
         stateful: bool = False,
         zero_output_for_mask: bool = False,
         masked: bool = False,
+        shared_output_range: bool = True,
         quantize_config: QuantizeConfig | dict | None = None,
         **kwargs: Any,
     ) -> None:
@@ -139,6 +152,7 @@ class _UnrolledRecurrent(keras.layers.Layer):
         self.go_backwards = bool(go_backwards)
         self.zero_output_for_mask = bool(zero_output_for_mask)
         self.masked = bool(masked)
+        self.shared_output_range = bool(shared_output_range)
         if isinstance(quantize_config, dict):
             quantize_config = keras.saving.deserialize_keras_object(quantize_config)
         if quantize_config is not None and not isinstance(quantize_config, QuantizeConfig):
@@ -149,6 +163,13 @@ class _UnrolledRecurrent(keras.layers.Layer):
         self.quantize_config = quantize_config
 
     # -- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> _UnrolledRecurrent:
+        if "masked" in config and "shared_output_range" not in config:
+            # saved before the shared output range: keep its range per step (and its variables)
+            config = {**config, "shared_output_range": False}
+        return super().from_config(config)
+
     @classmethod
     def from_layer(
         cls, layer: keras.layers.Layer, quantize_config: QuantizeConfig | None = None
@@ -233,6 +254,8 @@ class _UnrolledRecurrent(keras.layers.Layer):
                 self.bias_constraint,
             )
         self._ranges: dict[tuple[str, int], ActivationQuantizer] = {}
+        self._shared: set[str] = set()  # names whose steps share one range (see below)
+        self._batch_ranges: dict[str, tuple[Any, Any]] = {}
         self._step = 0
         self._weight_quantizer = None
         if self.quantize_config is not None:
@@ -240,22 +263,36 @@ class _UnrolledRecurrent(keras.layers.Layer):
             self._weight_quantizer = WeightQuantizer(config.weight_bits, per_channel=False)
             # One range per step, as TFLite has (each step's tensors are its own): a range shared
             # by all steps is set mostly by the first ones, and clips the later, larger values.
+            # The exception is the output of a layer returning sequences: PACK stores every
+            # step's output at one scale, so those share one range, tracked over all steps.
             names = self._range_names()
             if self.masked:  # holding each state on masked steps: old + m * (new - old)
                 for state in self._state_names():
                     for part in ("change", "masked_change", "held"):
                         names[f"{state}_{part}"] = None
+            self._shared = set()
+            if self.return_sequences and self.shared_output_range:
+                # a masked layer outputs the held hidden state, or the new one if no mask comes
+                self._shared = {"hidden", "hidden_held"} if self.masked else {"hidden"}
+            shared: dict[str, ActivationQuantizer] = {}
             for step in range(sequences_shape[1]):
                 for name, fixed in names.items():
+                    if name in shared:
+                        self._ranges[(name, step)] = shared[name]
+                        continue
+                    suffix = "" if name in self._shared else f"_{step}"
                     quantizer = ActivationQuantizer(
                         num_bits=config.activation_bits,
                         fixed_range=fixed,
                         learned_step=config.learned_step,
-                        name=f"{self.name}_{name}_{step}_quant",
+                        name=f"{self.name}_{name}{suffix}_quant",
                     )
                     quantizer.build(())  # scalar ranges, built now so a saved model loads them
                     self._ranges[(name, step)] = quantizer
-            self._range_layers = list(self._ranges.values())  # tracked, in a stable order
+                    if name in self._shared:
+                        shared[name] = quantizer
+            # tracked once each, in a stable order
+            self._range_layers = list(dict.fromkeys(self._ranges.values()))
         self.built = True
 
     def _range_names(self) -> dict[str, tuple[float, float] | None]:
@@ -267,7 +304,42 @@ class _UnrolledRecurrent(keras.layers.Layer):
         """`tensor` with its int8 range applied when quantization-aware, else unchanged."""
         if not self._ranges:
             return tensor
-        return self._ranges[(name, self._step)](tensor, training=training)
+        quantizer = self._ranges[(name, self._step)]
+        if training and name in self._shared and _tracked(quantizer):
+            return self._shared_step_quant(name, quantizer, tensor)
+        return quantizer(tensor, training=training)
+
+    def _shared_step_quant(self, name: str, quantizer: ActivationQuantizer, tensor: Any) -> Any:
+        """Training: one step of a range shared by all steps. The step is quantized with the
+        moving average moved toward the min/max of the steps so far (the first batch: that
+        min/max itself, so no step is clipped); `_commit_shared_ranges` stores the min/max of
+        all steps once the sequence is done, so one batch updates the average once."""
+        low = ops.stop_gradient(ops.cast(ops.min(tensor), "float32"))
+        high = ops.stop_gradient(ops.cast(ops.max(tensor), "float32"))
+        if name in self._batch_ranges:
+            seen_low, seen_high = self._batch_ranges[name]
+            low, high = ops.minimum(low, seen_low), ops.maximum(high, seen_high)
+        self._batch_ranges[name] = (low, high)
+        keep = ops.where(quantizer.seen > 0.0, quantizer.decay, 0.0)
+        low = ops.minimum(keep * quantizer.range_min + (1.0 - keep) * low, 0.0)
+        high = ops.maximum(keep * quantizer.range_max + (1.0 - keep) * high, 0.0)
+        high = ops.maximum(high, low + 1e-6)
+        symmetric = quantizer.num_bits == 16  # TFLite's int16x8 activations are symmetric
+        if symmetric:
+            bound = ops.maximum(-low, high)
+            low, high = -bound, bound
+        return fake_quant_keeping_mask(tensor, low, high, quantizer.num_bits, symmetric)
+
+    def _commit_shared_ranges(self) -> None:
+        """Move each shared range's moving average toward the min/max of this batch's steps."""
+        for name, (low, high) in self._batch_ranges.items():
+            quantizer = self._ranges[(name, 0)]
+            low, high = global_batch_range(low, high)
+            keep = ops.where(quantizer.seen > 0.0, quantizer.decay, 0.0)
+            quantizer.range_min.assign(keep * quantizer.range_min + (1.0 - keep) * low)
+            quantizer.range_max.assign(keep * quantizer.range_max + (1.0 - keep) * high)
+            quantizer.seen.assign(1.0)
+        self._batch_ranges = {}
 
     def _weights(self, training: Any) -> tuple[Any, Any, Any]:
         kernel, recurrent = self.kernel, self.recurrent_kernel
@@ -308,6 +380,7 @@ class _UnrolledRecurrent(keras.layers.Layer):
                 "do so for a model with Masking or Embedding(mask_zero=True))."
             )
         steps = ops.unstack(sequences, num=sequences.shape[1], axis=1)
+        self._batch_ranges = {}
         keep = [None] * len(steps)
         if mask is not None:  # 0/1 per step; IntegerMasking's float mask needs no CAST
             weights = as_weights(mask, sequences.dtype)
@@ -341,6 +414,7 @@ class _UnrolledRecurrent(keras.layers.Layer):
             if keep[self._step] is not None and self.zero_output_for_mask:
                 output = output * keep[self._step]
             outputs.append(output)
+        self._commit_shared_ranges()
         return outputs, states
 
     def _input_bias(self, bias: Any) -> Any:
@@ -413,6 +487,7 @@ class _UnrolledRecurrent(keras.layers.Layer):
             "go_backwards": self.go_backwards,
             "zero_output_for_mask": self.zero_output_for_mask,
             "masked": self.masked,
+            "shared_output_range": self.shared_output_range,
             "quantize_config": (
                 None
                 if self.quantize_config is None
