@@ -70,6 +70,19 @@ def test_latency_target_is_met_on_litert(cnn: keras.Model) -> None:
     assert again < report.dense_ms
 
 
+def test_int8_latency_target_is_met_on_the_int8_file(cnn: keras.Model) -> None:
+    x = np.random.default_rng(2).random((32, 8, 8, 1)).astype("float32")
+    small = prune_channels(cnn, latency_ratio=0.75, latency_mode="int8", representative_data=x)
+    report = small.channel_pruning_report
+    assert report.latency_mode == "int8"
+    assert report.reached <= 0.75 and report.pruned_ms < report.dense_ms
+    assert small.count_params() < cnn.count_params()
+    # the file it was timed as: full integer, the same outputs as the pruned Keras model's int8
+    flat = tfc.convert(small, "int8", x)
+    assert tfc.inspect(flat).float_ops == []
+    assert run_tflite(flat, x[:2]).shape == (2, 10)
+
+
 def test_unreachable_targets_say_the_best_reached(cnn: keras.Model) -> None:
     with pytest.raises(ValueError, match=r"best reached is 0\.\d+ of its MACs"):
         prune_channels(cnn, macs_ratio=0.001)
@@ -82,8 +95,8 @@ def test_bad_target_arguments_are_named(cnn: keras.Model) -> None:
         prune_channels(cnn, 0.5, macs_ratio=0.5)
     with pytest.raises(ValueError, match=r"latency_ratio must be in \(0, 1\]"):
         prune_channels(cnn, latency_ratio=1.5)
-    with pytest.raises(ValueError, match="representative_data"):
-        prune_channels(cnn, latency_ratio=0.5, latency_mode="int8")
+    with pytest.raises(ValueError, match="latency_mode must be one of .*'int8'"):
+        prune_channels(cnn, latency_ratio=0.5, latency_mode="int4")
     inputs = keras.Input((4,))
     dense_only = keras.Model(inputs, keras.layers.Dense(2, name="out")(inputs))
     with pytest.raises(ValueError, match="out \\(reaches a model output\\)"):

@@ -3,8 +3,8 @@
 `prune_channels(model, latency_ms=...)`, `latency_ratio=...` or `macs_ratio=...` come here.
 
 1. Cost table. Every Conv/Dense layer and every depthwise convolution is timed alone on the
-   LiteRT interpreter (a one-layer float32 model, batch 1, XNNPACK, `threads` threads): the
-   per-layer latency lookup table. Layers of one shape are timed once. For a MACs target the
+   LiteRT interpreter (a one-layer model converted in `latency_mode`, batch 1, XNNPACK,
+   `threads` threads): the per-layer latency lookup table. Layers of one shape are timed once. For a MACs target the
    cost of a layer is its multiply-accumulates instead.
 2. Cost model. A layer's cost scales with the channels it keeps: `in x out` for a Conv/Dense,
    `channels` for a depthwise convolution. The unpruned model is timed too, and what the layers
@@ -20,6 +20,13 @@
    is bisected between them (at most `_ROUNDS` measurements in all), so the result lands near
    the target rather than at maximum pruning. A target that even the most pruned model (every
    group at `max_fraction`) misses is an error that says the best reached.
+
+`latency_mode` says which file the target is about. The default, `"float32"`, times float32
+files. An int8 file gains less from pruning (its convolutions are cheaper next to the fixed
+costs: quantize, pooling, the interpreter), so a target stated for the deployed int8 file is
+searched with `latency_mode="int8"`: the table and every check then time int8 files. Latency
+does not depend on the calibration values, so the timing files are calibrated on at most
+`_TIMING_SAMPLES` of `representative_data`, or on random inputs when none is given.
 
 Groups that reach a model output or a layer that mixes channel positions (Flatten, Reshape,
 Concatenate, a shared layer) are left whole; `ChannelPruningReport.left_whole` names them.
@@ -46,6 +53,7 @@ _log = logging.getLogger("tfcompress")
 _ROUNDS = 7
 _RUNS = 30
 _LATENCY_MODES = ("float32", "int8")
+_TIMING_SAMPLES = 16
 
 
 @dataclass
@@ -60,6 +68,7 @@ class ChannelPruningReport:
         pruned_ms: median latency of the pruned model (latency targets; else None).
         dense_macs: multiply-accumulates of the unpruned model; pruned_macs: of the pruned one.
         rounds: convert-and-time rounds the latency search took.
+        latency_mode: the file the latencies were measured on (`"float32"` or `"int8"`).
         kept: `{producer layer names: [kept, total]}` per pruned channel group.
         left_whole: `{producer layer names: why}` per group that cannot be pruned by channel.
 
@@ -80,6 +89,7 @@ class ChannelPruningReport:
     dense_ms: float | None = None
     pruned_ms: float | None = None
     rounds: int = 0
+    latency_mode: str = "float32"
     kept: dict[str, list[int]] = field(default_factory=dict)
     left_whole: dict[str, str] = field(default_factory=dict)
 
@@ -124,6 +134,7 @@ def _costs(
     of_tensor: dict[int, int | None],
     latency: bool,
     threads: int,
+    mode: str = "float32",
 ) -> list[_Cost]:
     def root(tensor: Any) -> int | None:
         group = of_tensor.get(id(tensor))
@@ -139,7 +150,7 @@ def _costs(
         if latency:
             key = _shape_key(layer)
             if key not in table:
-                table[key] = _time_alone(layer, threads)
+                table[key] = _time_alone(layer, threads, mode)
             cost = table[key]
         else:
             cost = float(layer_macs(layer))
@@ -154,17 +165,32 @@ def _shape_key(layer: Any) -> str:
     return f"{type(layer).__name__}|{tuple(layer.input.shape[1:])}|{sorted(config.items())!r}"
 
 
-def _time_alone(layer: Any, threads: int) -> float:
-    """Median LiteRT latency (ms) of a float32 model made of this one layer."""
-    from tfcompress.converter.convert import convert
+def _time_alone(layer: Any, threads: int, mode: str = "float32") -> float:
+    """Median LiteRT latency (ms) of a model made of this one layer, converted in `mode`."""
     from tfcompress.converter.runtime import benchmark_tflite
 
     config = dict(layer.get_config(), name="timed")
     alone = keras.Sequential(
         [keras.Input(tuple(layer.input.shape[1:])), type(layer).from_config(config)]
     )
-    latency = benchmark_tflite(convert(alone, "float32"), threads=threads, runs=_RUNS, warmup=3)
-    return latency.median_ms
+    flat = _convert_to_time(alone, mode)
+    return benchmark_tflite(flat, threads=threads, runs=_RUNS, warmup=3).median_ms
+
+
+def _random_inputs(model: keras.Model) -> np.ndarray:
+    """Calibration inputs for a file that is only timed (its latency ignores the values)."""
+    shape = (_TIMING_SAMPLES, *tuple(model.inputs[0].shape[1:]))
+    return np.random.default_rng(0).uniform(-1.0, 1.0, shape).astype("float32")
+
+
+def _convert_to_time(model: keras.Model, mode: str, data: Any = None) -> bytes:
+    """The file a latency is measured on: float32, or int8 calibrated on a few inputs."""
+    from tfcompress.converter.convert import convert
+
+    if mode != "int8":
+        return convert(model, mode)
+    data = _random_inputs(model) if data is None else data
+    return convert(model, mode, data, num_samples=_TIMING_SAMPLES)
 
 
 def _predict(costs: list[_Cost], fractions: dict[int, float], rest: float) -> float:
@@ -230,11 +256,9 @@ def _check_target(kind: str, value: float, max_fraction: float, mode: str, data:
     if not 0.0 < max_fraction < 1.0:
         raise ValueError(f"max_fraction must be in (0, 1); got {max_fraction!r}.")
     if mode not in _LATENCY_MODES:
-        raise ValueError(f"latency_mode must be one of {_LATENCY_MODES}; got {mode!r}.")
-    if mode == "int8" and data is None and kind != "macs_ratio":
         raise ValueError(
-            "latency_mode='int8' times int8 files: pass representative_data (a few hundred real "
-            "inputs) to calibrate them, or use latency_mode='float32'."
+            f"latency_mode must be one of {_LATENCY_MODES} (the file the latency target is "
+            f"about); got {mode!r}."
         )
 
 
@@ -256,8 +280,9 @@ def prune_to_target(
         value: the target (milliseconds, or a fraction of the unpruned model).
         threads: interpreter threads for the latency measurements.
         max_fraction: most channels one group may lose.
-        mode: `"float32"` or `"int8"`, the file the whole model is timed on.
-        representative_data: calibration inputs for `mode="int8"`.
+        mode: `"float32"` or `"int8"`: the file the layers and the whole model are timed on.
+        representative_data: calibration inputs of the int8 timing files (`mode="int8"`; at
+            most `_TIMING_SAMPLES` are used; random inputs when None).
 
     Returns:
         The pruned model, with a `channel_pruning_report` attribute (`ChannelPruningReport`).
@@ -274,7 +299,7 @@ def prune_to_target(
     _check_target(kind, value, max_fraction, mode, representative_data)
     groups, of_tensor = _trace(model)
     latency = kind != "macs_ratio"
-    costs = _costs(model, groups, of_tensor, latency, threads)
+    costs = _costs(model, groups, of_tensor, latency, threads, mode)
     scores: dict[int, np.ndarray] = {}
     for group, producers in groups.producers.items():
         if groups.find(group) == group and group not in groups.fixed:
@@ -328,10 +353,9 @@ def prune_to_target(
         return finish(keep, reached / layers_total)
 
     def measure(candidate: keras.Model) -> float:
-        from tfcompress.converter.convert import convert
         from tfcompress.converter.runtime import benchmark_tflite
 
-        flat = convert(candidate, mode, representative_data if mode == "int8" else None)
+        flat = _convert_to_time(candidate, mode, representative_data)
         return benchmark_tflite(flat, threads=threads, runs=_RUNS, warmup=5).median_ms
 
     dense_ms = measure(model)
@@ -364,7 +388,9 @@ def prune_to_target(
             )
         keep, measured = found.keep, found.measured
     reached = measured if kind == "latency_ms" else measured / dense_ms
-    return finish(keep, reached, dense_ms=dense_ms, pruned_ms=measured, rounds=rounds)
+    return finish(
+        keep, reached, dense_ms=dense_ms, pruned_ms=measured, rounds=rounds, latency_mode=mode
+    )
 
 
 @dataclass

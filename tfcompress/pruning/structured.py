@@ -278,9 +278,11 @@ def prune_channels(
         macs_ratio: target multiply-accumulates as a fraction of the unpruned model's, in (0, 1].
         threads: interpreter threads for the latency measurements.
         max_fraction: most channels any one group may lose with a target, in (0, 1).
-        latency_mode: the file the latency is measured on: `"float32"` or `"int8"` (then pass
-            `representative_data`).
-        representative_data: calibration inputs for `latency_mode="int8"`.
+        latency_mode: the file a latency target is about and is measured on: `"float32"`
+            (default) or `"int8"` (the deployed integer file; its per-layer table and checks
+            time int8 files, and pruning gains it less than float32).
+        representative_data: calibration inputs of the int8 timing files (a few are used;
+            random inputs when None: latency does not depend on the values).
 
     Returns:
         A smaller plain Keras model (fewer parameters and FLOPs). Fine-tune it briefly: it
