@@ -6,11 +6,15 @@ Models, on the digits-as-sequence task (each 8x8 image read as 8 steps of 8 feat
     (a random length of 2 to 8 steps per sequence, the keyword/text model case).
 For each seed: train the float model, convert it to int8 (PTQ, 200 calibration sequences), then
 one epoch of quantization-aware fine-tuning and its int8 file. Agreement is top-1 agreement on the
-test split between the file and the Keras model it came from; `float_ops` counts ops left in float.
+test split between the file and the Keras model it came from; the test accuracy of both is
+recorded too (`keras_accuracy`, `int8_accuracy`); `float_ops` counts ops left in float.
 No timing here (recurrent_bench.py measures latency).
 
+`--per-step-output-ranges` gives the QAT layers returning sequences one output range per step, as
+before the shared range (TFLite's PACK stores the sequence at one scale): the "before" figures.
+
 Run: .venv/bin/python benchmarks/recurrent_agreement_bench.py [--seeds 0 1 2] [--epochs 10]
-     (writes benchmarks/results/recurrent_agreement.json)
+     [--per-step-output-ranges]   (writes benchmarks/results/recurrent_agreement[_per_step].json)
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ from _common import write_results  # noqa: E402
 from recurrent_bench import compile_model  # noqa: E402
 
 import tfcompress as tfc  # noqa: E402
+from tfcompress import graph  # noqa: E402
 from tfcompress.converter import run_tflite  # noqa: E402
 from tfcompress.data import load_digits  # noqa: E402
+from tfcompress.quantization.recurrent import _UnrolledRecurrent  # noqa: E402
 
 L = keras.layers
 UNITS = 32
@@ -55,26 +61,44 @@ def build(kind: str) -> keras.Model:
     return keras.Model(inputs, L.Dense(10)(hidden), name=kind.lower().replace("-", "_"))
 
 
-def agreement(model: keras.Model, flatbuffer: bytes, x: np.ndarray) -> dict:
+def per_step_output_ranges(qat: keras.Model) -> keras.Model:
+    """`qat` (not trained yet) with one output range per step in its recurrent layers."""
+
+    def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
+        if not isinstance(layer, _UnrolledRecurrent):
+            return None
+        old = type(layer).from_config({**layer.get_config(), "shared_output_range": False})
+        old.build_from_config(layer.get_build_config())
+        for mine, theirs in zip(old._cell_weights(), layer._cell_weights(), strict=True):
+            mine.assign(theirs)
+        return old
+
+    return graph.rebuild(qat, replace)
+
+
+def agreement(model: keras.Model, flatbuffer: bytes, x: np.ndarray, y: np.ndarray) -> dict:
     expected = np.asarray(model.predict(x, verbose=0)).argmax(-1)
     got = run_tflite(flatbuffer, x).argmax(-1)
     return {
         "agreement": float(np.mean(got == expected)),
+        "keras_accuracy": float(np.mean(expected == y)),
+        "int8_accuracy": float(np.mean(got == y)),
         "float_ops": len(tfc.inspect(flatbuffer).float_ops),
     }
 
 
-def measure(kind: str, seed: int, split, epochs: int) -> dict:
+def measure(kind: str, seed: int, split, epochs: int, per_step: bool = False) -> dict:
     x_train, x_test = split.x_train.reshape(-1, 8, 8), split.x_test.reshape(-1, 8, 8)
     if kind == "Masking-LSTM":
         x_train, x_test = padded(x_train, seed + 100), padded(x_test, seed + 200)
     keras.utils.set_random_seed(seed)
     model = compile_model(build(kind), 1e-2)
     model.fit(x_train, split.y_train, epochs=epochs, batch_size=64, verbose=0)
-    ptq = agreement(model, tfc.convert(model, "int8", x_train[:200]), x_test)
-    qat = compile_model(tfc.quantize_model(model), 1e-3)
+    ptq = agreement(model, tfc.convert(model, "int8", x_train[:200]), x_test, split.y_test)
+    qat = tfc.quantize_model(model)
+    qat = compile_model(per_step_output_ranges(qat) if per_step else qat, 1e-3)
     qat.fit(x_train, split.y_train, epochs=1, batch_size=64, verbose=0)
-    qat_row = agreement(qat, tfc.convert(qat, "int8", x_train[:200]), x_test)
+    qat_row = agreement(qat, tfc.convert(qat, "int8", x_train[:200]), x_test, split.y_test)
     return {"ptq": ptq, "qat": qat_row}
 
 
@@ -83,24 +107,28 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    parser.add_argument("--per-step-output-ranges", action="store_true")
     args = parser.parse_args()
+    per_step = args.per_step_output_ranges
     split = load_digits()
     models = {}
     for kind in args.kinds:
-        runs = {str(seed): measure(kind, seed, split, args.epochs) for seed in args.seeds}
+        runs = {str(seed): measure(kind, seed, split, args.epochs, per_step) for seed in args.seeds}
         models[kind] = {
             "seeds": runs,
             **{
-                f"{mode}_mean_agreement": round(
-                    float(np.mean([run[mode]["agreement"] for run in runs.values()])), 4
+                f"{mode}_mean_{figure}": round(
+                    float(np.mean([run[mode][figure] for run in runs.values()])), 4
                 )
                 for mode in ("ptq", "qat")
+                for figure in ("agreement", "keras_accuracy", "int8_accuracy")
             },
         }
         print(kind, models[kind], flush=True)
     write_results(
-        "recurrent_agreement",
+        "recurrent_agreement_per_step" if per_step else "recurrent_agreement",
         {
+            "qat_output_ranges": "one per step" if per_step else "one shared by all steps",
             "task": "digits as 8 steps of 8 features; top-1 agreement of the int8 file with Keras",
             "units": UNITS,
             "epochs": args.epochs,

@@ -23,9 +23,3 @@ FLOAT_IN_INT8: dict[str, tuple[set[str], str]] = {
 
 # "<row id>/<technique>": why it does not work yet. Each is a bug or a converter limit to fix.
 KNOWN_GAPS: dict[str, str] = {}
-
-KNOWN_GAPS["LSTM-stacked/qat"] = (
-    "top-1 agreement 0.988: TFLite's PACK gives the stacked sequence one scale (the first step's "
-    "hidden range), so the converter requantizes the other steps' outputs into it and clips them; "
-    "the Keras QAT model does not simulate that clip (benchmarks/recurrent_agreement_bench.py)"
-)
