@@ -7,9 +7,11 @@ Sections (each timing in a fresh process, the compared sides alternating over `-
 - `train`: median train step time (batch 16) of float, QAT (`quantize_model`) and magnitude
   pruning (`prune_low_magnitude`) on MobileNetV2 1.0 224, EfficientNetB0 224 and ResNet50, with
   and without `jit_compile`, and the same with tf_keras + tfmot (TF_USE_LEGACY_KERAS=1).
-- `channels`: `prune_channels(latency_ratio=...)` of MobileNetV2 1.0 224 (weights=None), then
-  int8 LiteRT latency of the pruned against the dense file at 1 and 2 threads; accuracy cost on
-  the trained digits CNN (pruned to the same latency ratio, fine-tuned, int8 on LiteRT) and the
+- `channels`: `prune_channels(latency_ratio=..., latency_mode="int8")` of MobileNetV2 1.0 224
+  (weights=None; the search times int8 files, as the target is about the int8 file), then int8
+  LiteRT latency of the pruned against the dense file at 1 and 2 threads, alternating; accuracy
+  cost on the trained digits CNN (pruned to the same int8 latency ratio, fine-tuned, int8 on
+  LiteRT) and the
   same CNN trained with `StructuredPruning` (channel masks on a schedule, then `strip_channels`);
   `prune_channels(macs_ratio=0.6)` of MobileNetV3Small, EfficientNetB0 and ResNet50 (224,
   weights=None): MACs reached, parameters, int8 output shape, groups left whole and why.
@@ -17,7 +19,8 @@ Sections (each timing in a fresh process, the compared sides alternating over `-
   with sparse weights (`convert(..., sparsity=True)`) against the dense float32 file, XNNPACK.
   The XNNPACK delegate asks XNNPACK for sparse inference itself when a float model holds
   sparse weights (no Python flag exists); XNNPACK takes it only on CPUs with its CHW kernels.
-- `int4`: a 4-bit QAT MobileNetV2 as int8 levels and as packed INT4: bytes and latency.
+- `int4`: a 4-bit QAT MobileNetV2 as int8 levels and as packed INT4: bytes, where they go
+  (`byte_breakdown`: filters, scales, zero points, names, tables) and latency.
 
 Run: .venv/bin/python benchmarks/speed_bench.py [--quick] [--only SECTION ...]
 (writes benchmarks/results/speed.json; `--quick` uses MobileNetV2 alpha 0.35 96x96 only, few
@@ -247,22 +250,27 @@ def section_channels(spec: dict, ratio: float = 0.55) -> dict:
     model = _build(spec["main"], keras)
     data = _inputs(model, spec["calibration"])
     start = time.perf_counter()
-    small = prune_channels(model, latency_ratio=ratio)
+    small = prune_channels(
+        model, latency_ratio=ratio, latency_mode="int8", representative_data=data
+    )
     search_s = time.perf_counter() - start
     report = small.channel_pruning_report
     dense8 = tfc.convert(model, "int8", data)
     small8 = tfc.convert(small, "int8", data)
     latency = {}
     for threads in (1, 2):
-        # alternate the two files, best median of 3
-        d = min(tfc.benchmark_tflite(dense8, threads, spec["runs"]).median_ms for _ in range(3))
-        s = min(tfc.benchmark_tflite(small8, threads, spec["runs"]).median_ms for _ in range(3))
+        times: dict[str, list[float]] = {"dense": [], "pruned": []}
+        for _ in range(3):  # the two files alternate; best median of 3
+            for label, flat in (("dense", dense8), ("pruned", small8)):
+                ms = tfc.benchmark_tflite(flat, threads, spec["runs"]).median_ms
+                times[label].append(ms)
+        d, s = min(times["dense"]), min(times["pruned"])
         latency[f"{threads}_threads"] = {"dense_ms": d, "pruned_ms": s, "ratio": s / d}
     return {
         "model": spec["main"],
         "latency_ratio_target": ratio,
         "search_s": search_s,
-        "float32_report": {k: v for k, v in report.to_dict().items() if k != "kept"},
+        "int8_search_report": {k: v for k, v in report.to_dict().items() if k != "kept"},
         "params": {"dense": model.count_params(), "pruned": small.count_params()},
         "int8_bytes": {"dense": len(dense8), "pruned": len(small8)},
         "int8_latency": latency,
@@ -317,12 +325,14 @@ def _accuracy_cost(ratio: float) -> dict:
     split = load_digits()
     model = compile_classifier(build_digits_cnn(width=32))
     model.fit(split.x_train, split.y_train, epochs=30, batch_size=64, verbose=0)
-    small = prune_channels(model, latency_ratio=ratio)
-    out: dict[str, Any] = {"float32_reached": small.channel_pruning_report.reached}
+    calib = split.x_train[:200]
+    small = prune_channels(
+        model, latency_ratio=ratio, latency_mode="int8", representative_data=calib
+    )
+    out: dict[str, Any] = {"int8_search_reached": small.channel_pruning_report.reached}
     small = compile_classifier(small)
     small.fit(split.x_train, split.y_train, epochs=10, batch_size=64, verbose=0)
     gradual = _gradual(split, 1.0 - (small.count_params() / model.count_params()) ** 0.5)
-    calib = split.x_train[:200]
     for label, net in (("dense", model), ("pruned", small), ("gradual", gradual)):
         flat = tfc.convert(net, "int8", calib)
         out[label] = {
@@ -399,7 +409,7 @@ def section_int4(spec: dict) -> dict:
     import keras
 
     import tfcompress as tfc
-    from tfcompress.converter.int4 import pack_int4
+    from tfcompress.converter.int4 import byte_breakdown, pack_int4
 
     keras.utils.set_random_seed(0)
     model = _build(spec["main"], keras)
@@ -413,8 +423,10 @@ def section_int4(spec: dict) -> dict:
         "model": spec["main"],
         "bytes": {"int8_8bit": len(eight), "int8_levels_4bit": len(levels), "int4": len(packed)},
         "int4_over_int8_levels": len(packed) / len(levels),
+        "int4_over_int8_8bit": len(packed) / len(eight),
         "packed_tensors": len(packing.packed),
         "kept_int8": len(packing.kept),
+        "breakdown": {"int8_levels_4bit": byte_breakdown(levels), "int4": byte_breakdown(packed)},
     }
     for threads in (1, 2):
         a = min(tfc.benchmark_tflite(levels, threads, spec["runs"]).median_ms for _ in range(3))
