@@ -166,12 +166,65 @@ def _candidate(alpha: float, temperature: float, kind: str = "kl") -> Callable[[
 
 def _grid() -> dict[str, Callable[[Any], None]]:
     grid = {}
-    for alpha in (0.1, 0.3, 0.5, 0.7):
+    for alpha in (0.0, 0.1, 0.3, 0.5, 0.7):
         for temperature in (1, 2, 4):
             grid[f"kl_a{alpha}_t{temperature}"] = _candidate(alpha, temperature)
     grid["kl_no_t2_a0.1_t3"] = _candidate(0.1, 3, "kl_no_t2")
     grid["mse_a0.5"] = _candidate(0.5, 1, "mse")
     return grid
+
+
+# ----------------------------------------------------------------------------- the zoo
+def _zoo_run(
+    archs: list[str],
+    recipes: dict[str, Callable[[Any], None]],
+    save: Callable[[dict[str, Any]], None] = lambda students: None,
+) -> dict[str, Any]:
+    """Per zoo architecture x seed: its float model (zoo_bench's teacher) and its small student.
+
+    Same protocol as `zoo_bench.py`'s `distill` and `student_scratch` rows: the student is built
+    under the seed, trained for the architecture's float epochs with batch 64 and the `compile`
+    defaults (Adam 1e-3), alone or distilled from the trained float model of the same seed.
+    """
+    import keras
+    import zoo_models as zoo
+
+    import tfcompress as tfc
+
+    students: dict[str, Any] = {}
+    for arch in archs:
+        split, epochs = zoo.load(arch), zoo.EPOCHS[arch]
+        row: dict[str, Any] = {"params": zoo.build(arch, 0, small=True).count_params()}
+        row["scratch"], row["teacher"] = [], []
+        runs: dict[str, list[float]] = {name: [] for name in recipes}
+        for seed in SEEDS:
+            keras.utils.clear_session()
+            teacher = zoo.train(zoo.build(arch, seed), split, epochs, seed)
+            row["teacher"].append(zoo.accuracy(teacher, split))
+            keras.utils.set_random_seed(seed)
+            student = zoo.build(arch, seed, small=True)
+            student.compile(
+                optimizer=_optimizer(),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            )
+            student.fit(split.x_train, split.y_train, batch_size=64, epochs=epochs, verbose=0)
+            row["scratch"].append(zoo.accuracy(student, split))
+            for name, compile_fn in recipes.items():
+                keras.utils.set_random_seed(seed)
+                distiller = tfc.Distiller(
+                    teacher=teacher, student=zoo.build(arch, seed, small=True)
+                )
+                compile_fn(distiller)
+                distiller.fit(split.x_train, split.y_train, batch_size=64, epochs=epochs, verbose=0)
+                runs[name].append(zoo.accuracy(distiller.student, split))
+        row.update(runs)
+        means = {k: _mean(v) for k, v in row.items() if isinstance(v, list)}
+        row["means"] = means
+        row["minus_scratch_pp"] = {name: 100 * (means[name] - means["scratch"]) for name in recipes}
+        students[arch] = row
+        print(arch, {k: round(v, 4) for k, v in means.items()}, flush=True)
+        save(students)  # a long run stopped half-way keeps the architectures it finished
+    return students
 
 
 # ----------------------------------------------------------------------------- training
@@ -276,6 +329,13 @@ def main() -> None:
     )
     parser.add_argument("--learning-rate", type=float, default=None, help="Adam's, for all runs")
     parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument(
+        "--zoo",
+        nargs="*",
+        default=None,
+        help="instead: the zoo_bench students of these architectures (none: all but resnet)",
+    )
+    parser.add_argument("--no-keras-io", action="store_true", help="skip keras.io's arguments")
     args = parser.parse_args()
     LEARNING_RATE, EPOCHS = args.learning_rate, args.epochs
     if args.merge:
@@ -287,15 +347,17 @@ def main() -> None:
     import tfcompress as tfc
 
     started = time.perf_counter()
-    split = tfc.data.load_digits()
-    teachers = _teachers(split, args.teachers)
-    recipes: dict[str, Callable[[Any], None]] = {
-        "defaults": _compile_defaults,
-        "keras_io": _compile_keras_io,
-    }
+    recipes: dict[str, Callable[[Any], None]] = {"defaults": _compile_defaults}
+    if not args.no_keras_io:
+        recipes["keras_io"] = _compile_keras_io
     if args.grid is not None:
         grid = _grid()
         recipes.update({k: v for k, v in grid.items() if not args.grid or k in args.grid})
+    if args.zoo is not None:
+        _zoo_main(args, recipes, started)
+        return
+    split = tfc.data.load_digits()
+    teachers = _teachers(split, args.teachers)
 
     students: dict[str, Any] = {}
     for student_name in args.students or STUDENTS:
@@ -338,6 +400,35 @@ def main() -> None:
     write_results(
         args.name or ("distill_defaults" if args.grid is None else "distill_defaults_grid"), payload
     )
+
+
+def _zoo_main(args, recipes: dict[str, Callable[[Any], None]], started: float) -> None:
+    # resnet is left out by default: TF 2.21 aborts with a double free training its student
+    archs = args.zoo or ["mlp", "cnn1d", "cnn2d_bn", "dwsep", "transformer", "gru"]
+    _zoo_run(archs, recipes, lambda students: _zoo_save(args, recipes, students, started))
+
+
+def _zoo_save(args, recipes: dict[str, Callable[[Any], None]], students, started) -> None:
+    from _common import write_results
+
+    worst = {
+        name: min(row["minus_scratch_pp"][name] for row in students.values()) for name in recipes
+    }
+    payload = {
+        "dataset": "sklearn digits in each zoo architecture's input format (450 test images)",
+        "protocol": {
+            "seeds": list(SEEDS),
+            "epochs": "zoo_models.EPOCHS per architecture (the teacher's and the student's)",
+            "batch_size": 64,
+            "optimizer": f"adam, learning rate {LEARNING_RATE or 1e-3}, scratch and distilled",
+            "teacher": "the zoo's float model of the same seed (zoo_models.train, Adam 3e-3)",
+        },
+        "library_defaults": {k: repr(v) for k, v in _defaults().items()},
+        "students": students,
+        "worst_minus_scratch_pp": worst,
+        "seconds": time.perf_counter() - started,
+    }
+    write_results(args.name or "distill_defaults_zoo", payload)
 
 
 if __name__ == "__main__":

@@ -33,8 +33,11 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 ARCHS = ("dwsep", "cnn2d_bn", "cnn1d", "mlp", "transformer", "resnet")
-SEEDS = (0, 1, 2)
-SPARSITIES = (0.5, 0.8)
+# --seeds / --sparsities / --allocations reach the worker processes through the environment
+SEEDS = tuple(int(s) for s in os.environ.get("ALLOCATION_BENCH_SEEDS", "0,1,2").split(","))
+SPARSITIES = tuple(
+    float(s) for s in os.environ.get("ALLOCATION_BENCH_SPARSITIES", "0.5,0.8").split(",")
+)
 PRUNE_EPOCHS = 4
 LEARNING_RATE = 1e-3
 BATCH = 64
@@ -155,6 +158,9 @@ def measure_arch(arch: str, output: Path) -> None:
     from tfcompress.data import calibration_sample
     from tfcompress.pruning.allocation import ALLOCATIONS
 
+    chosen = os.environ.get("ALLOCATION_BENCH_ALLOCATIONS")
+    if chosen:
+        ALLOCATIONS = tuple(chosen.split(","))  # noqa: N806
     split = zoo_models.load(arch)
     calibration = calibration_sample(split.x_train, CALIBRATION)
     runs: dict = {method: {str(s): [] for s in SPARSITIES} for method in (*ALLOCATIONS, "tfmot")}
@@ -295,7 +301,7 @@ def write_partial(
     write_results, results, summaries, default, start, archs, measured_by: str | None = None
 ) -> None:
     """Write what is measured so far (called each time an architecture is done)."""
-    write_results("pruning_allocation", {
+    write_results(os.environ.get("ALLOCATION_BENCH_NAME", "pruning_allocation"), {
         "settings": {
             "seeds": list(SEEDS), "sparsities": list(SPARSITIES),
             "prune_epochs": PRUNE_EPOCHS, "learning_rate": LEARNING_RATE, "batch": BATCH,
@@ -331,5 +337,17 @@ if __name__ == "__main__":
         parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
         parser.add_argument("archs", nargs="*", default=list(ARCHS))
         parser.add_argument("--jobs", type=int, default=3)
+        parser.add_argument("--seeds", help="comma-separated seeds (default 0,1,2)")
+        parser.add_argument("--sparsities", help="comma-separated (default 0.5,0.8)")
+        parser.add_argument("--allocations", help="comma-separated (default: all)")
+        parser.add_argument("--name", help="results/<name>.json (default pruning_allocation)")
         arguments = parser.parse_args()
+        for flag, variable in (("seeds", "SEEDS"), ("sparsities", "SPARSITIES"),
+                               ("allocations", "ALLOCATIONS"), ("name", "NAME")):  # fmt: skip
+            if getattr(arguments, flag):
+                os.environ[f"ALLOCATION_BENCH_{variable}"] = getattr(arguments, flag)
+        SEEDS = tuple(int(s) for s in os.environ.get("ALLOCATION_BENCH_SEEDS", "0,1,2").split(","))
+        SPARSITIES = tuple(
+            float(s) for s in os.environ.get("ALLOCATION_BENCH_SPARSITIES", "0.5,0.8").split(",")
+        )
         main(arguments.archs, arguments.jobs)
