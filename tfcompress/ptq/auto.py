@@ -2,8 +2,11 @@
 
 The search tries whole-model choices first, cheapest to build first: plain int8, int8 after the
 data-free and data-driven recovery steps (BatchNorm folding, cross-layer equalization, bias
-correction), the same with AdaRound, and 4-bit (INT4) weights with AdaRound. When no 8-bit
-choice meets the target, the per-layer sensitivity analysis of `debug_quantization` picks the
+correction), the same with AdaRound, and 4-bit (INT4) weights with AdaRound. When every layer
+at 4 bits misses the target but 8 bits meets it, the per-layer choice of 4 vs 8-bit weights
+(`tfcompress.ptq.bit_widths`: each layer's sensitivity at 4 bits, then a greedy set of 4-bit
+layers within the accuracy left) gives a mixed file whose chosen filters are packed as INT4.
+When no 8-bit choice meets the target, the per-layer sensitivity analysis of `debug_quantization` picks the
 fewest layers to keep float on top of the most accurate recovery (`suggest_keep_float`). Every
 candidate is a real file measured on the LiteRT interpreter: accuracy, size and latency.
 """
@@ -29,7 +32,7 @@ class Candidate:
 
     Attributes:
         name: a short label ("int8", "int8+recovery", "int8+adaround", "int4+adaround",
-            "int8+recovery+keep_float").
+            "int4[2/5]+adaround" (2 of 5 kernel layers at 4 bits), "int8+recovery+keep_float").
         settings: the `tfcompress.convert` keywords that rebuild the file.
         accuracy: top-1 accuracy of the file on the evaluation data (LiteRT).
         size_bytes: the file's size.
@@ -184,8 +187,9 @@ def auto_quantize(
         representative_data: calibration inputs; `data` when not given.
         recovery: try the PTQ recovery steps (`tfcompress.ptq.recovery`); False searches plain
             int8 and the float fallback only (faster; for models the steps refuse).
-        try_int4: also try 4-bit (INT4) weights with AdaRound (`mode="int8"` and `recovery`).
-            INT4 files are the smallest but run on LiteRT's builtin kernels, not XNNPACK: about
+        try_int4: also try 4-bit (INT4) weights with AdaRound (`mode="int8"` and `recovery`):
+            every layer at 4 bits, and, when that misses the target, the layers chosen one by
+            one from their sensitivity at 4 bits (`choose_int4_layers`). INT4 files are the smallest but run on LiteRT's builtin kernels, not XNNPACK: about
             3-4x slower on CPU here (see each candidate's `latency_ms`); pass False to prefer
             speed over size.
         measure_latency: time each file on LiteRT (`tfcompress.benchmark_tflite`, 1 thread).
@@ -257,6 +261,24 @@ def auto_quantize(
     if recovery and try_int4 and mode == "int8":
         plans.append(("int4+adaround", {"optimize": list(ADAROUND), "int4_weights": True}))
     candidates = [build(name, settings) for name, settings in plans]
+    mixed_base = next((c for c in candidates if c.name == "int8+adaround"), None)
+    all_int4 = next((c for c in candidates if c.name == "int4+adaround"), None)
+    if (
+        all_int4 is not None
+        and not all_int4.meets_target
+        and mixed_base
+        and mixed_base.meets_target
+    ):
+        candidates.extend(
+            _mixed_int4_candidates(
+                model,
+                x,
+                labels,
+                mixed_base.accuracy - target,
+                convert_options.get("per_channel", True),
+                build,
+            )
+        )
     eight_bit = [c for c in candidates if c.error is None and "int4" not in c.name]
     if eight_bit and not any(c.meets_target for c in eight_bit):
         best = max(eight_bit, key=lambda c: c.accuracy or 0.0)
@@ -320,6 +342,45 @@ def _keep_float_candidate(
         return Candidate(name, best.settings, error=f"{type(error).__name__}: {error}")
     settings = {**best.settings, "keep_float": suggestion.keep_float}
     return measure(name, settings, suggestion.flatbuffer)
+
+
+def _mixed_int4_candidates(
+    model: Any,
+    x: list[np.ndarray],
+    labels: np.ndarray,
+    budget: float,
+    per_channel: bool,
+    build: Any,
+    retries: int = 2,
+) -> list[Candidate]:
+    """4-bit weights on the layers the sensitivity analysis allows; fewer when the file misses.
+
+    `budget` is the accuracy the 8-bit AdaRound file has above the target: what the 4-bit layers
+    may cost. The greedy set comes from a Keras emulation; the file is then measured on LiteRT,
+    and while it misses the target the last layer taken (the most sensitive) goes back to 8 bits.
+    """
+    from tfcompress.ptq.bit_widths import choose_int4_layers
+    from tfcompress.ptq.recovery.weights import kernel_layers
+
+    if len(x) != 1:
+        return []  # the emulation feeds one input; multi-input models keep the whole-model choice
+    try:
+        chosen = choose_int4_layers(model, x[0], labels, budget, per_channel=per_channel)
+    except Exception as error:  # noqa: BLE001 - reported as a failed candidate
+        return [Candidate("int4[mixed]+adaround", {}, error=f"{type(error).__name__}: {error}")]
+    total = len(kernel_layers(model)[0])
+    built: list[Candidate] = []
+    for _ in range(retries + 1):
+        if not chosen:
+            break
+        adaround = ("adaround", {"int4_layers": list(chosen)})
+        settings = {"optimize": [*RECOVERY[:2], adaround, RECOVERY[2]], "int4_weights": True}
+        candidate = build(f"int4[{len(chosen)}/{total}]+adaround", settings)
+        built.append(candidate)
+        if candidate.error is not None or candidate.meets_target:
+            break
+        chosen = chosen[:-1]
+    return built
 
 
 def _choose(candidates: list[Candidate]) -> Candidate | None:

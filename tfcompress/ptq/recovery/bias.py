@@ -19,7 +19,7 @@ from tfcompress.graph import clone_with_weights
 from tfcompress.graph.model import check_model
 from tfcompress.ptq.recovery.weights import (
     as_batches,
-    check_bits,
+    check_layer_bits,
     kernel_layers,
     linear,
     quantize_kernel,
@@ -59,6 +59,7 @@ def bias_correction(
     num_samples: int = 256,
     batch_size: int = 64,
     reference: keras.Model | None = None,
+    layer_bits: dict[str, int] | None = None,
 ) -> keras.Model:
     """Correct every kernel layer's bias for the mean shift its weight quantization causes.
 
@@ -74,6 +75,7 @@ def bias_correction(
         reference: the float model whose output means to match, when `model`'s kernels are
             already rounded (after `adaround`: pass the model before it); same layer names.
             Default: `model` itself.
+        layer_bits: `{layer name: 4 or 8}` for layers whose width differs from `bits`.
 
     Returns:
         A float model with the same kernels and corrected biases (layers without a bias get one).
@@ -89,7 +91,7 @@ def bias_correction(
         [(1, 1, 4, 3), (3,)]
     """
     check_model(model, "bias_correction")
-    check_bits(bits, "bias_correction")
+    widths = check_layer_bits(model, layer_bits, bits, "bias_correction")
     data = as_batches(data, "bias_correction", model, num_samples)
     result = with_biases(model)
     # the float model whose means the quantized one must match (before the loop changes biases)
@@ -99,7 +101,10 @@ def bias_correction(
     for layer in layers:
         kernel = layer.get_weights()[0]
         quantized.get_layer(layer.name).set_weights(
-            [quantize_kernel(layer, kernel, bits, per_channel), layer.get_weights()[1]]
+            [
+                quantize_kernel(layer, kernel, widths[layer.name], per_channel),
+                layer.get_weights()[1],
+            ]
         )
     float_inputs = _mean_inputs(reference, [layer.name for layer in layers], data, batch_size)
     for layer in layers:  # in graph order: each layer sees the corrected layers before it

@@ -23,6 +23,7 @@ from tfcompress.ptq.recovery.weights import (
     as_batches,
     channel_axes,
     check_bits,
+    check_layer_bits,
     kernel_layers,
     linear,
     predict,
@@ -171,6 +172,7 @@ def adaround(
     num_samples: int = 256,
     batch_size: int = 32,
     seed: int = 0,
+    layer_bits: dict[str, int] | None = None,
 ) -> keras.Model:
     """Round every kernel layer's weights with AdaRound, layer by layer, in graph order.
 
@@ -189,6 +191,9 @@ def adaround(
         num_samples: how many samples of `data` to fit on.
         batch_size: samples per optimisation step.
         seed: the batch sampling seed.
+        layer_bits: `{layer name: 4 or 8}` for layers whose width differs from `bits` (mixed
+            4/8-bit weights: `convert(..., optimize=[("adaround", {"int4_layers": [...]})],
+            int4_weights=True)` packs only those as INT4).
 
     Returns:
         The model with rounded kernels (biases unchanged).
@@ -204,7 +209,7 @@ def adaround(
         True
     """
     check_model(model, "adaround")
-    check_bits(bits, "adaround")
+    widths = check_layer_bits(model, layer_bits, bits, "adaround")
     if iterations < 0:
         raise ValueError(f"adaround: iterations must be >= 0; got {iterations!r}.")
     data = as_batches(data, "adaround", model, num_samples)
@@ -218,7 +223,7 @@ def adaround(
             layer,
             inputs,
             targets,
-            bits=bits,
+            bits=widths[layer.name],
             per_channel=per_channel,
             iterations=iterations,
             batch_size=batch_size,

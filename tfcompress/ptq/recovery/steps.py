@@ -55,6 +55,7 @@ def optimize_model(
     *,
     per_channel: bool = True,
     bits: int = 8,
+    layer_bits: dict[str, int] | None = None,
 ) -> keras.Model:
     """Apply the chosen recovery steps to `model` in the fixed order `STEPS`; return the new model.
 
@@ -66,6 +67,8 @@ def optimize_model(
         data: calibration inputs (needed by `adaround` and `bias_correction`).
         per_channel: the weight grid of the file (AdaRound and bias correction emulate it).
         bits: weight width of the file (8, or 4 for INT4 weights).
+        layer_bits: `{layer name: 4 or 8}` for the layers whose width differs from `bits`
+            (AdaRound and bias correction round and emulate those layers at that width).
 
     Returns:
         The float model to convert.
@@ -97,7 +100,7 @@ def optimize_model(
                 + "; the model is only BatchNorm-folded.",
                 stacklevel=3,
             )
-    grid = {"bits": bits, "per_channel": per_channel}
+    grid = {"bits": bits, "per_channel": per_channel, "layer_bits": layer_bits}
     unrounded = model
     if "adaround" in steps:
         model = adaround(model, data, **{**grid, **steps["adaround"]})
@@ -155,16 +158,30 @@ def prepare_for_convert(
             f"got {type(model).__name__}. Convert the Keras model itself."
         )
     adaround_bits = steps.get("adaround", {}).get("bits")
-    bits = 4 if int4_weights or adaround_bits == 4 else 8
+    int4_layers = steps.get("adaround", {}).pop("int4_layers", None)
+    bits = 4 if (int4_weights and int4_layers is None) or adaround_bits == 4 else 8
     if int4_weights and "adaround" not in steps:
         raise ConversionError(
             "int4_weights=True with optimize= needs the 'adaround' step: it puts the weights on "
             "a 4-bit grid (round-to-nearest is ('adaround', {'iterations': 0}))."
         )
+    if int4_layers is not None and (not int4_weights or adaround_bits is not None):
+        raise ConversionError(
+            "optimize: ('adaround', {'int4_layers': [...]}) chooses which layers get 4-bit "
+            "weights: use it with int4_weights=True and without 'bits' (the other layers keep 8)."
+        )
     if adaround_bits is not None and adaround_bits != bits:
         raise ConversionError(
             f"optimize: ('adaround', {{'bits': {adaround_bits}}}) contradicts int4_weights=True."
         )
+    layer_bits = None
+    if int4_layers is not None:
+        if isinstance(int4_layers, str) or not int4_layers:
+            raise ConversionError(
+                "optimize: int4_layers must be a non-empty list of layer names; got "
+                f"{int4_layers!r}."
+            )
+        layer_bits = {str(name): 4 for name in int4_layers}
     for name in ("adaround", "bias_correction"):
         if name in steps:
             steps[name].pop("bits", None)
@@ -174,11 +191,16 @@ def prepare_for_convert(
         data = np.concatenate([sample[0] for sample in samples])
     try:
         optimized = optimize_model(
-            model, list(steps.items()), data, per_channel=per_channel, bits=bits
+            model,
+            list(steps.items()),
+            data,
+            per_channel=per_channel,
+            bits=bits,
+            layer_bits=layer_bits,
         )
     except ValueError as error:
         raise ConversionError(str(error)) from error
-    return optimized, data, "adaround" in steps and bits == 4
+    return optimized, data, "adaround" in steps and (bits == 4 or layer_bits is not None)
 
 
 def _tf_spec(tensor: Any) -> Any:

@@ -33,6 +33,42 @@ def check_bits(bits: int, what: str) -> int:
     return bits
 
 
+def check_layer_bits(model: keras.Model, layer_bits: Any, bits: int, what: str) -> dict[str, int]:
+    """`{kernel layer name: bits}` for every kernel layer: `layer_bits` where named, else `bits`.
+
+    Args:
+        model: the model whose kernel layers are meant.
+        layer_bits: `{layer name: 4 or 8}` overriding `bits` for those layers, or None.
+        bits: the width of the layers not named.
+        what: the step's name, for the error messages.
+
+    Raises:
+        ValueError: a name that is not a kernel layer of `model` (the message lists them), or a
+            width other than 4 or 8.
+
+    Example:
+        >>> inputs = keras.Input((4,))
+        >>> x = keras.layers.Dense(3, name="a")(inputs)
+        >>> model = keras.Model(inputs, keras.layers.Dense(2, name="b")(x))
+        >>> check_layer_bits(model, {"b": 4}, 8, "adaround")
+        {'a': 8, 'b': 4}
+    """
+    check_bits(bits, what)
+    layers, skipped = kernel_layers(model)
+    names = [layer.name for layer in layers]
+    chosen = dict(layer_bits or {})
+    unknown = sorted(set(chosen) - set(names))
+    if unknown:
+        why = "; ".join(f"{name}: {skipped[name]}" for name in unknown if name in skipped)
+        raise ValueError(
+            f"{what}: layer_bits names {unknown}, which are not kernel layers of "
+            f"'{model.name}'" + (f" ({why})" if why else "") + f". Its kernel layers: {names}."
+        )
+    for name, width in chosen.items():
+        check_bits(width, f"{what} (layer_bits[{name!r}])")
+    return {name: int(chosen.get(name, bits)) for name in names}
+
+
 def qmax(bits: int) -> int:
     """The largest symmetric level: 127 for 8 bits, 7 for 4 bits.
 
