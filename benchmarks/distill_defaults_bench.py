@@ -146,13 +146,15 @@ def _compile_keras_io(distiller) -> None:
 
 def _candidate(alpha: float, temperature: float, kind: str = "kl") -> Callable[[Any], None]:
     def compile_candidate(distiller) -> None:
-        from tfcompress.distillation import FeatureLoss, LogitsKL
+        from tfcompress.distillation import FeatureLoss, LogitsKL, NonTargetKL
 
         loss = {
             "kl": lambda: LogitsKL(temperature),
             # the same KL without Hinton's T**2 factor: a weaker pull at high temperature
             "kl_no_t2": lambda: LogitsKL(temperature, weight=1.0 / temperature**2),
             "mse": lambda: FeatureLoss(None, name="logits_mse"),
+            # the teacher's ranking of the wrong classes only (decoupled KD's non-target term)
+            "ntkl": lambda: NonTargetKL(temperature),
         }[kind]()
         distiller.compile(
             optimizer=_optimizer(),
@@ -171,6 +173,9 @@ def _grid() -> dict[str, Callable[[Any], None]]:
             grid[f"kl_a{alpha}_t{temperature}"] = _candidate(alpha, temperature)
     grid["kl_no_t2_a0.1_t3"] = _candidate(0.1, 3, "kl_no_t2")
     grid["mse_a0.5"] = _candidate(0.5, 1, "mse")
+    for alpha in (0.3, 0.5):
+        for temperature in (1, 2, 4):
+            grid[f"ntkl_a{alpha}_t{temperature}"] = _candidate(alpha, temperature, "ntkl")
     return grid
 
 

@@ -16,6 +16,7 @@ from tfcompress.distillation.losses import (
     DistillationLoss,
     FeatureLoss,
     LogitsKL,
+    NonTargetKL,
     PairwiseDistanceLoss,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "Distiller",
     "FeatureLoss",
     "LogitsKL",
+    "NonTargetKL",
     "PairwiseDistanceLoss",
 ]

@@ -18,6 +18,7 @@ __all__ = [
     "DistillationLoss",
     "FeatureLoss",
     "LogitsKL",
+    "NonTargetKL",
     "PairwiseDistanceLoss",
     "per_sample_loss",
 ]
@@ -171,6 +172,62 @@ class LogitsKL(DistillationLoss):
     def get_config(self) -> dict[str, Any]:
         loss = None if self.loss is None else keras.losses.serialize(self.loss)
         return {**super().get_config(), "temperature": self.temperature, "loss": loss}
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class NonTargetKL(LogitsKL):
+    """KL divergence over the classes other than the teacher's top class ("dark knowledge" only).
+
+    Both distributions are renormalized over the classes the teacher does not predict, so the
+    loss says how the teacher ranks the wrong classes and nothing about the predicted class:
+    its gradient on the student's logit of that class is zero, and the hard-label loss alone
+    decides how fast the student fits the labels (the non-target term of decoupled knowledge
+    distillation, Zhao et al., 2022, with the teacher's prediction standing for the label).
+    Plain `LogitsKL` at temperature 1 mostly repeats the labels a teacher fits, and at higher
+    temperatures asks a small student to match the teacher's logits, which slowed the small
+    students of `benchmarks/distill_defaults_bench.py` down.
+
+    Args:
+        temperature: softmax temperature, > 0 (the loss is multiplied by `temperature**2`).
+        weight, teacher_layer, student_layer, name: see `DistillationLoss`.
+
+    Example:
+        >>> import numpy as np, tfcompress as tfc
+        >>> loss = tfc.distillation.NonTargetKL()
+        >>> teacher = np.array([[9.0, 2.0, 0.0]], "float32")
+        >>> # the same ranking of the wrong classes: nothing to learn, whatever the top logit
+        >>> round(float(loss.compute(teacher, np.array([[0.0, 2.0, 0.0]], "float32"))), 6)
+        0.0
+    """
+
+    default_name = "non_target_kl"
+
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        weight: float = 1.0,
+        teacher_layer: str | None = None,
+        student_layer: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(temperature, None, weight, teacher_layer, student_layer, name)
+
+    def compute(self, teacher: Any, student: Any) -> Any:
+        teacher = ops.convert_to_tensor(teacher) / self.temperature
+        student = ops.cast(ops.convert_to_tensor(student), teacher.dtype) / self.temperature
+        top = ops.one_hot(ops.argmax(teacher, axis=-1), ops.shape(teacher)[-1], dtype="bool")
+        # the top class leaves both softmaxes (a very negative logit), then its terms are dropped
+        teacher = ops.where(top, -1e9, teacher)
+        student = ops.where(top, -1e9, student)
+        log_teacher = ops.log_softmax(teacher, axis=-1)
+        terms = ops.exp(log_teacher) * (log_teacher - ops.log_softmax(student, axis=-1))
+        per_sample = ops.sum(ops.where(top, 0.0, terms), axis=-1)
+        return ops.mean(per_sample) * (self.temperature**2)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.pop("loss")
+        return config
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
