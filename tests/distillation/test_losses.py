@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfcompress.distillation import AngleLoss, FeatureLoss, LogitsKL, PairwiseDistanceLoss
+from tfcompress.distillation import (
+    AngleLoss,
+    FeatureLoss,
+    LogitsKL,
+    NonTargetKL,
+    PairwiseDistanceLoss,
+)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -45,6 +51,32 @@ def test_temperature_squared_keeps_gradient_magnitude_across_temperatures(
     low, high = (_gradient_norm(LogitsKL(t), teacher, student) for t in (5.0, 20.0))
     # without the T**2 factor the gradient would shrink 16 times from T=5 to T=20
     assert 0.8 < high / low < 1.25
+
+
+def test_non_target_kl_is_the_kl_over_the_classes_the_teacher_does_not_predict(
+    rng: np.random.Generator,
+) -> None:
+    teacher, student = rng.normal(size=(2, 16, 10)).astype("float32") * 3
+    top = teacher.argmax(-1)
+    keep = np.ones_like(teacher, bool)
+    keep[np.arange(16), top] = False
+    p = _softmax(teacher[keep].reshape(16, 9) / 2)
+    q = _softmax(student[keep].reshape(16, 9) / 2)
+    expected = 4 * np.mean(np.sum(p * np.log(p / q), -1))
+    np.testing.assert_allclose(float(NonTargetKL(2).compute(teacher, student)), expected, rtol=1e-4)
+
+
+def test_non_target_kl_leaves_the_predicted_class_logit_to_the_labels(
+    rng: np.random.Generator,
+) -> None:
+    teacher, student = rng.normal(size=(2, 8, 10)).astype("float32")
+    logits = tf.Variable(student)
+    with tf.GradientTape() as tape:
+        value = NonTargetKL().compute(teacher, logits)
+    gradient = tape.gradient(value, logits).numpy()
+    on_top = gradient[np.arange(8), teacher.argmax(-1)]
+    assert float(value) > 0 and np.abs(gradient).max() > 1e-3
+    np.testing.assert_array_equal(on_top, np.zeros(8, "float32"))
 
 
 def test_feature_loss_is_mean_squared_error(rng: np.random.Generator) -> None:
@@ -86,6 +118,7 @@ def test_pairwise_distance_loss_matches_numpy(rng: np.random.Generator) -> None:
         FeatureLoss("relu2", "relu1", loss="mae", weight=2.0),
         PairwiseDistanceLoss(teacher_layer="gap", name="rkd_d"),
         AngleLoss(teacher_layer="fc1"),
+        NonTargetKL(2.0, weight=0.5),
     ],
 )
 def test_losses_serialize_and_compute_the_same_after_reload(
