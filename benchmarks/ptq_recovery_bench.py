@@ -14,8 +14,18 @@ on the LiteRT interpreter (`tfc.evaluate_tflite`, the 450 test digits):
 
 Each step's wall time is measured once (a loaded machine: rerun on a quiet one for figures).
 
+`--dfq` runs the study of the DFQ phenomenon instead (writes ptq_recovery_dfq.json): for each
+training recipe and seed, the same net is scored at two points of one training run (`--dfq-epochs`,
+e.g. 12 then 30 epochs), and each time it reports the spread of the BatchNorm-folded depthwise
+kernels (per layer, max over min of the per-channel ranges max|w|; channels whose folded range is
+0 are counted apart) next to per-tensor int8 naive and after equalization + bias correction.
+Recipes: `adam` (Adam, no weight decay, as above) and `adamw` (AdamW, decoupled weight decay
+`--weight-decay` on every weight, BatchNorm's gamma included: the decay that leaves unused
+channels small, as in long ImageNet training). Nothing is edited by hand in these nets.
+
 Run: .venv/bin/python benchmarks/ptq_recovery_bench.py [--seeds 3] [--epochs 15]
      (writes benchmarks/results/ptq_recovery.json)
+     .venv/bin/python benchmarks/ptq_recovery_bench.py --dfq [--seeds 3] [--dfq-epochs 12,30]
 """
 
 from __future__ import annotations
@@ -50,7 +60,7 @@ def _images(x: np.ndarray) -> np.ndarray:
     return np.repeat(up, 3, axis=-1).astype("float32")
 
 
-def _train(seed: int, epochs: int, x: np.ndarray, y: np.ndarray) -> keras.Model:
+def _build(seed: int, optimizer: keras.optimizers.Optimizer | None = None) -> keras.Model:
     keras.utils.set_random_seed(seed)
     model = keras.applications.MobileNetV2(
         input_shape=(SIZE, SIZE, 3),
@@ -63,11 +73,115 @@ def _train(seed: int, epochs: int, x: np.ndarray, y: np.ndarray) -> keras.Model:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.9
     model.compile(
-        keras.optimizers.Adam(3e-3),
+        optimizer or keras.optimizers.Adam(3e-3),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
+    return model
+
+
+def _train(seed: int, epochs: int, x: np.ndarray, y: np.ndarray) -> keras.Model:
+    model = _build(seed)
     model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
     return model
+
+
+def depthwise_spread(folded: keras.Model) -> dict:
+    """Per-channel range spread of the folded depthwise kernels (what breaks a per-tensor grid)."""
+    layers = {}
+    for layer in folded.layers:
+        if not isinstance(layer, keras.layers.DepthwiseConv2D):
+            continue
+        kernel = layer.get_weights()[0]
+        ranges = np.abs(kernel.reshape(-1, kernel.shape[2] * kernel.shape[3])).max(axis=0)
+        alive = ranges[ranges > 0]
+        layers[layer.name] = {
+            "spread": float(alive.max() / alive.min()) if alive.size else None,
+            "zero_channels": int(np.sum(ranges == 0)),
+            "channels": int(ranges.size),
+        }
+    spreads = [v["spread"] for v in layers.values() if v["spread"] is not None]
+    worst = max(layers, key=lambda name: layers[name]["spread"] or 0.0)
+    return {
+        "max_spread": round(max(spreads), 1),
+        "median_spread": round(float(np.median(spreads)), 1),
+        "worst_layer": worst,
+        "first_depthwise_spread": round(next(iter(layers.values()))["spread"], 1),
+        "zero_channels": sum(v["zero_channels"] for v in layers.values()),
+        "layers": {k: {**v, "spread": round(v["spread"] or 0.0, 2)} for k, v in layers.items()},
+    }
+
+
+def dfq_point(model: keras.Model, calib: np.ndarray, x_test: np.ndarray, y_test) -> dict:
+    """Spread of the folded depthwise kernels; per-tensor int8 naive vs equalize + bias correction."""
+
+    def litert(m: keras.Model, **options) -> float:
+        return tfc.evaluate_tflite(tfc.convert(m, "int8", calib, **options), x_test, y_test)
+
+    def keras_accuracy(m: keras.Model) -> float:
+        return float(np.mean(np.asarray(m.predict(x_test, verbose=0)).argmax(-1) == y_test))
+
+    folded = fold_batch_norms(model)
+    flat = equalize(model, relu6="replace")
+    row = {"float": keras_accuracy(model), "float_relu6_replaced": keras_accuracy(flat)}
+    row.update(depthwise_spread(folded))
+    row["equalized_max_spread"] = depthwise_spread(fold_batch_norms(flat))["max_spread"]
+    row["int8_per_channel"] = litert(folded)
+    row["per_tensor_naive"] = litert(folded, per_channel=False)
+    corrected = bias_correction(flat, calib, per_channel=False)
+    row["per_tensor_equalize_bias_correction"] = litert(corrected, per_channel=False)
+    return row
+
+
+def run_dfq(recipe: str, seed: int, epochs: list[int], weight_decay: float) -> dict:
+    split = load_digits()
+    x_train, x_test = _images(split.x_train), _images(split.x_test)
+    calib = x_train[:CALIBRATION]
+    optimizer = (
+        keras.optimizers.AdamW(3e-3, weight_decay=weight_decay)
+        if recipe == "adamw"
+        else keras.optimizers.Adam(3e-3)
+    )
+    model = _build(seed, optimizer)
+    points, done = {}, 0
+    for epoch in epochs:
+        model.fit(x_train, split.y_train, epochs=epoch - done, batch_size=64, verbose=0)
+        done = epoch
+        points[str(epoch)] = dfq_point(model, calib, x_test, split.y_test)
+        short = {k: v for k, v in points[str(epoch)].items() if k != "layers"}
+        print(
+            json.dumps({"recipe": recipe, "seed": seed, "epochs": epoch, **short}), file=sys.stderr
+        )
+    return {"recipe": recipe, "seed": seed, "points": points}
+
+
+def main_dfq(args: argparse.Namespace) -> None:
+    epochs = sorted(int(e) for e in args.dfq_epochs.split(","))
+    recipes = args.recipes.split(",")
+    rows = []
+    for seed in range(args.seeds):  # the file is rewritten after each run: a long run keeps some
+        for recipe in recipes:
+            rows.append(run_dfq(recipe, seed, epochs, args.weight_decay))
+            collapsed = [
+                (r["recipe"], r["seed"], e)
+                for r in rows
+                for e, p in r["points"].items()
+                if p["per_tensor_naive"] < p["float"] - 0.05
+            ]
+            write_results(
+                "ptq_recovery_dfq",
+                {
+                    "model": f"MobileNetV2 alpha 0.35, {SIZE}x{SIZE}x3, digits",
+                    "recipes": {
+                        "adam": "Adam 3e-3, no weight decay",
+                        "adamw": f"AdamW 3e-3, weight_decay={args.weight_decay} (all weights)",
+                    },
+                    "epochs": epochs,
+                    "calibration_samples": CALIBRATION,
+                    "runs_done": len(rows),
+                    "naive_per_tensor_collapsed_runs": collapsed,
+                    "rows": rows,
+                },
+            )
 
 
 def _timed(function, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
@@ -130,7 +244,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--iterations", type=int, default=300, help="AdaRound steps per layer")
+    parser.add_argument("--dfq", action="store_true", help="the DFQ phenomenon study instead")
+    parser.add_argument("--dfq-epochs", default="12,30", help="points of one training run")
+    parser.add_argument("--recipes", default="adam,adamw", help="adam, adamw or both")
+    parser.add_argument("--weight-decay", type=float, default=0.5, help="AdamW's (decoupled)")
     args = parser.parse_args()
+    if args.dfq:
+        main_dfq(args)
+        return
     rows = []
     for seed in range(args.seeds):  # the file is rewritten after each seed: a long run keeps some
         rows.append(run_seed(seed, args.epochs, args.iterations))
