@@ -1,7 +1,8 @@
 """Post-training quantization tools: find the layers that lose accuracy and fix them.
 
 `debug_quantization` measures, per Keras layer, the error the integer file adds (accumulated
-and isolated); `suggest_keep_float` and `convert(..., keep_float=[...])` keep chosen layers float.
+and isolated); `suggest_keep_float` and `convert(..., keep_float=[...])` keep chosen layers float;
+`four_bit_sensitivity` and `choose_int4_layers` pick the layers whose weights can be 4-bit.
 
 Example:
     >>> import tfcompress.ptq as ptq
@@ -10,6 +11,7 @@ Example:
 """
 
 from tfcompress.ptq.auto import AutoQuantizeResult, Candidate, auto_quantize
+from tfcompress.ptq.bit_widths import LayerSensitivity, choose_int4_layers, four_bit_sensitivity
 from tfcompress.ptq.debug import LayerError, QuantizationDebugReport, debug_quantization
 from tfcompress.ptq.recovery import (
     STEPS,
@@ -30,6 +32,9 @@ __all__ = [
     "AutoQuantizeResult",
     "Candidate",
     "auto_quantize",
+    "LayerSensitivity",
+    "choose_int4_layers",
+    "four_bit_sensitivity",
     "STEPS",
     "CalibratedModel",
     "KeepFloatSuggestion",
