@@ -204,7 +204,7 @@ def auto_quantize(
         >>> from tfcompress.models import build_digits_cnn
         >>> x = load_digits().x_test[:40]
         >>> result = tfc.auto_quantize(build_digits_cnn(), x, max_accuracy_drop=1.0,
-        ...                            try_int4=False, measure_latency=False)
+        ...                            recovery=False, measure_latency=False)
         >>> result.choice, result.target_met
         ('int8', True)
     """
