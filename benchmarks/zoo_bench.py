@@ -243,6 +243,7 @@ def ours_seed(arch: str, seed: int, split, settings: dict, work: Path) -> dict:
         "distill": distill_row,
         "student_scratch": scratch_row,
     }
+    rows = selected(rows, settings)
     return run_rows(f"tfcompress/{arch}/{seed}", rows, work / f"tfcompress_{arch}_{seed}.json")
 
 
@@ -423,7 +424,14 @@ def tfmot_seed(arch: str, seed: int, split, settings: dict, work: Path) -> dict:
         "distill": distill_row,
         "student_scratch": scratch_row,
     }
+    rows = selected(rows, settings)
     return run_rows(f"tfmot/{arch}/{seed}", rows, work / f"tfmot_{arch}_{seed}.json")
+
+
+def selected(rows: dict[str, Callable[[], dict]], settings: dict) -> dict:
+    """The rows `--rows` asks for (all of them by default)."""
+    wanted = settings.get("rows")
+    return rows if not wanted else {k: v for k, v in rows.items() if k in wanted}
 
 
 def run_rows(label: str, rows: dict[str, Callable[[], dict]], path: Path) -> dict:
@@ -450,13 +458,16 @@ def worker(side: str, arch: str, seeds: list[int], work: Path) -> None:
             path.write_text(json.dumps({"float": {"error": first_line(error)}}))
 
 
-def run_side(side: str, arch: str, seeds: list[int], work: Path) -> dict[int, dict]:
+def run_side(
+    side: str, arch: str, seeds: list[int], work: Path, techniques: tuple[str, ...] = ()
+) -> dict[int, dict]:
     """Run one library's seeds in fresh processes (tfmot's with TF_USE_LEGACY_KERAS=1).
 
     A crash inside TensorFlow (a segmentation fault, a double free) ends the process: the rows
     that seed had not reached are recorded with the crash's last line and a new process runs
     the seeds left.
     """
+    techniques = techniques or TECHNIQUES
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("TF_USE_LEGACY_KERAS", None)
     if side == "tfmot":
@@ -478,12 +489,12 @@ def run_side(side: str, arch: str, seeds: list[int], work: Path) -> dict[int, di
         for index, seed in enumerate(remaining):
             path = work / f"{side}_{arch}_{seed}.json"
             row = json.loads(path.read_text()) if path.exists() else {}
-            complete = all(t in row for t in TECHNIQUES) or (row.get("float", {}).get("error")
+            complete = all(t in row for t in techniques) or (row.get("float", {}).get("error")
                                                               and len(row) == 1)  # fmt: skip
             if complete:
                 rows[seed] = row
                 continue
-            rows[seed] = {**{t: {"error": crash[:300]} for t in TECHNIQUES}, **row}
+            rows[seed] = {**{t: {"error": crash[:300]} for t in techniques}, **row}
             remaining = remaining[index + 1 :]
             break
         else:
@@ -529,7 +540,8 @@ def summarize(architectures: dict) -> dict:
     for arch, result in architectures.items():
         seeds = result["seeds"]
         table[arch] = {}
-        for technique in TECHNIQUES:
+        measured = {t for s in seeds.values() for side in s.values() for t in side}
+        for technique in (t for t in TECHNIQUES if t in measured):
             ours = [headline(s["tfcompress"].get(technique), technique) for s in seeds.values()]
             theirs = [headline(s["tfmot"].get(technique), technique) for s in seeds.values()]
             table[arch][technique] = {
@@ -542,11 +554,14 @@ def summarize(architectures: dict) -> dict:
         float_mean = mean_or_none(
             [s["tfcompress"]["float"].get("keras_accuracy") for s in seeds.values()]
         )
-        qat_mean = table[arch]["qat_int8"]["tfcompress"]
-        qat_checks[arch] = (
-            qat_mean is not None and float_mean is not None and qat_mean >= float_mean - TOLERANCE
-        )
-        for technique in COMPARED:
+        if "qat_int8" in table[arch]:
+            qat_mean = table[arch]["qat_int8"]["tfcompress"]
+            qat_checks[arch] = (
+                qat_mean is not None
+                and float_mean is not None
+                and qat_mean >= float_mean - TOLERANCE
+            )
+        for technique in (t for t in COMPARED if t in table[arch]):
             mine, peer = table[arch][technique]["tfcompress"], table[arch][technique]["tfmot"]
             # tfmot failing where we succeed counts as a pass; our failure never does
             peer_checks[f"{arch}/{technique}"] = mine is not None and (
@@ -597,6 +612,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--quick", action="store_true", help="smoke run: 1 seed, 2 archs, minimal epochs"
     )
     parser.add_argument("--name", default="zoo", help="results/<name>.json (default: zoo)")
+    parser.add_argument(
+        "--rows",
+        nargs="*",
+        choices=TECHNIQUES,
+        help="only these rows (the float row is always kept; default: all)",
+    )
     return parser.parse_args(argv)
 
 
@@ -634,6 +655,7 @@ def main(argv: list[str]) -> None:
         "distillation": "tfc.Distiller default compile() (Adam, alpha 0.1, T 3) vs the student "
         "alone with Adam, both for float_epochs; tfmot side: keras.io-style distiller on tf_keras",
         "quick": args.quick,
+        "rows": ["float", *[r for r in args.rows if r != "float"]] if args.rows else None,
         "name": args.name,
         "tfcompress_from": str(Path(tfcompress.__file__).parent),
     }
@@ -644,8 +666,9 @@ def main(argv: list[str]) -> None:
         (work / "settings.json").write_text(json.dumps(settings))
         for arch in archs:
             arch_start = time.perf_counter()
-            ours = run_side("tfcompress", arch, seeds, work)
-            theirs = run_side("tfmot", arch, seeds, work)
+            techniques = tuple(settings["rows"] or TECHNIQUES)
+            ours = run_side("tfcompress", arch, seeds, work, techniques)
+            theirs = run_side("tfmot", arch, seeds, work, techniques)
             architectures[arch] = {
                 "seeds": {
                     str(seed): {"tfcompress": ours[seed], "tfmot": theirs[seed]} for seed in seeds
