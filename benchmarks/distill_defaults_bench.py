@@ -168,7 +168,7 @@ def _candidate(alpha: float, temperature: float, kind: str = "kl") -> Callable[[
 
 def _grid() -> dict[str, Callable[[Any], None]]:
     grid = {}
-    for alpha in (0.0, 0.1, 0.3, 0.5, 0.7):
+    for alpha in (0.0, 0.1, 0.3, 0.5, 0.7, 0.9):
         for temperature in (1, 2, 4):
             grid[f"kl_a{alpha}_t{temperature}"] = _candidate(alpha, temperature)
     grid["kl_no_t2_a0.1_t3"] = _candidate(0.1, 3, "kl_no_t2")
