@@ -22,7 +22,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check tfcompress tests benchmarks
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --nbmake tests notebooks
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=25 --nbmake tests notebooks
 
 lint: $(STAMP)
 	$(BIN)/ruff check tfcompress tests benchmarks
