@@ -113,6 +113,21 @@ def test_qat_recurrent_model_converts_to_int8_without_float_ops(kind, digits):
     # two stacked layers compound the rounding of 16 int8 steps (measured 0.89-0.93)
     floor = MIN_AGREEMENT - 0.04 if kind == "stacked" else MIN_AGREEMENT
     assert _agreement(qat, flatbuffer, x_test) >= floor
+    if kind == "stacked":
+        _assert_pack_stores_the_one_shared_output_range(qat, flatbuffer)
+
+
+def _assert_pack_stores_the_one_shared_output_range(qat, flatbuffer):
+    """TFLite's PACK stores a returned sequence at one scale: the one range QAT gave every step."""
+    lstm = next(layer for layer in qat.layers if isinstance(layer, UnrolledLSTM))
+    ranges = {id(q): q for (name, _), q in lstm._ranges.items() if name == "hidden"}
+    assert len(ranges) == 1, "each step of a returned sequence has its own output range"
+    low, high = (float(v) for v in next(iter(ranges.values())).get_weights()[:2])
+    report = tfc.inspect(flatbuffer)
+    (pack,) = [op for op in report.ops if op.name == "PACK"]
+    assert report.tensors[pack.outputs[0]].quantization.scale[0] == pytest.approx(
+        (max(high, 0.0) - min(low, 0.0)) / 255, rel=1e-3
+    )
 
 
 def test_quantization_aware_recurrent_model_round_trips_through_keras_file(tmp_path, rng):
