@@ -652,7 +652,7 @@ def main(argv: list[str]) -> None:
         "calibration_samples": CALIBRATION,
         "prune_schedule": "PolynomialDecay 0 -> target over the first 2/3 of the fine-tune",
         "clusters": CLUSTERS,
-        "distillation": "tfc.Distiller default compile() (Adam, alpha 0.1, T 3) vs the student "
+        "distillation": "tfc.Distiller default compile() (Adam, alpha 0.5, T 1, LogitsKL) vs the student "
         "alone with Adam, both for float_epochs; tfmot side: keras.io-style distiller on tf_keras",
         "quick": args.quick,
         "rows": ["float", *[r for r in args.rows if r != "float"]] if args.rows else None,
