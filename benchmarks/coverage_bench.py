@@ -208,6 +208,12 @@ def main() -> None:
         help="take tfmot's column from results/coverage.json instead of running tfmot again",
     )
     parser.add_argument(
+        "--update",
+        action="store_true",
+        help="with --rows: replace only those rows in results/coverage.json (the other rows and "
+        "their commands stay as saved) and rewrite docs/coverage.md",
+    )
+    parser.add_argument(
         "--doc-only",
         action="store_true",
         help="rewrite docs/coverage.md from results/coverage.json",
@@ -226,6 +232,13 @@ def main() -> None:
     else:
         tfmot = run_tfmot(args.rows)
     ours = run_ours(args.rows)
+    updated_rows = sorted(ours) if args.update else None
+    if args.update:
+        if not args.rows:
+            parser.error("--update needs --rows (a full run rewrites every row anyway)")
+        saved = json.loads((ROOT / "benchmarks" / "results" / "coverage.json").read_text())
+        ours = {**saved["ours"], **ours}
+        tfmot = {**saved["tfmot"], **tfmot}
     summary = {
         technique: {
             "ours": sum(bool(r.get(technique, {}).get("ok")) for r in ours.values()),
@@ -236,8 +249,11 @@ def main() -> None:
         }
         for technique in _OURS
     }
-    write_results("coverage", {"summary": summary, "ours": ours, "tfmot": tfmot})
-    if not args.rows:
+    payload = {"summary": summary, "ours": ours, "tfmot": tfmot}
+    if updated_rows:
+        payload["updated_rows"] = updated_rows
+    write_results("coverage", payload)
+    if not args.rows or args.update:
         write_doc(ours, tfmot)
 
 
