@@ -216,7 +216,7 @@ class QuantizeWrapper(L.Wrapper):
             # RESHAPE the bias is fused and the file computes what the Keras model does.
             flat = ops.matmul(ops.reshape(inputs, (-1, inputs.shape[-1])), kernel)
             if bias is not None:
-                flat, bias = flat + bias, None
+                flat, bias = ops.add(flat, bias), None
             outputs = ops.reshape(flat, (-1, *inputs.shape[1:-1], kernel.shape[-1]))
         elif isinstance(layer, L.Dense):
             outputs = ops.matmul(inputs, kernel)
@@ -235,7 +235,9 @@ class QuantizeWrapper(L.Wrapper):
         else:
             outputs = layer.convolution_op(inputs, kernel)
         if bias is not None:
-            outputs = outputs + bias
+            # ops.add puts a per-channel bias in a BiasAdd (as Keras's own layers do), whose
+            # gradient TensorFlow fuses into the convolution's; `+` is an AddV2 + Sum.
+            outputs = ops.add(outputs, bias)
         if self.pre_activation is not None:
             outputs = self.pre_activation(outputs, training=training)
         if layer.activation is not None:
