@@ -447,6 +447,12 @@ def main() -> None:
     parser.add_argument(
         "--no-jit", action="store_true", help="train without jit_compile only (XLA compiles slowly)"
     )
+    parser.add_argument(
+        "--jit-only", action="store_true", help="train with jit_compile only (the XLA rows)"
+    )
+    parser.add_argument(
+        "--name", help="results file name (default: speed, or speed_quick with --quick)"
+    )
     parser.add_argument("--child", nargs="*")
     args = parser.parse_args()
     if args.child:
@@ -462,11 +468,15 @@ def main() -> None:
         spec["models"] = args.models.split(",")
     if args.steps:
         spec["steps"] = args.steps
+    if args.no_jit and args.jit_only:
+        parser.error("--no-jit and --jit-only exclude each other")
     if args.no_jit:
         spec["jit"] = (False,)
+    if args.jit_only:
+        spec["jit"] = (True,)
     rounds = args.rounds or (1 if args.quick else 2)
     results: dict[str, Any] = {"quick": args.quick, "rounds": rounds, "batch": BATCH}
-    name = "speed_quick" if args.quick else "speed"
+    name = args.name or ("speed_quick" if args.quick else "speed")
     previous = RESULTS_DIR / f"{name}.json"
     if previous.exists():  # a --only run keeps the other sections' figures
         kept = json.loads(previous.read_text())
