@@ -10,11 +10,12 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.xdist_group("mirrored_qat")
+
 # Logical devices must be configured before TensorFlow initializes them: run in a fresh process.
 SCRIPT = textwrap.dedent(
     """
     import json
-    import sys
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
@@ -28,10 +29,10 @@ SCRIPT = textwrap.dedent(
     split = tfc.data.load_digits()
     x, y = split.x_train[:256], split.y_train[:256]
 
-    def train(strategy):
+    def train(strategy, ranges):
         keras.utils.set_random_seed(0)
         with strategy.scope():
-            qat = tfc.quantize_model(build_digits_cnn(width=4), learned_step=sys.argv[1] == "lsq")
+            qat = tfc.quantize_model(build_digits_cnn(width=4), learned_step=ranges == "lsq")
             model = compile_classifier(qat, 1e-3)
         model.fit(x, y, epochs=1, batch_size=64, shuffle=False, verbose=0)
         ranges = [layer.get_weights()[:2] for layer in model.layers
@@ -39,32 +40,41 @@ SCRIPT = textwrap.dedent(
         return model.predict(split.x_test, verbose=0), np.array(ranges)
 
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    out_2, ranges_2 = train(mirrored)
-    out_1, ranges_1 = train(tf.distribute.get_strategy())
-    print(json.dumps({
-        "replicas": mirrored.num_replicas_in_sync,
-        "max_output_diff": float(np.abs(out_2 - out_1).max()),
-        "output_scale": float(np.abs(out_1).max()),
-        "max_range_diff": float(np.abs(ranges_2 - ranges_1).max()),
-        "range_scale": float(np.abs(ranges_1).max()),
-    }))
+    results = {}
+    for ranges in ("min_max", "lsq"):
+        out_2, ranges_2 = train(mirrored, ranges)
+        out_1, ranges_1 = train(tf.distribute.get_strategy(), ranges)
+        results[ranges] = {
+            "replicas": mirrored.num_replicas_in_sync,
+            "max_output_diff": float(np.abs(out_2 - out_1).max()),
+            "output_scale": float(np.abs(out_1).max()),
+            "max_range_diff": float(np.abs(ranges_2 - ranges_1).max()),
+            "range_scale": float(np.abs(ranges_1).max()),
+        }
+    print(json.dumps(results))
     """
 )
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("ranges", ["min_max", "lsq"])
-def test_mirrored_strategy_matches_single_device_training(ranges: str) -> None:
+@pytest.fixture(scope="module")
+def trained() -> dict:
+    """Both range kinds trained in one child process (one TensorFlow start, not two)."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, ranges],
+        [sys.executable, "-c", SCRIPT],
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ranges", ["min_max", "lsq"])
+def test_mirrored_strategy_matches_single_device_training(trained: dict, ranges: str) -> None:
+    result = trained[ranges]
     assert result["replicas"] == 2
     assert result["max_output_diff"] <= 0.05 * result["output_scale"]
     # Replicas see half batches, so their moving-average ranges differ slightly from one device's.
