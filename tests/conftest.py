@@ -1,4 +1,9 @@
-"""Shared fixtures: the real digits data and a small trained float CNN (trained once per session)."""
+"""Shared fixtures: the real digits data and a small trained float CNN (trained once per session).
+
+Expensive fixtures in test modules are session-scoped, not module-scoped: under pytest-xdist a
+worker's queue can interleave two modules' tests, and pytest then tears a module fixture down and
+builds it again (the multi-worker launch and auto_quantize ran twice that way).
+"""
 
 from __future__ import annotations
 

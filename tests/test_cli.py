@@ -10,14 +10,14 @@ import pytest
 from tfcompress.cli import main
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def model_file(trained_digits_cnn, tmp_path_factory):
     path = tmp_path_factory.mktemp("cli") / "digits.keras"
     trained_digits_cnn.save(path)
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def data_file(digits, tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "test.npz"
     np.savez(path, x=digits.x_test, y=digits.y_test)
@@ -135,7 +135,7 @@ def _run_light(args: list[str], tmp_path) -> tuple[dict, str, str]:
     return json.loads(record.read_text()), done.stdout, done.stderr
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def float_file(trained_digits_cnn, tmp_path_factory):
     import tfcompress as tfc
 

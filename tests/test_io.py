@@ -19,7 +19,7 @@ from tfcompress.io import ModelFileError, check_keras_archive, load_model, load_
 from tfcompress.models import build_digits_cnn
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("damaged")
     fb.write_corpus(folder, flips=4, cuts=3)

@@ -19,14 +19,14 @@ import pytest
 
 from benchmarks import resume_bench as rb
 
-# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its module fixture runs once
+# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its fixtures run once
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("resume")]
 
 PRUNING_KILLED = rb.Scenario("pruning", 4, rb.STEPS_PER_EPOCH + 3)  # last: SIGKILL
 CONTINUED = ("pruning",)  # every type trains on after .keras in tests/test_saving.py
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def killed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("resume")
     in_memory = {kind: rb.write_checkpoint(kind, root) for kind in CONTINUED}

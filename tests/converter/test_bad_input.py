@@ -10,7 +10,7 @@ import tfcompress as tfc
 from tfcompress.converter import TFLiteFileError, run_tflite
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def int8_bytes(trained_digits_cnn, digits):
     return tfc.convert(trained_digits_cnn, "int8", digits.x_train[:50])
 
@@ -161,7 +161,7 @@ def test_saved_file_gets_normal_permissions(int8_bytes, tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pruned_not_stripped(trained_digits_cnn, digits):
     """The trained CNN pruned to 75% for one short epoch, its wrappers still in place."""
     keras.utils.set_random_seed(0)

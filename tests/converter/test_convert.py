@@ -11,12 +11,12 @@ from tfcompress.converter import run_tflite
 from tfcompress.data import calibration_sample
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def keras_logits(trained_digits_cnn, digits):
     return trained_digits_cnn.predict(digits.x_test, verbose=0)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def calibration(digits):
     return calibration_sample(digits.x_train, 100)
 

@@ -10,7 +10,7 @@ import pytest
 import tfcompress as tfc
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def int8_report(trained_digits_cnn, digits):
     return tfc.inspect(tfc.convert(trained_digits_cnn, "int8", digits.x_train[:50]))
 
@@ -64,7 +64,7 @@ def _repacked(model: object) -> bytes:
     return bytes(builder.Output())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def while_loop_file():
     """A float file with control flow: WHILE in subgraph 0, its cond and body in subgraphs 1, 2."""
     import tensorflow as tf

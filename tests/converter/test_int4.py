@@ -13,13 +13,13 @@ from tfcompress.data import load_digits
 from tfcompress.models import build_digits_cnn
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def digits() -> tuple[np.ndarray, np.ndarray]:
     split = load_digits()
     return split.x_train[:64], split.x_test[:32]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def files(digits: tuple[np.ndarray, np.ndarray]) -> tuple[bytes, bytes]:
     """The int8-levels file and the INT4 file of one 4-bit QAT model."""
     x_calib, _ = digits

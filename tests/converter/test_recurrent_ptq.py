@@ -25,12 +25,12 @@ def _build(kind: str) -> keras.Model:
     return keras.Model(inputs, L.Dense(10)(hidden), name=kind.lower())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def sequences(digits):
     return digits.x_train.reshape(-1, 8, 8), digits.x_test.reshape(-1, 8, 8)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(digits, sequences):
     models = {}
 

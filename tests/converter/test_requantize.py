@@ -11,7 +11,7 @@ from tfcompress.converter import run_tflite
 from tfcompress.converter.requantize import fold_float_requantize
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def qat_with_rescaling_first():
     """A trained QAT model whose first layer is a Rescaling (MUL, ADD on the model input)."""
     keras.utils.set_random_seed(0)

@@ -9,7 +9,7 @@ import tfcompress as tfc
 from tfcompress.converter import run_tflite
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def float_bytes(trained_digits_cnn):
     return tfc.convert(trained_digits_cnn, "float32")
 
@@ -103,7 +103,7 @@ def test_a_custom_op_the_runtime_lacks_is_named_everywhere(float_bytes, digits, 
         assert "vendor.tflite" in message and "convert the model again" not in message, name
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def two_head_model(digits):
     import keras
 

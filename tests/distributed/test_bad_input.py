@@ -16,7 +16,7 @@ import pytest
 
 from tests.distributed.multiworker_scenarios import child_env
 
-# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its module fixture runs once
+# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its fixtures run once
 pytestmark = pytest.mark.xdist_group("distributed-bad-input")
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,7 +93,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def found() -> dict:
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT],

@@ -18,7 +18,7 @@ from tests.distributed.multiworker_scenarios import _compile, _small_cnn
 from tfcompress.distribute import check_tf_config, fit
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def digits() -> tuple[np.ndarray, np.ndarray]:
     split = tfc.data.load_digits()
     return split.x_train[:128], split.y_train[:128]

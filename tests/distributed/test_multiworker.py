@@ -1,6 +1,6 @@
 """QAT, pruning, clustering and the Distiller under MultiWorkerMirroredStrategy, 2 processes.
 
-One launch (module fixture) starts two CPU worker processes on 127.0.0.1 and the single-process
+One launch (a session fixture) starts two CPU worker processes on 127.0.0.1 and the single-process
 reference beside them; each trains all five scenarios with the same global batch (32) and data
 order. Both workers must end with identical weights, and those must equal the reference's within
 the tolerance stated per scenario.
@@ -16,7 +16,7 @@ import pytest
 
 from tests.distributed.multiworker_scenarios import EPOCHS, GLOBAL_BATCH, SAMPLES, SCENARIOS, launch
 
-# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its module fixture runs once
+# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its fixtures run once
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multiworker")]
 
 GLOBAL_STEPS = EPOCHS * SAMPLES // GLOBAL_BATCH
@@ -34,7 +34,7 @@ TOLERANCE = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("multiworker")
     launch(out, timeout=420)

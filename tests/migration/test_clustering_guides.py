@@ -40,7 +40,7 @@ def _litert_accuracy(flatbuffer: bytes, x: np.ndarray, y: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------- clustering_example.ipynb
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def example(digits):
     keras.utils.set_random_seed(0)
     train_images, train_labels = digits.x_train[..., 0], digits.y_train  # (n, 8, 8) like MNIST
@@ -139,7 +139,7 @@ input_dim = 64  # the guide's 20-dimensional random data becomes flattened 8x8 d
 output_dim = 10
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def guide(digits):
     keras.utils.set_random_seed(0)
     x_train = digits.x_train.reshape(-1, input_dim)

@@ -58,13 +58,13 @@ def _keras_litert_agreement(model: keras.Model, flatbuffer: bytes, x: np.ndarray
     return float(np.mean(keras_top1 == litert_top1))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def data(digits):
     # (n, 8, 8) images, as the guides' MNIST (n, 28, 28)
     return digits.x_train[..., 0], digits.y_train, digits.x_test[..., 0], digits.y_test
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def baseline(data):
     """All three guides: "Train a keras model for MNIST" (the same model in each)."""
     train_images, train_labels, test_images, test_labels = data
@@ -87,7 +87,7 @@ def baseline(data):
     return model
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stripped_pruned_model(baseline, data):
     """PQAT and PCQAT guides: "Prune and fine-tune the model to 50% sparsity"."""
     train_images, train_labels, _, _ = data
@@ -109,7 +109,7 @@ def stripped_pruned_model(baseline, data):
 
 
 # ------------------------------------------------------------------------ pqat_example.ipynb
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pqat(stripped_pruned_model, data):
     train_images, train_labels, test_images, test_labels = data
     # "Apply QAT and PQAT and check effect on model sparsity in both cases"
@@ -146,7 +146,7 @@ def test_pqat_litert_accuracy_and_agreement_with_keras(pqat, data):
 
 
 # ------------------------------------------------------------------------ cqat_example.ipynb
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cqat(baseline, data):
     train_images, train_labels, test_images, test_labels = data
     # "Cluster and fine-tune the model with 8 clusters"
@@ -190,7 +190,7 @@ def test_cqat_litert_accuracy_and_agreement_with_keras(cqat, data):
 
 
 # ----------------------------------------------------------------------- pcqat_example.ipynb
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pcqat(stripped_pruned_model, data):
     train_images, train_labels, test_images, test_labels = data
     # "Apply sparsity preserving clustering and check its effect on model sparsity"

@@ -14,13 +14,13 @@ from keras import layers
 
 import tfcompress as tfc
 
-# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its module fixture runs once
+# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its fixtures run once
 pytestmark = pytest.mark.xdist_group("distillation-example")
 
 Distiller = tfc.Distiller  # the example defines `class Distiller(keras.Model)`; ours replaces it
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def example(digits):
     keras.utils.set_random_seed(0)
     # "Create student and teacher models" (widths 256/512 and 16/32 made smaller)

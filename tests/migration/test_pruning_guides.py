@@ -152,7 +152,7 @@ def test_pruning_with_keras_guide(digits) -> None:
 
 
 # ------------------------------------------------------------------- comprehensive_guide.ipynb
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def comprehensive(digits):
     keras.utils.set_random_seed(0)
     # "Setup": digits flattened instead of a random sample

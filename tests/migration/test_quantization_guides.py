@@ -35,7 +35,7 @@ def _int8_ops(flatbuffer: bytes) -> list[str]:
 
 
 # -------------------------------------------------------------------- training_example.ipynb
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def example(digits):
     keras.utils.set_random_seed(0)
     train_images, train_labels = digits.x_train[..., 0], digits.y_train
@@ -124,7 +124,7 @@ def setup_model() -> keras.Model:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def guide_data():
     rng = np.random.default_rng(0)
     x_train = rng.standard_normal((64, 20)).astype(np.float32)
@@ -132,7 +132,7 @@ def guide_data():
     return x_train, y_train
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pretrained_weights(guide_data, tmp_path_factory):
     x_train, y_train = guide_data
     keras.utils.set_random_seed(0)
@@ -311,7 +311,7 @@ class CustomLayer(keras.layers.Dense):
     pass
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def custom_layer_model(guide_data):
     # "Quantize custom Keras layer"
     model = quantize_annotate_model(

@@ -28,7 +28,7 @@ def _lamp_reference(kernel: np.ndarray) -> np.ndarray:
     return scores
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def kernels() -> list[np.ndarray]:
     rng = np.random.default_rng(0)
     shapes = [(3, 3, 3, 8), (3, 3, 8, 16), (1, 1, 16, 32), (32, 10)]

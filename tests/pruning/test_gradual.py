@@ -34,13 +34,13 @@ def _se_residual_net() -> keras.Model:
     return model
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def data() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     return rng.random((64, 8, 8, 1)).astype("float32"), rng.integers(0, 10, 64)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(data) -> tuple[keras.Model, StructuredPruning]:
     keras.utils.set_random_seed(0)
     model = _se_residual_net()

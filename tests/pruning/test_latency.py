@@ -27,7 +27,7 @@ def _branchy_model() -> keras.Model:
     return keras.Model(inputs, keras.layers.Dense(10, name="logits")(flat))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cnn() -> keras.Model:
     keras.utils.set_random_seed(0)
     return build_digits_cnn(width=32)

@@ -12,7 +12,7 @@ from tfcompress.converter import run_tflite
 from tfcompress.data import Split
 from tfcompress.ptq.auto import AutoQuantizeResult, auto_quantize, pareto_front
 
-# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its module fixture runs once
+# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its fixtures run once
 pytestmark = pytest.mark.xdist_group("auto-quantize")
 
 #: tight enough that every layer at 4 bits misses it (about 2 of 450 test digits lost) while
@@ -28,7 +28,7 @@ def int4_tensors(flatbuffer: bytes) -> int:
     return sum(t.type == int4 for g in read_model(flatbuffer).subgraphs for t in g.tensors)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def result(sensitive_cnn, digits: Split) -> AutoQuantizeResult:
     return auto_quantize(
         sensitive_cnn,

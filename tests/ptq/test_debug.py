@@ -16,7 +16,7 @@ from tfcompress.data import Split
 from tfcompress.ptq.debug import QuantizationDebugReport, debug_quantization
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def report(sensitive_cnn, sensitive_calibrated, digits: Split) -> QuantizationDebugReport:
     return debug_quantization(
         sensitive_cnn,

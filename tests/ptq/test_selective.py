@@ -15,7 +15,7 @@ from tfcompress.ptq.layer_map import map_layers
 from tfcompress.ptq.selective import suggest_keep_float
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def kept(sensitive_cnn, digits: Split) -> bytes:
     return convert(sensitive_cnn, "int8", digits.x_train[:100], keep_float=[SENSITIVE_LAYER])
 

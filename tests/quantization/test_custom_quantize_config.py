@@ -52,7 +52,7 @@ def _conv_model() -> keras.Model:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(digits):
     keras.utils.set_random_seed(0)
     model = _conv_model()

@@ -33,14 +33,14 @@ def _build() -> keras.Model:
     return keras.Model(inputs, L.Dense(10)(L.Dense(32, activation="relu")(pooled)))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def padded_digits(digits):
     x_train = _padded(digits.x_train.reshape(-1, 8, 8)[:600], seed=1)
     x_test = _padded(digits.x_test.reshape(-1, 8, 8), seed=2)
     return x_train, digits.y_train[:600], x_test
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def masked_model(padded_digits):
     """Masking -> GlobalAveragePooling1D -> MLP, trained on digits rows with padded tails."""
     x, y, _ = padded_digits
@@ -88,7 +88,7 @@ def test_masked_model_converts_to_int8_without_float_ops(masked_model, padded_di
     assert _agreement(expected, run_tflite(flatbuffer, x_test)) >= 0.99
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def masked_qat(masked_model, padded_digits):
     x, y, _ = padded_digits
     qat = tfc.quantize_model(masked_model)

@@ -24,7 +24,7 @@ from tfcompress.quantization import (
 )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def digits_qat(digits: Split, trained_digits_cnn: keras.Model) -> keras.Model:
     keras.utils.set_random_seed(0)
     qat = compile_classifier(

@@ -21,7 +21,7 @@ def _clone(model: keras.Model) -> keras.Model:
     return copy
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def clustered(trained_digits_cnn, digits):
     keras.utils.set_random_seed(1)
     model = tfc.cluster_weights(_clone(trained_digits_cnn), number_of_clusters=8)

@@ -34,12 +34,12 @@ def _file_error(model: keras.Model, reference: np.ndarray, x: np.ndarray, **opti
     return float(np.sqrt(np.mean((run_tflite(flatbuffer, x) - reference) ** 2)))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def folded(trained: SimpleNamespace) -> keras.Model:
     return fold_batch_norms(trained.model)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def equalized(trained: SimpleNamespace) -> tuple[keras.Model, object]:
     return equalize(trained.model, return_report=True)
 
