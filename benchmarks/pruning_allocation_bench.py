@@ -43,6 +43,33 @@ LEARNING_RATE = 1e-3
 BATCH = 64
 CALIBRATION = 200
 KEYS = ("keras_accuracy", "int8_accuracy", "stripped_sparsity", "int8_sparsity")
+# "same": every pruning fine-tune (both libraries) sees the same batches in the same order
+# (epoch e of seed s: permutation from numpy seed 1000 * s + e, fit with shuffle=False), so the
+# methods differ only in how they prune; "fit" (default): each library's own fit shuffling
+ORDER = os.environ.get("ALLOCATION_BENCH_ORDER", "fit")
+
+
+def prune_fit(model, split, seed: int, callbacks: list):
+    """Fine-tune a pruned model for PRUNE_EPOCHS (Keras 3 or tf_keras) in the bench's ORDER."""
+    import keras
+    import numpy as np
+    import zoo_models
+
+    if ORDER == "fit":
+        return zoo_models.train(model, split, PRUNE_EPOCHS, seed, learning_rate=LEARNING_RATE,
+                                batch_size=BATCH, callbacks=callbacks)  # fmt: skip
+    module = keras if isinstance(model, keras.Model) else __import__("tf_keras")
+    module.utils.set_random_seed(seed)
+    model.compile(
+        optimizer=module.optimizers.Adam(LEARNING_RATE),
+        loss=module.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    for epoch in range(PRUNE_EPOCHS):
+        order = np.random.default_rng(1000 * seed + epoch).permutation(len(split.x_train))
+        model.fit(split.x_train[order], split.y_train[order], batch_size=BATCH, epochs=1,
+                  shuffle=False, verbose=0, callbacks=callbacks)  # fmt: skip
+    return model
 
 
 def schedule_kwargs(sparsity: float, train_count: int) -> dict:
@@ -59,15 +86,26 @@ def schedule_kwargs(sparsity: float, train_count: int) -> dict:
 
 def kernel_sparsity_of_weights(variables) -> float:
     """Zeros over every `*kernel` variable (Keras 3 or tf_keras), biases and BN left out."""
-    zeros = total = 0
+    per_kernel = kernel_sparsities(variables)
+    zeros = sum(zeros for zeros, _ in per_kernel.values())
+    return zeros / sum(size for _, size in per_kernel.values())
+
+
+def kernel_sparsities(variables) -> dict[str, tuple[int, int]]:
+    """(zeros, size) of every `*kernel` variable, by name, in the model's order."""
+    found = {}
     for variable in variables:
-        name = getattr(variable, "path", None) or variable.name
-        if not name.split("/")[-1].split(":")[0].endswith("kernel"):
+        name = (getattr(variable, "path", None) or variable.name).split(":")[0]
+        if not name.split("/")[-1].endswith("kernel"):
             continue
         values = variable.numpy()
-        zeros += int((values == 0).sum())
-        total += values.size
-    return zeros / total
+        found[name] = (int((values == 0).sum()), int(values.size))
+    return found
+
+
+def layer_sparsity(variables) -> list[float]:
+    """Each kernel's sparsity, rounded, in the model's order (names differ between libraries)."""
+    return [round(zeros / size, 4) for zeros, size in kernel_sparsities(variables).values()]
 
 
 def int8_kernel_sparsity(flatbuffer: bytes) -> float:
@@ -102,8 +140,7 @@ def tfmot_worker(work: Path, arch: str) -> None:
             model.set_weights(weights)
             schedule = api.PolynomialDecay(**schedule_kwargs(sparsity, len(split.x_train)))
             pruned = api.prune_low_magnitude(model, pruning_schedule=schedule)
-            zoo_models.train(pruned, split, PRUNE_EPOCHS, seed, learning_rate=LEARNING_RATE,
-                             batch_size=BATCH, callbacks=[api.UpdatePruningStep()])  # fmt: skip
+            prune_fit(pruned, split, seed, [api.UpdatePruningStep()])
             final = api.strip_pruning(pruned)
             converter = tf.lite.TFLiteConverter.from_keras_model(final)
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -115,6 +152,7 @@ def tfmot_worker(work: Path, arch: str) -> None:
             rows[f"{seed}_{sparsity}"] = {
                 "keras_accuracy": zoo_models.accuracy(final, split),
                 "stripped_sparsity": kernel_sparsity_of_weights(final.weights),
+                "kernel_sparsities": layer_sparsity(final.weights),
             }
     (work / "tfmot.json").write_text(json.dumps({"version": tfmot.__version__, "rows": rows}))
 
@@ -137,14 +175,14 @@ def tfcompress_run(split, float_model, seed, sparsity, allocation, calibration) 
     clone.set_weights(float_model.get_weights())
     schedule = tfc.pruning.PolynomialDecay(**schedule_kwargs(sparsity, len(split.x_train)))
     pruned = tfc.prune_low_magnitude(clone, schedule=schedule, allocation=allocation)
-    zoo_models.train(pruned, split, PRUNE_EPOCHS, seed, learning_rate=LEARNING_RATE,
-                     batch_size=BATCH, callbacks=[tfc.pruning.UpdatePruningStep()])  # fmt: skip
+    prune_fit(pruned, split, seed, [tfc.pruning.UpdatePruningStep()])
     final = tfc.strip_pruning(pruned)
     flatbuffer = tfc.convert(final, "int8", calibration)
     return {
         "keras_accuracy": zoo_models.accuracy(final, split),
         "int8_accuracy": tfc.evaluate_tflite(flatbuffer, split.x_test, split.y_test),
         "stripped_sparsity": kernel_sparsity_of_weights(final.weights),
+        "kernel_sparsities": layer_sparsity(final.weights),
         "int8_sparsity": int8_kernel_sparsity(flatbuffer),
     }
 
@@ -165,7 +203,7 @@ def measure_arch(arch: str, output: Path) -> None:
     calibration = calibration_sample(split.x_train, CALIBRATION)
     runs: dict = {method: {str(s): [] for s in SPARSITIES} for method in (*ALLOCATIONS, "tfmot")}
     floats: list = []
-    record = {"float_keras_accuracy": floats, "runs": runs}
+    record = {"float_keras_accuracy": floats, "test_examples": len(split.y_test), "runs": runs}
     with tempfile.TemporaryDirectory() as directory:
         work = Path(directory)
         np.save(work / "calibration.npy", calibration)
@@ -211,6 +249,7 @@ def measure_arch(arch: str, output: Path) -> None:
 
 
 def summarize(arch_rows: dict) -> dict:
+    """Mean of the seeds per method and sparsity, and each method's paired gap to tfmot."""
     import statistics
 
     summary = {}
@@ -219,11 +258,41 @@ def summarize(arch_rows: dict) -> dict:
             sparsity: {
                 "seeds": len(rows),
                 **{key: round(statistics.mean(r[key] for r in rows), 4) for key in KEYS},
+                **paired_gap(
+                    rows,
+                    arch_rows["runs"].get("tfmot", {}).get(sparsity, []),
+                    arch_rows.get("test_examples"),
+                ),
             }
             for sparsity, rows in by_sparsity.items()
             if rows
         }
     return summary
+
+
+def paired_gap(rows: list, tfmot_rows: list, test_examples: int | None) -> dict:
+    """Mean int8 accuracy minus tfmot's, seed by seed, with a 95% t interval (>= 3 seeds).
+
+    In test examples (digits) when their count is known, else in accuracy; absent for tfmot.
+    """
+    import statistics
+
+    from scipy import stats
+
+    theirs = {r["seed"]: r["int8_accuracy"] for r in tfmot_rows}
+    gaps = [r["int8_accuracy"] - theirs[r["seed"]] for r in rows if r["seed"] in theirs]
+    if rows is tfmot_rows or len(gaps) < 3:
+        return {}
+    unit, factor = ("digits", test_examples) if test_examples else ("accuracy", 1)
+    gaps = [g * factor for g in gaps]
+    mean, half = statistics.mean(gaps), 0.0
+    if len(set(gaps)) > 1:
+        half = stats.t.ppf(0.975, len(gaps) - 1) * statistics.stdev(gaps) / len(gaps) ** 0.5
+    return {
+        f"int8_gap_to_tfmot_{unit}": round(mean, 3),
+        f"int8_gap_to_tfmot_{unit}_ci95": [round(mean - half, 3), round(mean + half, 3)],
+        "int8_gap_seeds": len(gaps),
+    }
 
 
 def verdict(summaries: dict, default: str) -> dict:
@@ -306,6 +375,7 @@ def write_partial(
             "seeds": list(SEEDS), "sparsities": list(SPARSITIES),
             "prune_epochs": PRUNE_EPOCHS, "learning_rate": LEARNING_RATE, "batch": BATCH,
             "schedule": "PolynomialDecay 0 -> target over half the epochs, frequency 10",
+            "batch_order": os.environ.get("ALLOCATION_BENCH_ORDER", "fit"),
             "sparsity_measured_over": "kernels of Dense/Conv/DepthwiseConv/MHA layers "
             "(stripped model) and int8 tensors of rank >= 2 (int8 file)",
         },
@@ -341,9 +411,12 @@ if __name__ == "__main__":
         parser.add_argument("--sparsities", help="comma-separated (default 0.5,0.8)")
         parser.add_argument("--allocations", help="comma-separated (default: all)")
         parser.add_argument("--name", help="results/<name>.json (default pruning_allocation)")
+        parser.add_argument("--order", choices=("fit", "same"),
+                            help="'same': every method fine-tunes on identical batches (default "
+                            "'fit': each library's own shuffling)")  # fmt: skip
         arguments = parser.parse_args()
         for flag, variable in (("seeds", "SEEDS"), ("sparsities", "SPARSITIES"),
-                               ("allocations", "ALLOCATIONS"), ("name", "NAME")):  # fmt: skip
+                               ("allocations", "ALLOCATIONS"), ("name", "NAME"), ("order", "ORDER")):  # fmt: skip
             if getattr(arguments, flag):
                 os.environ[f"ALLOCATION_BENCH_{variable}"] = getattr(arguments, flag)
         SEEDS = tuple(int(s) for s in os.environ.get("ALLOCATION_BENCH_SEEDS", "0,1,2").split(","))
