@@ -15,8 +15,11 @@ reach the target overall sparsity.
 Run: .venv/bin/python benchmarks/pruning_allocation_bench.py [--jobs N] [arch ...]
      (architectures run in N worker processes, 3 by default; the results are written to
      benchmarks/results/pruning_allocation.json each time an architecture is done;
-     `--resummarize` recomputes the summaries and verdicts of the saved runs for the current
-     default allocation)
+     `--resummarize [name]` recomputes the summaries and verdicts of the saved runs of
+     results/<name>.json for the current default allocation; `--order same` fine-tunes every
+     method, tfmot included, on the same batches in the same order, so that the methods differ
+     only in how they prune; each method's summary has its paired int8 gap to tfmot, seed by
+     seed, in test examples, with a 95% t interval)
 """
 
 from __future__ import annotations
@@ -352,26 +355,39 @@ def main(archs: list[str], jobs: int) -> None:
             write_partial(write_results, results, summaries, DEFAULT_ALLOCATION, start, archs)
 
 
-def resummarize() -> None:
-    """Recompute the summaries and verdicts of the saved runs for the current default."""
+def resummarize(name: str = "pruning_allocation") -> None:
+    """Recompute the summaries and verdicts of the saved runs of results/<name>.json for the
+    current default (its settings are kept)."""
+    import zoo_models
     from _common import RESULTS, write_results
 
     from tfcompress.pruning.allocation import DEFAULT_ALLOCATION
 
-    saved = json.loads((RESULTS / "pruning_allocation.json").read_text())
+    saved = json.loads((RESULTS / f"{name}.json").read_text())
+    os.environ["ALLOCATION_BENCH_NAME"] = name
     results = saved["runs"]
+    for arch, rows in results.items():  # files written before the count was recorded
+        rows.setdefault("test_examples", len(zoo_models.load(arch).y_test))
     summaries = {arch: summarize(rows) for arch, rows in results.items()}
     start = time.perf_counter() - saved["seconds"]
     write_partial(write_results, results, summaries, DEFAULT_ALLOCATION, start,
-                  saved["architectures_requested"], measured_by=saved["command"])  # fmt: skip
+                  saved["architectures_requested"], measured_by=saved["command"],
+                  settings=saved["settings"])  # fmt: skip
 
 
 def write_partial(
-    write_results, results, summaries, default, start, archs, measured_by: str | None = None
+    write_results,
+    results,
+    summaries,
+    default,
+    start,
+    archs,
+    measured_by: str | None = None,
+    settings: dict | None = None,
 ) -> None:
     """Write what is measured so far (called each time an architecture is done)."""
     write_results(os.environ.get("ALLOCATION_BENCH_NAME", "pruning_allocation"), {
-        "settings": {
+        "settings": settings or {
             "seeds": list(SEEDS), "sparsities": list(SPARSITIES),
             "prune_epochs": PRUNE_EPOCHS, "learning_rate": LEARNING_RATE, "batch": BATCH,
             "schedule": "PolynomialDecay 0 -> target over half the epochs, frequency 10",
@@ -397,8 +413,8 @@ def write_partial(
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--tfmot-worker":
         tfmot_worker(Path(sys.argv[2]), sys.argv[3])
-    elif sys.argv[1:] == ["--resummarize"]:
-        resummarize()
+    elif sys.argv[1:2] == ["--resummarize"] and len(sys.argv) <= 3:
+        resummarize(*sys.argv[2:])
     elif len(sys.argv) == 4 and sys.argv[1] == "--arch-worker":
         arch_worker(sys.argv[2], Path(sys.argv[3]))
     else:
