@@ -15,6 +15,9 @@ def test_demo_writes_files_reports_and_plot(tmp_path):
     report = run_demo(tmp_path, epochs=2, log=lambda _: None)
     names = {row["name"] for row in report["rows"]}
     assert {f"digits_{mode}" for mode in MODES} <= names
+    makers = {"qat_int8", "qat_4bit_lsq_int8", "pruned_80_int8", "distilled_student_int8",
+              "clustered16_int8", "factorized50_int8"}  # fmt: skip
+    assert {f"digits_{name}" for name in makers} <= names  # every row maker's rows
     for row in report["rows"]:
         assert (tmp_path / f"{row['name']}.tflite").stat().st_size == row["bytes"]
         assert 0.0 <= row["accuracy"] <= 1.0 and row["gzip_bytes"] < row["bytes"]

@@ -18,11 +18,11 @@ LOW_BIT = {"weight_bits": 4, "learned_step": True}
 def make_rows(split: Split, float_model: keras.Model) -> list[tuple[str, keras.Model]]:
     """("qat int8", ...) and ("qat 4bit lsq int8", ...) fine-tuned from clones of `float_model`.
 
-    Example:
+    Example (skipped by the docstring tests: tests/test_demo.py runs every row maker):
         >>> from tfcompress.data import load_digits
         >>> from tfcompress.demo import train_float_model
         >>> split = load_digits()
-        >>> [name for name, _ in make_rows(split, train_float_model(split, 2))]
+        >>> [name for name, _ in make_rows(split, train_float_model(split, 2))]  # doctest: +SKIP
         ['qat int8', 'qat 4bit lsq int8']
     """
     rows = []
