@@ -2,24 +2,30 @@
 
 Models, on the digits-as-sequence task (each 8x8 image read as 8 steps of 8 features):
   * "LSTM" and "LSTM-stacked" (LSTM(return_sequences) -> LSTM), as in benchmarks/recurrent_bench.py;
+  * "GRU" and "GRU-stacked": the same two with GRU layers (Keras's default reset_after=True);
   * "Masking-LSTM": the same LSTM behind `Masking`, on rows whose tails are padded with zeros
     (a random length of 2 to 8 steps per sequence, the keyword/text model case).
 For each seed: train the float model, convert it to int8 (PTQ, 200 calibration sequences), then
 one epoch of quantization-aware fine-tuning and its int8 file. Agreement is top-1 agreement on the
 test split between the file and the Keras model it came from; the test accuracy of both is
-recorded too (`keras_accuracy`, `int8_accuracy`); `float_ops` counts ops left in float.
+recorded too (`keras_accuracy`, `int8_accuracy`); `float_ops` counts ops left in float;
+`flips_on_output_ties` counts the disagreements where the file's int8 logits of Keras's class
+equal the file's top logit (argmax took the other, earlier index: a tie at the output's scale).
 No timing here (recurrent_bench.py measures latency).
 
 `--per-step-output-ranges` gives the QAT layers returning sequences one output range per step, as
 before the shared range (TFLite's PACK stores the sequence at one scale): the "before" figures.
 
 Run: .venv/bin/python benchmarks/recurrent_agreement_bench.py [--seeds 0 1 2] [--epochs 10]
-     [--per-step-output-ranges]   (writes benchmarks/results/recurrent_agreement[_per_step].json)
+     [--kinds LSTM GRU ...] [--per-step-output-ranges]
+     (writes benchmarks/results/recurrent_agreement[_per_step].json; kinds not rerun keep their
+     saved rows)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -38,7 +44,7 @@ from tfcompress.quantization.recurrent import _UnrolledRecurrent  # noqa: E402
 
 L = keras.layers
 UNITS = 32
-KINDS = ("LSTM", "LSTM-stacked", "Masking-LSTM")
+KINDS = ("LSTM", "LSTM-stacked", "Masking-LSTM", "GRU", "GRU-stacked")
 
 
 def padded(x: np.ndarray, seed: int) -> np.ndarray:
@@ -52,12 +58,13 @@ def padded(x: np.ndarray, seed: int) -> np.ndarray:
 
 def build(kind: str) -> keras.Model:
     inputs = keras.Input((8, 8))
-    if kind == "LSTM-stacked":
-        hidden = L.LSTM(UNITS)(L.LSTM(UNITS, return_sequences=True)(inputs))
+    cell = L.GRU if kind.startswith("GRU") else L.LSTM
+    if kind.endswith("-stacked"):
+        hidden = cell(UNITS)(cell(UNITS, return_sequences=True)(inputs))
     elif kind == "Masking-LSTM":
         hidden = L.LSTM(UNITS)(L.Masking()(inputs))
     else:
-        hidden = L.LSTM(UNITS)(inputs)
+        hidden = cell(UNITS)(inputs)
     return keras.Model(inputs, L.Dense(10)(hidden), name=kind.lower().replace("-", "_"))
 
 
@@ -78,9 +85,14 @@ def per_step_output_ranges(qat: keras.Model) -> keras.Model:
 
 def agreement(model: keras.Model, flatbuffer: bytes, x: np.ndarray, y: np.ndarray) -> dict:
     expected = np.asarray(model.predict(x, verbose=0)).argmax(-1)
-    got = run_tflite(flatbuffer, x).argmax(-1)
+    logits = run_tflite(flatbuffer, x)
+    got = logits.argmax(-1)
+    # a flip where the file's int8 logits tie Keras's class with the one argmax picks first:
+    # the output scale, not the recurrence, decided it
+    tied = logits[np.arange(len(x)), expected] == logits.max(-1)
     return {
         "agreement": float(np.mean(got == expected)),
+        "flips_on_output_ties": int(np.sum((got != expected) & tied)),
         "keras_accuracy": float(np.mean(expected == y)),
         "int8_accuracy": float(np.mean(got == y)),
         "float_ops": len(tfc.inspect(flatbuffer).float_ops),
@@ -100,6 +112,22 @@ def measure(kind: str, seed: int, split, epochs: int, per_step: bool = False) ->
     qat.fit(x_train, split.y_train, epochs=1, batch_size=64, verbose=0)
     qat_row = agreement(qat, tfc.convert(qat, "int8", x_train[:200]), x_test, split.y_test)
     return {"ptq": ptq, "qat": qat_row}
+
+
+def kept_kinds(name: str, args: argparse.Namespace) -> dict:
+    """The kinds saved in results/<name>.json that this run does not measure (same seeds and
+    epochs), so `--kinds GRU` adds a row without dropping the others."""
+    path = Path(__file__).resolve().parent / "results" / f"{name}.json"
+    if not path.exists():
+        return {}
+    saved = json.loads(path.read_text())
+    if saved.get("epochs") != args.epochs:
+        return {}
+    return {
+        kind: row
+        for kind, row in saved.get("models", {}).items()
+        if kind not in args.kinds and sorted(row["seeds"]) == sorted(map(str, args.seeds))
+    }
 
 
 def main() -> None:
@@ -125,14 +153,15 @@ def main() -> None:
             },
         }
         print(kind, models[kind], flush=True)
+    name = "recurrent_agreement_per_step" if per_step else "recurrent_agreement"
     write_results(
-        "recurrent_agreement_per_step" if per_step else "recurrent_agreement",
+        name,
         {
             "qat_output_ranges": "one per step" if per_step else "one shared by all steps",
             "task": "digits as 8 steps of 8 features; top-1 agreement of the int8 file with Keras",
             "units": UNITS,
             "epochs": args.epochs,
-            "models": models,
+            "models": {**kept_kinds(name, args), **models},
         },
     )
 
