@@ -39,12 +39,21 @@ TEACHER_EPOCHS = 20
 KERAS_IO = {"alpha": 0.1, "temperature": 3}
 #: None: the `compile` default `"adam"` (learning rate 1e-3); `--learning-rate` overrides it
 LEARNING_RATE: float | None = None
+#: `--converged`: a schedule in which every zoo student trained alone reaches its plateau (test
+#: accuracy flat over the last 15 epochs, training accuracy >= 0.99), for both arms
+CONVERGED = {"learning_rate": 3e-3, "epochs": 60, "batch_size": 64}
+#: batches per `tf.function` call: identical training, ~3x less Python overhead on tiny models
+STEPS_PER_EXECUTION = 1
 
 
 def _optimizer() -> Any:
     import keras
 
     return "adam" if LEARNING_RATE is None else keras.optimizers.Adam(LEARNING_RATE)
+
+
+def _compile_args() -> dict[str, Any]:
+    return {"optimizer": _optimizer(), "steps_per_execution": STEPS_PER_EXECUTION}
 
 
 # ----------------------------------------------------------------------------- models
@@ -130,16 +139,16 @@ def _teachers(split, names: list[str] | None = None) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- recipes
 def _compile_defaults(distiller) -> None:
-    distiller.compile(optimizer=_optimizer())
+    distiller.compile(**_compile_args())
 
 
 def _compile_keras_io(distiller) -> None:
     import keras
 
     distiller.compile(
-        optimizer=_optimizer(),
         student_loss_fn=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         distillation_loss_fn=keras.losses.KLDivergence(),
+        **_compile_args(),
         **KERAS_IO,
     )
 
@@ -157,7 +166,7 @@ def _candidate(alpha: float, temperature: float, kind: str = "kl") -> Callable[[
             "ntkl": lambda: NonTargetKL(temperature),
         }[kind]()
         distiller.compile(
-            optimizer=_optimizer(),
+            **_compile_args(),
             distillation_loss_fn=loss,
             alpha=alpha,
             temperature=temperature,
@@ -168,7 +177,7 @@ def _candidate(alpha: float, temperature: float, kind: str = "kl") -> Callable[[
 
 def _grid() -> dict[str, Callable[[Any], None]]:
     grid = {}
-    for alpha in (0.0, 0.1, 0.3, 0.5, 0.7, 0.9):
+    for alpha in (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 0.95):
         for temperature in (1, 2, 4):
             grid[f"kl_a{alpha}_t{temperature}"] = _candidate(alpha, temperature)
     grid["kl_no_t2_a0.1_t3"] = _candidate(0.1, 3, "kl_no_t2")
@@ -184,12 +193,15 @@ def _zoo_run(
     archs: list[str],
     recipes: dict[str, Callable[[Any], None]],
     save: Callable[[dict[str, Any]], None] = lambda students: None,
+    converged: bool = False,
 ) -> dict[str, Any]:
     """Per zoo architecture x seed: its float model (zoo_bench's teacher) and its small student.
 
     Same protocol as `zoo_bench.py`'s `distill` and `student_scratch` rows: the student is built
     under the seed, trained for the architecture's float epochs with batch 64 and the `compile`
     defaults (Adam 1e-3), alone or distilled from the trained float model of the same seed.
+    `converged=True`: both arms train for `CONVERGED["epochs"]` with Adam
+    `CONVERGED["learning_rate"]` instead, and the scratch arm's test accuracy per epoch is kept.
     """
     import keras
     import zoo_models as zoo
@@ -197,35 +209,60 @@ def _zoo_run(
     import tfcompress as tfc
 
     students: dict[str, Any] = {}
+    batch = CONVERGED["batch_size"] if converged else 64
     for arch in archs:
-        split, epochs = zoo.load(arch), zoo.EPOCHS[arch]
+        split = zoo.load(arch)
+        epochs = CONVERGED["epochs"] if converged else zoo.EPOCHS[arch]
         row: dict[str, Any] = {"params": zoo.build(arch, 0, small=True).count_params()}
         row["scratch"], row["teacher"] = [], []
+        curves: list[list[float]] = []
         runs: dict[str, list[float]] = {name: [] for name in recipes}
         for seed in SEEDS:
             keras.utils.clear_session()
-            teacher = zoo.train(zoo.build(arch, seed), split, epochs, seed)
+            teacher = zoo.train(zoo.build(arch, seed), split, zoo.EPOCHS[arch], seed)
             row["teacher"].append(zoo.accuracy(teacher, split))
             keras.utils.set_random_seed(seed)
             student = zoo.build(arch, seed, small=True)
             student.compile(
-                optimizer=_optimizer(),
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"],
+                **_compile_args(),
             )
-            student.fit(split.x_train, split.y_train, batch_size=64, epochs=epochs, verbose=0)
+            keras.utils.set_random_seed(seed)
+            history = student.fit(
+                split.x_train,
+                split.y_train,
+                batch_size=batch,
+                epochs=epochs,
+                verbose=0,
+                validation_data=(split.x_test, split.y_test) if converged else None,
+            )
             row["scratch"].append(zoo.accuracy(student, split))
+            if converged:
+                curves.append([round(a, 4) for a in history.history["val_accuracy"]])
+                row.setdefault("scratch_train_accuracy", []).append(history.history["accuracy"][-1])
             for name, compile_fn in recipes.items():
                 keras.utils.set_random_seed(seed)
                 distiller = tfc.Distiller(
                     teacher=teacher, student=zoo.build(arch, seed, small=True)
                 )
                 compile_fn(distiller)
-                distiller.fit(split.x_train, split.y_train, batch_size=64, epochs=epochs, verbose=0)
+                keras.utils.set_random_seed(seed)
+                distiller.fit(
+                    split.x_train, split.y_train, batch_size=batch, epochs=epochs, verbose=0
+                )
                 runs[name].append(zoo.accuracy(distiller.student, split))
         row.update(runs)
         means = {k: _mean(v) for k, v in row.items() if isinstance(v, list)}
         row["means"] = means
         row["minus_scratch_pp"] = {name: 100 * (means[name] - means["scratch"]) for name in recipes}
+        # one test digit is 1/450 of the accuracy: the mean gap in digits over the 3 seeds
+        row["minus_scratch_digits"] = {
+            name: round(row["minus_scratch_pp"][name] * len(split.y_test) / 100, 2)
+            for name in recipes
+        }
+        if converged:
+            row["scratch_test_accuracy_per_epoch"] = curves
         students[arch] = row
         print(arch, {k: round(v, 4) for k, v in means.items()}, flush=True)
         save(students)  # a long run stopped half-way keeps the architectures it finished
@@ -314,9 +351,33 @@ def _merge(paths: list[str], name: str) -> None:
 
     parts = [json.loads(Path(path).read_text()) for path in paths]
     merged = {k: v for k, v in parts[0].items() if k not in ("benchmark", "command", "environment")}
-    merged["students"] = {s: row for part in parts for s, row in part["students"].items()}
+    merged["students"] = {}
+    for part in parts:
+        for student, row in part["students"].items():
+            if student not in merged["students"]:
+                merged["students"][student] = row
+                continue
+            # the same student in two runs of other recipes: scratch and teacher are re-run
+            # identically (same seeds), the recipes' lists and per-recipe dicts are combined
+            into = merged["students"][student]
+            for key, value in row.items():
+                if isinstance(value, dict) and isinstance(into.get(key), dict):
+                    into[key] = {**into[key], **value}
+                elif key not in into:
+                    into[key] = value
     merged["seconds"] = sum(part["seconds"] for part in parts)
-    merged.update(_summary(merged["students"]))
+    if "worst_minus_scratch_pp" in merged:  # --zoo runs: per recipe, over the students that ran it
+        recipes = {r for row in merged["students"].values() for r in row["minus_scratch_pp"]}
+        merged["worst_minus_scratch_pp"] = {
+            recipe: min(
+                row["minus_scratch_pp"][recipe]
+                for row in merged["students"].values()
+                if recipe in row["minus_scratch_pp"]
+            )
+            for recipe in sorted(recipes)
+        }
+    else:
+        merged.update(_summary(merged["students"]))
     write_results(name, merged)
 
 
@@ -341,8 +402,20 @@ def main() -> None:
         help="instead: the zoo_bench students of these architectures (none: all but resnet)",
     )
     parser.add_argument("--no-keras-io", action="store_true", help="skip keras.io's arguments")
+    parser.add_argument(
+        "--no-defaults", action="store_true", help="skip the library defaults (e.g. in the grid)"
+    )
+    parser.add_argument(
+        "--converged",
+        action="store_true",
+        help="with --zoo: both arms trained to their plateau (CONVERGED), not the zoo's schedule",
+    )
     args = parser.parse_args()
     LEARNING_RATE, EPOCHS = args.learning_rate, args.epochs
+    if args.converged:
+        global STEPS_PER_EXECUTION
+        LEARNING_RATE = args.learning_rate or CONVERGED["learning_rate"]
+        STEPS_PER_EXECUTION = 32
     if args.merge:
         _merge(args.merge, args.name or "distill_defaults")
         return
@@ -352,7 +425,9 @@ def main() -> None:
     import tfcompress as tfc
 
     started = time.perf_counter()
-    recipes: dict[str, Callable[[Any], None]] = {"defaults": _compile_defaults}
+    recipes: dict[str, Callable[[Any], None]] = {}
+    if not args.no_defaults:
+        recipes["defaults"] = _compile_defaults
     if not args.no_keras_io:
         recipes["keras_io"] = _compile_keras_io
     if args.grid is not None:
@@ -408,9 +483,13 @@ def main() -> None:
 
 
 def _zoo_main(args, recipes: dict[str, Callable[[Any], None]], started: float) -> None:
-    # resnet is left out by default: TF 2.21 aborts with a double free training its student
-    archs = args.zoo or ["mlp", "cnn1d", "cnn2d_bn", "dwsep", "transformer", "gru"]
-    _zoo_run(archs, recipes, lambda students: _zoo_save(args, recipes, students, started))
+    archs = args.zoo or ["mlp", "cnn1d", "cnn2d_bn", "dwsep", "resnet", "transformer", "gru"]
+    _zoo_run(
+        archs,
+        recipes,
+        lambda students: _zoo_save(args, recipes, students, started),
+        converged=args.converged,
+    )
 
 
 def _zoo_save(args, recipes: dict[str, Callable[[Any], None]], students, started) -> None:
@@ -423,10 +502,14 @@ def _zoo_save(args, recipes: dict[str, Callable[[Any], None]], students, started
         "dataset": "sklearn digits in each zoo architecture's input format (450 test images)",
         "protocol": {
             "seeds": list(SEEDS),
-            "epochs": "zoo_models.EPOCHS per architecture (the teacher's and the student's)",
-            "batch_size": 64,
+            "epochs": CONVERGED["epochs"]
+            if args.converged
+            else "zoo_models.EPOCHS per architecture (the teacher's and the student's)",
+            "batch_size": CONVERGED["batch_size"] if args.converged else 64,
             "optimizer": f"adam, learning rate {LEARNING_RATE or 1e-3}, scratch and distilled",
             "teacher": "the zoo's float model of the same seed (zoo_models.train, Adam 3e-3)",
+            "same_initial_weights_and_data_order": True,
+            "accuracy": "Keras float student on the 450 test digits",
         },
         "library_defaults": {k: repr(v) for k, v in _defaults().items()},
         "students": students,
