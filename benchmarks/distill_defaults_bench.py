@@ -194,6 +194,7 @@ def _zoo_run(
     recipes: dict[str, Callable[[Any], None]],
     save: Callable[[dict[str, Any]], None] = lambda students: None,
     converged: bool = False,
+    teacher_epochs: int | None = None,
 ) -> dict[str, Any]:
     """Per zoo architecture x seed: its float model (zoo_bench's teacher) and its small student.
 
@@ -219,7 +220,9 @@ def _zoo_run(
         runs: dict[str, list[float]] = {name: [] for name in recipes}
         for seed in SEEDS:
             keras.utils.clear_session()
-            teacher = zoo.train(zoo.build(arch, seed), split, zoo.EPOCHS[arch], seed)
+            teacher = zoo.train(
+                zoo.build(arch, seed), split, teacher_epochs or zoo.EPOCHS[arch], seed
+            )
             row["teacher"].append(zoo.accuracy(teacher, split))
             keras.utils.set_random_seed(seed)
             student = zoo.build(arch, seed, small=True)
@@ -410,6 +413,9 @@ def main() -> None:
         action="store_true",
         help="with --zoo: both arms trained to their plateau (CONVERGED), not the zoo's schedule",
     )
+    parser.add_argument(
+        "--teacher-epochs", type=int, default=None, help="with --zoo (default: zoo_models.EPOCHS)"
+    )
     args = parser.parse_args()
     LEARNING_RATE, EPOCHS = args.learning_rate, args.epochs
     if args.converged:
@@ -489,6 +495,7 @@ def _zoo_main(args, recipes: dict[str, Callable[[Any], None]], started: float) -
         recipes,
         lambda students: _zoo_save(args, recipes, students, started),
         converged=args.converged,
+        teacher_epochs=args.teacher_epochs,
     )
 
 
@@ -507,7 +514,8 @@ def _zoo_save(args, recipes: dict[str, Callable[[Any], None]], students, started
             else "zoo_models.EPOCHS per architecture (the teacher's and the student's)",
             "batch_size": CONVERGED["batch_size"] if args.converged else 64,
             "optimizer": f"adam, learning rate {LEARNING_RATE or 1e-3}, scratch and distilled",
-            "teacher": "the zoo's float model of the same seed (zoo_models.train, Adam 3e-3)",
+            "teacher": "the zoo's float model of the same seed (zoo_models.train, Adam 3e-3, "
+            f"{args.teacher_epochs or 'zoo_models.EPOCHS'} epochs)",
             "same_initial_weights_and_data_order": True,
             "accuracy": "Keras float student on the 450 test digits",
         },
