@@ -369,6 +369,7 @@ def _merge(paths: list[str], name: str) -> None:
                 elif key not in into:
                     into[key] = value
     merged["seconds"] = sum(part["seconds"] for part in parts)
+    merged["part_commands"] = [part["command"] for part in parts]
     if "worst_minus_scratch_pp" in merged:  # --zoo runs: per recipe, over the students that ran it
         recipes = {r for row in merged["students"].values() for r in row["minus_scratch_pp"]}
         merged["worst_minus_scratch_pp"] = {
