@@ -18,6 +18,15 @@ KL without its T**2 factor, MSE on logits) and writes `distill_defaults_grid.jso
 Run: .venv/bin/python benchmarks/distill_defaults_bench.py [--grid]
      (writes benchmarks/results/distill_defaults.json). On two cores, two processes over
      disjoint `--students ... --name part_a` / `part_b`, then `--merge <the two json files>`.
+
+`--zoo [arch ...] --converged` measures the small students of `zoo_bench.py` trained to their
+plateau (`CONVERGED`: Adam 3e-3, 60 epochs, batch 64, for both arms) and keeps the scratch arm's
+test accuracy per epoch; distill_defaults_converged.json was merged from per-architecture parts:
+     .venv/bin/python benchmarks/distill_defaults_bench.py --zoo mlp cnn1d transformer \
+         --converged --no-keras-io --grid kl_a0.5_t4 --name dd_conv_p1_a   (and the other archs;
+     resnet with TF_ENABLE_ONEDNN_OPTS=0: TF 2.21's oneDNN kernels corrupt the heap training it)
+     .venv/bin/python benchmarks/distill_defaults_bench.py --merge <parts> \
+         --name distill_defaults_converged
 """
 
 from __future__ import annotations
