@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import tfcompress as tfc
+from tests.outputs import inference
 from tfcompress.converter import run_tflite
 
 L = keras.layers
@@ -70,7 +71,7 @@ def test_recurrent_model_converts_to_full_integer_and_agrees(kind, mode, trained
     assert report.float_ops == []
     assert "FULLY_CONNECTED" in report.op_counts
     x_test = sequences[1]
-    expected = model.predict(x_test, verbose=0).argmax(-1)
+    expected = inference(model, x_test).argmax(-1)
     agreement = float((run_tflite(flatbuffer, x_test).argmax(-1) == expected).mean())
     assert agreement >= MIN_AGREEMENT
 
@@ -102,7 +103,7 @@ def test_static_batch_int8_conversion_does_not_crash(trained, sequences):
     flatbuffer = tfc.convert(model, "int8", sequences[0][:50])
     assert tfc.inspect(flatbuffer).float_ops == []
     got = run_tflite(flatbuffer, sequences[1][:20])
-    np.testing.assert_allclose(got, model.predict(sequences[1][:20], verbose=0), atol=0.1)
+    np.testing.assert_allclose(got, inference(model, sequences[1][:20]), atol=0.1)
 
 
 def test_variable_length_sequence_in_int8_says_what_to_do(sequences):

@@ -14,6 +14,7 @@ import numpy as np
 
 import tfcompress as tfc
 from tests.coverage.cases import Case
+from tests.outputs import inference
 from tfcompress.converter import run_tflite
 
 AGREEMENT = 0.99  # top-1 agreement between the Keras QAT model and its int8 file
@@ -101,9 +102,7 @@ def _integer_outcome(
 ) -> Outcome:
     report = tfc.inspect(flatbuffer)
     float_ops = sorted(set(report.float_ops))
-    # an eager call: the same kernels and values as predict(), without tracing a predict function
-    # (seconds for an unrolled recurrence; the conversion has traced the inference graph anyway)
-    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    expected = inference(model, x)
     got = np.asarray(run_tflite(flatbuffer, x))
     agreement = float((expected.argmax(-1) == got.argmax(-1)).mean())
     output = report.tensors[report.outputs[0]].quantization

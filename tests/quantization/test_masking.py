@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import tfcompress as tfc
+from tests.outputs import inference
 from tfcompress.converter import run_tflite
 from tfcompress.quantization.integer_friendly import integer_friendly
 from tfcompress.quantization.masking import (
@@ -76,7 +77,7 @@ def test_rewritten_masked_model_averages_only_the_unmasked_steps(masked_model, p
     kinds = {type(layer) for layer in rewritten.layers}
     assert {IntegerMasking, IntegerGlobalAveragePooling1D} <= kinds
     np.testing.assert_allclose(
-        rewritten.predict(x_test, verbose=0), masked_model.predict(x_test, verbose=0), atol=1e-5
+        inference(rewritten, x_test), inference(masked_model, x_test), atol=1e-5
     )
 
 
@@ -84,7 +85,7 @@ def test_masked_model_converts_to_int8_without_float_ops(masked_model, padded_di
     x, _, x_test = padded_digits
     flatbuffer = tfc.convert(masked_model, "int8", x[:100])
     assert tfc.inspect(flatbuffer).float_ops == []
-    expected = masked_model.predict(x_test, verbose=0)
+    expected = inference(masked_model, x_test)
     assert _agreement(expected, run_tflite(flatbuffer, x_test)) >= 0.99
 
 
@@ -107,15 +108,15 @@ def test_quantization_aware_masked_model_keeps_the_mask_through_its_ranges(
     _, _, x_test = padded_digits
     assert any(isinstance(layer, StepMask) for layer in masked_qat.layers)
     # the masked average survives quantize_model: padded steps stay out of the mean
-    float_logits = masked_model.predict(x_test, verbose=0)
-    assert _agreement(float_logits, masked_qat.predict(x_test, verbose=0)) >= 0.97
+    float_logits = inference(masked_model, x_test)
+    assert _agreement(float_logits, inference(masked_qat, x_test)) >= 0.97
 
 
 def test_quantization_aware_masked_model_converts_to_int8_and_agrees(masked_qat, padded_digits):
     x, _, x_test = padded_digits
     flatbuffer = tfc.convert(masked_qat, "int8", x[:100])
     assert tfc.inspect(flatbuffer).float_ops == []
-    expected = masked_qat.predict(x_test, verbose=0)
+    expected = inference(masked_qat, x_test)
     assert _agreement(expected, run_tflite(flatbuffer, x_test)) >= 0.99
 
 
@@ -126,6 +127,4 @@ def test_quantization_aware_masked_model_round_trips_through_keras_file(
     path = tmp_path / "masked.keras"
     masked_qat.save(path)
     loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(
-        loaded.predict(x_test, verbose=0), masked_qat.predict(x_test, verbose=0), atol=1e-5
-    )
+    np.testing.assert_allclose(inference(loaded, x_test), inference(masked_qat, x_test), atol=1e-5)

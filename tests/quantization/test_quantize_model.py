@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import tfcompress as tfc
+from tests.outputs import inference
 from tfcompress.converter import run_tflite
 from tfcompress.data import Split
 from tfcompress.graph import clone_with_weights
@@ -41,7 +42,7 @@ def test_digits_qat_converts_to_full_int8_matching_keras(
     assert tfc.inspect(flatbuffer).float_ops == []
     float_accuracy = trained_digits_cnn.evaluate(digits.x_test, digits.y_test, verbose=0)[1]
     assert tfc.evaluate_tflite(flatbuffer, digits.x_test, digits.y_test) >= float_accuracy - 0.003
-    keras_top1 = digits_qat.predict(digits.x_test, verbose=0).argmax(axis=1)
+    keras_top1 = inference(digits_qat, digits.x_test).argmax(axis=1)
     tflite_top1 = run_tflite(flatbuffer, digits.x_test).argmax(axis=1)
     assert np.mean(keras_top1 == tflite_top1) >= 0.99
 
@@ -54,8 +55,8 @@ def test_batchnorm_is_folded_and_untrained_qat_tracks_float(
     assert any(w.batchnorm is not None for w in qat.layers if isinstance(w, QuantizeWrapper))
     # Calibrate the activation ranges once, then quantized and float predictions agree.
     qat(digits.x_train[:256], training=True)
-    float_top1 = trained_digits_cnn.predict(digits.x_test, verbose=0).argmax(axis=1)
-    qat_top1 = qat.predict(digits.x_test, verbose=0).argmax(axis=1)
+    float_top1 = inference(trained_digits_cnn, digits.x_test).argmax(axis=1)
+    qat_top1 = inference(qat, digits.x_test).argmax(axis=1)
     assert np.mean(float_top1 == qat_top1) >= 0.95
 
 
@@ -74,7 +75,7 @@ def test_keras_round_trip_predicts_identically_and_resumes_with_its_ranges(
     digits_qat.save(path)
     loaded = keras.saving.load_model(path)
     np.testing.assert_array_equal(
-        loaded.predict(digits.x_test, verbose=0), digits_qat.predict(digits.x_test, verbose=0)
+        inference(loaded, digits.x_test), inference(digits_qat, digits.x_test)
     )
     ranges = [
         layer.get_weights() for layer in loaded.layers if isinstance(layer, ActivationQuantizer)
@@ -123,7 +124,7 @@ def test_ops_slicing_and_nested_models_convert_without_float_ops(rng) -> None:
     qat.fit(x, np.arange(32) % 10, epochs=1, batch_size=16, verbose=0)
     flatbuffer = tfc.convert(qat, mode="int8", representative_data=x)
     assert tfc.inspect(flatbuffer).float_ops == []
-    np.testing.assert_allclose(run_tflite(flatbuffer, x), qat.predict(x, verbose=0), atol=0.02)
+    np.testing.assert_allclose(run_tflite(flatbuffer, x), inference(qat, x), atol=0.02)
 
 
 def _convnext_like_model() -> keras.Model:
@@ -158,10 +159,10 @@ def test_layernorm_and_normalization_convert_without_float_ops(rng, tmp_path) ->
     # Keras's own LayerNormalization lowers to a float NEG, and Normalization of an input whose
     # range excludes the ImageNet means to a float requantize: both are rewritten.
     assert tfc.inspect(flatbuffer).float_ops == []
-    np.testing.assert_allclose(run_tflite(flatbuffer, x), qat.predict(x, verbose=0), atol=0.03)
+    np.testing.assert_allclose(run_tflite(flatbuffer, x), inference(qat, x), atol=0.03)
     qat.save(tmp_path / "convnext_like.keras")
     loaded = keras.saving.load_model(tmp_path / "convnext_like.keras")
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
+    np.testing.assert_array_equal(inference(loaded, x), inference(qat, x))
 
 
 def _separable_and_transpose_model() -> keras.Model:
@@ -191,12 +192,12 @@ def test_separable_and_transposed_convolutions_train_quantized(rng) -> None:
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in qat.layers)
     x = rng.uniform(-1, 1, (64, 8, 8, 3)).astype("float32")
     qat(x, training=True)  # ranges only: the quantized model still computes the float one
-    np.testing.assert_allclose(qat.predict(x, verbose=0), model.predict(x, verbose=0), atol=0.03)
+    np.testing.assert_allclose(inference(qat, x), inference(model, x), atol=0.03)
     qat.compile("adam", "sparse_categorical_crossentropy")
     qat.fit(x, np.arange(64) % 10, epochs=1, batch_size=16, verbose=0)
     flatbuffer = tfc.convert(qat, mode="int8", representative_data=x)
     assert tfc.inspect(flatbuffer).float_ops == []
-    np.testing.assert_allclose(run_tflite(flatbuffer, x), qat.predict(x, verbose=0), atol=0.02)
+    np.testing.assert_allclose(run_tflite(flatbuffer, x), inference(qat, x), atol=0.02)
 
 
 def _text_transformer() -> keras.Model:
@@ -222,12 +223,12 @@ def test_embedding_and_attention_train_quantized_and_convert(rng, tmp_path) -> N
     qat.fit(x, np.arange(128) % 3, epochs=2, batch_size=32, verbose=0)
     flatbuffer = tfc.convert(qat, mode="int8", representative_data=x)
     assert tfc.inspect(flatbuffer).float_ops == []
-    keras_out = qat.predict(x, verbose=0)
+    keras_out = inference(qat, x)
     error = np.abs(run_tflite(flatbuffer, x) - keras_out)
     assert error.mean() <= 0.02 * np.abs(keras_out).max()
     qat.save(tmp_path / "transformer.keras")
     loaded = keras.saving.load_model(tmp_path / "transformer.keras")
-    np.testing.assert_array_equal(loaded.predict(x, verbose=0), keras_out)
+    np.testing.assert_array_equal(inference(loaded, x), keras_out)
 
 
 @keras.saving.register_keras_serializable(package="tfcompress_tests")
@@ -250,7 +251,7 @@ def test_unknown_layer_stays_float_with_a_warning_and_converts(rng) -> None:
     x = rng.normal(size=(32, 8)).astype("float32")
     qat(x, training=True)
     flatbuffer = tfc.convert(qat, mode="int8", representative_data=x)
-    np.testing.assert_allclose(run_tflite(flatbuffer, x), qat.predict(x, verbose=0), atol=0.1)
+    np.testing.assert_allclose(run_tflite(flatbuffer, x), inference(qat, x), atol=0.1)
 
 
 def test_strict_mode_names_the_unknown_layer_and_how_to_annotate() -> None:

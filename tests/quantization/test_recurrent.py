@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import tfcompress as tfc
+from tests.outputs import inference
 from tfcompress.converter import run_tflite
 from tfcompress.quantization.recurrent import (
     UnrolledBidirectional,
@@ -82,7 +83,7 @@ def _trained(x, y, epochs: int = 3, learning_rate: float = 1e-2) -> keras.Model:
 
 
 def _agreement(model, flatbuffer, x) -> float:
-    expected = np.asarray(model.predict(x, verbose=0)).argmax(-1)
+    expected = np.asarray(inference(model, x)).argmax(-1)
     return float((run_tflite(flatbuffer, x).argmax(-1) == expected).mean())
 
 
@@ -132,7 +133,7 @@ def test_quantization_aware_recurrent_model_round_trips_through_keras_file(tmp_p
     qat.save(path)
     loaded = keras.saving.load_model(path)
     assert {type(layer) for layer in loaded.layers} >= {UnrolledBidirectional, UnrolledLSTM}
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), qat.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(inference(loaded, x), inference(qat, x), atol=1e-6)
 
 
 def test_float_unrolled_layer_round_trips_through_keras_file(tmp_path, rng):
@@ -143,7 +144,7 @@ def test_float_unrolled_layer_round_trips_through_keras_file(tmp_path, rng):
     model.save(path)
     x = rng.normal(size=(4, 6, 3)).astype("float32")
     loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(inference(loaded, x), inference(model, x), atol=1e-6)
 
 
 def test_variable_length_sequence_is_refused_with_what_to_do():
@@ -180,9 +181,7 @@ def test_embedding_mask_reaches_the_unrolled_recurrence(rng):
     ids = rng.integers(1, 10, size=(5, 6)).astype("int32")
     ids[:, 3:] = 0  # padding id
     flat = unroll_recurrent(model)
-    np.testing.assert_allclose(
-        flat.predict(ids, verbose=0), model.predict(ids, verbose=0), atol=1e-5
-    )
+    np.testing.assert_allclose(inference(flat, ids), inference(model, ids), atol=1e-5)
 
 
 def test_stateful_layer_is_refused_with_what_to_do():
