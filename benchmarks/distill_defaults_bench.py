@@ -53,6 +53,9 @@ LEARNING_RATE: float | None = None
 CONVERGED = {"learning_rate": 3e-3, "epochs": 60, "batch_size": 64}
 #: batches per `tf.function` call: identical training, ~3x less Python overhead on tiny models
 STEPS_PER_EXECUTION = 1
+#: optimizer steps of the student's whole fit (set by `_zoo_run`): the `anneal` candidates'
+#: `anneal_steps`
+TRAIN_STEPS = 0
 
 
 def _optimizer() -> Any:
@@ -164,7 +167,7 @@ def _compile_keras_io(distiller) -> None:
 
 def _candidate(alpha: float, temperature: float, kind: str = "kl") -> Callable[[Any], None]:
     def compile_candidate(distiller) -> None:
-        from tfcompress.distillation import FeatureLoss, LogitsKL, NonTargetKL
+        from tfcompress.distillation import FeatureLoss, LogitsKL, NonTargetKL, TeacherCorrectKL
 
         loss = {
             "kl": lambda: LogitsKL(temperature),
@@ -173,12 +176,17 @@ def _candidate(alpha: float, temperature: float, kind: str = "kl") -> Callable[[
             "mse": lambda: FeatureLoss(None, name="logits_mse"),
             # the teacher's ranking of the wrong classes only (decoupled KD's non-target term)
             "ntkl": lambda: NonTargetKL(temperature),
+            # the KL only on the examples the teacher gets right (the labels everywhere)
+            "gated": lambda: TeacherCorrectKL(temperature),
+            # the teacher's weight falls linearly to 0 over the fit (alpha -> 1)
+            "anneal": lambda: LogitsKL(temperature),
         }[kind]()
         distiller.compile(
             **_compile_args(),
             distillation_loss_fn=loss,
             alpha=alpha,
             temperature=temperature,
+            anneal_steps=TRAIN_STEPS if kind == "anneal" else None,
         )
 
     return compile_candidate
@@ -194,7 +202,42 @@ def _grid() -> dict[str, Callable[[Any], None]]:
     for alpha in (0.3, 0.5):
         for temperature in (1, 2, 4):
             grid[f"ntkl_a{alpha}_t{temperature}"] = _candidate(alpha, temperature, "ntkl")
+    for alpha in (0.5, 0.9):
+        grid[f"gated_a{alpha}_t1"] = _candidate(alpha, 1, "gated")
+        grid[f"anneal_a{alpha}_t1"] = _candidate(alpha, 1, "anneal")
+    grid["gated_anneal_a0.5_t1"] = _candidate_gated_anneal(0.5)
     return grid
+
+
+def _candidate_gated_anneal(alpha: float) -> Callable[[Any], None]:
+    def compile_candidate(distiller) -> None:
+        from tfcompress.distillation import TeacherCorrectKL
+
+        distiller.compile(
+            **_compile_args(),
+            distillation_loss_fn=TeacherCorrectKL(1.0),
+            alpha=alpha,
+            anneal_steps=TRAIN_STEPS,
+        )
+
+    return compile_candidate
+
+
+def _train_teacher(arch: str, split, epochs: int, seed: int) -> Any:
+    """`zoo_models.train` (Adam 3e-3, batch 64, `zoo_models.batches`) with steps_per_execution."""
+    import keras
+    import zoo_models as zoo
+
+    model = zoo.build(arch, seed)
+    keras.utils.set_random_seed(seed)
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        steps_per_execution=STEPS_PER_EXECUTION,
+    )
+    model.fit(zoo.batches(split, seed, 64), epochs=epochs, verbose=0)
+    return model
 
 
 # ----------------------------------------------------------------------------- the zoo
@@ -218,21 +261,23 @@ def _zoo_run(
 
     import tfcompress as tfc
 
+    global TRAIN_STEPS
     students: dict[str, Any] = {}
     batch = CONVERGED["batch_size"] if converged else 64
     for arch in archs:
         split = zoo.load(arch)
         epochs = CONVERGED["epochs"] if converged else zoo.EPOCHS[arch]
+        TRAIN_STEPS = epochs * -(-len(split.y_train) // batch)
         row: dict[str, Any] = {"params": zoo.build(arch, 0, small=True).count_params()}
         row["scratch"], row["teacher"] = [], []
         curves: list[list[float]] = []
         runs: dict[str, list[float]] = {name: [] for name in recipes}
         for seed in SEEDS:
             keras.utils.clear_session()
-            teacher = zoo.train(
-                zoo.build(arch, seed), split, teacher_epochs or zoo.EPOCHS[arch], seed
-            )
+            teacher = _train_teacher(arch, split, teacher_epochs or zoo.EPOCHS[arch], seed)
             row["teacher"].append(zoo.accuracy(teacher, split))
+            train_split = type(split)(split.x_train, split.y_train, split.x_train, split.y_train)
+            row.setdefault("teacher_train_accuracy", []).append(zoo.accuracy(teacher, train_split))
             keras.utils.set_random_seed(seed)
             student = zoo.build(arch, seed, small=True)
             student.compile(
@@ -242,9 +287,7 @@ def _zoo_run(
             )
             keras.utils.set_random_seed(seed)
             history = student.fit(
-                split.x_train,
-                split.y_train,
-                batch_size=batch,
+                zoo.batches(split, seed, batch),
                 epochs=epochs,
                 verbose=0,
                 validation_data=(split.x_test, split.y_test) if converged else None,
@@ -260,9 +303,7 @@ def _zoo_run(
                 )
                 compile_fn(distiller)
                 keras.utils.set_random_seed(seed)
-                distiller.fit(
-                    split.x_train, split.y_train, batch_size=batch, epochs=epochs, verbose=0
-                )
+                distiller.fit(zoo.batches(split, seed, batch), epochs=epochs, verbose=0)
                 runs[name].append(zoo.accuracy(distiller.student, split))
         row.update(runs)
         means = {k: _mean(v) for k, v in row.items() if isinstance(v, list)}

@@ -18,6 +18,7 @@ from tfcompress.distillation.losses import (
     LogitsKL,
     NonTargetKL,
     PairwiseDistanceLoss,
+    TeacherCorrectKL,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "LogitsKL",
     "NonTargetKL",
     "PairwiseDistanceLoss",
+    "TeacherCorrectKL",
 ]

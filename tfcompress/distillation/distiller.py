@@ -221,6 +221,7 @@ class Distiller(keras.Model):
         self._helpers = _Untracked(teacher_features=None, student_features=None)
         self.alpha = DEFAULT_ALPHA
         self.temperature = DEFAULT_TEMPERATURE
+        self.anneal_steps: int | None = None
         self.distillation_losses: list[DistillationLoss] = []
         self.student_loss_fn: Any = None
         # teachers, student and projections are built models/layers: nothing is left to build
@@ -257,6 +258,7 @@ class Distiller(keras.Model):
         distillation_loss_fn: Any = None,
         alpha: float = DEFAULT_ALPHA,
         temperature: float = DEFAULT_TEMPERATURE,
+        anneal_steps: int | None = None,
         **kwargs: Any,
     ) -> None:
         """Configure training (the keras.io `Distiller.compile` signature, plus more losses).
@@ -300,6 +302,9 @@ class Distiller(keras.Model):
                 (default 0.5; keras.io uses 0.1).
             temperature: softmax temperature > 0 for the default loss and keras.io-style loss
                 functions (default 1; keras.io uses 3).
+            anneal_steps: `None` (default) keeps `alpha` fixed; a number of optimizer steps
+                over which the student loss's weight rises linearly from `alpha` to 1 (the
+                teacher's weight falls to 0), so the student ends training on the labels alone.
             **kwargs: passed to `keras.Model.compile` (e.g. `jit_compile`).
 
         Example:
@@ -324,6 +329,13 @@ class Distiller(keras.Model):
                 f"Distiller.compile: `temperature` must be > 0, got {temperature!r}; use 1 for "
                 "plain softmax or 2-8 for softened targets."
             )
+        if anneal_steps is not None and (
+            isinstance(anneal_steps, bool) or not isinstance(anneal_steps, int) or anneal_steps < 1
+        ):
+            raise ValueError(
+                f"Distiller.compile: `anneal_steps` must be None or a number of optimizer steps "
+                f">= 1 (e.g. epochs * steps per epoch), got {anneal_steps!r}."
+            )
         kwargs.pop("loss", None)
         _check_strategy(
             {"student": self.student}
@@ -335,6 +347,7 @@ class Distiller(keras.Model):
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
         self.alpha = float(alpha)
         self.temperature = float(temperature)
+        self.anneal_steps = anneal_steps
         if student_loss_fn is None:
             student_loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         if isinstance(student_loss_fn, (str, dict)):
@@ -451,9 +464,13 @@ class Distiller(keras.Model):
                 projection = self.projections.get(f"{index}_{t_index}")
                 if projection is not None and loss.projects_features:
                     projected = projection(student_tensor)
-                value = value + t_weight * loss.compute(
-                    features[loss.teacher_layer or _OUTPUT], projected
+                teacher_tensor = features[loss.teacher_layer or _OUTPUT]
+                term = (
+                    loss.compute(teacher_tensor, projected, labels=y)
+                    if loss.uses_labels
+                    else loss.compute(teacher_tensor, projected)
                 )
+                value = value + t_weight * term
             each.append(loss.weight * value)
         distillation_loss = ops.sum(ops.stack(each)) if len(each) > 1 else each[0]
         return student_loss, distillation_loss, each
@@ -469,6 +486,15 @@ class Distiller(keras.Model):
         for tracker, value in zip(self.loss_trackers, each, strict=False):
             tracker.update_state(value, sample_weight=size)
 
+    def _current_alpha(self) -> Any:
+        """`alpha`, or with `anneal_steps` its value at this optimizer step (up to 1)."""
+        if self.anneal_steps is None:
+            return self.alpha
+        progress = ops.minimum(
+            ops.cast(self.optimizer.iterations, "float32") / float(self.anneal_steps), 1.0
+        )
+        return self.alpha + (1.0 - self.alpha) * progress
+
     def train_step(self, data: Any) -> dict[str, Any]:
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         teachers = self._teacher_forward(x)
@@ -477,7 +503,8 @@ class Distiller(keras.Model):
             student_loss, distillation_loss, each = self._distillation_terms(
                 y, sample_weight, student, teachers
             )
-            total = self.alpha * student_loss + (1.0 - self.alpha) * distillation_loss
+            alpha = self._current_alpha()
+            total = alpha * student_loss + (1.0 - alpha) * distillation_loss
             if self.student.losses:
                 total = total + ops.sum(ops.stack(self.student.losses))
             # gradients are summed over replicas: scale so the update uses the global mean
@@ -494,7 +521,8 @@ class Distiller(keras.Model):
         student_loss, distillation_loss, each = self._distillation_terms(
             y, sample_weight, student, self._teacher_forward(x)
         )
-        total = self.alpha * student_loss + (1.0 - self.alpha) * distillation_loss
+        alpha = self._current_alpha()
+        total = alpha * student_loss + (1.0 - alpha) * distillation_loss
         self._track(student_loss, distillation_loss, each, total, student[_OUTPUT])
         return self.compute_metrics(x, y, student[_OUTPUT], sample_weight=sample_weight)
 
@@ -533,6 +561,7 @@ class Distiller(keras.Model):
             "distillation_loss_fn": [serialize(loss) for loss in self.distillation_losses],
             "alpha": self.alpha,
             "temperature": self.temperature,
+            "anneal_steps": self.anneal_steps,
         }
 
     def compile_from_config(self, config: dict[str, Any]) -> None:
@@ -544,6 +573,7 @@ class Distiller(keras.Model):
             distillation_loss_fn=[deserialize(c) for c in config["distillation_loss_fn"]],
             alpha=config["alpha"],
             temperature=config["temperature"],
+            anneal_steps=config.get("anneal_steps"),
         )
         if self.built:
             self.optimizer.build(self.trainable_variables)

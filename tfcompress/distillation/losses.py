@@ -20,6 +20,7 @@ __all__ = [
     "LogitsKL",
     "NonTargetKL",
     "PairwiseDistanceLoss",
+    "TeacherCorrectKL",
     "per_sample_loss",
 ]
 
@@ -77,6 +78,8 @@ class DistillationLoss:
     default_name = "distillation"
     #: whether a learned projection may map student features to the teacher's width
     projects_features = False
+    #: whether `compute` takes the batch's labels too (`compute(teacher, student, labels=y)`)
+    uses_labels = False
 
     def __init__(
         self,
@@ -224,6 +227,76 @@ class NonTargetKL(LogitsKL):
         terms = ops.exp(log_teacher) * (log_teacher - ops.log_softmax(student, axis=-1))
         per_sample = ops.sum(ops.where(top, 0.0, terms), axis=-1)
         return ops.mean(per_sample) * (self.temperature**2)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.pop("loss")
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
+class TeacherCorrectKL(LogitsKL):
+    """`LogitsKL` on the examples the teacher classifies correctly, zero on the others.
+
+    The Distiller passes the batch's labels; an example whose label is not the teacher's top
+    class adds nothing to the distillation term (it still counts in the batch mean), so a
+    teacher that is wrong cannot pull the student away from the label there, while the
+    hard-label loss keeps training on every example. An option, not the default: see
+    `Distiller.compile` for what it measured.
+
+    Args:
+        temperature: softmax temperature, > 0 (the loss is multiplied by `temperature**2`).
+        weight, teacher_layer, student_layer, name: see `DistillationLoss`.
+
+    Example:
+        >>> import numpy as np, tfcompress as tfc
+        >>> loss = tfc.distillation.TeacherCorrectKL()
+        >>> teacher = np.array([[4.0, 0.0], [4.0, 0.0]], "float32")
+        >>> student = np.array([[0.0, 4.0], [0.0, 4.0]], "float32")
+        >>> # the teacher is wrong on both labels: nothing to distill
+        >>> float(loss.compute(teacher, student, labels=np.array([1, 1])))
+        0.0
+        >>> float(loss.compute(teacher, student, labels=np.array([0, 1]))) > 0
+        True
+    """
+
+    default_name = "teacher_correct_kl"
+    uses_labels = True
+
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        weight: float = 1.0,
+        teacher_layer: str | None = None,
+        student_layer: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(temperature, None, weight, teacher_layer, student_layer, name)
+        if teacher_layer is not None:
+            raise ValueError(
+                "TeacherCorrectKL: compares the models' outputs (class logits) with the labels; "
+                f"got teacher_layer={teacher_layer!r}. Use LogitsKL or FeatureLoss for layers."
+            )
+
+    def compute(self, teacher: Any, student: Any, labels: Any = None) -> Any:
+        if labels is None:
+            raise ValueError(
+                "TeacherCorrectKL.compute: needs the batch's `labels` (class indices or one-hot) "
+                "to tell where the teacher is right; the Distiller passes them."
+            )
+        teacher = ops.convert_to_tensor(teacher)
+        labels = ops.convert_to_tensor(labels)
+        if len(labels.shape) == len(teacher.shape) and labels.shape[-1] == teacher.shape[-1]:
+            labels = ops.argmax(labels, axis=-1)  # one-hot
+        labels = ops.reshape(ops.cast(labels, "int32"), (-1,))
+        correct = ops.cast(ops.equal(ops.argmax(teacher, axis=-1), labels), teacher.dtype)
+        teacher = teacher / self.temperature
+        student = ops.cast(ops.convert_to_tensor(student), teacher.dtype) / self.temperature
+        log_teacher = ops.log_softmax(teacher, axis=-1)
+        per_sample = ops.sum(
+            ops.exp(log_teacher) * (log_teacher - ops.log_softmax(student, axis=-1)), axis=-1
+        )
+        return ops.mean(per_sample * correct) * (self.temperature**2)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
