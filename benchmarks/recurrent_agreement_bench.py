@@ -17,9 +17,9 @@ No timing here (recurrent_bench.py measures latency).
 before the shared range (TFLite's PACK stores the sequence at one scale): the "before" figures.
 
 Run: .venv/bin/python benchmarks/recurrent_agreement_bench.py [--seeds 0 1 2] [--epochs 10]
-     [--kinds LSTM GRU ...] [--per-step-output-ranges]
-     (writes benchmarks/results/recurrent_agreement[_per_step].json; kinds not rerun keep their
-     saved rows)
+     [--kinds LSTM GRU ...] [--per-step-output-ranges] [--mode int16x8]
+     (writes benchmarks/results/recurrent_agreement[_per_step|_int16x8].json; kinds not rerun
+     keep their saved rows)
 """
 
 from __future__ import annotations
@@ -99,18 +99,20 @@ def agreement(model: keras.Model, flatbuffer: bytes, x: np.ndarray, y: np.ndarra
     }
 
 
-def measure(kind: str, seed: int, split, epochs: int, per_step: bool = False) -> dict:
+def measure(
+    kind: str, seed: int, split, epochs: int, per_step: bool = False, mode: str = "int8"
+) -> dict:
     x_train, x_test = split.x_train.reshape(-1, 8, 8), split.x_test.reshape(-1, 8, 8)
     if kind == "Masking-LSTM":
         x_train, x_test = padded(x_train, seed + 100), padded(x_test, seed + 200)
     keras.utils.set_random_seed(seed)
     model = compile_model(build(kind), 1e-2)
     model.fit(x_train, split.y_train, epochs=epochs, batch_size=64, verbose=0)
-    ptq = agreement(model, tfc.convert(model, "int8", x_train[:200]), x_test, split.y_test)
-    qat = tfc.quantize_model(model)
+    ptq = agreement(model, tfc.convert(model, mode, x_train[:200]), x_test, split.y_test)
+    qat = tfc.quantize_model(model, activation_bits=16 if mode == "int16x8" else 8)
     qat = compile_model(per_step_output_ranges(qat) if per_step else qat, 1e-3)
     qat.fit(x_train, split.y_train, epochs=1, batch_size=64, verbose=0)
-    qat_row = agreement(qat, tfc.convert(qat, "int8", x_train[:200]), x_test, split.y_test)
+    qat_row = agreement(qat, tfc.convert(qat, mode, x_train[:200]), x_test, split.y_test)
     return {"ptq": ptq, "qat": qat_row}
 
 
@@ -136,12 +138,21 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--per-step-output-ranges", action="store_true")
+    parser.add_argument(
+        "--mode",
+        default="int8",
+        choices=("int8", "int16x8"),
+        help="int16x8: 16-bit activations (PTQ in that mode, QAT with activation_bits=16)",
+    )
     args = parser.parse_args()
     per_step = args.per_step_output_ranges
     split = load_digits()
     models = {}
     for kind in args.kinds:
-        runs = {str(seed): measure(kind, seed, split, args.epochs, per_step) for seed in args.seeds}
+        runs = {
+            str(seed): measure(kind, seed, split, args.epochs, per_step, args.mode)
+            for seed in args.seeds
+        }
         models[kind] = {
             "seeds": runs,
             **{
@@ -154,11 +165,14 @@ def main() -> None:
         }
         print(kind, models[kind], flush=True)
     name = "recurrent_agreement_per_step" if per_step else "recurrent_agreement"
+    if args.mode != "int8":
+        name += f"_{args.mode}"
     write_results(
         name,
         {
             "qat_output_ranges": "one per step" if per_step else "one shared by all steps",
-            "task": "digits as 8 steps of 8 features; top-1 agreement of the int8 file with Keras",
+            "task": "digits as 8 steps of 8 features; top-1 agreement of the file with Keras",
+            "mode": args.mode,
             "units": UNITS,
             "epochs": args.epochs,
             "models": {**kept_kinds(name, args), **models},

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import tfcompress as tfc
+from tests.outputs import inference
 from tfcompress.converter import ConversionError, run_tflite
 from tfcompress.data import Split
 from tfcompress.graph import clone_with_weights
@@ -132,3 +133,20 @@ def test_bad_bit_widths_name_the_argument() -> None:
         quantize_model(model, activation_bits=4)
     with pytest.raises(ValueError, match=r"weight_bits must be an int in \[1, 8\]"):
         quantize_model(model, weight_bits=0)
+
+
+def test_16_bit_recurrent_qat_model_exports_to_int16x8(rng) -> None:
+    """Baking the weights in turns the unrolled QAT recurrences into float unrolled ones."""
+    inputs = keras.Input((4, 4))
+    sequence = keras.layers.LSTM(6, return_sequences=True)(inputs)
+    hidden = keras.layers.Bidirectional(keras.layers.GRU(4))(sequence)
+    model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    qat = quantize_model(model, activation_bits=16)
+    x = rng.normal(size=(64, 4, 4)).astype("float32")
+    qat(x, training=True)  # ranges only
+    assert not is_quantization_aware(strip_quantization(qat))
+    flatbuffer = tfc.convert(qat, "int16x8", representative_data=x)
+    report = tfc.inspect(flatbuffer)
+    assert report.float_ops == []
+    assert report.tensors[report.inputs[0]].dtype == "INT16"
+    np.testing.assert_allclose(run_tflite(flatbuffer, x), inference(qat, x), atol=0.01)

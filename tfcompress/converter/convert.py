@@ -157,12 +157,14 @@ def convert(
         )
     source = load_source(model, input_signature, safe_mode, custom_objects)
     source = _without_training_wrappers(source, input_signature)
-    # layers whose ops have no int8 kernel (fused RNN, NEG, SQUARE, ELU) -> int8-friendly ones
-    source = integer_friendly_source(source, mode)
     if mode == "int16x8":
         source = _without_fake_quant(source, representative_data, input_signature)
     elif mode in ("int8", "edgetpu"):
         _check_8_bit_activations(source, mode)
+    # layers whose ops have no int8 kernel (fused RNN, NEG, SQUARE, ELU) -> int8-friendly ones;
+    # after baking a QAT model's weights in: that gives back the Keras LSTM its unrolled QAT
+    # layer came from
+    source = integer_friendly_source(source, mode)
     if mode == "edgetpu":
         source = source.with_batch_size(1)
     concrete = source.concrete_function()

@@ -14,9 +14,16 @@ from tfcompress.quantization.wrapper import QuantizeWrapper
 
 def is_quantization_aware(model: Any) -> bool:
     """True when `model` (or a model nested in it) holds tfcompress fake-quant layers."""
+    from tfcompress.quantization.recurrent import UnrolledBidirectional, _UnrolledRecurrent
+
     layers = getattr(model, "layers", None) or []
     return any(
-        isinstance(layer, QuantizeWrapper | ActivationQuantizer) or is_quantization_aware(layer)
+        isinstance(layer, QuantizeWrapper | ActivationQuantizer)
+        or (
+            isinstance(layer, _UnrolledRecurrent | UnrolledBidirectional)
+            and layer.quantize_config is not None
+        )
+        or is_quantization_aware(layer)
         for layer in layers
     )
 
@@ -38,8 +45,9 @@ def strip_quantization(model: keras.Model) -> keras.Model:
     """The float model a QAT model stands for: fake-quantized weights baked in, no fake quant.
 
     Each `QuantizeWrapper` becomes its plain layer whose kernel is the weight the int8 file would
-    store (BatchNormalization folded, values on the quantization grid) and every
-    `ActivationQuantizer` becomes an `Identity`. Use it to export a QAT model in a mode the
+    store (BatchNormalization folded, values on the quantization grid), each quantization-aware
+    unrolled LSTM/GRU/SimpleRNN/Bidirectional its float unrolled layer with those weights, and
+    every `ActivationQuantizer` an `Identity`. Use it to export a QAT model in a mode the
     converter cannot take fake quant in (`convert(mode="int16x8")` does this by itself), or to
     inspect the deployed weights.
 
@@ -57,11 +65,16 @@ def strip_quantization(model: keras.Model) -> keras.Model:
     """
     graph.check_model(model, "strip_quantization")
 
+    from tfcompress.quantization.recurrent import UnrolledBidirectional, _UnrolledRecurrent
+
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
         if isinstance(layer, ActivationQuantizer):
             return keras.layers.Identity(name=layer.name)
         if isinstance(layer, QuantizeWrapper):
             return _baked_layer(layer)
+        quantized = getattr(layer, "quantize_config", None) is not None
+        if quantized and isinstance(layer, _UnrolledRecurrent | UnrolledBidirectional):
+            return layer.baked()
         return None
 
     return graph.rebuild(model, replace)

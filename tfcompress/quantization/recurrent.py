@@ -203,6 +203,18 @@ class _UnrolledRecurrent(keras.layers.Layer):
     def _cell_weights(self) -> list[Any]:
         return [w for w in (self.kernel, self.recurrent_kernel, self.bias) if w is not None]
 
+    def _deployed_weights(self) -> list[Any]:
+        """The kernel, recurrent kernel and bias the integer file stores (kernels fake-quantized)."""
+        kernel, recurrent, bias = self._weights(training=False)
+        return [ops.convert_to_numpy(w) for w in (kernel, recurrent, bias) if w is not None]
+
+    def baked(self) -> _UnrolledRecurrent:
+        """This layer in float, with the weights its integer file stores (no fake quant)."""
+        plain = type(self).from_config({**self.get_config(), "quantize_config": None})
+        plain.build_from_config(self.get_build_config())
+        plain.set_weights(self._deployed_weights())
+        return plain
+
     # -- build ------------------------------------------------------------------------------
     def _bias_shape(self) -> tuple[int, ...]:
         return (self.gates * self.units,)
@@ -838,6 +850,14 @@ class UnrolledBidirectional(keras.layers.Layer):
             unrolled.build(layer.forward_layer.get_build_config()["input_shape"])
             unrolled.copy_weights_from(layer)
         return unrolled
+
+    def baked(self) -> UnrolledBidirectional:
+        """Both directions in float, with the weights the integer file stores (no fake quant)."""
+        plain = type(self).from_config({**self.get_config(), "quantize_config": None})
+        plain.build(self.forward_layer.get_build_config()["input_shape"])
+        plain.forward_layer.set_weights(self.forward_layer._deployed_weights())
+        plain.backward_layer.set_weights(self.backward_layer._deployed_weights())
+        return plain
 
     def copy_weights_from(self, layer: keras.layers.Bidirectional) -> None:
         """Take both directions' weights from the Keras `Bidirectional` this one replaces."""
