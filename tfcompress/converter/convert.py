@@ -165,6 +165,8 @@ def convert(
     # after baking a QAT model's weights in: that gives back the Keras LSTM its unrolled QAT
     # layer came from
     source = integer_friendly_source(source, mode)
+    if mode == "int16x8":
+        _refuse_masks_in_int16x8(source)
     if mode == "edgetpu":
         source = source.with_batch_size(1)
     concrete = source.concrete_function()
@@ -307,6 +309,31 @@ def _without_fake_quant(
         )
     _log.info("QAT model '%s': int16x8 export of its baked-in weights.", source.name)
     return load_source(strip_quantization(source.owner), input_signature)
+
+
+def _refuse_masks_in_int16x8(source: TraceableModel) -> None:
+    """Masks computed in integer ops are 8-bit only: in int16x8 they go wrong or do not convert."""
+    from tfcompress.quantization.masking import (
+        IntegerGlobalAveragePooling1D,
+        IntegerMasking,
+        StepMask,
+    )
+    from tfcompress.quantization.recurrent import UnrolledBidirectional, _UnrolledRecurrent
+
+    if not compat.is_keras3_model(source.owner):
+        return
+    for layer in source.owner._flatten_layers(include_self=False):
+        if isinstance(layer, UnrolledBidirectional):
+            layer = layer.forward_layer
+        masked = isinstance(layer, _UnrolledRecurrent) and layer.masked
+        if masked or isinstance(layer, IntegerMasking | StepMask | IntegerGlobalAveragePooling1D):
+            raise ConversionError(
+                f"mode='int16x8' cannot hold the mask of '{source.name}' (layer '{layer.name}'): "
+                "masks (Masking, Embedding(mask_zero=True)) are computed in 8-bit integer ops, "
+                "which TFLite's 16-bit kernels do not reproduce (the file would compute wrong "
+                "outputs). Convert with mode='int8' (full integer, masks included) or "
+                "'float16'/'dynamic', or pad without a mask."
+            )
 
 
 def _check_8_bit_activations(source: TraceableModel, mode: str) -> None:

@@ -14,18 +14,32 @@ from tfcompress.quantization.wrapper import QuantizeWrapper
 
 def is_quantization_aware(model: Any) -> bool:
     """True when `model` (or a model nested in it) holds tfcompress fake-quant layers."""
-    from tfcompress.quantization.recurrent import UnrolledBidirectional, _UnrolledRecurrent
-
     layers = getattr(model, "layers", None) or []
     return any(
         isinstance(layer, QuantizeWrapper | ActivationQuantizer)
-        or (
-            isinstance(layer, _UnrolledRecurrent | UnrolledBidirectional)
-            and layer.quantize_config is not None
-        )
+        or _quantized_integer_friendly(layer)
         or is_quantization_aware(layer)
         for layer in layers
     )
+
+
+def _quantized_integer_friendly(layer: Any) -> bool:
+    """An unrolled recurrence or an integer mask layer built quantization-aware."""
+    from tfcompress.quantization.masking import (
+        IntegerGlobalAveragePooling1D,
+        IntegerMasking,
+        StepMask,
+    )
+    from tfcompress.quantization.recurrent import UnrolledBidirectional, _UnrolledRecurrent
+
+    kinds = (
+        _UnrolledRecurrent,
+        UnrolledBidirectional,
+        IntegerMasking,
+        IntegerGlobalAveragePooling1D,
+        StepMask,
+    )
+    return isinstance(layer, kinds) and layer.quantize_config is not None
 
 
 def activation_bits(model: Any) -> set[int]:
@@ -46,8 +60,9 @@ def strip_quantization(model: keras.Model) -> keras.Model:
 
     Each `QuantizeWrapper` becomes its plain layer whose kernel is the weight the int8 file would
     store (BatchNormalization folded, values on the quantization grid), each quantization-aware
-    unrolled LSTM/GRU/SimpleRNN/Bidirectional its float unrolled layer with those weights, and
-    every `ActivationQuantizer` an `Identity`. Use it to export a QAT model in a mode the
+    unrolled LSTM/GRU/SimpleRNN/Bidirectional its float unrolled layer with those weights, each
+    quantization-aware integer mask layer its float twin, and every `ActivationQuantizer` an
+    `Identity`. Use it to export a QAT model in a mode the
     converter cannot take fake quant in (`convert(mode="int16x8")` does this by itself), or to
     inspect the deployed weights.
 
@@ -65,17 +80,17 @@ def strip_quantization(model: keras.Model) -> keras.Model:
     """
     graph.check_model(model, "strip_quantization")
 
-    from tfcompress.quantization.recurrent import UnrolledBidirectional, _UnrolledRecurrent
-
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
         if isinstance(layer, ActivationQuantizer):
             return keras.layers.Identity(name=layer.name)
         if isinstance(layer, QuantizeWrapper):
             return _baked_layer(layer)
-        quantized = getattr(layer, "quantize_config", None) is not None
-        if quantized and isinstance(layer, _UnrolledRecurrent | UnrolledBidirectional):
+        if not _quantized_integer_friendly(layer):
+            return None
+        if hasattr(layer, "baked"):  # an unrolled recurrence: its deployed weights
             return layer.baked()
-        return None
+        # a mask layer: no weights, only ranges
+        return type(layer).from_config({**layer.get_config(), "quantize_config": None})
 
     return graph.rebuild(model, replace)
 
