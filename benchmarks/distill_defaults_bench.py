@@ -27,6 +27,15 @@ test accuracy per epoch; distill_defaults_converged.json was merged from per-arc
      resnet with TF_ENABLE_ONEDNN_OPTS=0: TF 2.21's oneDNN kernels corrupt the heap training it)
      .venv/bin/python benchmarks/distill_defaults_bench.py --merge <parts> \
          --name distill_defaults_converged
+
+distill_defaults_converged2.json (the defaults' evidence): the same, with every fit on
+`zoo_models.batches` (a new seeded order per epoch), teachers trained 60 epochs too, and the
+"do no harm" candidates (alpha 0.9; `TeacherCorrectKL`; `anneal_steps`; both), from 3 parts:
+     G="--grid kl_a0.9_t1 gated_a0.5_t1 anneal_a0.5_t1 gated_anneal_a0.5_t1"
+     TF_NUM_INTRAOP_THREADS=1 .venv/bin/python benchmarks/distill_defaults_bench.py \
+         --zoo gru transformer cnn1d mlp --converged --teacher-epochs 60 --no-keras-io $G \
+         --name dd_conv2_a   (cnn2d_bn dwsep: dd_conv2_b; resnet: dd_conv2_c, both with
+         TF_ENABLE_ONEDNN_OPTS=0), then --merge them --name distill_defaults_converged2
 """
 
 from __future__ import annotations
