@@ -177,8 +177,27 @@ class LogitsKL(DistillationLoss):
         return {**super().get_config(), "temperature": self.temperature, "loss": loss}
 
 
+class _ExactLogitsKL(LogitsKL):
+    """A `LogitsKL` computed on the logits only (no Keras loss argument), temperature 1 by default."""
+
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        weight: float = 1.0,
+        teacher_layer: str | None = None,
+        student_layer: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(temperature, None, weight, teacher_layer, student_layer, name)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.pop("loss")
+        return config
+
+
 @keras.saving.register_keras_serializable(package="tfcompress")
-class NonTargetKL(LogitsKL):
+class NonTargetKL(_ExactLogitsKL):
     """KL divergence over the classes other than the teacher's top class ("dark knowledge" only).
 
     Both distributions are renormalized over the classes the teacher does not predict, so the
@@ -206,16 +225,6 @@ class NonTargetKL(LogitsKL):
 
     default_name = "non_target_kl"
 
-    def __init__(
-        self,
-        temperature: float = 1.0,
-        weight: float = 1.0,
-        teacher_layer: str | None = None,
-        student_layer: str | None = None,
-        name: str | None = None,
-    ) -> None:
-        super().__init__(temperature, None, weight, teacher_layer, student_layer, name)
-
     def compute(self, teacher: Any, student: Any) -> Any:
         teacher = ops.convert_to_tensor(teacher) / self.temperature
         student = ops.cast(ops.convert_to_tensor(student), teacher.dtype) / self.temperature
@@ -228,14 +237,9 @@ class NonTargetKL(LogitsKL):
         per_sample = ops.sum(ops.where(top, 0.0, terms), axis=-1)
         return ops.mean(per_sample) * (self.temperature**2)
 
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.pop("loss")
-        return config
-
 
 @keras.saving.register_keras_serializable(package="tfcompress")
-class TeacherCorrectKL(LogitsKL):
+class TeacherCorrectKL(_ExactLogitsKL):
     """`LogitsKL` on the examples the teacher classifies correctly, zero on the others.
 
     The Distiller passes the batch's labels; an example whose label is not the teacher's top
@@ -271,7 +275,7 @@ class TeacherCorrectKL(LogitsKL):
         student_layer: str | None = None,
         name: str | None = None,
     ) -> None:
-        super().__init__(temperature, None, weight, teacher_layer, student_layer, name)
+        super().__init__(temperature, weight, teacher_layer, student_layer, name)
         if teacher_layer is not None:
             raise ValueError(
                 "TeacherCorrectKL: compares the models' outputs (class logits) with the labels; "
@@ -297,11 +301,6 @@ class TeacherCorrectKL(LogitsKL):
             ops.exp(log_teacher) * (log_teacher - ops.log_softmax(student, axis=-1)), axis=-1
         )
         return ops.mean(per_sample * correct) * (self.temperature**2)
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.pop("loss")
-        return config
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
