@@ -8,7 +8,7 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -162,8 +162,7 @@ def convert(
     elif mode in ("int8", "edgetpu"):
         _check_8_bit_activations(source, mode)
     # layers whose ops have no int8 kernel (fused RNN, NEG, SQUARE, ELU) -> int8-friendly ones;
-    # after baking a QAT model's weights in: that gives back the Keras LSTM its unrolled QAT
-    # layer came from
+    # after int16x8's baking, so a baked QAT model gets the same rewrite as a float one
     source = integer_friendly_source(source, mode)
     if mode == "int16x8":
         _refuse_masks_in_int16x8(source)
@@ -313,6 +312,8 @@ def _without_fake_quant(
 
 def _refuse_masks_in_int16x8(source: TraceableModel) -> None:
     """Masks computed in integer ops are 8-bit only: in int16x8 they go wrong or do not convert."""
+    import keras
+
     from tfcompress.quantization.masking import (
         IntegerGlobalAveragePooling1D,
         IntegerMasking,
@@ -320,9 +321,15 @@ def _refuse_masks_in_int16x8(source: TraceableModel) -> None:
     )
     from tfcompress.quantization.recurrent import UnrolledBidirectional, _UnrolledRecurrent
 
+    def walk(model: Any) -> Iterator[Any]:  # nested models' layers too
+        for layer in model.layers:
+            yield layer
+            if isinstance(layer, keras.Model):
+                yield from walk(layer)
+
     if not compat.is_keras3_model(source.owner):
         return
-    for layer in source.owner._flatten_layers(include_self=False):
+    for layer in walk(source.owner):
         if isinstance(layer, UnrolledBidirectional):
             layer = layer.forward_layer
         masked = isinstance(layer, _UnrolledRecurrent) and layer.masked
