@@ -4,7 +4,7 @@ on the digits-as-sequence task (each 8x8 image read as 8 steps of 8 features).
 For each model: the float32 file (TF's own recurrent loop, batch 1, which that lowering needs), the
 float32 file of the batch-None model (which `convert` unrolls, as TF's loop cannot take it), the
 int8 file after post-training quantization (`convert(float_model, "int8", data)`, the recurrence
-unrolled by tfcompress) and the int8 file after quantization-aware fine-tuning (`quantize_model`,
+unrolled by tfcompress), the int16x8 file of the same (16-bit activations) and the int8 file after quantization-aware fine-tuning (`quantize_model`,
 one epoch). Agreement is top-1 agreement with the Keras model the file came from; latency is the
 median of batch-1 invocations on LiteRT (`tfc.benchmark_tflite`, 1 thread).
 
@@ -80,6 +80,7 @@ def measure(kind: str, split, epochs: int, runs: int) -> dict:
     float_file = tfc.convert(single, "float32")
     unrolled_float_file = tfc.convert(model, "float32")  # batch None: convert unrolls the loop
     int8_file = tfc.convert(model, "int8", x_train[:200])
+    int16x8_file = tfc.convert(model, "int16x8", x_train[:200])
     qat = compile_model(tfc.quantize_model(model), 1e-3)
     qat.fit(x_train, split.y_train, epochs=1, batch_size=64, verbose=0)
     qat_file = tfc.convert(qat, "int8")
@@ -87,9 +88,10 @@ def measure(kind: str, split, epochs: int, runs: int) -> dict:
         "float32": file_row(float_file, model, x_test, split.y_test, runs),
         "float32_unrolled": file_row(unrolled_float_file, model, x_test, split.y_test, runs),
         "int8_ptq": file_row(int8_file, model, x_test, split.y_test, runs),
+        "int16x8_ptq": file_row(int16x8_file, model, x_test, split.y_test, runs),
         "int8_qat": file_row(qat_file, qat, x_test, split.y_test, runs),
     }
-    for name in ("float32_unrolled", "int8_ptq", "int8_qat"):
+    for name in ("float32_unrolled", "int8_ptq", "int16x8_ptq", "int8_qat"):
         rows[name]["speedup_vs_float32"] = round(
             rows["float32"]["median_ms"] / rows[name]["median_ms"], 3
         )
@@ -111,7 +113,9 @@ def main() -> None:
         {
             "task": "digits as 8 steps of 8 features; 1 LiteRT thread, batch 1 latency",
             "epochs": args.epochs,
-            "timing_note": "single run on a shared 2-core machine; rerun on a quiet machine",
+            "timing_note": "one pass per file: median of --runs batch-1 invocations each; "
+            "run it on a quiet machine",
+            "runs": args.runs,
             "models": models,
         },
     )
