@@ -97,6 +97,7 @@ def test_float_mode_with_dynamic_batch_converts_by_unrolling(mode, rng):
 
 def test_static_batch_int8_conversion_does_not_crash(trained, sequences):
     """A batch-1 input used to crash TF's converter (SIGSEGV) on the fused GRU loop."""
+    keras.utils.set_random_seed(0)  # untrained: unseeded weights put the error anywhere near 0.1
     inputs = keras.Input((8, 8), batch_size=1)
     gru = L.GRU(6)
     model = keras.Model(inputs, L.Dense(10)(gru(inputs)))
