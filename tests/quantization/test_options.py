@@ -155,9 +155,9 @@ def test_16_bit_recurrent_qat_model_exports_to_int16x8(rng) -> None:
 def test_masked_recurrent_model_in_int16x8_is_refused_with_what_to_do(rng) -> None:
     """Masks are computed in 8-bit ops; TFLite's 16-bit kernels would compute wrong outputs."""
     inputs = keras.Input((4, 4))
-    hidden = keras.layers.LSTM(4)(keras.layers.Masking()(inputs))
+    hidden = keras.layers.LSTM(4)(keras.layers.Masking(name="padding")(inputs))
     model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
     x = rng.normal(size=(8, 4, 4)).astype("float32")
     for source in (model, quantize_model(model, activation_bits=16)):
-        with pytest.raises(ConversionError, match="int16x8.*'masking'.*mode='int8'"):
+        with pytest.raises(ConversionError, match="int16x8.*'padding'.*mode='int8'"):
             tfc.convert(source, "int16x8", representative_data=x)
