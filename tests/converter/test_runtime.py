@@ -144,3 +144,26 @@ def test_multi_output_evaluation_needs_the_output_named(two_head_model, digits):
         tfc.evaluate_tflite(flatbuffer, digits.x_test, digits.y_test, output=2)
     with pytest.raises(ValueError, match="no output named 'nope'"):
         tfc.evaluate_tflite(flatbuffer, digits.x_test, digits.y_test, output="nope")
+
+
+def test_a_stateful_lstm_file_starts_every_batch_from_zero_state():
+    # the plain TFLite converter fuses a tf_keras LSTM into UNIDIRECTIONAL_SEQUENCE_LSTM, whose
+    # state lives in variable tensors that outlive an invoke; a user may bring such a file
+    import tensorflow as tf
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential(
+        [tf_keras.Input((6, 4), batch_size=1), tf_keras.layers.LSTM(8), tf_keras.layers.Dense(3)]
+    )
+    function = tf.function(lambda x: model(x)).get_concrete_function(
+        tf.TensorSpec([1, 6, 4], tf.float32)
+    )
+    flatbuffer = tf.lite.TFLiteConverter.from_concrete_functions([function], model).convert()
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in tfc.inspect(flatbuffer).op_counts
+    x = np.random.default_rng(0).normal(size=(5, 6, 4)).astype(np.float32)
+
+    got = run_tflite(flatbuffer, x)
+
+    np.testing.assert_allclose(got, model.predict(x, batch_size=1, verbose=0), atol=1e-5)
+    np.testing.assert_array_equal(run_tflite(flatbuffer, x[::-1]), got[::-1])

@@ -157,6 +157,9 @@ def _invoke(
     interpreter.allocate_tensors()
     for detail, array in zip(details, batch, strict=True):
         interpreter.set_tensor(detail["index"], _quantize(array, detail))
+    # TFLite's fused LSTM/RNN kernels keep their state in variable tensors that outlive an
+    # invoke: without a reset, each batch would start from the last one's final state
+    interpreter.reset_all_variables()
     try:
         interpreter.invoke()
     except RuntimeError as error:

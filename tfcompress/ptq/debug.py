@@ -302,6 +302,7 @@ class _FileRunner:
             self.interpreter.allocate_tensors()
             for detail, array in zip(self.inputs, batch, strict=True):
                 self.interpreter.set_tensor(detail["index"], _quantize(array, detail))
+            self.interpreter.reset_all_variables()  # stateful kernels: see runtime._invoke
             self.interpreter.invoke()
             for slot, index in enumerate(tensors):
                 value = self.interpreter.get_tensor(index)
