@@ -323,6 +323,9 @@ def _zoo_run(
             name: round(row["minus_scratch_pp"][name] * len(split.y_test) / 100, 2)
             for name in recipes
         }
+        row["minus_scratch_digits_95"] = {
+            name: _paired_interval(row[name], row["scratch"], len(split.y_test)) for name in recipes
+        }
         if converged:
             row["scratch_test_accuracy_per_epoch"] = curves
         students[arch] = row
@@ -393,6 +396,18 @@ def _defaults() -> dict[str, Any]:
     }
 
 
+def _paired_interval(arm: list[float], scratch: list[float], n_test: int) -> list[float]:
+    """95% t-interval of the per-seed gap (same initial weights and batches), in test digits."""
+    import numpy as np
+    from scipy import stats
+
+    gaps = np.subtract(arm, scratch) * n_test
+    if len(gaps) < 2:
+        return [float(gaps.mean())] * 2
+    half = stats.t.ppf(0.975, len(gaps) - 1) * gaps.std(ddof=1) / np.sqrt(len(gaps))
+    return [round(float(gaps.mean() - half), 2), round(float(gaps.mean() + half), 2)]
+
+
 def _mean(values: list[float]) -> float:
     return statistics.mean(values)
 
@@ -445,7 +460,7 @@ def _merge(paths: list[str], name: str) -> None:
 
 
 def main() -> None:
-    global LEARNING_RATE, EPOCHS
+    global LEARNING_RATE, EPOCHS, SEEDS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--grid", nargs="*", default=None, help="also run these candidate settings (none: all)"
@@ -476,7 +491,11 @@ def main() -> None:
     parser.add_argument(
         "--teacher-epochs", type=int, default=None, help="with --zoo (default: zoo_models.EPOCHS)"
     )
+    parser.add_argument(
+        "--seeds", type=int, nargs="*", default=None, help=f"default: {' '.join(map(str, SEEDS))}"
+    )
     args = parser.parse_args()
+    SEEDS = tuple(args.seeds or SEEDS)
     LEARNING_RATE, EPOCHS = args.learning_rate, args.epochs
     if args.converged:
         global STEPS_PER_EXECUTION
