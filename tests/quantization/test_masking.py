@@ -71,6 +71,17 @@ def test_integer_masking_gives_the_keras_masking_output_and_mask(mask_value, rng
     )
 
 
+@pytest.mark.parametrize("mask_value", [0.0, -1.0])
+def test_16_bit_mask_is_the_same_mask_and_round_trips_its_config(mask_value, rng):
+    x = _padded(rng.normal(size=(6, 5, 3)).astype("float32"), seed=0, value=mask_value)
+    eight, sixteen = IntegerMasking(mask_value), IntegerMasking(mask_value, activation_bits=16)
+    np.testing.assert_array_equal(sixteen.compute_mask(x), eight.compute_mask(x))
+    again = IntegerMasking.from_config(sixteen.get_config())
+    assert again.activation_bits == again.step_mask.activation_bits == 16
+    with pytest.raises(ValueError, match="'bad'.*activation_bits must be 8 or 16"):
+        StepMask(activation_bits=4, name="bad")
+
+
 def test_rewritten_masked_model_averages_only_the_unmasked_steps(masked_model, padded_digits):
     _, _, x_test = padded_digits
     rewritten = integer_friendly(masked_model)

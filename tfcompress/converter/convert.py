@@ -311,15 +311,10 @@ def _without_fake_quant(
 
 
 def _refuse_masks_in_int16x8(source: TraceableModel) -> None:
-    """Masks computed in integer ops are 8-bit only: in int16x8 they go wrong or do not convert."""
+    """A masked average divides by the number of steps kept: TFLite has no 16x8 DIV kernel."""
     import keras
 
-    from tfcompress.quantization.masking import (
-        IntegerGlobalAveragePooling1D,
-        IntegerMasking,
-        StepMask,
-    )
-    from tfcompress.quantization.recurrent import UnrolledBidirectional, _UnrolledRecurrent
+    from tfcompress.quantization.masking import IntegerGlobalAveragePooling1D
 
     def walk(model: Any) -> Iterator[Any]:  # nested models' layers too
         for layer in model.layers:
@@ -330,16 +325,12 @@ def _refuse_masks_in_int16x8(source: TraceableModel) -> None:
     if not compat.is_keras3_model(source.owner):
         return
     for layer in walk(source.owner):
-        if isinstance(layer, UnrolledBidirectional):
-            layer = layer.forward_layer
-        masked = isinstance(layer, _UnrolledRecurrent) and layer.masked
-        if masked or isinstance(layer, IntegerMasking | StepMask | IntegerGlobalAveragePooling1D):
+        if isinstance(layer, IntegerGlobalAveragePooling1D):
             raise ConversionError(
-                f"mode='int16x8' cannot hold the mask of '{source.name}' (layer '{layer.name}'): "
-                "masks (Masking, Embedding(mask_zero=True)) are computed in 8-bit integer ops, "
-                "which TFLite's 16-bit kernels do not reproduce (the file would compute wrong "
-                "outputs). Convert with mode='int8' (full integer, masks included) or "
-                "'float16'/'dynamic', or pad without a mask."
+                f"mode='int16x8' cannot average the masked steps of '{source.name}' (layer "
+                f"'{layer.name}'): the average divides by the number of steps kept, and TFLite "
+                "has no 16-bit DIV kernel. Convert with mode='int8' (full integer, masks "
+                "included) or 'float16'/'dynamic', or pool without a mask."
             )
 
 

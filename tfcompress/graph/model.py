@@ -50,14 +50,29 @@ def built_like(new: keras.layers.Layer, layer: keras.layers.Layer) -> keras.laye
 
 
 def rebuild(
-    model: keras.Model, replace: Callable[[keras.layers.Layer], keras.layers.Layer | None]
+    model: keras.Model,
+    replace: Callable[[keras.layers.Layer], keras.layers.Layer | None],
+    fresh_masks: bool = False,
 ) -> keras.Model:
-    """Clone `model`; `replace(layer)` returns the new layer, or None to keep a fresh copy."""
+    """Clone `model`; `replace(layer)` returns the new layer, or None to keep a fresh copy.
+
+    `fresh_masks=True` makes each layer read the mask attached to its new input. A functional
+    model records the mask a layer received as an argument of its call, computed by ops outside
+    the layer that masks (Keras's NOT_EQUAL and ANY for `Masking`); a plain clone replays them, so
+    a mask computed differently by a replacement (`IntegerMasking`'s 0/1 mask) would never reach
+    the layers after it.
+    """
 
     def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
         replaced = replace(layer)
         return fresh_copy(layer) if replaced is None else replaced
 
+    def call(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
+        kwargs.pop("mask", None)
+        return layer(*args, **kwargs)
+
+    if fresh_masks:
+        return keras.models.clone_model(model, clone_function=clone, call_function=call)
     return keras.models.clone_model(model, clone_function=clone)
 
 

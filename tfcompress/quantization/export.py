@@ -92,7 +92,9 @@ def strip_quantization(model: keras.Model) -> keras.Model:
         # a mask layer: no weights, only ranges
         return type(layer).from_config({**layer.get_config(), "quantize_config": None})
 
-    return graph.rebuild(model, replace)
+    from tfcompress.quantization.integer_friendly import masks_steps
+
+    return graph.rebuild(model, replace, fresh_masks=masks_steps(model))
 
 
 def _baked_layer(wrapper: QuantizeWrapper) -> keras.layers.Layer:

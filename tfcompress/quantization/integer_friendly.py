@@ -9,7 +9,6 @@ same weights in int8-friendly ops. `convert` applies it in the integer modes (PT
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -137,7 +136,7 @@ def needs_rewrite(model: Any) -> bool:
     return has_recurrent_layers(model)
 
 
-def integer_friendly(model: keras.Model) -> keras.Model:
+def integer_friendly(model: keras.Model, activation_bits: int = 8) -> keras.Model:
     """A copy of `model` whose layers all lower to int8 TFLite kernels where an equivalent exists.
 
     LayerNormalization, Normalization, GroupNormalization, RMSNormalization, UnitNormalization,
@@ -147,6 +146,7 @@ def integer_friendly(model: keras.Model) -> keras.Model:
     `IntegerMasking` and, in a model that masks, `GlobalAveragePooling1D` becomes
     `IntegerGlobalAveragePooling1D` (`tfcompress.quantization.masking`). The copy computes the same
     function with the same weights; a model with nothing to replace is returned as is.
+    `activation_bits=16` (for `convert(mode="int16x8")`) gives the masks their 16-bit form.
 
     Example:
         >>> import numpy as np
@@ -167,36 +167,16 @@ def integer_friendly(model: keras.Model) -> keras.Model:
 
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
         if isinstance(layer, keras.Model) and needs_rewrite(layer):
-            return integer_friendly(layer)
+            return integer_friendly(layer, activation_bits)
+        if type(layer) is L.Masking and activation_bits != 8:
+            return IntegerMasking.from_config(
+                {**layer.get_config(), "activation_bits": activation_bits}
+            )
         if masked and type(layer) in _MASK_CONSUMERS:
             return _copy_as(layer, _MASK_CONSUMERS[type(layer)])
         return integer_friendly_layer(layer)
 
-    if masked:
-        return _rebuild_with_fresh_masks(model, replace)
-    return graph.rebuild(model, replace)
-
-
-def _rebuild_with_fresh_masks(
-    model: keras.Model, replace: Callable[[keras.layers.Layer], keras.layers.Layer | None]
-) -> keras.Model:
-    """`graph.rebuild`, with each layer's mask taken from its new input.
-
-    A functional model records the mask a layer received as an argument of its call, computed
-    by Keras ops (NOT_EQUAL, ANY) outside the layer that masks; a plain clone replays them, so
-    `IntegerMasking`'s int8 mask would never reach the layers after it. Dropping the recorded
-    argument makes each layer read the mask attached to its new input.
-    """
-
-    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
-        replaced = replace(layer)
-        return graph.fresh_copy(layer) if replaced is None else replaced
-
-    def call(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
-        kwargs.pop("mask", None)
-        return layer(*args, **kwargs)
-
-    return keras.models.clone_model(model, clone_function=clone, call_function=call)
+    return graph.rebuild(model, replace, fresh_masks=masked)
 
 
 def integer_friendly_source(source: TraceableModel, mode: str) -> TraceableModel:
@@ -221,7 +201,8 @@ def integer_friendly_source(source: TraceableModel, mode: str) -> TraceableModel
     if mode in INTEGER_MODES:
         if not needs_rewrite(model):
             return source
-        rewrite = integer_friendly
+        bits = 16 if mode == "int16x8" else 8
+        rewrite = lambda model: integer_friendly(model, bits)  # noqa: E731
     else:
         dynamic_batch = any(spec.shape[0] is None for spec in source.input_specs)
         if not (dynamic_batch and has_recurrent_layers(model)):

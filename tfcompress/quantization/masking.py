@@ -8,7 +8,10 @@ them, so an int8 file computes them in float between a DEQUANTIZE and a QUANTIZE
 `min(max_features |x - mask_value| * 1e6, 1)`: ABS, REDUCE_MAX, MUL and MINIMUM, all int8. In an
 int8 file `|x - mask_value|` is either exactly 0 (the padded steps, quantized exactly like the
 mask value) or at least one step of its range, which the MUL and MINIMUM saturate to exactly 1,
-so the int8 mask is exact whatever the calibrated range. The mask travels as that float 0/1
+so the int8 mask is exact whatever the calibrated range. With 16-bit activations
+(`activation_bits=16`, `convert(mode="int16x8")`) the factor 1e6 is applied in three steps
+(x10, x100, x1000, each followed by MINIMUM): TFLite's int16 requantization overflows (and wraps
+around to negative values) when one step rescales by more than about 2^16. The mask travels as that float 0/1
 tensor, which downstream layers multiply by without a CAST: `IntegerGlobalAveragePooling1D`
 averages the unmasked steps as `mean(x * m) / mean(m)` (MEAN, MUL, DIV: int8), and the unrolled
 recurrent layers (`tfcompress.quantization.recurrent`) hold their state on masked steps.
@@ -38,15 +41,21 @@ from tfcompress.quantization.quantizers import ActivationQuantizer
 # Differences from the mask value below 1e-6 count as equal in float; an int8 difference is 0
 # or at least one step of its range, so the int8 file is exact.
 _SHARPNESS = 1e6
+# The same factor in steps for 16-bit activations: the first multiplies the input's range by 10,
+# each later one [0, 1] by at most 1000, all well inside what int16 requantization can rescale.
+_SHARPNESS_16_BIT = (10.0, 100.0, 1000.0)
 
 
-def step_weights(inputs: Any, mask_value: float, saturate: Any = None) -> Any:
+def step_weights(
+    inputs: Any, mask_value: float, saturate: Any = None, activation_bits: int = 8
+) -> Any:
     """1.0 for each step of `inputs` (batch, steps, features) with a feature that differs from
     `mask_value`, else 0.0, in ops with int8 TFLite kernels.
 
     `saturate` (a fake quantizer on [0, 1], or None) replaces the final MINIMUM: quantization-
     aware, the MUL gets that range and saturates at 1 in the int8 file, with no range to
-    calibrate in between.
+    calibrate in between. `activation_bits=16` sharpens in three steps (the module's docstring
+    says why); the float result is the same.
 
     Example:
         >>> import numpy as np
@@ -55,10 +64,13 @@ def step_weights(inputs: Any, mask_value: float, saturate: Any = None) -> Any:
         [[1.0, 0.0]]
     """
     distance = ops.abs(inputs if mask_value == 0 else inputs - mask_value)
-    scaled = ops.max(distance, axis=-1) * _SHARPNESS
+    weights = ops.max(distance, axis=-1)
+    *steps, last = _SHARPNESS_16_BIT if activation_bits == 16 else (_SHARPNESS,)
+    for factor in steps:  # min(min(d * a, 1) * b, 1) == min(d * a * b, 1)
+        weights = ops.minimum(weights * factor, 1.0)
     if saturate is not None:  # quantization-aware: the [0, 1] range clips, as MINIMUM would
-        return saturate(scaled)
-    return ops.minimum(scaled, 1.0)
+        return saturate(weights * last)
+    return ops.minimum(weights * last, 1.0)
 
 
 def as_weights(mask: Any, dtype: Any = "float32") -> Any:
@@ -73,6 +85,14 @@ def as_weights(mask: Any, dtype: Any = "float32") -> Any:
     if keras.backend.standardize_dtype(mask.dtype) == "bool":
         return ops.cast(mask, dtype)
     return mask
+
+
+def _activation_bits(bits: int, quantize_config: QuantizeConfig | None, name: str) -> int:
+    if quantize_config is not None:
+        bits = quantize_config.activation_bits
+    if bits not in (8, 16):
+        raise ValueError(f"'{name}': activation_bits must be 8 or 16; got {bits!r}.")
+    return int(bits)
 
 
 def _config(quantize_config: QuantizeConfig | dict | None, name: str) -> QuantizeConfig | None:
@@ -101,6 +121,8 @@ class StepMask(keras.layers.Layer):
 
     Args:
         mask_value: the padding value.
+        quantize_config: quantization-aware when set (its `activation_bits` then wins).
+        activation_bits: 8, or 16 for a model converted with `mode="int16x8"`.
         **kwargs: base layer arguments.
 
     Example:
@@ -113,11 +135,13 @@ class StepMask(keras.layers.Layer):
         self,
         mask_value: float = 0.0,
         quantize_config: QuantizeConfig | dict | None = None,
+        activation_bits: int = 8,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.mask_value = float(mask_value)
         self.quantize_config = _config(quantize_config, self.name)
+        self.activation_bits = _activation_bits(activation_bits, self.quantize_config, self.name)
         self._saturate = None
         if self.quantize_config is not None:
             self._saturate = ActivationQuantizer(
@@ -131,7 +155,7 @@ class StepMask(keras.layers.Layer):
         saturate = None
         if self._saturate is not None:
             saturate = lambda t: self._saturate(t, training=training)  # noqa: E731
-        return step_weights(inputs, self.mask_value, saturate)
+        return step_weights(inputs, self.mask_value, saturate, self.activation_bits)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return tuple(input_shape[:-1])
@@ -141,6 +165,7 @@ class StepMask(keras.layers.Layer):
             **super().get_config(),
             "mask_value": self.mask_value,
             "quantize_config": _serialized(self.quantize_config),
+            "activation_bits": self.activation_bits,
         }
 
 
@@ -155,6 +180,8 @@ class IntegerMasking(keras.layers.Masking):
 
     Args:
         mask_value: the padding value; a step whose features all equal it is masked.
+        quantize_config: quantization-aware when set (its `activation_bits` then wins).
+        activation_bits: 8, or 16 for a model converted with `mode="int16x8"` (see the module).
         **kwargs: base layer arguments (name, dtype...).
 
     Example:
@@ -168,6 +195,7 @@ class IntegerMasking(keras.layers.Masking):
         self,
         mask_value: float = 0.0,
         quantize_config: QuantizeConfig | dict | None = None,
+        activation_bits: int = 8,
         **kwargs: Any,
     ) -> None:
         # Masking.__init__ builds the layer at once; the sublayer must exist before that
@@ -176,8 +204,12 @@ class IntegerMasking(keras.layers.Masking):
         self.supports_masking = True
         self.quantize_config = _config(quantize_config, self.name)
         self.step_mask = StepMask(
-            self.mask_value, quantize_config=self.quantize_config, name=f"{self.name}_steps"
+            self.mask_value,
+            quantize_config=self.quantize_config,
+            activation_bits=activation_bits,
+            name=f"{self.name}_steps",
         )
+        self.activation_bits = self.step_mask.activation_bits
         self._build_at_init()
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
@@ -188,7 +220,11 @@ class IntegerMasking(keras.layers.Masking):
         return self.step_mask(inputs)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "quantize_config": _serialized(self.quantize_config)}
+        return {
+            **super().get_config(),
+            "quantize_config": _serialized(self.quantize_config),
+            "activation_bits": self.activation_bits,
+        }
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
