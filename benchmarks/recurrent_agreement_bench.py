@@ -13,12 +13,16 @@ recorded too (`keras_accuracy`, `int8_accuracy`); `float_ops` counts ops left in
 equal the file's top logit (argmax took the other, earlier index: a tie at the output's scale).
 No timing here (recurrent_bench.py measures latency).
 
+`--route lstm-kernel` converts the LSTM kinds through TFLite's own fused integer LSTM kernel
+(UNIDIRECTIONAL_SEQUENCE_LSTM, int8 with 16-bit internals; `recurrent_bench.lstm_kernel_file`)
+instead of tfcompress's unrolled recurrence: PTQ only, as QAT simulates the unrolled ops.
+
 `--per-step-output-ranges` gives the QAT layers returning sequences one output range per step, as
 before the shared range (TFLite's PACK stores the sequence at one scale): the "before" figures.
 
 Run: .venv/bin/python benchmarks/recurrent_agreement_bench.py [--seeds 0 1 2] [--epochs 10]
-     [--kinds LSTM GRU ...] [--per-step-output-ranges] [--mode int16x8]
-     (writes benchmarks/results/recurrent_agreement[_per_step|_int16x8].json; kinds not rerun
+     [--kinds LSTM GRU ...] [--per-step-output-ranges] [--mode int16x8] [--route lstm-kernel]
+     (writes benchmarks/results/recurrent_agreement[_per_step|_int16x8|_lstm_kernel].json; kinds not rerun
      keep their saved rows)
 """
 
@@ -34,11 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from _common import write_results  # noqa: E402
-from recurrent_bench import compile_model  # noqa: E402
+from recurrent_bench import compile_model, lstm_kernel_file  # noqa: E402
 
 import tfcompress as tfc  # noqa: E402
 from tfcompress import graph  # noqa: E402
-from tfcompress.converter import run_tflite  # noqa: E402
+from tfcompress.converter import ConversionError, run_tflite  # noqa: E402
 from tfcompress.data import load_digits  # noqa: E402
 from tfcompress.quantization.recurrent import _UnrolledRecurrent  # noqa: E402
 
@@ -100,7 +104,13 @@ def agreement(model: keras.Model, flatbuffer: bytes, x: np.ndarray, y: np.ndarra
 
 
 def measure(
-    kind: str, seed: int, split, epochs: int, per_step: bool = False, mode: str = "int8"
+    kind: str,
+    seed: int,
+    split,
+    epochs: int,
+    per_step: bool = False,
+    mode: str = "int8",
+    route: str = "unrolled",
 ) -> dict:
     x_train, x_test = split.x_train.reshape(-1, 8, 8), split.x_test.reshape(-1, 8, 8)
     if kind == "Masking-LSTM":
@@ -108,6 +118,15 @@ def measure(
     keras.utils.set_random_seed(seed)
     model = compile_model(build(kind), 1e-2)
     model.fit(x_train, split.y_train, epochs=epochs, batch_size=64, verbose=0)
+    if route == "lstm-kernel":  # TFLite's own LSTM kernel: PTQ only (QAT simulates the unrolled)
+        try:
+            return {
+                "ptq": agreement(
+                    model, lstm_kernel_file(model, x_train[:200]), x_test, split.y_test
+                )
+            }
+        except ConversionError as error:
+            return {"ptq": {"error": str(error).splitlines()[0]}}
     ptq = agreement(model, tfc.convert(model, mode, x_train[:200]), x_test, split.y_test)
     qat = tfc.quantize_model(model, activation_bits=16 if mode == "int16x8" else 8)
     qat = compile_model(per_step_output_ranges(qat) if per_step else qat, 1e-3)
@@ -139,18 +158,26 @@ def main() -> None:
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     parser.add_argument("--per-step-output-ranges", action="store_true")
     parser.add_argument(
+        "--route",
+        default="unrolled",
+        choices=("unrolled", "lstm-kernel"),
+        help="lstm-kernel: PTQ through TFLite's fused integer LSTM kernel instead (LSTM kinds)",
+    )
+    parser.add_argument(
         "--mode",
         default="int8",
         choices=("int8", "int16x8"),
         help="int16x8: 16-bit activations (PTQ in that mode, QAT with activation_bits=16)",
     )
     args = parser.parse_args()
+    if args.route == "lstm-kernel" and any(kind.startswith("GRU") for kind in args.kinds):
+        parser.error("--route lstm-kernel takes LSTM kinds only (TFLite's kernel is an LSTM's)")
     per_step = args.per_step_output_ranges
     split = load_digits()
     models = {}
     for kind in args.kinds:
         runs = {
-            str(seed): measure(kind, seed, split, args.epochs, per_step, args.mode)
+            str(seed): measure(kind, seed, split, args.epochs, per_step, args.mode, args.route)
             for seed in args.seeds
         }
         models[kind] = {
@@ -161,18 +188,22 @@ def main() -> None:
                 )
                 for mode in ("ptq", "qat")
                 for figure in ("agreement", "keras_accuracy", "int8_accuracy")
+                if all(figure in run.get(mode, {}) for run in runs.values())
             },
         }
         print(kind, models[kind], flush=True)
     name = "recurrent_agreement_per_step" if per_step else "recurrent_agreement"
     if args.mode != "int8":
         name += f"_{args.mode}"
+    if args.route != "unrolled":
+        name += "_" + args.route.replace("-", "_")
     write_results(
         name,
         {
             "qat_output_ranges": "one per step" if per_step else "one shared by all steps",
             "task": "digits as 8 steps of 8 features; top-1 agreement of the file with Keras",
             "mode": args.mode,
+            "route": args.route,
             "units": UNITS,
             "epochs": args.epochs,
             "models": {**kept_kinds(name, args), **models},

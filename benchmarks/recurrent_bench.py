@@ -50,6 +50,57 @@ def compile_model(model: keras.Model, learning_rate: float) -> keras.Model:
     return model
 
 
+def lstm_kernel_file(model: keras.Model, calibration: np.ndarray | None = None) -> bytes:
+    """`model` through TFLite's own LSTM kernel (UNIDIRECTIONAL_SEQUENCE_LSTM), the route
+    tfcompress does not take: int8 with 16-bit internals when `calibration` is given, else float.
+
+    TF 2.21's converter fuses only tf_keras's LSTM, so the Keras 3 weights (same layout) go into
+    a tf_keras twin of `model` (Input, Masking, LSTM and Dense layers in a chain), traced at batch
+    1. Calibration runs in a child process: TF's converter crashes on some of these graphs. The
+    fused kernel keeps its state in variable tensors, which `run_tflite` resets before each call.
+    """
+    import tensorflow as tf
+    import tf_keras
+
+    from tfcompress.converter.isolation import convert_isolated
+
+    def twin_of(layer: keras.layers.Layer) -> tf_keras.layers.Layer:
+        if isinstance(layer, L.Masking):
+            return tf_keras.layers.Masking(layer.mask_value)
+        if isinstance(layer, L.LSTM):
+            return tf_keras.layers.LSTM(
+                layer.units,
+                activation=keras.activations.serialize(layer.activation),
+                recurrent_activation=keras.activations.serialize(layer.recurrent_activation),
+                use_bias=layer.use_bias,
+                return_sequences=layer.return_sequences,
+                go_backwards=layer.go_backwards,
+            )
+        if isinstance(layer, L.Dense):
+            return tf_keras.layers.Dense(
+                layer.units, keras.activations.serialize(layer.activation), layer.use_bias
+            )
+        raise ValueError(f"no tf_keras twin for {type(layer).__name__} layer '{layer.name}'")
+
+    hidden = inputs = tf_keras.Input(model.input_shape[1:], batch_size=1)
+    for layer in model.layers[1:]:
+        twin = twin_of(layer)
+        hidden = twin(hidden)
+        twin.set_weights(layer.get_weights())
+    twin_model = tf_keras.Model(inputs, hidden)
+    function = tf.function(lambda x: twin_model(x)).get_concrete_function(
+        tf.TensorSpec([1, *model.input_shape[1:]], tf.float32)
+    )
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], twin_model)
+    if calibration is None:
+        return converter.convert()
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([row[None]] for row in calibration)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8  # as tfcompress's
+    return convert_isolated(converter, name=model.name, mode="int8", timeout=600)
+
+
 def file_row(
     flatbuffer: bytes, model: keras.Model, x: np.ndarray, y: np.ndarray, runs: int
 ) -> dict:
@@ -86,12 +137,21 @@ def measure(kind: str, split, epochs: int, runs: int) -> dict:
     qat_file = tfc.convert(qat, "int8")
     rows = {
         "float32": file_row(float_file, model, x_test, split.y_test, runs),
+        **(
+            {
+                "int8_lstm_kernel": file_row(
+                    lstm_kernel_file(model, x_train[:200]), model, x_test, split.y_test, runs
+                )
+            }
+            if kind == "LSTM"
+            else {}
+        ),
         "float32_unrolled": file_row(unrolled_float_file, model, x_test, split.y_test, runs),
         "int8_ptq": file_row(int8_file, model, x_test, split.y_test, runs),
         "int16x8_ptq": file_row(int16x8_file, model, x_test, split.y_test, runs),
         "int8_qat": file_row(qat_file, qat, x_test, split.y_test, runs),
     }
-    for name in ("float32_unrolled", "int8_ptq", "int16x8_ptq", "int8_qat"):
+    for name in set(rows) - {"float32"}:
         rows[name]["speedup_vs_float32"] = round(
             rows["float32"]["median_ms"] / rows[name]["median_ms"], 3
         )
