@@ -11,7 +11,9 @@ mask value) or at least one step of its range, which the MUL and MINIMUM saturat
 so the int8 mask is exact whatever the calibrated range. With 16-bit activations
 (`activation_bits=16`, `convert(mode="int16x8")`) the factor 1e6 is applied in three steps
 (x10, x100, x1000, each followed by MINIMUM): TFLite's int16 requantization overflows (and wraps
-around to negative values) when one step rescales by more than about 2^16. The mask travels as that float 0/1
+around to negative values) when one step rescales by more than about 2^16.
+
+The mask travels as that float 0/1
 tensor, which downstream layers multiply by without a CAST: `IntegerGlobalAveragePooling1D`
 averages the unmasked steps as `mean(x * m) / mean(m)` (MEAN, MUL, DIV: int8), and the unrolled
 recurrent layers (`tfcompress.quantization.recurrent`) hold their state on masked steps.
