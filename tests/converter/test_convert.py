@@ -154,3 +154,35 @@ def test_subclassed_model_converts_with_an_input_signature(digits):
     spec = [tf.TensorSpec((None, 8, 8, 1), tf.float32)]
     flatbuffer = tfc.convert(model, "float32", input_signature=spec)
     np.testing.assert_allclose(run_tflite(flatbuffer, digits.x_test[:5]), expected, atol=1e-4)
+
+
+def test_converted_file_stores_each_repeated_vector_once_and_computes_the_same(rng):
+    """The unrolled steps of an LSTM share one bias and its per-channel quantization: stored once."""
+    import flatbuffers
+    import keras
+
+    from tfcompress import compat
+
+    inputs = keras.Input((8, 4))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.LSTM(16)(inputs)))
+    x = rng.uniform(0, 1, size=(32, 8, 4)).astype(np.float32)
+    flatbuffer = tfc.convert(model, "int8", x)
+    # the converter's own layout: every tensor with its own copy of each vector
+    unshared = flatbuffers.Builder(0)
+    unshared.Finish(
+        compat.tflite_schema().ModelT.InitFromPackedBuf(flatbuffer, 0).Pack(unshared),
+        file_identifier=b"TFL3",
+    )
+    assert len(flatbuffer) < 0.8 * len(unshared.Output())
+    np.testing.assert_array_equal(
+        run_tflite(flatbuffer, x), run_tflite(bytes(unshared.Output()), x)
+    )
+    # tensor data still starts on 16-byte boundaries, as the converter writes it
+    root = compat.tflite_schema().Model.GetRootAs(flatbuffer, 0)
+    base = np.frombuffer(flatbuffer, np.uint8).__array_interface__["data"][0]
+    starts = [
+        root.Buffers(i).DataAsNumpy().__array_interface__["data"][0] - base
+        for i in range(root.BuffersLength())
+        if root.Buffers(i).DataLength() >= 16
+    ]
+    assert starts and all(start % 16 == 0 for start in starts)

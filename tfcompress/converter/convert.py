@@ -17,7 +17,7 @@ import tensorflow as tf
 from tfcompress import compat
 from tfcompress.converter.calibration import as_dataset_fn, collect_samples, synthetic_samples
 from tfcompress.converter.errors import ConversionError
-from tfcompress.converter.flatbuffer import read_model
+from tfcompress.converter.flatbuffer import read_model, share_vectors
 from tfcompress.converter.isolation import DEFAULT_TIMEOUT_S, convert_isolated
 from tfcompress.converter.requantize import fold_float_requantize
 from tfcompress.converter.source import ModelSource, TraceableModel, load_source
@@ -200,6 +200,8 @@ def convert(
         flatbuffer = quantize_for_convert(flatbuffer, converter, source.owner, keep_float, mode)
     if mode in CALIBRATED_MODES:  # the converter's float requantize pairs become integer ops
         flatbuffer, _ = fold_float_requantize(flatbuffer)
+    if mode != "edgetpu":  # the Edge TPU compiler gets the converter's own layout
+        flatbuffer = share_vectors(flatbuffer)
     read_model(flatbuffer, origin=f"the converted '{source.name}'")  # never hand back a broken file
     if mode in ("int8", "edgetpu") and not keep_float:
         _warn_if_float_ops_left(flatbuffer, source.name, synthetic=representative_data is None)

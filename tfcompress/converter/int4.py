@@ -32,12 +32,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import flatbuffers
 import numpy as np
 
 from tfcompress import compat
 from tfcompress.converter.errors import ConversionError
-from tfcompress.converter.flatbuffer import read_model
+from tfcompress.converter.flatbuffer import pack, read_model
 
 #: op -> (index of its filter input, op version whose kernel takes an INT4 filter)
 INT4_OPS: dict[str, tuple[int, int]] = {
@@ -142,29 +141,8 @@ def pack_int4(flatbuffer: bytes, *, require: bool = False) -> Int4Packing:
                 + (f" Filters left in int8: {kept}." if kept else "")
             )
         return result
-    builder = _SharingBuilder(len(flatbuffer))
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    result.flatbuffer = bytes(builder.Output())
+    result.flatbuffer = pack(model, len(flatbuffer))
     return result
-
-
-class _SharingBuilder(flatbuffers.Builder):
-    """A flatbuffer builder that writes each distinct numeric vector once.
-
-    The schema's object API writes every array (zero points, scales, shapes, buffer data) anew;
-    this one returns the offset of an equal vector written before. Vectors are written before the
-    tables that point to them, so a shared offset still points forward, as flatbuffers require.
-    """
-
-    def __init__(self, size: int) -> None:
-        super().__init__(size)
-        self._written: dict[tuple[str, bytes], int] = {}
-
-    def CreateNumpyVector(self, x: np.ndarray) -> int:  # noqa: N802 - flatbuffers' name
-        key = (np.asarray(x).dtype.str, np.ascontiguousarray(x).tobytes())
-        if key not in self._written:
-            self._written[key] = super().CreateNumpyVector(x)
-        return self._written[key]
 
 
 def byte_breakdown(flatbuffer: bytes) -> dict[str, int]:

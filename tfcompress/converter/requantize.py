@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import flatbuffers
 import numpy as np
 
 from tfcompress import compat
+from tfcompress.converter.flatbuffer import pack
 
 _SAME_SCALE = 1e-6  # relative: float32 rounding of one scale computed in two places
 _INTEGER = {"INT8", "UINT8", "INT16"}
@@ -50,9 +50,7 @@ def fold_float_requantize(flatbuffer: bytes) -> tuple[bytes, int]:
         rewritten += _fold_subgraph(model, subgraph, op_name, types)
     if rewritten == 0:
         return flatbuffer, 0
-    builder = flatbuffers.Builder(len(flatbuffer) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output()), rewritten
+    return pack(model, len(flatbuffer) + 1024), rewritten
 
 
 def _fold_subgraph(model: Any, subgraph: Any, op_name: Any, types: dict) -> int:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import flatbuffers
 import numpy as np
 
 from tfcompress import compat
 from tfcompress.converter.errors import ConversionError
-from tfcompress.converter.flatbuffer import read_model
+from tfcompress.converter.flatbuffer import pack, read_model
 from tfcompress.converter.int4 import INT4_OPS
 
 _RATIO = 127 / 7
@@ -100,9 +99,7 @@ def four_bit_levels(flatbuffer: bytes, *, require: bool = False) -> FourBitLevel
                 "the model with tfcompress.ptq.adaround(model, data, bits=4) before converting."
             )
         return result
-    builder = flatbuffers.Builder(len(flatbuffer))
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    result.flatbuffer = bytes(builder.Output())
+    result.flatbuffer = pack(model, len(flatbuffer))
     return result
 
 
