@@ -10,7 +10,10 @@ one epoch of quantization-aware fine-tuning and its int8 file. Agreement is top-
 test split between the file and the Keras model it came from; the test accuracy of both is
 recorded too (`keras_accuracy`, `int8_accuracy`); `float_ops` counts ops left in float;
 `flips_on_output_ties` counts the disagreements where the file's int8 logits of Keras's class
-equal the file's top logit (argmax took the other, earlier index: a tie at the output's scale).
+equal the file's top logit (argmax took the other, earlier index: a tie at the output's scale);
+`flips_within_one_output_step` those where Keras's own logits of the two classes differ by less
+than one step of the file's output scale (`output_step`), which rounding the output alone can
+flip.
 No timing here (recurrent_bench.py measures latency).
 
 `--route lstm-kernel` converts the LSTM kinds through TFLite's own fused integer LSTM kernel
@@ -88,15 +91,24 @@ def per_step_output_ranges(qat: keras.Model) -> keras.Model:
 
 
 def agreement(model: keras.Model, flatbuffer: bytes, x: np.ndarray, y: np.ndarray) -> dict:
-    expected = np.asarray(model.predict(x, verbose=0)).argmax(-1)
+    keras_logits = np.asarray(model.predict(x, verbose=0))
+    expected = keras_logits.argmax(-1)
     logits = run_tflite(flatbuffer, x)
     got = logits.argmax(-1)
+    rows = np.arange(len(x))
     # a flip where the file's int8 logits tie Keras's class with the one argmax picks first:
     # the output scale, not the recurrence, decided it
-    tied = logits[np.arange(len(x)), expected] == logits.max(-1)
+    tied = logits[rows, expected] == logits.max(-1)
+    # a flip where Keras's own two logits are closer than one step of the file's output scale:
+    # rounding the output alone can decide it, whatever the layers before compute
+    report = tfc.inspect(flatbuffer)
+    output_step = report.tensors[report.outputs[0]].quantization.scale[0]
+    keras_gap = keras_logits[rows, expected] - keras_logits[rows, got]
     return {
         "agreement": float(np.mean(got == expected)),
         "flips_on_output_ties": int(np.sum((got != expected) & tied)),
+        "flips_within_one_output_step": int(np.sum((got != expected) & (keras_gap < output_step))),
+        "output_step": float(output_step),
         "keras_accuracy": float(np.mean(expected == y)),
         "int8_accuracy": float(np.mean(got == y)),
         "float_ops": len(tfc.inspect(flatbuffer).float_ops),
