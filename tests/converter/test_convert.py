@@ -186,3 +186,59 @@ def test_converted_file_stores_each_repeated_vector_once_and_computes_the_same(r
         if root.Buffers(i).DataLength() >= 16
     ]
     assert starts and all(start % 16 == 0 for start in starts)
+
+
+def _token_model(vocabulary: int, dtype: str = "float32"):
+    import keras
+
+    inputs = keras.Input((6,), dtype=dtype)  # float32 is keras.Input's default
+    table = keras.layers.Embedding(
+        vocabulary, 4, embeddings_initializer=keras.initializers.RandomUniform(-1, 1, seed=0)
+    )
+    flat = keras.layers.Flatten()(table(inputs))
+    return keras.Model(inputs, keras.layers.Dense(3)(flat))
+
+
+def test_float_token_ids_reach_the_embedding_exactly_in_an_int8_file(rng):
+    """Quantized like an activation, ids of a 300-word vocabulary moved by up to 0.6 of a row."""
+    from tests.outputs import inference
+
+    model = _token_model(300)
+    ids = rng.integers(0, 300, size=(64, 6)).astype(np.float32)
+    flatbuffer = tfc.convert(model, "int8", ids)
+    report = tfc.inspect(flatbuffer)
+    assert report.tensors[report.inputs[0]].dtype == "INT32"
+    np.testing.assert_allclose(run_tflite(flatbuffer, ids), inference(model, ids), atol=0.05)
+
+
+def test_token_ids_that_are_not_whole_numbers_are_refused_by_name(rng):
+    ids = rng.integers(0, 300, size=(8, 6)).astype(np.float32) + 0.5
+    with pytest.raises(tfc.converter.ConversionError, match="input 0.*not whole numbers.*int32"):
+        tfc.convert(_token_model(300), "int8", ids)
+
+
+def test_embedding_in_int16x8_says_to_use_int8(rng):
+    ids = rng.integers(0, 50, size=(16, 6)).astype(np.int32)
+    with pytest.raises(tfc.converter.ConversionError, match="int16x8.*token ids.*mode='int8'"):
+        tfc.convert(_token_model(50, "int32"), "int16x8", ids)
+
+
+def test_only_inputs_that_feed_nothing_but_embeddings_are_traced_as_int32():
+    import keras
+
+    from tfcompress.converter.source import load_source
+
+    def dtypes(model):
+        return [spec.dtype for spec in load_source(model).input_specs]
+
+    sequential = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Embedding(9, 2), keras.layers.Flatten()]
+    )
+    assert dtypes(sequential) == [tf.int32]
+    ids, other, features = keras.Input((6,)), keras.Input((6,)), keras.Input((6,))
+    shared = keras.layers.Embedding(9, 2)
+    both = keras.Model([ids, other, features], [shared(ids), shared(other), features * 2.0])
+    assert dtypes(both) == [tf.int32, tf.int32, tf.float32]
+    # read by a Dense too: the values are not only ids, so the input stays float
+    mixed = keras.Model(ids, [keras.layers.Embedding(9, 2)(ids), keras.layers.Dense(2)(ids)])
+    assert dtypes(mixed) == [tf.float32]

@@ -136,7 +136,12 @@ def _check_array(array: np.ndarray, spec: tf.TensorSpec, index: int, model_name:
             "for model.predict (e.g. x.astype('float32') / 255)."
         )
     if np.issubdtype(want, np.integer) and not np.issubdtype(array.dtype, np.integer):
-        raise ConversionError(f"{what} has dtype {array.dtype}; expected {spec.dtype.name}.")
+        # token ids held as floats (a float keras.Input feeding an Embedding): whole numbers cast
+        if not (np.issubdtype(array.dtype, np.floating) and np.all(np.mod(array, 1) == 0)):
+            raise ConversionError(
+                f"{what} has dtype {array.dtype} with values that are not whole numbers; "
+                f"expected {spec.dtype.name} (token ids)."
+            )
     array = array.astype(want, copy=False)
     if np.issubdtype(want, np.floating):
         finite = np.isfinite(array.reshape(len(array), -1)).all(axis=1)

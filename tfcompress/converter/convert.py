@@ -468,12 +468,20 @@ def _run_converter(
             "\n".join(line for line in detail if "error" in line.lower())[:1500]
             or str(error)[:1500]
         )
+        advice = (
+            "When it names an op with no TFLite kernel for this mode, try mode='dynamic' or "
+            "'float16', or replace that layer (docs/coverage.md lists what converts); when it "
+            "names a shape, give the model static input shapes."
+        )
+        if mode == "int16x8" and "Empty min/max" in str(error):
+            advice = (
+                "In int16x8, TF's quantizer cannot calibrate integer tensors, such as the token "
+                "ids an Embedding reads: convert this model with mode='int8' (full integer), "
+                "'float16' or 'dynamic'."
+            )
         raise ConversionError(
             f"The TFLite converter could not convert '{name}' to mode={mode!r}; its own error is "
-            "below. When it names an op with no TFLite kernel for this mode, try mode='dynamic' "
-            "or 'float16', or replace that layer (docs/coverage.md lists what converts); when it "
-            f"names a shape, give the model static input shapes.\n{summary}"
-            + (_LEGACY_ROUTE if legacy else "")
+            f"below. {advice}\n{summary}" + (_LEGACY_ROUTE if legacy else "")
         ) from error
 
 
