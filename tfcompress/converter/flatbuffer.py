@@ -612,6 +612,11 @@ def _op_info(
     op_names: dict[int, str],
     subgraph: int = 0,
 ) -> OpInfo:
+    if not 0 <= op.opcodeIndex < len(model.operatorCodes or []):
+        raise TFLiteFileError(
+            f"Operator {index} of subgraph {subgraph} names an operator code that does not "
+            "exist: the file is damaged. Convert the model again."
+        )
     code = model.operatorCodes[op.opcodeIndex]
     builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
     name = op_names.get(builtin, f"OP_{builtin}")
@@ -619,6 +624,11 @@ def _op_info(
         name = f"CUSTOM:{_name(code.customCode)}"
     inputs = [int(i) for i in (op.inputs if op.inputs is not None else []) if i >= 0]
     outputs = [int(i) for i in (op.outputs if op.outputs is not None else [])]
+    if any(i >= len(tensors) for i in inputs + outputs):
+        raise TFLiteFileError(
+            f"Operator {index} ({name}) of subgraph {subgraph} names a tensor beyond the "
+            f"{len(tensors)} the subgraph has: the file is damaged. Convert the model again."
+        )
     input_dtypes = [tensors[i].dtype for i in inputs]
     output_dtypes = [tensors[i].dtype for i in outputs]
     in_float = any(d in _FLOAT_TYPES for d in input_dtypes + output_dtypes)

@@ -124,6 +124,7 @@ class CalibratedModel:
         """
         from tensorflow.lite.python import convert as tf_convert
 
+        from tfcompress.converter.flatbuffer import share_vectors
         from tfcompress.converter.requantize import fold_float_requantize
 
         if only is not None:
@@ -154,6 +155,8 @@ class CalibratedModel:
                 f": {str(error).strip()[:800]}"
             ) from error
         flatbuffer, _ = fold_float_requantize(flatbuffer)
+        if self.mode != "edgetpu":  # the same file as convert(keep_float=...) writes
+            flatbuffer = share_vectors(flatbuffer)
         if only is None and keep_float:
             self._check_kept_float(flatbuffer, keep_float)
         return flatbuffer
