@@ -355,7 +355,14 @@ def recurrent_table(data: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for model, rows in data["models"].items():
-        for name in ("float32", "float32_unrolled", "int8_ptq", "int16x8_ptq", "int8_qat"):
+        for name in (
+            "float32",
+            "float32_unrolled",
+            "int8_ptq",
+            "int16x8_ptq",
+            "int8_qat",
+            "int8_lstm_kernel",
+        ):
             row = rows.get(name)
             if row is None:
                 continue
