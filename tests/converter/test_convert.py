@@ -209,6 +209,9 @@ def test_float_token_ids_reach_the_embedding_exactly_in_an_int8_file(rng):
     report = tfc.inspect(flatbuffer)
     assert report.tensors[report.inputs[0]].dtype == "INT32"
     np.testing.assert_allclose(run_tflite(flatbuffer, ids), inference(model, ids), atol=0.05)
+    # a float file keeps the declared input: float ids are exact there
+    float_file = tfc.inspect(tfc.convert(model, "float32"))
+    assert float_file.tensors[float_file.inputs[0]].dtype == "FLOAT32"
 
 
 def test_token_ids_that_are_not_whole_numbers_are_refused_by_name(rng):
@@ -226,10 +229,10 @@ def test_embedding_in_int16x8_says_to_use_int8(rng):
 def test_only_inputs_that_feed_nothing_but_embeddings_are_traced_as_int32():
     import keras
 
-    from tfcompress.converter.source import load_source
+    from tfcompress.converter.source import load_source, with_token_ids_as_int32
 
     def dtypes(model):
-        return [spec.dtype for spec in load_source(model).input_specs]
+        return [spec.dtype for spec in with_token_ids_as_int32(load_source(model)).input_specs]
 
     sequential = keras.Sequential(
         [keras.Input((6,)), keras.layers.Embedding(9, 2), keras.layers.Flatten()]

@@ -20,7 +20,12 @@ from tfcompress.converter.errors import ConversionError
 from tfcompress.converter.flatbuffer import read_model, share_vectors
 from tfcompress.converter.isolation import DEFAULT_TIMEOUT_S, convert_isolated
 from tfcompress.converter.requantize import fold_float_requantize
-from tfcompress.converter.source import ModelSource, TraceableModel, load_source
+from tfcompress.converter.source import (
+    ModelSource,
+    TraceableModel,
+    load_source,
+    with_token_ids_as_int32,
+)
 from tfcompress.quantization.integer_friendly import integer_friendly_source
 
 MODES = ("float32", "dynamic", "float16", "int8", "int16x8", "edgetpu")
@@ -161,6 +166,8 @@ def convert(
         source = _without_fake_quant(source, representative_data, input_signature)
     elif mode in ("int8", "edgetpu"):
         _check_8_bit_activations(source, mode)
+    if mode in CALIBRATED_MODES and input_signature is None:  # token ids stay whole numbers
+        source = with_token_ids_as_int32(source)
     # layers whose ops have no int8 kernel (fused RNN, NEG, SQUARE, ELU) -> int8-friendly ones;
     # after int16x8's baking, so a baked QAT model gets the same rewrite as a float one
     source = integer_friendly_source(source, mode)

@@ -63,8 +63,6 @@ def _from_keras_model(
     model: Any, input_signature: Sequence[tf.TensorSpec] | None
 ) -> TraceableModel:
     specs = list(input_signature) if input_signature else _keras_input_specs(model)
-    if not input_signature and compat.is_keras3_model(model):
-        specs = _token_ids_as_int32(model, specs)
 
     def call(inputs: list[tf.Tensor]) -> Any:
         return model(inputs[0] if len(inputs) == 1 else inputs, training=False)
@@ -92,16 +90,27 @@ def _keras_input_specs(model: Any) -> list[tf.TensorSpec]:
     return specs
 
 
-def _token_ids_as_int32(model: Any, specs: list[tf.TensorSpec]) -> list[tf.TensorSpec]:
-    """`specs`, with each float input that only `Embedding` layers read traced as int32.
+def with_token_ids_as_int32(source: TraceableModel) -> TraceableModel:
+    """`source`, with each float input that only `Embedding` layers read traced as int32.
 
     `keras.Input` is float32 unless told otherwise, and an Embedding casts its ids itself. Traced
-    as float, an integer file would quantize the ids to int8 like any activation (a step of 1.17
+    as float, an integer file would quantize the ids like any activation (an int8 step of 1.17
     for a vocabulary of 300) and read the wrong rows; as int32 they reach the lookup exactly, as
-    in TFLite's own text models.
+    in TFLite's own text models. `convert` applies it in the calibrated modes (int8, int16x8,
+    edgetpu); float files keep the declared dtype.
+
+    Example:
+        >>> import keras
+        >>> ids = keras.Input((6,))
+        >>> model = keras.Model(ids, keras.layers.Embedding(9, 2)(ids))
+        >>> [spec.dtype.name for spec in with_token_ids_as_int32(load_source(model)).input_specs]
+        ['int32']
     """
     import keras
 
+    model = source.owner
+    if not compat.is_keras3_model(model):
+        return source
     readers: dict[int, list[Any]] = {id(tensor): [] for tensor in model.inputs}
     for layer in model.layers:
         # every call of the layer in the model (a shared Embedding reads several inputs)
@@ -109,7 +118,7 @@ def _token_ids_as_int32(model: Any, specs: list[tf.TensorSpec]) -> list[tf.Tenso
             for tensor in node.input_tensors:
                 if id(tensor) in readers:
                     readers[id(tensor)].append(layer)
-    specs = list(specs)
+    specs = list(source.input_specs)
     for index, tensor in enumerate(model.inputs):
         layers = readers[id(tensor)]
         if (
@@ -117,9 +126,8 @@ def _token_ids_as_int32(model: Any, specs: list[tf.TensorSpec]) -> list[tf.Tenso
             and layers
             and all(isinstance(layer, keras.layers.Embedding) for layer in layers)
         ):
-            spec = specs[index]
-            specs[index] = tf.TensorSpec(spec.shape, tf.int32, spec.name)
-    return specs
+            specs[index] = tf.TensorSpec(specs[index].shape, tf.int32, specs[index].name)
+    return TraceableModel(source.name, source.fn, specs, source.owner)
 
 
 def _load_path(
