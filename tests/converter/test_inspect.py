@@ -163,3 +163,23 @@ def test_sparse_tensors_are_reported_with_values_and_index_bytes():
     np.testing.assert_allclose(
         tfc.converter.run_tflite(flatbuffer, x), model.predict(x, verbose=0), atol=1e-5
     )
+
+
+@pytest.mark.parametrize("damage", ["subgraph output", "op input", "op code"])
+def test_an_index_past_the_end_is_a_corrupted_file_not_an_index_error(damage, trained_digits_cnn):
+    from tfcompress import compat
+    from tfcompress.converter import TFLiteFileError
+    from tfcompress.converter.flatbuffer import pack
+
+    model = compat.tflite_schema().ModelT.InitFromPackedBuf(
+        tfc.convert(trained_digits_cnn, "float32"), 0
+    )
+    graph = model.subgraphs[0]
+    if damage == "subgraph output":
+        graph.outputs = [len(graph.tensors) + 5]
+    elif damage == "op input":
+        graph.operators[0].inputs = [len(graph.tensors)]
+    else:
+        graph.operators[0].opcodeIndex = len(model.operatorCodes)
+    with pytest.raises(TFLiteFileError, match="points at a missing .*corrupted"):
+        tfc.inspect(pack(model))

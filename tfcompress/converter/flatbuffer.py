@@ -136,10 +136,21 @@ def _check_complete(model: Any, size: int) -> None:
         for tensor in subgraph.tensors or []:
             if not 0 <= tensor.buffer < max(len(buffers), 1):
                 raise TFLiteFileError(f"Tensor '{_name(tensor.name)}' points at a missing buffer.")
+        count = len(subgraph.tensors or [])
+        ends = [*_ints(subgraph.inputs), *_ints(subgraph.outputs)]
+        if any(not 0 <= i < count for i in ends):
+            raise TFLiteFileError(
+                "A subgraph input or output points at a missing tensor: the file is corrupted."
+            )
         for op in subgraph.operators or []:
             if not 0 <= op.opcodeIndex < len(model.operatorCodes or []):
                 raise TFLiteFileError(
                     "An operator points at a missing op code: the file is corrupted."
+                )
+            # -1 marks an optional input left out
+            if any(i >= count or i < -1 for i in [*_ints(op.inputs), *_ints(op.outputs)]):
+                raise TFLiteFileError(
+                    "An operator points at a missing tensor: the file is corrupted."
                 )
     for buffer in buffers:
         offset = getattr(buffer, "offset", 0) or 0
@@ -496,7 +507,8 @@ def _enum_names(enum: Any) -> dict[int, str]:
 
 
 def _name(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw or "")
+    # a damaged file may hold bytes that are not UTF-8: show them rather than fail on a name
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw or "")
 
 
 def _tensor_info(
@@ -612,11 +624,6 @@ def _op_info(
     op_names: dict[int, str],
     subgraph: int = 0,
 ) -> OpInfo:
-    if not 0 <= op.opcodeIndex < len(model.operatorCodes or []):
-        raise TFLiteFileError(
-            f"Operator {index} of subgraph {subgraph} names an operator code that does not "
-            "exist: the file is damaged. Convert the model again."
-        )
     code = model.operatorCodes[op.opcodeIndex]
     builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
     name = op_names.get(builtin, f"OP_{builtin}")
@@ -624,11 +631,6 @@ def _op_info(
         name = f"CUSTOM:{_name(code.customCode)}"
     inputs = [int(i) for i in (op.inputs if op.inputs is not None else []) if i >= 0]
     outputs = [int(i) for i in (op.outputs if op.outputs is not None else [])]
-    if any(i >= len(tensors) for i in inputs + outputs):
-        raise TFLiteFileError(
-            f"Operator {index} ({name}) of subgraph {subgraph} names a tensor beyond the "
-            f"{len(tensors)} the subgraph has: the file is damaged. Convert the model again."
-        )
     input_dtypes = [tensors[i].dtype for i in inputs]
     output_dtypes = [tensors[i].dtype for i in outputs]
     in_float = any(d in _FLOAT_TYPES for d in input_dtypes + output_dtypes)
