@@ -125,7 +125,9 @@ import tfcompress as tfc
 from tfcompress.converter import TFLiteFileError
 data = open(sys.argv[1], "rb").read()
 x = np.zeros((2, 8, 8, 1), np.float32)
-rng = np.random.default_rng(0)
+# seed 0 damages weights that LiteRT's XNNPACK then takes 15-20 s to prepare (no crash, and no
+# check of ours involved): seed 1 keeps the 150 trials at about a second
+rng = np.random.default_rng(1)
 for trial in range(150):
     damaged = bytearray(data)
     for _ in range(4):
