@@ -178,7 +178,13 @@ class LogitsKL(DistillationLoss):
 
 
 class _ExactLogitsKL(LogitsKL):
-    """A `LogitsKL` computed on the logits only (no Keras loss argument), temperature 1 by default."""
+    """A `LogitsKL` computed on the logits only (no Keras loss argument), temperature 1 by default.
+
+    A subclass that can only compare the models' outputs says why in `outputs_only`; naming a
+    `teacher_layer` is then refused with that reason.
+    """
+
+    outputs_only: str | None = None
 
     def __init__(
         self,
@@ -189,6 +195,11 @@ class _ExactLogitsKL(LogitsKL):
         name: str | None = None,
     ) -> None:
         super().__init__(temperature, None, weight, teacher_layer, student_layer, name)
+        if teacher_layer is not None and self.outputs_only is not None:
+            raise ValueError(
+                f"{type(self).__name__}: {self.outputs_only}; got teacher_layer={teacher_layer!r}. "
+                "Use LogitsKL or FeatureLoss for layers."
+            )
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -266,21 +277,7 @@ class TeacherCorrectKL(_ExactLogitsKL):
 
     default_name = "teacher_correct_kl"
     uses_labels = True
-
-    def __init__(
-        self,
-        temperature: float = 1.0,
-        weight: float = 1.0,
-        teacher_layer: str | None = None,
-        student_layer: str | None = None,
-        name: str | None = None,
-    ) -> None:
-        super().__init__(temperature, weight, teacher_layer, student_layer, name)
-        if teacher_layer is not None:
-            raise ValueError(
-                "TeacherCorrectKL: compares the models' outputs (class logits) with the labels; "
-                f"got teacher_layer={teacher_layer!r}. Use LogitsKL or FeatureLoss for layers."
-            )
+    outputs_only = "compares the models' outputs (class logits) with the labels"
 
     def compute(self, teacher: Any, student: Any, labels: Any = None) -> Any:
         if labels is None:
