@@ -3,7 +3,7 @@
 Runs every row of tests/coverage/cases.py through QAT, PTQ, pruning and clustering with the same
 checks as tests/coverage/test_matrix.py, and tfmot's QAT and pruning on the same layer built in
 tf_keras (in a process with TF_USE_LEGACY_KERAS=1), then writes benchmarks/results/coverage.json
-and docs/coverage.md.
+and docs/reference/coverage.md.
 
     .venv/bin/python benchmarks/coverage_bench.py            # about 15 min on 2 cores
     .venv/bin/python benchmarks/coverage_bench.py --rows Conv1D,LSTM
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _common import write_results  # noqa: E402
 
-DOC = ROOT / "docs" / "coverage.md"
+DOC = ROOT / "docs" / "reference" / "coverage.md"
 _OURS = ("qat", "ptq", "pruning", "clustering")
 _TFMOT = ("qat", "pruning")
 
@@ -215,12 +215,12 @@ def main() -> None:
         "--update",
         action="store_true",
         help="with --rows: replace only those rows in results/coverage.json (the other rows and "
-        "their commands stay as saved) and rewrite docs/coverage.md",
+        "their commands stay as saved) and rewrite docs/reference/coverage.md",
     )
     parser.add_argument(
         "--doc-only",
         action="store_true",
-        help="rewrite docs/coverage.md from results/coverage.json",
+        help="rewrite docs/reference/coverage.md from results/coverage.json",
     )
     args = parser.parse_args()
     if args.doc_only:

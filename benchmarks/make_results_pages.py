@@ -1,6 +1,6 @@
 """Rebuild the README's results tables from benchmarks/results/*.json.
 
-Run: .venv/bin/python benchmarks/update_readme.py
+Run: .venv/bin/python benchmarks/make_results_pages.py
 Each table sits between `<!-- results:NAME -->` and `<!-- /results:NAME -->` in README.md.
 """
 
@@ -333,7 +333,7 @@ def coverage_table(data: dict) -> str:
     )
     lines = [
         f"{len(ours)} rows (every `keras.layers` layer, 1-D/2-D/3-D variants; details in "
-        "[docs/coverage.md](docs/coverage.md)):",
+        "[docs/reference/coverage.md](docs/reference/coverage.md)):",
         "",
         "| technique | tfcompress rows that pass | tfmot rows that pass |",
         "|---|---:|---:|",
