@@ -1,14 +1,20 @@
-"""Rebuild the README's results tables from benchmarks/results/*.json.
+"""Write the results pages of the documentation, and the README's results table, from the JSON.
 
-Run: .venv/bin/python benchmarks/make_results_pages.py
-Each table sits between `<!-- results:NAME -->` and `<!-- /results:NAME -->` in README.md.
+Run: .venv/bin/python benchmarks/make_results_pages.py [--check]
+
+Every figure on `docs/results/*.md` and between `<!-- results:NAME -->` and
+`<!-- /results:NAME -->` in README.md is formatted here from `benchmarks/results/*.json`, as each
+benchmark script wrote it; nothing on those pages is typed by hand. `--check` writes nothing and
+exits with status 1 when a page differs from what the JSON gives (the docs tests run it).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -323,7 +329,7 @@ def generic_table(data: dict) -> str:
     return "\n".join(lines)
 
 
-def coverage_table(data: dict) -> str:
+def coverage_table(data: dict, link: str = "../reference/coverage.md") -> str:
     """How many coverage-matrix rows each technique passes, ours beside tfmot's."""
     ours, tfmot = data["ours"], data["tfmot"]
     only_ours = sum(
@@ -332,8 +338,8 @@ def coverage_table(data: dict) -> str:
         if row.get("qat", {}).get("ok") and not tfmot.get(row_id, {}).get("qat", {}).get("ok")
     )
     lines = [
-        f"{len(ours)} rows (every `keras.layers` layer, 1-D/2-D/3-D variants; details in "
-        "[docs/reference/coverage.md](docs/reference/coverage.md)):",
+        f"{len(ours)} rows (every `keras.layers` layer, 1-D/2-D/3-D variants; every row in "
+        f"[the coverage matrix]({link})):",
         "",
         "| technique | tfcompress rows that pass | tfmot rows that pass |",
         "|---|---:|---:|",
@@ -374,33 +380,756 @@ def recurrent_table(data: dict) -> str:
     return "\n".join(lines)
 
 
-FORMATTERS: dict[str, Callable[[dict], str]] = {
-    "coverage": coverage_table,
-    "recurrent": recurrent_table,
-    "convert": convert_table,
-    "sharing": sharing_table,
-    "pruning": pruning_table,
-    "distill": distill_table,
-    "qat": qat_table,
-    "zoo": zoo_table,
-}
+def _seeds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
-def main() -> None:
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    for path in sorted(RESULTS.glob("*.json")):
-        name = path.stem
-        pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(<!-- /results:{name} -->)", re.S)
-        if not pattern.search(text):
+def recurrent_agreement_table(data: dict) -> str:
+    """Top-1 agreement of each recurrent file with its Keras model, per seed."""
+    models = data["models"]
+    seeds = sorted({seed for model in models.values() for seed in model["seeds"]}, key=int)
+    has_qat = any("qat" in run for model in models.values() for run in model["seeds"].values())
+    lines = [
+        f"{data['task']}; mode `{data['mode']}`, route `{data['route']}`, {data['units']} units, "
+        f"{data['epochs']} epochs; seeds {' / '.join(seeds)}.",
+        "",
+        "| model | PTQ file vs float Keras | float ops |"
+        + (" QAT file vs QAT Keras | float ops |" if has_qat else ""),
+        "|---|---|---:|" + ("---|---:|" if has_qat else ""),
+    ]
+    for name, model in models.items():
+        cells = [name]
+        for kind in ("ptq", "qat") if has_qat else ("ptq",):
+            runs = [model["seeds"].get(seed, {}).get(kind, {}) for seed in seeds]
+            if any("error" in run for run in runs):
+                failed = sum("error" in run for run in runs)
+                cells += [f"fails on {failed} of {len(runs)} seeds", "-"]
+                continue
+            cells.append(" / ".join(_seeds(run.get("agreement")) for run in runs))
+            ops = {run.get("float_ops") for run in runs}
+            cells.append(", ".join(str(op) for op in sorted(ops, key=str)))
+        lines.append("| " + " | ".join(cells) + " |")
+    errors = {
+        run[kind]["error"]
+        for model in models.values()
+        for run in model["seeds"].values()
+        for kind in ("ptq", "qat")
+        if "error" in run.get(kind, {})
+    }
+    for error in sorted(errors):
+        lines += ["", f"The failing runs raised: {error}"]
+    return "\n".join(lines)
+
+
+def qat_step_profile_table(data: dict) -> str:
+    """Share of a training step's kernel time per op group, float against QAT."""
+    lines = [
+        f"Batch {data['batch']}, {data['steps']} profiled step(s), `jit_compile={data['jit_compile']}`; "
+        "share of kernel time per op group:",
+        "",
+        "| model | step | kernel s | conv / matmul | fake quant | BatchNorm | other |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for model, result in data["models"].items():
+        for step in ("float", "qat"):
+            row = result[step]
+            share = row["group_share"]
+            lines.append(
+                f"| {model} | {step} | {row['kernel_s']:.2f} | {share.get('conv_matmul', 0):.1%} | "
+                f"{share.get('fake_quant', 0):.1%} | {share.get('batchnorm', 0):.1%} | "
+                f"{share.get('other', 0):.1%} |"
+            )
+    return "\n".join(lines)
+
+
+def file_size_table(data: dict) -> str:
+    """Bytes of each file before and after repeated vectors are stored once."""
+    lines = [
+        "| model / mode | bytes without sharing | bytes written | smaller by | identical LiteRT outputs | time s |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for name, row in data["models"].items():
+        lines.append(
+            f"| {name} | {row['bytes_before']:,} | {row['bytes_after']:,} | {row['smaller_by']:.1%} | "
+            f"{'yes' if row['identical_outputs'] else 'no'} | {row['share_seconds']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def isolation_table(data: dict) -> str:
+    """Cost of running the converter in a forked child process."""
+    lines = [
+        f"{data['model']}, {data['calibration_samples']} calibration samples, best of "
+        f"{data['rounds']} rounds:",
+        "",
+        "| mode | isolated s | in-process s | isolated / in-process | extra s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for mode, row in data["modes"].items():
+        lines.append(
+            f"| {mode} | {row['isolated_s']:.2f} | {row['in_process_s']:.2f} | "
+            f"{row['isolated_over_in_process']:.3f}x | {row['extra_s']:.3f} |"
+        )
+    stress = data.get("stress")
+    lines += ["", f"Fork round trip: {data['fork_round_trip_s']:.3f} s."]
+    if stress:
+        counts = ", ".join(f"{k} {v}" for k, v in stress["conversions_per_model"].items())
+        lines[-1] += (
+            f" Stress run: {counts} conversions, longest "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in stress["longest_s"].items())
+            + f", {stress['total_s']:.1f} s in all."
+        )
+    return "\n".join(lines)
+
+
+def inspect_table(data: dict) -> str:
+    """Wall time of `tfcompress inspect` against the same after importing TensorFlow."""
+    rows = (
+        ("`tfcompress inspect FILE` (loads neither TensorFlow nor Keras)", "cli_inspect_wall"),
+        (
+            "`tfcompress inspect FILE` with TensorFlow imported first",
+            "cli_inspect_wall_with_tensorflow_imported",
+        ),
+        ("`tfc.inspect(FILE)` in a running process", "in_process_inspect"),
+    )
+    lines = [
+        f"A {data['file_bytes']:,}-byte float file, {data['runs']} runs ({data['rounds']}):",
+        "",
+        "| | median s | min s | max s |",
+        "|---|---:|---:|---:|",
+    ]
+    for title, key in rows:
+        row = data[key]
+        lines.append(
+            f"| {title} | {row['median_s']:.3f} | {row['min_s']:.3f} | {row['max_s']:.3f} |"
+        )
+    lines += [
+        "",
+        f"Speed-up of the command line: {data['cli_speedup_vs_tensorflow_import']:.1f}x; heavy modules "
+        f"loaded by `tfcompress inspect`: {', '.join(data['heavy_modules_loaded_by_cli_inspect']) or 'none'}.",
+    ]
+    return "\n".join(lines)
+
+
+def debug_table(data: dict) -> str:
+    """The debugger on nets with one layer made int8-sensitive."""
+    lines = [
+        "One layer of a trained net made int8-sensitive (an outlier channel that keeps the float "
+        f"function); {data['calibration_samples']} calibration samples:",
+        "",
+        "| outlier factor | runs | sensitive layer ranked first | int8 accuracy gap (pp) | runs with a gap >= 1 pp | of those, >= 80% of the gap recovered by keeping the layer float | least gap recovered | `suggest_keep_float` meets 1 pp |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for key, row in data["summary"].items():
+        low, high = row["gap_pp_range"]
+        lines.append(
+            f"| {key.removeprefix('factor_')} | {row['runs']} | {row['ranked_first']} | {low} to {high} | "
+            f"{row['runs_with_gap_ge_1pp']} | {row['recovered_80pct_of_those']} | "
+            f"{row['min_gap_recovered']:.1%} | {row['suggestion_target_met']} |"
+        )
+    lines += [
+        "",
+        "| architecture | seed | factor | layer | float acc. | int8 acc. | layer kept float | `suggest_keep_float` | debugger s |",
+        "|---|---:|---:|---|---:|---:|---:|---|---:|",
+    ]
+    for run in data["runs"]:
+        lines.append(
+            f"| {run['arch']} | {run['seed']} | {run['factor']:g} | {run['sensitive_layer']} | "
+            f"{run['float_accuracy']:.4f} | {run['int8_accuracy']:.4f} | {run['keep_float_accuracy']:.4f} | "
+            f"{', '.join(run['suggested_keep_float']) or '-'} ({run['suggested_accuracy']:.4f}) | "
+            f"{run['debug_seconds']:.2f} |"
+        )
+    timing = data.get("timing_mobilenetv2")
+    if timing:
+        lines += [
+            "",
+            f"{timing['model']}: {timing['rows']} rows, {timing['samples']} samples "
+            f"({timing['isolated_samples']} isolated), {timing['debug_total_seconds']:.2f} s including "
+            f"{timing['calibrate_seconds']:.2f} s of calibration.",
+        ]
+    return "\n".join(lines)
+
+
+PTQ_RECOVERY_ROWS = (
+    ("float (Keras)", "float"),
+    ("int8 per-channel", "int8_per_channel"),
+    ("per-tensor int8, naive", "per_tensor_naive"),
+    ("per-tensor int8, equalize (ReLU6 pairs skipped)", "per_tensor_equalize_relu6_skip"),
+    ("per-tensor int8, equalize", "per_tensor_equalize"),
+    ("per-tensor int8, bias correction only", "per_tensor_bias_correction_only"),
+    ("per-tensor int8, fold + equalize + bias correction", "per_tensor_equalize_bias_correction"),
+    ("4-bit weights, round-to-nearest", "w4_nearest"),
+    ("4-bit weights, round-to-nearest + bias correction", "w4_nearest_bias_correction"),
+    ("4-bit weights, AdaRound", "w4_adaround"),
+    ("4-bit weights, AdaRound + bias correction", "w4_adaround_bias_correction"),
+    (
+        "INT4 file from `convert(optimize=..., int4_weights=True)`",
+        "w4_adaround_convert_optimize_int4",
+    ),
+)
+
+
+def ptq_recovery_table(data: dict) -> str:
+    """Accuracy on LiteRT after each recovery step, mean of the seeds."""
+    mean = data["mean"]
+    lines = [
+        f"{data['model']}, {data['calibration_samples']} calibration samples, "
+        f"{data['adaround_iterations']} AdaRound iterations, accuracy on LiteRT, mean of "
+        f"{data['seeds_done']} seeds:",
+        "",
+        "| setting | accuracy |",
+        "|---|---:|",
+    ]
+    for title, key in PTQ_RECOVERY_ROWS:
+        if key in mean:
+            lines.append(f"| {title} | {mean[key]:.4f} |")
+    lines += [
+        "",
+        f"Seconds per step (mean): fold {mean['fold_s']:.2f}, equalize {mean['equalize_s']:.2f}, bias "
+        f"correction {mean['bias_correction_s']:.2f}, AdaRound {mean['adaround_s']:.2f}; INT4 file "
+        f"{mean['int4_file_bytes']:,.0f} bytes.",
+    ]
+    return "\n".join(lines)
+
+
+def ptq_recovery_dfq_table(data: dict) -> str:
+    """Per-channel range spread of folded depthwise kernels and per-tensor int8 accuracy."""
+    lines = [
+        f"{data['model']}, {data['calibration_samples']} calibration samples; recipes: "
+        + "; ".join(f"{k}: {v}" for k, v in data["recipes"].items())
+        + ". Spread: a depthwise kernel's largest over smallest per-channel range after BatchNorm folding.",
+        "",
+        "| recipe | seed | epochs | float | max spread | median spread | int8 per-channel | per-tensor naive | per-tensor, equalize + bias correction |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in data["rows"]:
+        for epochs, point in row["points"].items():
+            lines.append(
+                f"| {row['recipe']} | {row['seed']} | {epochs} | {point['float']:.4f} | "
+                f"{point['max_spread']:.1f}x | {point['median_spread']:.1f}x | {point['int8_per_channel']:.4f} | "
+                f"{point['per_tensor_naive']:.4f} | {point['per_tensor_equalize_bias_correction']:.4f} |"
+            )
+    collapsed = data["naive_per_tensor_collapsed_runs"]
+    lines += [
+        "",
+        f"Runs where naive per-tensor int8 collapsed: {len(collapsed)} of {data['runs_done']}.",
+    ]
+    return "\n".join(lines)
+
+
+def auto_quantize_table(data: dict) -> str:
+    """The file auto_quantize chose, per architecture and seed."""
+    lines = [
+        f"`max_accuracy_drop={data['max_accuracy_drop']}`; target met in every run: "
+        f"{'yes' if data['all_meet_target'] else 'no'}; never larger than the plain int8 file: "
+        f"{'yes' if data['all_no_larger_than_plain_int8'] else 'no'}.",
+        "",
+        "| architecture / seed | chosen | float acc. | chosen file bytes | plain int8 bytes | chosen / plain int8 | target met | seconds |",
+        "|---|---|---:|---:|---:|---:|---|---:|",
+    ]
+    for name, row in data["rows"].items():
+        lines.append(
+            f"| {name} | {row['choice']} | {row['float_accuracy']:.4f} | {row['size_bytes']:,} | "
+            f"{row['plain_int8_bytes']:,} | {row['size_vs_plain_int8']:.2f}x | "
+            f"{'yes' if row['target_met'] else 'no'} | {row['seconds']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def multiworker_table(data: dict) -> str:
+    """Two workers against one process: largest absolute difference over all variables."""
+    setup = data["setup"]
+    lines = [
+        f"{setup['workers']} workers, {setup['device']}, global batch {setup['global_batch']}, "
+        f"{setup['epochs']} epochs on {setup['samples']} samples; model {setup['model']}; "
+        f"multi-worker training with {setup['multi_worker_training']}.",
+        "",
+        "| scenario | worker 0 vs worker 1 | workers vs one process | wall s, 2 workers / 1 process |",
+        "|---|---:|---:|---:|",
+    ]
+    for row in data["rows"]:
+        lines.append(
+            f"| {row['scenario']} | {row['max_abs_diff_worker0_vs_worker1']:.1e} | "
+            f"{row['max_abs_diff_vs_single_process']:.1e} | {row['wall_s_two_workers']:.1f} / "
+            f"{row['wall_s_single_process']:.1f} |"
+        )
+    lines += ["", f"Note: {data['note']}."]
+    return "\n".join(lines)
+
+
+def resume_table(data: dict) -> str:
+    """Killed (SIGKILL) and resumed with BackupAndRestore."""
+    lines = [
+        f"{data['identical']} of {data['scenarios']} scenarios identical (tolerance {data['tolerance']:g}); "
+        f"{data['epochs']} epochs of {data['steps_per_epoch']} steps. {data['note']}",
+        "",
+        "| scenario | identical | max abs difference (compared run) |",
+        "|---|---|---:|",
+    ]
+    for row in data["rows"]:
+        if "vs_replayed_max_abs" in row:
+            difference = f"{row['vs_replayed_max_abs']:g} (replayed)"
+        else:
+            difference = f"{row['vs_uninterrupted_max_abs']:g} (uninterrupted)"
+        lines.append(f"| {row['name']} | {'yes' if row['identical'] else 'no'} | {difference} |")
+    return "\n".join(lines)
+
+
+def files_table(data: dict) -> str:
+    """Damaged model files: what loading each one says."""
+    damaged = data["damaged_files"]
+    outcomes = ", ".join(f"{k}: {v}" for k, v in damaged["outcomes"].items())
+    lines = [
+        f"{damaged['count']} damaged files, {damaged['crashes']} crashes; outcomes: {outcomes}.",
+        "",
+        "| file | outcome |",
+        "|---|---|",
+    ]
+    for row in damaged["rows"]:
+        lines.append(f"| `{row['file']}` | {row['outcome']} |")
+    for key, value in data.items():
+        if key in ("benchmark", "command", "environment", "damaged_files") or not isinstance(
+            value, dict
+        ):
             continue
-        table = FORMATTERS.get(name, generic_table)(json.loads(path.read_text()))
+        facts = ", ".join(f"{k}: {v}" for k, v in value.items() if not isinstance(v, (dict, list)))
+        if facts:
+            lines += ["", f"{key.replace('_', ' ')}: {facts}."]
+    return "\n".join(lines)
+
+
+def memory_table(data: dict) -> str:
+    """Peak resident memory of each configuration, in its own process."""
+    setup = data["setup"]
+    lines = [
+        "; ".join(f"{k}: {v}" for k, v in setup.items()) + ".",
+        "",
+        "| model | configuration | peak MB | peak MB after build | ratio to float |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for row in data["rows"]:
+        if "error" in row:
+            lines.append(f"| {row['model']} | {row['mode']} | fails: {row['error'][:90]} | | |")
+            continue
+        peak = f"{row['peak_rss_mb']:.0f}" if "peak_rss_mb" in row else "-"
+        lines.append(
+            f"| {row['model']} | {row['mode']} | {peak} | {row['peak_rss_after_build_mb']:.0f} | "
+            f"{row['ratio_to_float']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def _step(value: float | str) -> str:
+    return f"fails ({value.split(':')[0]})" if isinstance(value, str) else f"{value * 1000:.0f} ms"
+
+
+def _ratio(ratios: dict, key: str) -> str:
+    return f"{ratios[key]:.2f}x" if key in ratios else "-"
+
+
+def speed_train_table(data: dict) -> str:
+    """Training step time of QAT and pruning as a multiple of the same library's float step."""
+    lines = []
+    convert = data.get("convert")
+    if convert:
+        lines += [
+            f"int8 calibration and conversion of {convert['model']}: `tfc.convert` "
+            f"{convert['seconds']['ours']['convert_s']:.1f} s, plain `tf.lite.TFLiteConverter` "
+            f"{convert['seconds']['plain']['convert_s']:.1f} s ({convert['ours_over_plain']:.2f}x).",
+            "",
+        ]
+    lines += [
+        f"Training step, batch {data['batch']}, best of {data['rounds']} round(s):",
+        "",
+        "| model | tfcompress float step | tfcompress QAT | tfcompress pruning | tfmot float step | tfmot QAT | tfmot pruning |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for model, row in data["train"].items():
+        if not isinstance(row, dict) or "step_s" not in row:
+            continue
+        steps, ratios = row["step_s"], row["ratios"]
+        tfmot_qat = _ratio(ratios, "tfmot_qat_over_float")
+        tfmot_prune = _ratio(ratios, "tfmot_prune_over_float")
+        if isinstance(steps["tfmot_qat"], str):
+            tfmot_qat = _step(steps["tfmot_qat"])
+        if isinstance(steps["tfmot_prune"], str):
+            tfmot_prune = _step(steps["tfmot_prune"])
+        lines.append(
+            f"| {model} | {_step(steps['ours_float'])} | {_ratio(ratios, 'ours_qat_over_float')} | "
+            f"{_ratio(ratios, 'ours_prune_over_float')} | {_step(steps['tfmot_float'])} | "
+            f"{tfmot_qat} | {tfmot_prune} |"
+        )
+    return "\n".join(lines)
+
+
+def speed_channels_table(data: dict) -> str:
+    """Channel pruning for LiteRT latency, and INT4-packed weights."""
+    channels, int4 = data["channels"], data["int4"]
+    search = channels["int8_search_report"]
+    lines = [
+        f"{channels['model']}, `prune_channels(latency_ratio={channels['latency_ratio_target']}, "
+        f'latency_mode="{search["latency_mode"]}")`: {search["rounds"]} rounds, '
+        f"{channels['search_s']:.0f} s, reached {search['reached']:.3f} of the dense latency on its own "
+        f"timings; MACs {search['pruned_macs'] / search['dense_macs']:.2f}x.",
+        "",
+        "| | dense | compressed | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for threads, row in channels["int8_latency"].items():
+        lines.append(
+            f"| channel-pruned int8, {threads.replace('_', ' ')} | {row['dense_ms']:.2f} ms | "
+            f"{row['pruned_ms']:.2f} ms | {row['ratio']:.2f}x |"
+        )
+    size = channels["int8_bytes"]
+    lines.append(
+        f"| channel-pruned int8 file bytes | {size['dense']:,} | {size['pruned']:,} | "
+        f"{size['pruned'] / size['dense']:.2f}x |"
+    )
+    lines.append(
+        f"| INT4-packed 4-bit weights, file bytes | {int4['bytes']['int8_levels_4bit']:,} | "
+        f"{int4['bytes']['int4']:,} | {int4['int4_over_int8_levels']:.2f}x |"
+    )
+    for threads in ("1_threads", "2_threads"):
+        row = int4[threads]
+        lines.append(
+            f"| INT4-packed latency, {threads.replace('_', ' ')} (builtin kernels) | "
+            f"{row['int8_levels_ms']:.2f} ms | {row['int4_ms']:.2f} ms | {row['ratio']:.2f}x |"
+        )
+    cost = channels["accuracy_cost"]
+    lines += [
+        "",
+        f"Accuracy cost on the digits CNN (int8 on LiteRT): dense {cost['dense']['int8_accuracy']:.4f}; "
+        f"pruned in one shot to {cost['int8_search_reached']:.2f} of the int8 latency "
+        f"{cost['pruned']['int8_accuracy']:.4f}; pruned during training (`StructuredPruning` + "
+        f"`strip_channels`) {cost['gradual']['int8_accuracy']:.4f}.",
+        "",
+        "| architecture | MACs target | MACs reached | groups pruned | left whole | search s |",
+        "|---|---:|---:|---:|---|---:|",
+    ]
+    for name, row in channels["architectures"].items():
+        whole = "; ".join(f"{k}: {v}" for k, v in row["left_whole"].items())
+        lines.append(
+            f"| {name} | {row['macs_ratio_target']} | {row['macs_reached']:.3f} | {row['groups_pruned']} | "
+            f"{whole} | {row['search_s']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def pruning_allocation_table(data: dict) -> str:
+    """LAMP against tfmot at equal overall sparsity, int8 on LiteRT, mean of the seeds."""
+    settings = data["settings"]
+    default = data["default_allocation"]
+    lines = [
+        f"Seeds {settings['seeds']}, {settings['prune_epochs']} pruning epochs, schedule "
+        f"{settings['schedule']}, batch order: {settings['batch_order']}. Gap: {default}'s int8 file "
+        "minus tfmot's, in test digits (of 450), with its paired 95% interval.",
+        "",
+        f"| architecture | sparsity | {default} int8 | tfmot int8 (sparsity reached) | gap, digits [95% CI] |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for arch, sides in data["summary_mean_of_seeds"].items():
+        for target, mine in sides[default].items():
+            peer = sides.get("tfmot", {}).get(target, {})
+            low, high = mine["int8_gap_to_tfmot_digits_ci95"]
+            lines.append(
+                f"| {arch} | {target} | {mine['int8_accuracy']:.4f} | "
+                f"{peer.get('int8_accuracy', float('nan')):.4f} ({peer.get('int8_sparsity', float('nan')):.2f}) | "
+                f"{mine['int8_gap_to_tfmot_digits']:+.1f} [{low:+.1f}, {high:+.1f}] |"
+            )
+    return "\n".join(lines)
+
+
+def distill_defaults_table(data: dict) -> str:
+    """Distilled student minus the same student trained alone, in test digits of 450."""
+    protocol = data["protocol"]
+    students = data["students"]
+    recipes = [
+        key for key in next(iter(students.values()))["minus_scratch_digits"] if key != "scratch"
+    ]
+    has_interval = any("minus_scratch_digits_95" in s for s in students.values())
+    lines = [
+        f"Seeds {protocol['seeds']}, {protocol['epochs']} epochs, batch {protocol['batch_size']}, "
+        f"{protocol['optimizer']}; same initial weights and batches for both arms. Library defaults: "
+        f"alpha {data['library_defaults']['alpha']}, temperature {data['library_defaults']['temperature']}.",
+        "",
+        "| student | teacher % | alone % | " + " | ".join(f"`{r}`" for r in recipes) + " |",
+        "|---|---:|---:|" + "---:|" * len(recipes),
+    ]
+    for name, student in students.items():
+        means = student["means"]
+        cells = []
+        for recipe in recipes:
+            cell = f"{student['minus_scratch_digits'][recipe]:+.2f}"
+            interval = student.get("minus_scratch_digits_95", {}).get(recipe)
+            if has_interval and interval:
+                cell += f" [{interval[0]:+.2f}, {interval[1]:+.2f}]"
+            cells.append(cell)
+        lines.append(
+            f"| {name} | {means['teacher'] * 100:.1f} | {means['scratch'] * 100:.1f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    if has_interval:
+        lines += ["", "In brackets: the paired 95% interval over the seeds."]
+    return "\n".join(lines)
+
+
+def readme_convert_table(data: dict) -> str:
+    """The README's one results table: the digits CNN in every conversion mode."""
+    digits = data["digits_cnn"]
+    lines = [
+        f"digits CNN (Keras float accuracy {digits['keras_accuracy']:.4f}), measured on LiteRT:",
+        "",
+        "| mode | accuracy | top-1 agreement with Keras | bytes | float ops |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for mode, row in digits["modes"].items():
+        lines.append(
+            f"| `{mode}` | {row['accuracy']:.4f} | {row['top1_agreement_with_keras']:.4f} | "
+            f"{row['bytes']:,} | {row['float_ops']} |"
+        )
+    return "\n".join(lines)
+
+
+# One page per capability: (file name, title, introduction, sections). A section is
+# (heading, JSON file stem, formatter). Introductions say what is measured, never a figure.
+Section = tuple[str, str, Callable[[dict], str]]
+PAGES: list[tuple[str, str, str, list[Section]]] = [
+    (
+        "conversion",
+        "Conversion and deployment",
+        "Accuracy, size and latency of the files `tfc.convert` writes, measured on the LiteRT "
+        "interpreter. See the [conversion guide](../guide/conversion.md).",
+        [
+            ("Every mode on the digits CNN and MobileNetV2", "convert", convert_table),
+            ("Recurrent models in full integer", "recurrent", recurrent_table),
+            ("Repeated vectors stored once", "file_size", file_size_table),
+            ("The converter in a child process", "isolation", isolation_table),
+            ("Inspection without TensorFlow", "inspect", inspect_table),
+        ],
+    ),
+    (
+        "qat",
+        "Quantization-aware training",
+        "QAT side by side with tfmot, the QAT options, and recurrent models. See the "
+        "[QAT guide](../guide/qat.md).",
+        [
+            ("keras.applications, the digits CNN and the options", "qat", qat_table),
+            (
+                "Recurrent int8 files against Keras",
+                "recurrent_agreement",
+                recurrent_agreement_table,
+            ),
+            (
+                "Recurrent int16x8 files against Keras",
+                "recurrent_agreement_int16x8",
+                recurrent_agreement_table,
+            ),
+            (
+                "TFLite's own integer LSTM kernel",
+                "recurrent_agreement_lstm_kernel",
+                recurrent_agreement_table,
+            ),
+            (
+                "Where a QAT training step spends its time",
+                "qat_step_profile",
+                qat_step_profile_table,
+            ),
+        ],
+    ),
+    (
+        "pruning",
+        "Pruning",
+        "Magnitude pruning side by side with tfmot, the default (LAMP) allocation, and structured "
+        "pruning for LiteRT latency. See the [pruning guide](../guide/pruning.md).",
+        [
+            ("Magnitude pruning and structured pruning", "pruning", pruning_table),
+            (
+                "LAMP against tfmot on identical batches",
+                "pruning_allocation_same_order",
+                pruning_allocation_table,
+            ),
+            ("Channel pruning for latency, and INT4 weights", "speed", speed_channels_table),
+        ],
+    ),
+    (
+        "distillation",
+        "Distillation",
+        "The `Distiller` against the same student trained alone. See the "
+        "[distillation guide](../guide/distillation.md).",
+        [
+            ("Teacher to student on the digits", "distill", distill_table),
+            (
+                "Defaults on seven students, trained to their plateau",
+                "distill_defaults_converged2",
+                distill_defaults_table,
+            ),
+            ("Defaults over ten seeds", "distill_defaults_10seeds", distill_defaults_table),
+        ],
+    ),
+    (
+        "sharing",
+        "Clustering and factorization",
+        "Weight clustering side by side with tfmot, and low-rank factorization. See the "
+        "[clustering and factorization guide](../guide/sharing.md).",
+        [("Clustering and factorization of the digits CNN", "sharing", sharing_table)],
+    ),
+    (
+        "quantization_error",
+        "Finding and fixing quantization error",
+        "The debugger, PTQ recovery and `auto_quantize`. See the "
+        "[guide](../guide/quantization_error.md).",
+        [
+            ("The debugger finds the sensitive layer", "debug", debug_table),
+            ("PTQ recovery on MobileNetV2", "ptq_recovery", ptq_recovery_table),
+            (
+                "Per-tensor int8 and the folded depthwise ranges",
+                "ptq_recovery_dfq",
+                ptq_recovery_dfq_table,
+            ),
+            ("auto_quantize on the zoo", "auto_quantize", auto_quantize_table),
+        ],
+    ),
+    (
+        "training",
+        "Training: speed, memory, several workers, resuming",
+        "Training-step time and memory against the float step and tfmot, several workers against "
+        "one process, kill-and-resume, damaged files. See the "
+        "[distributed](../guide/distributed.md) and [resilience](../guide/resilience.md) guides.",
+        [
+            ("Training-step time", "speed", speed_train_table),
+            ("Training-step time with XLA (`jit_compile=True`)", "speed_jit", speed_train_table),
+            ("Peak memory of a training step", "memory", memory_table),
+            ("Peak memory of wrapping for pruning", "memory_wrap", memory_table),
+            ("Two workers against one process", "multiworker", multiworker_table),
+            ("Killed and resumed", "resume", resume_table),
+            ("Damaged model files", "files", files_table),
+        ],
+    ),
+    (
+        "coverage",
+        "Coverage of Keras layers",
+        "How many rows of the [coverage matrix](../reference/coverage.md) each technique passes.",
+        [("Rows that pass", "coverage", coverage_table)],
+    ),
+    (
+        "zoo",
+        "Every technique on seven small architectures",
+        "Each technique on seven small architectures, tfcompress against tfmot from the same float "
+        "model, measured on LiteRT.",
+        [("LiteRT accuracy and what the files hold", "zoo", zoo_table)],
+    ),
+]
+
+# README.md: `<!-- results:NAME -->` ... `<!-- /results:NAME -->`, NAME the JSON file stem
+README_TABLES: dict[str, Callable[[dict], str]] = {"convert": readme_convert_table}
+
+
+def _load(stem: str) -> dict:
+    return json.loads((RESULTS / f"{stem}.json").read_text())
+
+
+def _command(data: dict) -> str:
+    return data.get("measured_by") or data.get("command", "")
+
+
+def _environment(data: dict) -> str:
+    env = data.get("environment", {})
+    return (
+        f"TensorFlow {env.get('tensorflow', '?')}, Keras {env.get('keras', '?')}, "
+        f"ai-edge-litert {env.get('ai_edge_litert', '?')}, {env.get('cpus', '?')} CPUs"
+    )
+
+
+def page_text(title: str, intro: str, sections: list[Section]) -> str:
+    lines = [f"# {title}", "", GENERATED, "", intro]
+    for heading, stem, formatter in sections:
+        data = _load(stem)
+        lines += [
+            "",
+            f"## {heading}",
+            "",
+            f"Command: `{_command(data)}` (`benchmarks/results/{stem}.json`; {_environment(data)}).",
+            "",
+            formatter(data),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+GENERATED = (
+    "<!-- Generated by benchmarks/make_results_pages.py from benchmarks/results/*.json; "
+    "do not edit. -->"
+)
+
+
+def index_text() -> str:
+    lines = [
+        "# Results",
+        "",
+        GENERATED,
+        "",
+        "Every figure on these pages is formatted from the JSON file that a benchmark script in "
+        "`benchmarks/` wrote (`benchmarks/results/`); rerun the command shown above a table to "
+        "measure it again on your machine, then `python benchmarks/make_results_pages.py`. "
+        "Latencies are medians of batch-1 runs on LiteRT; accuracies are on the 450 test images "
+        "of scikit-learn's digits unless a table says otherwise.",
+        "",
+        "| page | results |",
+        "|---|---|",
+    ]
+    for name, title, _, sections in PAGES:
+        stems = ", ".join(f"`{stem}.json`" for _, stem, _ in sections)
+        lines.append(f"| [{title}]({name}.md) | {stems} |")
+    return "\n".join(lines) + "\n"
+
+
+def readme_text(text: str) -> str:
+    for name, formatter in README_TABLES.items():
+        pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(<!-- /results:{name} -->)", re.S)
+        table = formatter(_load(name))
         text = pattern.sub(lambda m, t=table: m.group(1) + t + "\n" + m.group(2), text)
-    handle, temporary = tempfile.mkstemp(prefix=".README.", dir=ROOT)
+    return text
+
+
+def outputs() -> dict[Path, str]:
+    """Every file this script writes, with its content."""
+    pages = {DOCS / "index.md": index_text()}
+    for name, title, intro, sections in PAGES:
+        pages[DOCS / f"{name}.md"] = page_text(title, intro, sections)
+    readme = ROOT / "README.md"
+    pages[readme] = readme_text(readme.read_text())
+    return pages
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     with os.fdopen(handle, "w") as stream:
         stream.write(text)
-    os.replace(temporary, readme)
+    os.replace(temporary, path)
+
+
+DOCS = ROOT / "docs" / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="write nothing; fail on a stale page")
+    args = parser.parse_args(argv)
+    stale = []
+    for path, text in outputs().items():
+        if path.exists() and path.read_text() == text:
+            continue
+        if args.check:
+            stale.append(str(path.relative_to(ROOT)))
+        else:
+            _write(path, text)
+    if stale:
+        print("out of date with benchmarks/results/*.json: " + ", ".join(stale), file=sys.stderr)
+        print("run: python benchmarks/make_results_pages.py", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
