@@ -23,10 +23,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check tfcompress tests benchmarks
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=25 --nbmake tests notebooks
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check tfcompress tests benchmarks
 	$(BIN)/ruff format --check tfcompress tests benchmarks
+
+.PHONY: docs
+docs: $(STAMP)  # the documentation site, into site/
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/convert_bench.py
