@@ -1,4 +1,5 @@
-"""The examples in the docstrings and the README's tour run as written."""
+"""The examples in the docstrings and the README's tour run as written; the documentation's code
+blocks parse, the README stays short, and the results pages match the benchmarks' JSON."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import doctest
 import importlib
 import pkgutil
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -44,3 +46,49 @@ def test_readme_tour_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "README.md tour", "exec"), {})  # noqa: S102 - the README is ours
     assert (tmp_path / "tflite_models" / "digits_int8.tflite").stat().st_size > 0
+
+
+README_MAX_LINES = 250
+GUIDES = sorted((ROOT / "docs" / "guide").glob("*.md"))
+
+
+def _python_blocks(path: Path) -> list[tuple[int, str]]:
+    """(line number, code) of every fenced python block of a markdown file."""
+    text = path.read_text()
+    blocks = []
+    for match in re.finditer(r"^([ \t]*)```python[^\n]*\n(.*?)^\1```", text, re.S | re.M):
+        line = text.count("\n", 0, match.start()) + 1
+        blocks.append((line, textwrap.dedent(match.group(2))))
+    return blocks
+
+
+def test_readme_has_at_most_250_lines():
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= README_MAX_LINES, (
+        f"README.md has {len(lines)} lines (at most {README_MAX_LINES}): move details to docs/"
+    )
+
+
+@pytest.mark.parametrize(
+    "path", [ROOT / "README.md", *GUIDES], ids=lambda p: str(p.relative_to(ROOT))
+)
+def test_readme_and_guide_python_blocks_parse(path):
+    blocks = _python_blocks(path)
+    if path.name == "README.md":
+        assert len(blocks) >= 5, "README.md: one python block per capability"
+    for line, code in blocks:
+        try:
+            compile(code, f"{path.relative_to(ROOT)}:{line}", "exec")
+        except SyntaxError as error:
+            pytest.fail(f"{path.relative_to(ROOT)}, block at line {line}: {error}")
+
+
+def test_results_pages_match_the_json():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_results_pages", ROOT / "benchmarks" / "make_results_pages.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--check"]) == 0, "run: python benchmarks/make_results_pages.py"
