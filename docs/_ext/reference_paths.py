@@ -62,30 +62,33 @@ def _names_table(tree: ast.Module) -> dict[str, str]:
 
 @functools.cache
 def resolve(path: str, depth: int = 0) -> str:
-    """The dotted path of the definition of `path` (`tfcompress.convert` -> `tfcompress.x.convert`)."""
-    if depth > 10 or _module_file(path):
-        return path
+    """The dotted path of the definition of `path` (`tfcompress.convert` -> `tfcompress.x.convert`).
+
+    A name the module defines, imports or lists in its `_NAMES` table wins over a submodule of
+    the same name (`tfcompress.converter.convert` is the function, as `__getattr__` answers).
+    """
     module, _, name = path.rpartition(".")
+    if depth > 10 or not module:
+        return path
     if _module_file(module) is None:
         return f"{resolve(module, depth + 1)}.{name}"
     tree = _tree(module)
     for node in tree.body:
-        if (
-            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-            and node.name == name
-        ):
-            return path
-        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if node.name == name:
+                return path
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             if any(isinstance(t, ast.Name) and t.id == name for t in targets):
                 return path
-        if isinstance(node, ast.ImportFrom):
+        elif isinstance(node, ast.ImportFrom):
             for alias in node.names:
                 if (alias.asname or alias.name) == name:
-                    return resolve(f"{_absolute(module, node)}.{alias.name}", depth + 1)
-    target = _names_table(tree).get(name)
-    if target and target != module:
-        return resolve(f"{target}.{name}", depth + 1)
+                    target = f"{_absolute(module, node)}.{alias.name}"
+                    return path if target == path else resolve(target, depth + 1)
+    table = _names_table(tree).get(name)
+    if table and table != module:
+        return resolve(f"{table}.{name}", depth + 1)
     return path
 
 
