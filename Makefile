@@ -21,6 +21,7 @@ demo: $(STAMP)
 	$(BIN)/tfcompress demo
 
 test: $(STAMP)
+	scripts/ensure_chromium.sh
 	$(BIN)/ruff check tfcompress tests benchmarks
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=25 --nbmake tests notebooks
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q

@@ -17,9 +17,9 @@ from _common import write_results  # noqa: E402
 
 import tfcompress as tfc  # noqa: E402
 from tfcompress.converter import run_tflite  # noqa: E402
-from tfcompress.converter.convert import CALIBRATED_MODES, MODES  # noqa: E402
 from tfcompress.data import calibration_sample, load_digits  # noqa: E402
 from tfcompress.demo import train_float_model  # noqa: E402
+from tfcompress.export import CALIBRATED_MODES, MODES  # noqa: E402
 
 
 def digits_figures(epochs: int = 15) -> dict:

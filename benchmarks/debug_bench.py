@@ -3,7 +3,7 @@ recovers the accuracy gap.
 
 For each architecture (the zoo's digits CNN `cnn2d_bn`, the 1-D conv net `cnn1d` and the
 depthwise-separable `dwsep`) and seed, the float model is trained, then one middle layer gets an
-outlier row of weights (`tfcompress.ptq.outliers.inject_weight_outlier`: the float function is
+outlier row of weights (`tfcompress.diagnose.outliers.inject_weight_outlier`: the float function is
 unchanged, its int8 weights are not). The script records where `debug_quantization` ranks that
 layer, the float / int8 / keep_float accuracies on the test set, the share of the gap recovered
 by keeping that one layer float, what `suggest_keep_float` picks for a 1 pp target, and the
@@ -28,11 +28,11 @@ import numpy as np  # noqa: E402
 import zoo_models  # noqa: E402
 from _common import write_results  # noqa: E402
 
-from tfcompress.converter.runtime import run_tflite  # noqa: E402
 from tfcompress.data import Split  # noqa: E402
+from tfcompress.diagnose.outliers import inject_weight_outlier, quietest_channel  # noqa: E402
+from tfcompress.export import calibrate  # noqa: E402
 from tfcompress.ptq import debug_quantization, suggest_keep_float  # noqa: E402
-from tfcompress.ptq.outliers import inject_weight_outlier, quietest_channel  # noqa: E402
-from tfcompress.ptq.selective import calibrate  # noqa: E402
+from tfcompress.tflite.runtime import run_tflite  # noqa: E402
 
 # the layer made sensitive in each architecture: a middle conv fed through ReLU by a BatchNorm
 SENSITIVE = {"cnn2d_bn": "conv3", "cnn1d": "conv2", "dwsep": "block3_pw"}

@@ -3,7 +3,7 @@
 TF's converter gives every tensor its own copy of its shape, scales and zero points: the unrolled
 steps of a recurrent layer all read one bias with the same 4 x units per-channel quantization,
 stored once per step. `convert` now repacks every file but the Edge TPU's with
-`tfcompress.converter.flatbuffer.share_vectors`. For each model and mode this converts twice, with
+`tfcompress.tflite.flatbuffer.share_vectors`. For each model and mode this converts twice, with
 the step and without it (patched out), and records both sizes, whether LiteRT's outputs are
 bit-identical on 64 inputs, and the seconds the step takes. Models: the digits-as-sequence LSTM,
 GRU and Bidirectional-LSTM of `recurrent_bench.py` (untrained: sizes do not depend on training),
@@ -30,7 +30,7 @@ import tfcompress as tfc  # noqa: E402
 from tfcompress.converter import flatbuffer, run_tflite  # noqa: E402
 from tfcompress.models import build_digits_cnn  # noqa: E402
 
-convert_module = importlib.import_module("tfcompress.converter.convert")
+convert_module = importlib.import_module("tfcompress.export")
 
 
 def models() -> dict[str, tuple[keras.Model, np.ndarray]]:

@@ -152,7 +152,7 @@ def write_corpus(folder: Path, flips: int = 10, cuts: int = 6) -> int:
 WRITER = """
 import sys
 from pathlib import Path
-from tfcompress.converter.convert import save_tflite
+from tfcompress.export import save_tflite
 first, second, target = Path(sys.argv[1]).read_bytes(), Path(sys.argv[2]).read_bytes(), sys.argv[3]
 print("ready", flush=True)
 while True:
@@ -222,7 +222,7 @@ def _child_loads(folder: str) -> None:
 
 def main(kills: int = 5) -> None:
     from benchmarks._common import write_results
-    from tfcompress.converter.convert import save_tflite
+    from tfcompress.export import save_tflite
 
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)

@@ -79,7 +79,7 @@ def _heavy_modules(path: Path) -> list[str]:
 
 
 def _in_process(path: Path, runs: int) -> list[float]:
-    from tfcompress.converter.flatbuffer import inspect
+    from tfcompress.tflite.flatbuffer import inspect
 
     inspect(path)  # warm-up: file cache, schema module
     times = []

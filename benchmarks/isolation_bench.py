@@ -56,7 +56,7 @@ def timing(side: str, repeats: int) -> dict[str, float]:
             best = min(best, time.perf_counter() - start)
         times[f"{mode}_s"] = best
     if isolate:  # the fork, pipe and pickle round trip alone, with this process's memory
-        from tfcompress.converter.isolation import run_in_child
+        from tfcompress.tflite.isolation import run_in_child
 
         flatbuffer = tfc.convert(model, "int8", data, isolate=False)
         best = float("inf")

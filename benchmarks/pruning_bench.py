@@ -316,7 +316,7 @@ def tfcompress_step_times() -> dict:
         return pruned, len(tfc.pruning.pruned_layers(pruned))
 
     def same_layers_build():
-        from tfcompress.graph import fresh_copy, rebuild
+        from tfcompress.core.graph import fresh_copy, rebuild
         from tfcompress.layers import FusedBatchNormalization
 
         def fused(layer):

@@ -1,4 +1,4 @@
-"""PTQ accuracy recovery on a trained depthwise-separable net (issue 12, tfcompress.ptq.recovery).
+"""PTQ accuracy recovery on a trained depthwise-separable net (issue 12, tfcompress.recovery).
 
 MobileNetV2 (alpha 0.35, `keras.applications.MobileNetV2(weights=None)`, BatchNorm momentum 0.9
 so its statistics settle in a short training) is trained on the digits upsampled to 32x32 (nearest
@@ -44,7 +44,7 @@ from _common import write_results  # noqa: E402
 
 import tfcompress as tfc  # noqa: E402
 from tfcompress.data import load_digits  # noqa: E402
-from tfcompress.ptq.recovery import (  # noqa: E402
+from tfcompress.recovery import (  # noqa: E402
     adaround,
     bias_correction,
     equalize,

@@ -44,8 +44,8 @@ from _common import write_results  # noqa: E402
 from recurrent_bench import compile_model, lstm_kernel_file  # noqa: E402
 
 import tfcompress as tfc  # noqa: E402
-from tfcompress import graph  # noqa: E402
 from tfcompress.converter import ConversionError, run_tflite  # noqa: E402
+from tfcompress.core import graph  # noqa: E402
 from tfcompress.data import load_digits  # noqa: E402
 from tfcompress.quantization.recurrent import _UnrolledRecurrent  # noqa: E402
 

@@ -62,7 +62,7 @@ def lstm_kernel_file(model: keras.Model, calibration: np.ndarray | None = None) 
     import tensorflow as tf
     import tf_keras
 
-    from tfcompress.converter.isolation import convert_isolated
+    from tfcompress.tflite.isolation import convert_isolated
 
     def twin_of(layer: keras.layers.Layer) -> tf_keras.layers.Layer:
         if isinstance(layer, L.Masking):

@@ -409,7 +409,7 @@ def section_int4(spec: dict) -> dict:
     import keras
 
     import tfcompress as tfc
-    from tfcompress.converter.int4 import byte_breakdown, pack_int4
+    from tfcompress.tflite.int4 import byte_breakdown, pack_int4
 
     keras.utils.set_random_seed(0)
     model = _build(spec["main"], keras)

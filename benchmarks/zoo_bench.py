@@ -92,7 +92,7 @@ def file_row(flatbuffer: bytes, split) -> dict:
 def agreement(flatbuffer: bytes, keras_logits, x) -> float:
     import numpy as np
 
-    from tfcompress.converter.runtime import run_tflite
+    from tfcompress.tflite.runtime import run_tflite
 
     outputs = run_tflite(flatbuffer, x)
     return float(np.mean(np.asarray(outputs).argmax(-1) == np.asarray(keras_logits).argmax(-1)))

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tfcompress.converter.convert import MODES
 from tfcompress.demo import run_demo
+from tfcompress.export import MODES
 
 
 @pytest.mark.slow

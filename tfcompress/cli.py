@@ -188,8 +188,8 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _inspect(args: argparse.Namespace) -> int:
     # inspect, evaluate and bench load only LiteRT and the flatbuffer schema, never TensorFlow
-    from tfcompress.converter.edgetpu import edgetpu_report
-    from tfcompress.converter.flatbuffer import inspect
+    from tfcompress.tflite.edgetpu import edgetpu_report
+    from tfcompress.tflite.flatbuffer import inspect
 
     report = inspect(args.file)
     tpu = edgetpu_report(report) if args.edgetpu else None
@@ -207,7 +207,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from tfcompress.converter.runtime import evaluate_tflite
+    from tfcompress.tflite.runtime import evaluate_tflite
 
     x, y = load_arrays(args.data)
     if y is None:
@@ -227,8 +227,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _debug(args: argparse.Namespace) -> int:
-    from tfcompress.converter.source import load_source
-    from tfcompress.ptq.debug import debug_quantization
+    from tfcompress.diagnose.debug import debug_quantization
+    from tfcompress.tflite.source import load_source
 
     x = load_arrays(args.data)[0]
     calibration = load_arrays(args.calibration, test_split=False)[0] if args.calibration else None
@@ -257,7 +257,7 @@ def _compress(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from tfcompress.converter.runtime import benchmark_tflite
+    from tfcompress.tflite.runtime import benchmark_tflite
 
     latency = benchmark_tflite(
         args.file,
@@ -287,7 +287,7 @@ _COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tfcompress` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
-    from tfcompress.converter.errors import ConversionError, TFLiteFileError
+    from tfcompress.tflite.errors import ConversionError, TFLiteFileError
 
     try:
         return _COMMANDS[args.command](args)

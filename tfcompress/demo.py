@@ -21,10 +21,12 @@ from typing import Any
 
 import keras
 
-from tfcompress.converter import benchmark_tflite, convert, evaluate_tflite, inspect, save_tflite
-from tfcompress.converter.convert import CALIBRATED_MODES, MODES
 from tfcompress.data import Split, calibration_sample, load_digits
+from tfcompress.export import convert, save_tflite
 from tfcompress.models import build_digits_cnn, compile_classifier
+from tfcompress.tflite.convert import CALIBRATED_MODES, MODES
+from tfcompress.tflite.flatbuffer import inspect
+from tfcompress.tflite.runtime import benchmark_tflite, evaluate_tflite
 
 # A row maker returns (name, trained model) or (name, trained model, extra convert() options).
 RowMaker = Callable[[Split, keras.Model], list[tuple]]

@@ -6,11 +6,14 @@ from typing import Any
 
 import keras
 
+from tfcompress.core.graph import fresh_copy
+from tfcompress.core.wrappers import TrainingLayer
+
 _MIN_FUSED_EPSILON = 1.001e-5  # the fused op raises smaller epsilons to this value
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
-class FusedBatchNormalization(keras.layers.BatchNormalization):
+class FusedBatchNormalization(TrainingLayer, keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` whose training step runs TensorFlow's fused kernel.
 
     Keras 3 computes batch normalization from separate moments and arithmetic ops; `tf_keras` used
@@ -31,6 +34,14 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         >>> bool(np.allclose(ours.moving_variance, theirs.moving_variance, atol=1e-6))
         True
     """
+
+    technique = "batch-normalized"
+    strip_function = "strip_pruning"
+    reported = False  # its plain twin computes the same function
+
+    def strip(self) -> keras.layers.BatchNormalization:
+        """A plain `BatchNormalization` with the same config and weights."""
+        return fresh_copy(self, as_class=keras.layers.BatchNormalization)
 
     def _fusable(self, inputs: Any, mask: Any) -> bool:
         rank = len(inputs.shape)

@@ -161,7 +161,7 @@ def test_converted_file_stores_each_repeated_vector_once_and_computes_the_same(r
     import flatbuffers
     import keras
 
-    from tfcompress import compat
+    from tfcompress.core import compat
 
     inputs = keras.Input((8, 4))
     model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.LSTM(16)(inputs)))
@@ -229,7 +229,7 @@ def test_embedding_in_int16x8_says_to_use_int8(rng):
 def test_only_inputs_that_feed_nothing_but_embeddings_are_traced_as_int32():
     import keras
 
-    from tfcompress.converter.source import load_source, with_token_ids_as_int32
+    from tfcompress.tflite.source import load_source, with_token_ids_as_int32
 
     def dtypes(model):
         return [spec.dtype for spec in with_token_ids_as_int32(load_source(model)).input_specs]

@@ -12,9 +12,9 @@ import tensorflow as tf
 
 import tfcompress as tfc
 from tfcompress.converter import run_tflite
-from tfcompress.converter.convert import _run_converter
-from tfcompress.converter.isolation import isolation_available, run_in_child
 from tfcompress.models import build_digits_cnn
+from tfcompress.tflite.convert import run_converter as _run_converter
+from tfcompress.tflite.isolation import isolation_available, run_in_child
 
 pytestmark = pytest.mark.skipif(not isolation_available(), reason="isolation forks (Linux only)")
 

@@ -114,7 +114,7 @@ def test_a_buffer_shared_by_two_tensors_is_counted_once(tmp_path):
 
     import keras
 
-    from tfcompress import compat
+    from tfcompress.core import compat
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((16,))
@@ -167,9 +167,9 @@ def test_sparse_tensors_are_reported_with_values_and_index_bytes():
 
 @pytest.mark.parametrize("damage", ["subgraph output", "op input", "op code"])
 def test_an_index_past_the_end_is_a_corrupted_file_not_an_index_error(damage, trained_digits_cnn):
-    from tfcompress import compat
     from tfcompress.converter import TFLiteFileError
-    from tfcompress.converter.flatbuffer import pack
+    from tfcompress.core import compat
+    from tfcompress.tflite.flatbuffer import pack
 
     model = compat.tflite_schema().ModelT.InitFromPackedBuf(
         tfc.convert(trained_digits_cnn, "float32"), 0

@@ -7,10 +7,10 @@ import pytest
 
 import tfcompress as tfc
 from tfcompress.converter import run_tflite
-from tfcompress.converter.errors import ConversionError
-from tfcompress.converter.int4 import byte_breakdown, pack_int4, pack_nibbles
 from tfcompress.data import load_digits
 from tfcompress.models import build_digits_cnn
+from tfcompress.tflite.errors import ConversionError
+from tfcompress.tflite.int4 import byte_breakdown, pack_int4, pack_nibbles
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +59,7 @@ def test_int4_outputs_match_int8_levels_file_on_litert(
 def test_int4_file_stores_equal_zero_point_vectors_once(files: tuple[bytes, bytes]) -> None:
     import flatbuffers
 
-    from tfcompress import compat
+    from tfcompress.core import compat
 
     levels, packed = files
     before, after = byte_breakdown(levels), byte_breakdown(packed)
@@ -104,7 +104,7 @@ def test_int4_on_8_bit_model_says_train_with_weight_bits_4(
 
 
 def test_pack_nibbles_round_trips_through_inspect_unpacking() -> None:
-    from tfcompress.converter.flatbuffer import _unpack_int4
+    from tfcompress.tflite.flatbuffer import _unpack_int4
 
     values = np.arange(-8, 8, dtype=np.int8)
     np.testing.assert_array_equal(_unpack_int4(pack_nibbles(values).tobytes()), values)

@@ -8,7 +8,7 @@ import pytest
 
 import tfcompress as tfc
 from tfcompress.converter import run_tflite
-from tfcompress.converter.requantize import fold_float_requantize
+from tfcompress.tflite.requantize import fold_float_requantize
 
 
 @pytest.fixture(scope="session")

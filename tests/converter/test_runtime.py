@@ -64,7 +64,7 @@ def _with_custom_op(flatbuffer: bytes, op_name: str, custom_code: str) -> bytes:
     """A third-party style file: the first `op_name` op turned into a custom op LiteRT lacks."""
     import flatbuffers
 
-    from tfcompress import compat
+    from tfcompress.core import compat
 
     schema = compat.tflite_schema()
     model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)

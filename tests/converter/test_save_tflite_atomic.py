@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import files_bench as fb
-from tfcompress.converter.convert import save_tflite
+from tfcompress.export import save_tflite
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfcompress.graph import FOLDABLE, FoldedBatchNormalization, fold_batch_norms
+from tfcompress.core.batchnorm import FOLDABLE, FoldedBatchNormalization, fold_batch_norms
 
 L = keras.layers
 _SHAPES = {1: (6, 3), 2: (6, 6, 3), 3: (4, 4, 4, 3)}

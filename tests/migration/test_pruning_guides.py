@@ -32,7 +32,7 @@ def _weights(flatbuffer: bytes, op_name: str) -> list[np.ndarray]:
 
 
 def _litert_logits(flatbuffer: bytes, x: np.ndarray) -> np.ndarray:
-    from tfcompress.compat import litert_interpreter_class
+    from tfcompress.core.compat import litert_interpreter_class
 
     interpreter = litert_interpreter_class()(model_content=flatbuffer)
     interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], x.shape)

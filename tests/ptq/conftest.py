@@ -6,7 +6,7 @@ import keras
 import pytest
 
 from tfcompress.data import Split
-from tfcompress.ptq.outliers import inject_weight_outlier, quietest_channel
+from tfcompress.diagnose.outliers import inject_weight_outlier, quietest_channel
 
 SENSITIVE_LAYER = "fc1"
 
@@ -21,6 +21,6 @@ def sensitive_cnn(trained_digits_cnn: keras.Model, digits: Split) -> keras.Model
 @pytest.fixture(scope="session")
 def sensitive_calibrated(sensitive_cnn: keras.Model, digits: Split):
     """One calibration of the sensitive model, reused by the debugger and keep_float tests."""
-    from tfcompress.ptq.selective import calibrate
+    from tfcompress.export import calibrate
 
     return calibrate(sensitive_cnn, "int8", digits.x_train[:100])

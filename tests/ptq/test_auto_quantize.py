@@ -10,7 +10,7 @@ import pytest
 import tfcompress as tfc
 from tfcompress.converter import run_tflite
 from tfcompress.data import Split
-from tfcompress.ptq.auto import AutoQuantizeResult, auto_quantize, pareto_front
+from tfcompress.diagnose.auto import AutoQuantizeResult, auto_quantize, pareto_front
 
 # one worker runs the whole module (pytest -n 2 --dist loadgroup), so its fixtures run once
 pytestmark = pytest.mark.xdist_group("auto-quantize")
@@ -21,8 +21,8 @@ TIGHT = 0.003
 
 
 def int4_tensors(flatbuffer: bytes) -> int:
-    from tfcompress import compat
-    from tfcompress.converter.flatbuffer import read_model
+    from tfcompress.core import compat
+    from tfcompress.tflite.flatbuffer import read_model
 
     int4 = compat.tflite_schema().TensorType.INT4
     return sum(t.type == int4 for g in read_model(flatbuffer).subgraphs for t in g.tensors)

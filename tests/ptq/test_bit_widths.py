@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tests.ptq.conftest import SENSITIVE_LAYER
-from tfcompress.converter.convert import convert
-from tfcompress.converter.errors import ConversionError
 from tfcompress.data import Split
-from tfcompress.ptq.bit_widths import choose_int4_layers, four_bit_sensitivity
+from tfcompress.diagnose.bit_widths import choose_int4_layers, four_bit_sensitivity
+from tfcompress.export import convert
+from tfcompress.tflite.errors import ConversionError
 
 OPTIMIZE = ["fold_bn", ("adaround", {"iterations": 0, "int4_layers": ["conv1"]})]
 

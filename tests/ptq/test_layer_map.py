@@ -5,9 +5,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from tfcompress.converter.convert import convert
-from tfcompress.converter.flatbuffer import inspect
-from tfcompress.ptq.layer_map import map_layers
+from tfcompress.export import convert
+from tfcompress.tflite.flatbuffer import inspect
+from tfcompress.tflite.layer_map import map_layers
 
 
 def _conv1d_model() -> keras.Model:

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from tests.ptq.conftest import SENSITIVE_LAYER
-from tfcompress.converter.convert import convert
-from tfcompress.converter.errors import ConversionError
-from tfcompress.converter.flatbuffer import inspect
-from tfcompress.converter.runtime import run_tflite
 from tfcompress.data import Split
-from tfcompress.ptq.layer_map import map_layers
-from tfcompress.ptq.selective import suggest_keep_float
+from tfcompress.diagnose.keep_float import suggest_keep_float
+from tfcompress.export import convert
+from tfcompress.tflite.errors import ConversionError
+from tfcompress.tflite.flatbuffer import inspect
+from tfcompress.tflite.layer_map import map_layers
+from tfcompress.tflite.runtime import run_tflite
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,8 @@ import pytest
 import tfcompress as tfc
 from tests.outputs import inference
 from tfcompress.converter import run_tflite
+from tfcompress.core.graph import clone_with_weights
 from tfcompress.data import Split
-from tfcompress.graph import clone_with_weights
 from tfcompress.models import compile_classifier
 from tfcompress.quantization import (
     ActivationQuantizer,

@@ -149,7 +149,7 @@ def test_unknown_layer_name_is_an_error(trained_digits_cnn):
 
 
 def test_folding_batch_norms_keeps_outputs(trained_digits_cnn, digits):
-    from tfcompress.graph import fold_batch_norms
+    from tfcompress.core.batchnorm import fold_batch_norms
 
     folded = fold_batch_norms(trained_digits_cnn)
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)

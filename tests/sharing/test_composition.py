@@ -83,7 +83,7 @@ def test_clustered_student_distills(trained_digits_cnn, digits):
     from tfcompress.models import build_digits_cnn
 
     student = tfc.cluster_weights(build_digits_cnn(width=8), number_of_clusters=4)
-    from tfcompress.graph import clone_with_weights
+    from tfcompress.core.graph import clone_with_weights
 
     # the Distiller freezes its teacher: give it a copy, not the shared session fixture
     distiller = tfc.Distiller(teacher=clone_with_weights(trained_digits_cnn), student=student)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import keras
 
+from tfcompress.core.graph import clone_with_weights
 from tfcompress.data import Split
 from tfcompress.distillation import Distiller
-from tfcompress.graph import clone_with_weights
 from tfcompress.models import build_digits_cnn
 
 STUDENT_WIDTH, EPOCHS = 6, 15

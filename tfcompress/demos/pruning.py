@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from tfcompress.core.graph import clone_with_weights
 from tfcompress.data import Split
-from tfcompress.graph import clone_with_weights
 from tfcompress.models import compile_classifier
 from tfcompress.pruning import (
     PolynomialDecay,

@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from tfcompress.compat import keras_distillation_module
+from tfcompress.core.compat import keras_distillation_module
 from tfcompress.distillation.losses import (
     DistillationLoss,
     FeatureLoss,

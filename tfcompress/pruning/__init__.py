@@ -9,6 +9,7 @@ Example:
 """
 
 from tfcompress.pruning.callbacks import PruningSummaries, TaylorScores, UpdatePruningStep
+from tfcompress.pruning.channels import prune_channels
 from tfcompress.pruning.export import SparseRuntimeReport, check_sparse_runtime, convert_sparse
 from tfcompress.pruning.gradual import StructuredPruning, strip_channels
 from tfcompress.pruning.prune import (
@@ -19,7 +20,7 @@ from tfcompress.pruning.prune import (
 )
 from tfcompress.pruning.qat import PreserveSparsity, kernel_sparsity
 from tfcompress.pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
-from tfcompress.pruning.structured import count_flops, prune_channels
+from tfcompress.pruning.structured import count_flops
 from tfcompress.pruning.wrapper import PrunableLayer, PruneLowMagnitude, magnitude_mask, n_m_mask
 
 __all__ = [

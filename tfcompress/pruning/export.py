@@ -8,7 +8,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcompress.converter import convert, run_tflite
+from tfcompress.export import convert
+from tfcompress.pruning.wrapper import PruneLowMagnitude
+from tfcompress.tflite.runtime import run_tflite
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +55,7 @@ def convert_sparse(
         >>> isinstance(flatbuffer, bytes)
         True
     """
-    if any(type(layer).__name__ == "PruneLowMagnitude" for layer in model.layers):
+    if any(isinstance(layer, PruneLowMagnitude) for layer in model.layers):
         raise ValueError(
             f"convert_sparse: model '{model.name}' still holds pruning wrappers; call "
             "tfcompress.strip_pruning(model) first."

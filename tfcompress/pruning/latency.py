@@ -35,12 +35,14 @@ Concatenate, a shared layer) are left whole; `ChannelPruningReport.left_whole` n
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import keras
 import numpy as np
 
+from tfcompress.export import convert
 from tfcompress.pruning.structured import (
     _channel_scores,
     _ChannelGroups,
@@ -48,7 +50,9 @@ from tfcompress.pruning.structured import (
     _trace,
     apply_keep,
 )
+from tfcompress.tflite.runtime import benchmark_tflite
 
+LatencyFn = Callable[[bytes], float]  # a .tflite file -> its latency in milliseconds
 _log = logging.getLogger("tfcompress")
 _ROUNDS = 7
 _RUNS = 30
@@ -135,6 +139,7 @@ def _costs(
     latency: bool,
     threads: int,
     mode: str = "float32",
+    latency_of: LatencyFn | None = None,
 ) -> list[_Cost]:
     def root(tensor: Any) -> int | None:
         group = of_tensor.get(id(tensor))
@@ -150,7 +155,7 @@ def _costs(
         if latency:
             key = _shape_key(layer)
             if key not in table:
-                table[key] = _time_alone(layer, threads, mode)
+                table[key] = _time_alone(layer, threads, mode, latency_of)
             cost = table[key]
         else:
             cost = float(layer_macs(layer))
@@ -165,15 +170,20 @@ def _shape_key(layer: Any) -> str:
     return f"{type(layer).__name__}|{tuple(layer.input.shape[1:])}|{sorted(config.items())!r}"
 
 
-def _time_alone(layer: Any, threads: int, mode: str = "float32") -> float:
-    """Median LiteRT latency (ms) of a model made of this one layer, converted in `mode`."""
-    from tfcompress.converter.runtime import benchmark_tflite
+def _time_alone(
+    layer: Any, threads: int, mode: str = "float32", latency_of: LatencyFn | None = None
+) -> float:
+    """Latency (ms) of a model made of this one layer, converted in `mode`.
 
+    Measured by `latency_of`, or as the median of LiteRT runs on this machine.
+    """
     config = dict(layer.get_config(), name="timed")
     alone = keras.Sequential(
         [keras.Input(tuple(layer.input.shape[1:])), type(layer).from_config(config)]
     )
     flat = _convert_to_time(alone, mode)
+    if latency_of is not None:
+        return float(latency_of(flat))
     return benchmark_tflite(flat, threads=threads, runs=_RUNS, warmup=3).median_ms
 
 
@@ -185,8 +195,6 @@ def _random_inputs(model: keras.Model) -> np.ndarray:
 
 def _convert_to_time(model: keras.Model, mode: str, data: Any = None) -> bytes:
     """The file a latency is measured on: float32, or int8 calibrated on a few inputs."""
-    from tfcompress.converter.convert import convert
-
     if mode != "int8":
         return convert(model, mode)
     data = _random_inputs(model) if data is None else data
@@ -271,6 +279,7 @@ def prune_to_target(
     max_fraction: float = 0.9,
     mode: str = "float32",
     representative_data: Any = None,
+    latency_of: LatencyFn | None = None,
 ) -> keras.Model:
     """`prune_channels` with a `latency_ms`, `latency_ratio` or `macs_ratio` target.
 
@@ -283,6 +292,8 @@ def prune_to_target(
         mode: `"float32"` or `"int8"`: the file the layers and the whole model are timed on.
         representative_data: calibration inputs of the int8 timing files (`mode="int8"`; at
             most `_TIMING_SAMPLES` are used; random inputs when None).
+        latency_of: measures one `.tflite` file's latency in milliseconds (for example on
+            the target device); the median of LiteRT runs on this machine when None.
 
     Returns:
         The pruned model, with a `channel_pruning_report` attribute (`ChannelPruningReport`).
@@ -299,7 +310,7 @@ def prune_to_target(
     _check_target(kind, value, max_fraction, mode, representative_data)
     groups, of_tensor = _trace(model)
     latency = kind != "macs_ratio"
-    costs = _costs(model, groups, of_tensor, latency, threads, mode)
+    costs = _costs(model, groups, of_tensor, latency, threads, mode, latency_of)
     scores: dict[int, np.ndarray] = {}
     for group, producers in groups.producers.items():
         if groups.find(group) == group and group not in groups.fixed:
@@ -353,9 +364,9 @@ def prune_to_target(
         return finish(keep, reached / layers_total)
 
     def measure(candidate: keras.Model) -> float:
-        from tfcompress.converter.runtime import benchmark_tflite
-
         flat = _convert_to_time(candidate, mode, representative_data)
+        if latency_of is not None:
+            return float(latency_of(flat))
         return benchmark_tflite(flat, threads=threads, runs=_RUNS, warmup=5).median_ms
 
     dense_ms = measure(model)

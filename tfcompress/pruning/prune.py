@@ -8,7 +8,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcompress.graph import check_model, fresh_copy, rebuild, selected_layers
+from tfcompress.core.graph import check_model, fresh_copy, rebuild, selected_layers
 from tfcompress.layers import FusedBatchNormalization
 from tfcompress.pruning.allocation import (
     DEFAULT_ALLOCATION,
@@ -224,15 +224,6 @@ def _allocate(model: keras.Model, schedule: PruningSchedule | None, allocation: 
         wrapper.density_scales = [next(scales) for _ in wrapper.attributes]
 
 
-def _stripped_layer(wrapper: PruneLowMagnitude) -> keras.layers.Layer:
-    inner = fresh_copy(wrapper.layer)
-    owners = prunable_variables(inner, wrapper.attributes)
-    for owner, mask in zip(owners, wrapper.masks, strict=True):
-        values = keras.ops.convert_to_numpy(owner) * keras.ops.convert_to_numpy(mask)
-        owner.assign(values.astype(np.dtype(owner.dtype)))
-    return inner
-
-
 def strip_pruning(model: keras.Model | keras.layers.Layer) -> keras.Model | keras.layers.Layer:
     """A plain Keras model with the pruning wrappers removed and the zeros baked into the kernels.
 
@@ -244,15 +235,15 @@ def strip_pruning(model: keras.Model | keras.layers.Layer) -> keras.Model | kera
         False
     """
     if isinstance(model, PruneLowMagnitude):
-        return _stripped_layer(model)
+        return model.strip()
     refuse_legacy_keras(model, "strip_pruning")
     check_model(model, "strip_pruning")
 
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
         if isinstance(layer, PruneLowMagnitude):
-            return _stripped_layer(layer)
+            return layer.strip()
         if type(layer) is FusedBatchNormalization:
-            return fresh_copy(layer, as_class=keras.layers.BatchNormalization)
+            return layer.strip()
         if _is_nested_model(layer):
             return strip_pruning(layer)
         return None

@@ -11,6 +11,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfcompress.core.graph import fresh_copy
+from tfcompress.core.wrappers import TrainingLayer
 from tfcompress.pruning.schedules import (
     ConstantSparsity,
     PruningSchedule,
@@ -258,7 +260,7 @@ def n_m_mask(scores: Any, n: int, m: int) -> Any:
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
-class PruneLowMagnitude(keras.layers.Wrapper):
+class PruneLowMagnitude(TrainingLayer, keras.layers.Wrapper):
     """Wraps a layer so that its kernels are pruned during training by a schedule.
 
     For each prunable kernel the wrapper keeps a non-trainable 0/1 `mask` and the `threshold`
@@ -291,6 +293,18 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         >>> int(layer.pruning_step.numpy()), [tuple(m.shape) for m in layer.masks]
         (-1, [(8, 4)])
     """
+
+    technique = "pruned"
+    strip_function = "strip_pruning"
+
+    def strip(self) -> keras.layers.Layer:
+        """A copy of the inner layer whose kernels hold the masked (pruned) values."""
+        inner = fresh_copy(self.layer)
+        owners = prunable_variables(inner, self.attributes)
+        for owner, mask in zip(owners, self.masks, strict=True):
+            values = keras.ops.convert_to_numpy(owner) * keras.ops.convert_to_numpy(mask)
+            owner.assign(values.astype(np.dtype(owner.dtype)))
+        return inner
 
     def __init__(
         self,

@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from tfcompress import graph
+from tfcompress.core import graph
 from tfcompress.quantization.quantizers import ActivationQuantizer
 from tfcompress.quantization.wrapper import QuantizeWrapper
 

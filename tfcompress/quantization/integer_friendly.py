@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 
-from tfcompress import graph
+from tfcompress.core import graph
 from tfcompress.quantization.layers import (
     IntegerELU,
     IntegerGroupNormalization,
@@ -27,7 +27,7 @@ from tfcompress.quantization.masking import IntegerGlobalAveragePooling1D, Integ
 from tfcompress.quantization.recurrent import has_recurrent_layers, unroll_recurrent, unrolled_layer
 
 if TYPE_CHECKING:
-    from tfcompress.converter.source import TraceableModel
+    from tfcompress.tflite.source import TraceableModel
 
 L = keras.layers
 INTEGER_MODES = ("int8", "int16x8", "edgetpu")
@@ -188,7 +188,7 @@ def integer_friendly_source(source: TraceableModel, mode: str) -> TraceableModel
     Keras 3 models and models with nothing to replace are returned unchanged.
 
     Example:
-        >>> from tfcompress.converter.source import load_source
+        >>> from tfcompress.tflite.source import load_source
         >>> inputs = keras.Input((4, 2))
         >>> model = keras.Model(inputs, keras.layers.GRU(3)(inputs))
         >>> source = integer_friendly_source(load_source(model), "int8")
@@ -208,8 +208,8 @@ def integer_friendly_source(source: TraceableModel, mode: str) -> TraceableModel
         if not (dynamic_batch and has_recurrent_layers(model)):
             return source
         rewrite = unroll_recurrent
-    from tfcompress.converter.errors import ConversionError
-    from tfcompress.converter.source import TraceableModel
+    from tfcompress.tflite.errors import ConversionError
+    from tfcompress.tflite.source import TraceableModel
 
     try:
         rewritten = rewrite(model)

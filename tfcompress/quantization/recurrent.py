@@ -42,7 +42,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from tfcompress import graph
+from tfcompress.core import graph
 from tfcompress.quantization.config import (
     PASSTHROUGH,
     QuantizeConfig,

@@ -17,7 +17,7 @@ from typing import Any
 
 import keras
 
-from tfcompress.graph import folds_into, is_linear
+from tfcompress.core.batchnorm import folds_into, is_linear
 from tfcompress.quantization.config import (
     FLOAT,
     KERNEL,

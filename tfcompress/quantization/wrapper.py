@@ -8,7 +8,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from tfcompress.graph import DEPTHWISE, TRANSPOSED, fold_into_kernel
+from tfcompress.core.batchnorm import fold_into_kernel
+from tfcompress.core.graph import DEPTHWISE, TRANSPOSED
 from tfcompress.quantization.config import QuantizeConfig
 from tfcompress.quantization.quantizers import ActivationQuantizer, WeightQuantizer
 

@@ -17,7 +17,8 @@ import keras
 import numpy as np
 
 import tfcompress as tfc
-from tfcompress.graph import clone_with_weights
+from tfcompress.core.graph import clone_with_weights
+from tfcompress.recipe.report import write_reports
 from tfcompress.recipe.schema import Recipe, Step, load_recipe
 
 Log = Callable[[str], None]
@@ -168,8 +169,6 @@ def compress(
         edgetpu=tfc.edgetpu_report(report).to_dict() if mode in ("int8", "edgetpu") else None,
         float_ops=sorted(set(report.float_ops)),
     )
-    from tfcompress.recipe.report import write_reports
-
     _write_atomically(
         output,
         overwrite,

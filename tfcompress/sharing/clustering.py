@@ -13,16 +13,17 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from tfcompress import compat
-from tfcompress.graph import (
+from tfcompress.core import compat
+from tfcompress.core.batchnorm import fold_batch_norms
+from tfcompress.core.graph import (
     DEPTHWISE,
     TRANSPOSED,
     check_model,
-    fold_batch_norms,
     fresh_copy,
     rebuild,
     selected_layers,
 )
+from tfcompress.core.wrappers import TrainingLayer
 
 INITS = ("kmeans++", "linear", "density", "random")
 
@@ -200,7 +201,7 @@ def initial_centroids(values: np.ndarray, count: int, init: str, seed: int = 0) 
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
-class ClusterWeights(keras.layers.Wrapper):
+class ClusterWeights(TrainingLayer, keras.layers.Wrapper):
     """Wraps a Dense, EinsumDense, Conv1D/2D/3D (transposed too), DepthwiseConv1D/2D or Embedding
     layer so its kernel (an Embedding's table) takes only
     `number_of_clusters` distinct values (per channel with `per_channel=True`).
@@ -216,6 +217,9 @@ class ClusterWeights(keras.layers.Wrapper):
         >>> len(np.unique(layer.clustered_kernel()))
         4
     """
+
+    technique = "clustered"
+    strip_function = "strip_clustering"
 
     def __init__(
         self,
@@ -336,6 +340,13 @@ class ClusterWeights(keras.layers.Wrapper):
         values = ops.take(ops.reshape(self.centroids, (-1,)), flat + offsets)
         return ops.moveaxis(ops.reshape(values, moved.shape), -1, axis)
 
+    def strip(self) -> keras.layers.Layer:
+        """A copy of the inner layer whose kernel holds the clustered values."""
+        inner = fresh_copy(self.layer, tuple(self.input.shape))
+        kernel = getattr(inner, self.kernel_name)
+        kernel.assign(keras.ops.convert_to_numpy(self.clustered_kernel()))
+        return inner
+
     def clustered_kernel(self) -> Any:
         """The kernel as deployed: every weight replaced by its centroid (pruned zeros kept)."""
         return self._masked(self._gather(self.indices))
@@ -407,7 +418,7 @@ def _forward_input_shape(layer: keras.layers.Layer, wrapper: keras.layers.Layer)
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
-class ClusterCustomWeights(keras.layers.Wrapper):
+class ClusterCustomWeights(TrainingLayer, keras.layers.Wrapper):
     """Clusters the weights a `ClusterableLayer` names in `get_clusterable_weights`, or every
     kernel of a built-in layer that has several (SeparableConv1D/2D: depthwise and pointwise;
     LSTM, GRU, SimpleRNN and a Bidirectional of them: kernel and recurrent kernel;
@@ -427,6 +438,9 @@ class ClusterCustomWeights(keras.layers.Wrapper):
         >>> len(np.unique(layer.clustered_weights()["kernel"]))
         2
     """
+
+    technique = "clustered"
+    strip_function = "strip_clustering"
 
     def __init__(
         self,
@@ -519,7 +533,7 @@ class ClusterCustomWeights(keras.layers.Wrapper):
         with keras.StatelessScope(state_mapping=mapping):
             return self.layer(inputs, *args, **kwargs)
 
-    def stripped(self) -> keras.layers.Layer:
+    def strip(self) -> keras.layers.Layer:
         """A copy of the inner layer holding the clustered values."""
         inner = fresh_copy(self.layer)
         baked = self.clustered_weights()
@@ -701,13 +715,8 @@ def strip_clustering(model: keras.Model) -> keras.Model:
     check_model(model, "strip_clustering")
 
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
-        if isinstance(layer, ClusterCustomWeights):
-            return layer.stripped()
-        if not isinstance(layer, ClusterWeights):
-            return None
-        inner = fresh_copy(layer.layer, tuple(layer.input.shape))
-        kernel = getattr(inner, layer.kernel_name)
-        kernel.assign(keras.ops.convert_to_numpy(layer.clustered_kernel()))
-        return inner
+        if isinstance(layer, ClusterWeights | ClusterCustomWeights):
+            return layer.strip()
+        return None
 
     return rebuild(model, replace)

@@ -10,7 +10,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcompress.graph import check_model, rebuild, selected_layers
+from tfcompress.core.graph import check_model, rebuild, selected_layers
 
 
 @dataclass

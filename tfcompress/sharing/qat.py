@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from tfcompress.graph import check_model, clone_with_weights
+from tfcompress.core.graph import check_model, clone_with_weights
 from tfcompress.quantization import QuantizeConfig, QuantizeWrapper, quantize_annotate_layer
 from tfcompress.quantization.rewrite import _quantize
 from tfcompress.sharing.clustering import ClusterWeights

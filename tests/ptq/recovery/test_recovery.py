@@ -10,8 +10,7 @@ import pytest
 
 import tfcompress as tfc
 from tfcompress.converter import run_tflite
-from tfcompress.converter.errors import ConversionError
-from tfcompress.ptq.recovery import (
+from tfcompress.recovery import (
     STEPS,
     adaround,
     bias_correction,
@@ -19,7 +18,8 @@ from tfcompress.ptq.recovery import (
     fold_batch_norms,
     round_layer,
 )
-from tfcompress.ptq.recovery.weights import quantize_kernel
+from tfcompress.recovery.weights import quantize_kernel
+from tfcompress.tflite.errors import ConversionError
 
 from .conftest import build_dwsep
 

@@ -1,0 +1,477 @@
+"""`tfc.convert`: a Keras model -> TFLite flatbuffer bytes, as a pipeline of explicit stages.
+
+    model -> PTQ recovery (optional, `optimize=`) -> strip training layers -> integer-ready
+    rewrite -> plain conversion (`tfcompress.tflite.convert`) -> calibrate -> quantize
+    -> byte passes -> bytes
+
+Each stage is a function of this module or of the layer below (`tfcompress.tflite`), so the
+debugger, `keep_float`, `auto_quantize` and the latency-aware pruning call the ones they need.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from tfcompress.core import compat
+from tfcompress.core.wrappers import strip_training_layers, training_layers
+from tfcompress.quantization.export import (
+    activation_bits,
+    is_quantization_aware,
+    strip_quantization,
+)
+from tfcompress.quantization.integer_friendly import integer_friendly_source
+from tfcompress.quantization.masking import IntegerGlobalAveragePooling1D
+from tfcompress.recovery.steps import prepare_for_convert
+from tfcompress.tflite.convert import (
+    CALIBRATED_MODES,
+    MODES,
+    plain_converter,
+    run_converter,
+)
+from tfcompress.tflite.errors import ConversionError
+from tfcompress.tflite.flatbuffer import inspect, read_model, share_vectors
+from tfcompress.tflite.four_bit import four_bit_levels
+from tfcompress.tflite.int4 import pack_int4
+from tfcompress.tflite.isolation import DEFAULT_TIMEOUT_S
+from tfcompress.tflite.requantize import fold_float_requantize
+from tfcompress.tflite.save import save_tflite
+from tfcompress.tflite.selective import (
+    CalibratedModel,
+    calibrated_model,
+    check_keep_float_mode,
+    check_layer_names,
+    quantize_keeping_float,
+)
+from tfcompress.tflite.source import (
+    ModelSource,
+    TraceableModel,
+    load_source,
+    with_token_ids_as_int32,
+)
+
+__all__ = ["CALIBRATED_MODES", "MODES", "calibrate", "convert", "save_tflite"]
+_log = logging.getLogger("tfcompress")
+
+
+def convert(
+    model: ModelSource,
+    mode: str = "float32",
+    representative_data: Any = None,
+    *,
+    num_samples: int = 200,
+    input_signature: Sequence[tf.TensorSpec] | None = None,
+    sparsity: bool = False,
+    per_channel: bool = True,
+    safe_mode: bool = True,
+    custom_objects: dict | None = None,
+    progress: bool = False,
+    isolate: bool = True,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
+    int4_weights: bool = False,
+    keep_float: Sequence[str] | None = None,
+    optimize: Sequence[Any] | None = None,
+) -> bytes:
+    """Convert a model to a TFLite flatbuffer and return its bytes.
+
+    Args:
+        model: a Keras 3 model, a legacy `tf_keras` model, a path to a `.keras`/`.h5` file or a
+            SavedModel directory.
+        mode: `"float32"`; `"dynamic"` (int8 weights, float activations); `"float16"` (float16
+            weights); `"int8"` (full integer, int8 input and output, no float op left);
+            `"int16x8"` (int16 activations, int8 weights, int16 input and output; a QAT model's
+            trained weights are baked in and its 16-bit ranges calibrated); `"edgetpu"`
+            (full integer, uint8 input and output, batch 1, per-tensor Dense weights).
+        representative_data: calibration inputs for the integer modes: a numpy array (batch
+            first), a list of arrays for several inputs, a `tf.data.Dataset` (of inputs or
+            `(inputs, labels)`, batched or not) or a generator. Optional for a
+            quantization-aware model, whose ranges come from its fake-quant ops.
+        num_samples: how many calibration samples to read at most.
+        input_signature: `tf.TensorSpec`s of the inputs, for a subclassed model that has none.
+        sparsity: also encode sparse weights (`EXPERIMENTAL_SPARSITY`) for pruned models.
+        per_channel: per-channel weight scales for convolutions in the integer modes. Turn it off
+            for clustered models, so that a kernel with 16 shared values keeps 16 int8 values.
+        safe_mode: load `.keras` files with Keras's safe mode (refuses to run Lambda code).
+        custom_objects: custom classes needed to load a `.keras` file.
+        progress: show a progress bar while calibrating.
+        isolate: run the calibration and quantization step of TF's converter (the integer
+            modes) in a forked child process, so that a crash inside TensorFlow (a segmentation
+            fault, an abort) becomes a `ConversionError` instead of killing your Python process.
+            On Linux only; elsewhere it runs in-process. `isolate=False` runs it in-process.
+        timeout: seconds the isolated converter may run before it is stopped and reported as a
+            `ConversionError`; `None` waits for ever. Ignored with `isolate=False`.
+        int4_weights: with `mode="int8"`, store the weights trained with `weight_bits <= 4` as
+            packed TFLite INT4 (two per byte), so the file and its weight memory shrink; the
+            integers and the outputs are those of the int8 file. LiteRT's builtin CPU kernels run
+            its convolutions, slower than XNNPACK runs the int8 file
+            (`tfcompress.tflite.int4` lists the runtimes); the Edge TPU does not, so
+            `mode="edgetpu"` refuses it (keep its int8 levels).
+        keep_float: with `mode="int8"` or `"edgetpu"`, names of Keras layers to keep in float
+            inside the integer file (`DEQUANTIZE` before and `QUANTIZE` after their ops; the
+            file's input and output stay integer). `tfcompress.ptq.suggest_keep_float` picks
+            them for an accuracy target; an unknown name is an error listing the layers.
+        optimize: with `mode="int8"` or `"edgetpu"`, PTQ recovery steps applied to a copy of a
+            Keras model before converting, always in the order `"fold_bn"`, `"equalize"`,
+            `"adaround"`, `"bias_correction"` (`tfcompress.recovery.STEPS`); an entry may be
+            `(name, options)`, e.g. `("equalize", {"relu6": "replace"})`. AdaRound and bias
+            correction use `representative_data` and the weight grid of `per_channel`; with
+            `int4_weights=True` AdaRound rounds to 4 bits and the file stores INT4.
+
+    In the calibrated modes, where TF's converter requantizes an integer tensor through float
+    (`DEQUANTIZE -> QUANTIZE`, e.g. on the input of a QAT model whose first layer is a
+    Rescaling or Normalization: the calibrated and the trained input ranges differ), the pair is
+    rewritten as one integer `QUANTIZE` (see `tfcompress.tflite.requantize`).
+
+    A model still holding its training wrappers (pruned and not passed through
+    `strip_pruning`, clustered and not passed through `strip_clustering`) is stripped here (each
+    wrapper's `strip()`, as those functions do), and a warning says so: the file holds the pruned zeros and the clustered
+    values either way, and your model object is left as it is. A legacy `tf_keras` model
+    converts as it is; one still wrapped by tfmot is refused with the tfmot call to make.
+
+    Returns:
+        The flatbuffer as `bytes`; write it with `tfcompress.save_tflite`.
+
+    Raises:
+        ConversionError: the model, the mode or the calibration data cannot be used; the message
+            says what to change. A crash of TF's converter, or an isolated conversion running
+            past `timeout`, is one too.
+
+    Isolation forks only for the calibrated modes; its cost is a small fraction of the
+    conversion (docs/dev/decisions/2026-12-06-converter-isolation.md).
+
+    Example:
+        >>> import tfcompress as tfc
+        >>> from tfcompress.data import load_digits
+        >>> from tfcompress.models import build_digits_cnn
+        >>> split = load_digits()
+        >>> flatbuffer = tfc.convert(build_digits_cnn(), "int8", split.x_train[:50])
+        >>> tfc.inspect(flatbuffer).float_ops
+        []
+    """
+    if mode not in MODES:
+        raise ConversionError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
+    if timeout is not None and not timeout > 0:
+        raise ConversionError(
+            f"timeout must be a positive number of seconds or None, got {timeout!r}."
+        )
+    if representative_data is not None and mode not in CALIBRATED_MODES:
+        warnings.warn(
+            f"mode={mode!r} does not calibrate: representative_data is ignored.", stacklevel=2
+        )
+    _check_int4_mode(int4_weights, mode)
+    four_bit = False
+    if optimize:  # stage: PTQ recovery rewrites the float model first
+        model, representative_data, four_bit = prepare_for_convert(
+            model,
+            optimize,
+            representative_data,
+            mode=mode,
+            per_channel=per_channel,
+            int4_weights=int4_weights,
+            num_samples=num_samples,
+            safe_mode=safe_mode,
+            custom_objects=custom_objects,
+        )
+    source = load_source(model, input_signature, safe_mode, custom_objects)
+    source = strip_training_layers_of(source, input_signature)
+    source = integer_ready(source, mode, representative_data, input_signature)
+    converter = plain_converter(
+        source,
+        mode,
+        representative_data,
+        num_samples=num_samples,
+        per_channel=per_channel,
+        sparsity=sparsity,
+        progress=progress,
+    )
+    if keep_float is not None:  # calibrate here, quantize with a denylist
+        check_keep_float_mode(mode)
+        check_layer_names(source.owner, keep_float, [])  # before the calibration's cost
+        calibrated = _calibrate(converter, source, mode, isolate, timeout)
+        flatbuffer = quantize_keeping_float(calibrated, keep_float)
+    else:
+        flatbuffer = run_converter(
+            converter,
+            source.name,
+            mode,
+            isolate=isolate,
+            timeout=timeout,
+            legacy=compat.is_tf_keras_model(source.owner),
+        )
+    return byte_passes(
+        flatbuffer,
+        source.name,
+        mode,
+        warn_float_ops=not keep_float,
+        synthetic=representative_data is None,
+        four_bit=four_bit,
+        int4_weights=int4_weights,
+    )
+
+
+def calibrate(
+    model: ModelSource,
+    mode: str = "int8",
+    representative_data: Any = None,
+    *,
+    num_samples: int = 200,
+    input_signature: Sequence[tf.TensorSpec] | None = None,
+    per_channel: bool = True,
+    safe_mode: bool = True,
+    custom_objects: dict | None = None,
+    progress: bool = False,
+    isolate: bool = True,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
+    optimize: Sequence[Any] | None = None,
+) -> CalibratedModel:
+    """Calibrate `model` with `convert`'s stages and return it before quantization.
+
+    Args:
+        model: a Keras 3 model or a `.keras` path (what `convert` takes).
+        mode: `"int8"` or `"edgetpu"`.
+        representative_data: calibration inputs, as for `convert`.
+        num_samples, input_signature, per_channel, safe_mode, custom_objects, progress,
+            isolate, timeout, optimize: as for `convert`.
+
+    Returns:
+        A `CalibratedModel`; its `quantize(keep_float)` is the file that
+        `convert(model, mode, representative_data, keep_float=keep_float)` returns.
+
+    Example:
+        >>> from tfcompress.data import load_digits
+        >>> from tfcompress.models import build_digits_cnn
+        >>> calibrated = calibrate(build_digits_cnn(), "int8", load_digits().x_train[:20])
+        >>> [row.layer for row in calibrated.rows][:3]
+        ['relu1', 'relu2', 'pool']
+    """
+    check_keep_float_mode(mode)
+    if optimize:
+        model, representative_data, _ = prepare_for_convert(
+            model,
+            optimize,
+            representative_data,
+            mode=mode,
+            per_channel=per_channel,
+            int4_weights=False,
+            num_samples=num_samples,
+            safe_mode=safe_mode,
+            custom_objects=custom_objects,
+        )
+    source = load_source(model, input_signature, safe_mode, custom_objects)
+    source = strip_training_layers_of(source, input_signature)
+    source = integer_ready(source, mode, representative_data, input_signature)
+    converter = plain_converter(
+        source,
+        mode,
+        representative_data,
+        num_samples=num_samples,
+        per_channel=per_channel,
+        progress=progress,
+    )
+    return _calibrate(converter, source, mode, isolate, timeout)
+
+
+def _calibrate(
+    converter: Any, source: TraceableModel, mode: str, isolate: bool, timeout: float | None
+) -> CalibratedModel:
+    """Stage: TF's converter calibrates the float file (every tensor gets its observed range)."""
+    compat.calibrate_only(converter)
+    calibrated_bytes = run_converter(
+        converter,
+        source.name,
+        mode,
+        isolate=isolate,
+        timeout=timeout,
+        legacy=compat.is_tf_keras_model(source.owner),
+    )
+    aware = compat.is_keras3_model(source.owner) and is_quantization_aware(source.owner)
+    return calibrated_model(calibrated_bytes, converter, source.owner, mode, aware)
+
+
+def integer_ready(
+    source: TraceableModel, mode: str, representative_data: Any, input_signature: Any
+) -> TraceableModel:
+    """Stage: the model as the integer modes need it (the float modes get the rewrite only).
+
+    int16x8 bakes a QAT model's weights in; int8 and edgetpu refuse 16-bit QAT ranges; token
+    ids are traced as int32; layers whose ops have no integer kernel are rewritten
+    (`tfcompress.quantization.integer_friendly`); the Edge TPU gets batch 1.
+    """
+    if mode == "int16x8":
+        source = _without_fake_quant(source, representative_data, input_signature)
+    elif mode in ("int8", "edgetpu"):
+        _check_8_bit_activations(source, mode)
+    if mode in CALIBRATED_MODES and input_signature is None:  # token ids stay whole numbers
+        source = with_token_ids_as_int32(source)
+    # layers whose ops have no int8 kernel (fused RNN, NEG, SQUARE, ELU) -> int8-friendly ones;
+    # after int16x8's baking, so a baked QAT model gets the same rewrite as a float one
+    source = integer_friendly_source(source, mode)
+    if mode == "int16x8":
+        _refuse_masks_in_int16x8(source)
+    if mode == "edgetpu":
+        source = source.with_batch_size(1)
+    return source
+
+
+def byte_passes(
+    flatbuffer: bytes,
+    name: str,
+    mode: str,
+    *,
+    warn_float_ops: bool = True,
+    synthetic: bool = False,
+    four_bit: bool = False,
+    int4_weights: bool = False,
+) -> bytes:
+    """Stage: the passes on the converted bytes, then a check that the file reads back.
+
+    Float requantize pairs become integer ops, repeated vectors are stored once (not for the
+    Edge TPU compiler, which gets the converter's layout), AdaRound's 4-bit levels and INT4
+    packing are applied when asked for.
+    """
+    if mode in CALIBRATED_MODES:  # the converter's float requantize pairs become integer ops
+        flatbuffer, _ = fold_float_requantize(flatbuffer)
+    if mode != "edgetpu":  # the Edge TPU compiler gets the converter's own layout
+        flatbuffer = share_vectors(flatbuffer)
+    read_model(flatbuffer, origin=f"the converted '{name}'")  # never hand back a broken file
+    if mode in ("int8", "edgetpu") and warn_float_ops:
+        _warn_if_float_ops_left(flatbuffer, name, synthetic=synthetic)
+    if four_bit:  # AdaRound's 4-bit grid, which the converter stored as int8 values
+        flatbuffer = four_bit_levels(flatbuffer, require=True).flatbuffer
+    if int4_weights:
+        flatbuffer = pack_int4(flatbuffer, require=True).flatbuffer
+    return flatbuffer
+
+
+def strip_training_layers_of(
+    source: TraceableModel, input_signature: Sequence[tf.TensorSpec] | None
+) -> TraceableModel:
+    """Stage: strip the training layers (pruning, clustering wrappers) left in the model."""
+    owner = source.owner
+    if compat.is_tf_keras_model(owner):
+        legacy = compat.tfmot_wrapper_names(owner)
+        if legacy:
+            raise ConversionError(
+                f"The tf_keras model '{source.name}' still holds tfmot's training wrappers "
+                f"({', '.join(legacy)}). Take the legacy route first: in the process "
+                "that trained it (TF_USE_LEGACY_KERAS=1), call tfmot.sparsity.keras.strip_pruning / "
+                "tfmot.clustering.keras.strip_clustering, then pass the stripped model to convert."
+            )
+        return source
+    if not compat.is_keras3_model(owner):
+        return source
+    found = [layer for layer in training_layers(owner) if layer.reported]
+    if not found:
+        return source
+    names = [layer.name for layer in found]
+    try:
+        stripped = strip_training_layers(owner)
+    except Exception as error:
+        raise ConversionError(
+            f"'{source.name}' still holds training wrappers ({', '.join(names)}) and "
+            f"stripping them failed ({type(error).__name__}: {error}). Call "
+            "tfcompress.strip_pruning / tfcompress.strip_clustering on it yourself and convert "
+            "the result."
+        ) from error
+    done = []
+    for function in dict.fromkeys(layer.strip_function for layer in found):
+        kind = next(layer.technique for layer in found if layer.strip_function == function)
+        which = [layer.name for layer in found if layer.strip_function == function]
+        done.append(f"{function} ({kind} layers: {', '.join(which)})")
+    warnings.warn(
+        f"convert: '{source.name}' was not stripped; applied {' and '.join(done)} to a copy "
+        "before converting (your model is unchanged). Strip it yourself to silence this.",
+        stacklevel=3,
+    )
+    return load_source(stripped, input_signature)
+
+
+def _check_int4_mode(int4_weights: bool, mode: str) -> None:
+    """INT4 filters run only where a kernel takes them: int8 activations on LiteRT's CPU."""
+    if not int4_weights or mode == "int8":
+        return
+    if mode == "edgetpu":
+        raise ConversionError(
+            "int4_weights=True cannot be used with mode='edgetpu': the Edge TPU compiler does not "
+            "take INT4 tensors. Convert without int4_weights: the 4-bit weights are then stored "
+            "as int8 levels (values in [-7, 7]), which the Edge TPU runs."
+        )
+    raise ConversionError(
+        f"int4_weights=True needs mode='int8' (LiteRT's INT4 filters take int8 activations); "
+        f"got mode={mode!r}. Use mode='int8', or drop int4_weights to keep int8 levels."
+    )
+
+
+def _without_fake_quant(
+    source: TraceableModel, representative_data: Any, input_signature: Any
+) -> TraceableModel:
+    """TF 2.21 cannot export fake quant in int16x8: bake a QAT model's weights in and calibrate."""
+    if not compat.is_keras3_model(source.owner) or not is_quantization_aware(source.owner):
+        return source
+    if representative_data is None:
+        raise ConversionError(
+            f"mode='int16x8' of the quantization-aware model '{source.name}' needs "
+            "representative_data: TF 2.21's converter cannot take fake quant in int16x8, so the "
+            "trained weights are baked in and the 16-bit activation ranges calibrated on real "
+            "inputs. Pass representative_data=x_train[:200]."
+        )
+    _log.info("QAT model '%s': int16x8 export of its baked-in weights.", source.name)
+    return load_source(strip_quantization(source.owner), input_signature)
+
+
+def _refuse_masks_in_int16x8(source: TraceableModel) -> None:
+    """A masked average divides by the number of steps kept: TFLite has no 16x8 DIV kernel."""
+
+    def walk(model: Any) -> Iterator[Any]:  # nested models' layers too
+        for layer in model.layers:
+            yield layer
+            if isinstance(layer, keras.Model):
+                yield from walk(layer)
+
+    if not compat.is_keras3_model(source.owner):
+        return
+    for layer in walk(source.owner):
+        if isinstance(layer, IntegerGlobalAveragePooling1D):
+            raise ConversionError(
+                f"mode='int16x8' cannot average the masked steps of '{source.name}' (layer "
+                f"'{layer.name}'): the average divides by the number of steps kept, and TFLite "
+                "has no 16-bit DIV kernel. Convert with mode='int8' (full integer, masks "
+                "included) or 'float16'/'dynamic', or pool without a mask."
+            )
+
+
+def _check_8_bit_activations(source: TraceableModel, mode: str) -> None:
+    """A model trained with 16-bit fake quant has no 8-bit ranges: its int8 file would be wrong."""
+    if compat.is_keras3_model(source.owner) and 16 in activation_bits(source.owner):
+        raise ConversionError(
+            f"'{source.name}' was trained with 16-bit activations (quantize_model(..., "
+            f"activation_bits=16)), which mode={mode!r} cannot hold. Convert it with "
+            "mode='int16x8', or quantize the float model with activation_bits=8 for int8."
+        )
+
+
+def _warn_if_float_ops_left(flatbuffer: bytes, name: str, synthetic: bool) -> None:
+    """An integer file that still computes in float is not what the user asked for: say so."""
+    float_ops = ", ".join(sorted(set(inspect(flatbuffer).float_ops)))
+    if not float_ops:
+        return
+    if synthetic:
+        why = (
+            "It was calibrated on synthetic inputs because no representative_data was given; a "
+            "tensor without a fake-quant range (often the input before a Rescaling layer) then "
+            "gets a range that does not match. Pass representative_data=real_inputs."
+        )
+    else:
+        why = (
+            "TFLite has no int8 kernel for some op here, or requantizes in float between two "
+            "ranges. docs/coverage.md lists the layers concerned and their alternatives "
+            "(mode='float16' or 'dynamic' for an all-float file)."
+        )
+    warnings.warn(
+        f"The integer model of '{name}' still computes {float_ops} in float. {why}", stacklevel=3
+    )

@@ -1,0 +1,276 @@
+"""Run the crash-prone part of a TFLite conversion in a forked child process.
+
+TF's converter is C++: MLIR conversion to a float flatbuffer, then calibration on the TFLite
+interpreter and quantization. When it crashes (TF 2.21 segfaults calibrating some recurrent
+graphs with a static batch) it takes the whole Python process with it. Here the calibration and
+quantization step runs in a child made with `os.fork()`: the child inherits the converter, the
+float flatbuffer and the calibration generator, sends the result (or the exception, and its
+warnings) back through a pipe and leaves with `os._exit`, so it never runs the parent's `atexit`
+handlers nor flushes its buffers. A child killed by a signal, or one that outlives its timeout,
+becomes a `ConversionError`.
+
+Forking is used on Linux only. Elsewhere (macOS, where forking a process that has started
+system frameworks is unsafe, and Windows, which cannot fork) the converter runs in-process.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import pickle
+import select
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from tfcompress.tflite.errors import ConversionError
+
+T = TypeVar("T")
+DEFAULT_TIMEOUT_S = 3600.0
+_CHUNK = 1 << 20
+
+
+def isolation_available() -> bool:
+    """True where the converter can run in a forked child process (Linux).
+
+    Returns:
+        Whether `convert(..., isolate=True)` really isolates the converter on this platform.
+
+    Example:
+        >>> import sys
+        >>> from tfcompress.tflite.isolation import isolation_available
+        >>> isolation_available() == sys.platform.startswith("linux")
+        True
+    """
+    return sys.platform.startswith("linux") and hasattr(os, "fork")
+
+
+def convert_isolated(converter: Any, *, name: str, mode: str, timeout: float | None) -> bytes:
+    """`converter.convert()` with its calibration and quantization step run in a child process.
+
+    Only that step is forked: it is where TF's converter crashes (after the MLIR conversion has
+    exported the float flatbuffer), and it runs the TFLite interpreter and MLIR, which start
+    their own threads. Freezing, Grappler and the MLIR conversion run TF kernels on the
+    process's shared intra-op thread pool, whose threads a forked child does not have: forked,
+    they would wait for ever. Modes without calibration have nothing forked.
+
+    Args:
+        converter: a configured `tf.lite.TFLiteConverter`.
+        name: the model's name, for error messages.
+        mode: the conversion mode, for error messages.
+        timeout: seconds the child may run before it is killed; `None` waits for ever.
+
+    Returns:
+        The flatbuffer bytes, exactly as `converter.convert()` returns them.
+
+    Raises:
+        ConversionError: the child was killed by a signal or ran past `timeout`.
+        Exception: what the converter raised in the child, re-raised as is.
+
+    Example:
+        >>> import numpy as np, tensorflow as tf
+        >>> from tfcompress.tflite.isolation import convert_isolated
+        >>> fn = tf.function(lambda x: x * 2.0, input_signature=[tf.TensorSpec([1, 4])])
+        >>> converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
+        >>> converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        >>> converter.representative_dataset = lambda: ([np.ones((1, 4), "float32")] for _ in range(4))
+        >>> len(convert_isolated(converter, name="double", mode="int8", timeout=120)) > 0
+        True
+    """
+    optimize = getattr(converter, "_optimize_tflite_model", None)
+    if optimize is None:  # a TF without this step: nothing can be isolated safely
+        return converter.convert()
+
+    def optimize_in_child(model: Any, quant_mode: Any, *args: Any, **kwargs: Any) -> Any:
+        if not _calibrates(quant_mode):
+            return optimize(model, quant_mode, *args, **kwargs)
+        return run_in_child(
+            lambda: bytes(optimize(model, quant_mode, *args, **kwargs)),
+            name=name,
+            mode=mode,
+            timeout=timeout,
+        )
+
+    converter._optimize_tflite_model = optimize_in_child  # on this instance only
+    try:
+        return converter.convert()
+    finally:
+        del converter._optimize_tflite_model
+
+
+def _calibrates(quant_mode: Any) -> bool:
+    check = getattr(quant_mode, "is_post_training_integer_quantization", None)
+    return True if check is None else bool(check())
+
+
+def run_in_child(
+    fn: Callable[[], T], *, name: str, mode: str, timeout: float | None = DEFAULT_TIMEOUT_S
+) -> T:
+    """Call `fn()` in a forked child process and return its (picklable) result.
+
+    Warnings the child emits are re-emitted here; an exception it raises is re-raised here (as
+    a `RuntimeError` carrying its text if it cannot be pickled). Off Linux, `fn()` runs
+    in-process.
+
+    Args:
+        fn: the zero-argument function to run.
+        name: the model's name, for error messages.
+        mode: the conversion mode, for error messages.
+        timeout: seconds the child may run before it is killed; `None` waits for ever.
+
+    Returns:
+        What `fn()` returned.
+
+    Raises:
+        ConversionError: the child was killed by a signal, exited without an answer, or ran past
+            `timeout`.
+
+    Example:
+        >>> from tfcompress.tflite.isolation import run_in_child
+        >>> run_in_child(lambda: sum(range(10)), name="demo", mode="float32", timeout=60)
+        45
+    """
+    if timeout is not None and timeout <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}.")
+    if not isolation_available():
+        return fn()
+    # Whatever sits in these buffers would otherwise be written twice: by the child too.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    # Frozen objects are left alone by the child's garbage collector, which would otherwise
+    # write to (and so copy) every page of the parent's heap it inherited.
+    gc.freeze()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: never return from here
+            os.close(read_end)
+            _child_main(fn, write_end)
+    finally:
+        gc.unfreeze()  # the parent's objects go back to their generations (the child has exited)
+    os.close(write_end)
+    try:
+        payload = _read_until_eof(read_end, timeout)
+    except TimeoutError:
+        _kill(pid)
+        raise ConversionError(_timeout_message(name, mode, timeout)) from None
+    except BaseException:  # KeyboardInterrupt while waiting: do not leave the child behind
+        _kill(pid)
+        raise
+    finally:
+        os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    return _answer(payload, status, name, mode)
+
+
+def _child_main(fn: Callable[[], Any], write_end: int) -> None:
+    code = 0
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            try:
+                message: tuple = ("ok", fn())
+            except BaseException as error:  # noqa: BLE001 - everything goes back to the parent
+                message = ("error", _picklable(error))
+        message = (*message, [_warning_record(w) for w in caught])
+        with os.fdopen(write_end, "wb") as stream:
+            pickle.dump(message, stream, protocol=pickle.HIGHEST_PROTOCOL)
+    except BaseException:  # noqa: BLE001 - the parent reports the missing answer
+        code = 70
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:  # noqa: BLE001, S110 - a closed stream must not keep us alive
+                pass
+        os._exit(code)
+
+
+def _picklable(error: BaseException) -> BaseException:
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:  # noqa: BLE001 - fall back to the text
+        return RuntimeError(f"{type(error).__name__}: {error}")
+
+
+def _warning_record(w: warnings.WarningMessage) -> tuple:
+    category = w.category if _is_picklable(w.category) else UserWarning
+    return (str(w.message), category, w.filename, w.lineno)
+
+
+def _is_picklable(value: Any) -> bool:
+    try:
+        pickle.dumps(value)
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _read_until_eof(fd: int, timeout: float | None) -> bytes:
+    """Everything the child writes, until it closes the pipe (or dies, which closes it too)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    chunks = []
+    while True:
+        wait = None if deadline is None else deadline - time.monotonic()
+        if wait is not None and wait <= 0:
+            raise TimeoutError
+        ready, _, _ = select.select([fd], [], [], wait)
+        if not ready:
+            continue  # the loop checks the deadline
+        chunk = os.read(fd, _CHUNK)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    os.waitpid(pid, 0)
+
+
+def _answer(payload: bytes, status: int, name: str, mode: str) -> Any:
+    if os.WIFSIGNALED(status):
+        raise ConversionError(_crash_message(name, mode, os.WTERMSIG(status)))
+    if not payload or os.waitstatus_to_exitcode(status) != 0:  # an answer that may be cut off
+        raise ConversionError(
+            f"TensorFlow's converter exited (status {os.waitstatus_to_exitcode(status)}) without "
+            f"an answer while converting '{name}' to mode={mode!r}. Your process is unharmed. "
+            "Retry with convert(..., isolate=False) to see what it printed."
+        )
+    kind, value, caught = pickle.loads(payload)
+    for text, category, filename, lineno in caught:
+        warnings.warn_explicit(text, category, filename, lineno)
+    if kind == "error":
+        raise value
+    return value
+
+
+def _crash_message(name: str, mode: str, number: int) -> str:
+    try:
+        signal_name = signal.Signals(number).name
+    except ValueError:
+        signal_name = f"signal {number}"
+    return (
+        f"TensorFlow's TFLite converter crashed with {signal_name} (signal {number}) while "
+        f"converting '{name}' to mode={mode!r}. It ran in a child process, so your Python "
+        "process is unharmed. This is a bug inside TensorFlow, not in your model. Try another "
+        "mode (mode='dynamic' or 'float16' do not calibrate); for LSTM/GRU layers convert the "
+        "Keras model object with tfcompress.convert, which rewrites recurrent layers for the "
+        "integer modes, rather than a hand-built TFLiteConverter; or build the model without a "
+        "fixed batch size."
+    )
+
+
+def _timeout_message(name: str, mode: str, timeout: float | None) -> str:
+    return (
+        f"TensorFlow's TFLite converter did not finish converting '{name}' to mode={mode!r} "
+        f"within timeout={timeout} s; its child process was stopped and your process is "
+        "unharmed. If the model is just big, pass a larger timeout (or timeout=None); if it "
+        "hangs, try isolate=False or another mode."
+    )

@@ -1,0 +1,107 @@
+"""Replace the float requantize pairs TF's converter leaves in integer files by integer ops.
+
+Where a tensor carries two int8 ranges (the one calibrated on `representative_data` and the one a
+fake-quant node trained, for instance on the model input of a QAT model whose first layer is
+elementwise), TF 2.21's converter writes `DEQUANTIZE (int8 -> float) -> QUANTIZE (float -> int8)`.
+The two scales often differ only in the last bits of a float32 (the same range, nudged in two
+places). LiteRT's QUANTIZE kernel requantizes int8 -> int8 in integer arithmetic, so the pair is
+rewritten as one integer QUANTIZE, or dropped when the two ranges are the same. The arithmetic
+is unchanged up to one rounding step; the file then has no float op there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tfcompress.core import compat
+from tfcompress.tflite.flatbuffer import pack
+
+_SAME_SCALE = 1e-6  # relative: float32 rounding of one scale computed in two places
+_INTEGER = {"INT8", "UINT8", "INT16"}
+_REQUANTIZE_VERSION = 2  # QUANTIZE with an integer input (LiteRT's op version rules)
+
+
+def fold_float_requantize(flatbuffer: bytes) -> tuple[bytes, int]:
+    """`flatbuffer` with each integer DEQUANTIZE -> QUANTIZE pair made integer.
+
+    Returns the new bytes and the number of pairs rewritten (the input bytes when none).
+
+    Example:
+        >>> import keras, numpy as np
+        >>> import tfcompress as tfc
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> flat = tfc.convert(model, "int8", np.random.rand(16, 4).astype("float32"))
+        >>> fold_float_requantize(flat)[1]
+        0
+    """
+    schema = compat.tflite_schema()
+    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+
+    def op_name(op: Any) -> str:
+        code = model.operatorCodes[op.opcodeIndex]
+        return names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "")
+
+    rewritten = 0
+    for subgraph in model.subgraphs or []:
+        rewritten += _fold_subgraph(model, subgraph, op_name, types)
+    if rewritten == 0:
+        return flatbuffer, 0
+    return pack(model, len(flatbuffer) + 1024), rewritten
+
+
+def _fold_subgraph(model: Any, subgraph: Any, op_name: Any, types: dict) -> int:
+    operators = list(subgraph.operators or [])
+    tensors = subgraph.tensors
+    protected = set(_ints(subgraph.outputs))
+
+    def consumers(index: int) -> list[Any]:
+        return [op for op in operators if index in _ints(op.inputs)]
+
+    rewritten = 0
+    for dequantize in [op for op in operators if op_name(op) == "DEQUANTIZE"]:
+        source = int(_ints(dequantize.inputs)[0])
+        middle = int(_ints(dequantize.outputs)[0])
+        if types.get(tensors[source].type) not in _INTEGER or middle in protected:
+            continue
+        users = consumers(middle)
+        if not users or any(op_name(op) != "QUANTIZE" for op in users):
+            continue
+        for quantize in users:
+            target = int(_ints(quantize.outputs)[0])
+            if types.get(tensors[target].type) not in _INTEGER:
+                break
+            if target not in protected and _same_range(tensors[source], tensors[target]):
+                for op in consumers(target):  # read the source directly
+                    op.inputs = np.where(_ints(op.inputs) == target, source, _ints(op.inputs))
+                operators.remove(quantize)
+            else:  # one integer requantize instead of int -> float -> int
+                quantize.inputs = np.asarray([source], dtype=np.int32)
+                code = model.operatorCodes[quantize.opcodeIndex]
+                code.version = max(code.version, _REQUANTIZE_VERSION)
+            rewritten += 1
+        else:
+            operators.remove(dequantize)
+    subgraph.operators = operators
+    return rewritten
+
+
+def _ints(values: Any) -> np.ndarray:
+    return np.asarray(values if values is not None else [], dtype=np.int32)
+
+
+def _same_range(a: Any, b: Any) -> bool:
+    qa, qb = a.quantization, b.quantization
+    if qa is None or qb is None or qa.scale is None or qb.scale is None:
+        return False
+    sa, sb = np.asarray(qa.scale, np.float64), np.asarray(qb.scale, np.float64)
+    za, zb = np.asarray(qa.zeroPoint), np.asarray(qb.zeroPoint)
+    return (
+        a.type == b.type
+        and sa.shape == sb.shape
+        and np.array_equal(za, zb)
+        and bool(np.all(np.abs(sa - sb) <= _SAME_SCALE * np.abs(sb)))
+    )
