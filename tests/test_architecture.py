@@ -183,3 +183,21 @@ def test_training_layers_are_found_by_type_not_by_class_name():
 
 def test_function_level_imports_of_the_package_do_not_grow():
     assert len(INSIDE_FUNCTIONS) <= MAX_FUNCTION_LEVEL_IMPORTS, sorted(INSIDE_FUNCTIONS)
+
+
+PRIVATE = re.compile(
+    r"_inbound_nodes|_outbound_nodes|_keras_history|_nodes_by_depth|\._functional\b|"
+    r"_flatten_layers|\._tracker\b|keras\.src\.|tensorflow\.python|tensorflow\.lite\.python|"
+    r"\._experimental_"
+)
+# the registry hook that lets plain keras.saving.load_model find the lazily imported classes
+PRIVATE_ALLOWED = {"tfcompress.core.graph", "tfcompress.core.compat", "tfcompress._lazy_registry"}
+
+
+def test_keras_and_tf_private_names_are_touched_only_in_core():
+    offenders = sorted(
+        name
+        for name, path in MODULES.items()
+        if name not in PRIVATE_ALLOWED and PRIVATE.search(path.read_text(encoding="utf-8"))
+    )
+    assert offenders == []

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+__all__ = ["Split", "calibration_sample", "load_digits"]
+
 
 @dataclass(frozen=True)
 class Split:

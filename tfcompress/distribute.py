@@ -34,6 +34,8 @@ from typing import Any
 import keras
 import numpy as np
 
+__all__ = ["check_tf_config", "fit", "is_chief", "multi_worker_strategy"]
+
 _TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, "task": {"type": "worker", "index": 0}}'
 
 

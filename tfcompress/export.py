@@ -201,7 +201,7 @@ def convert(
             mode,
             isolate=isolate,
             timeout=timeout,
-            legacy=compat.is_tf_keras_model(source.owner),
+            legacy=compat.is_tf_keras(source.owner),
         )
     return byte_passes(
         flatbuffer,
@@ -287,7 +287,7 @@ def _calibrate(
         mode,
         isolate=isolate,
         timeout=timeout,
-        legacy=compat.is_tf_keras_model(source.owner),
+        legacy=compat.is_tf_keras(source.owner),
     )
     aware = compat.is_keras3_model(source.owner) and is_quantization_aware(source.owner)
     return calibrated_model(calibrated_bytes, converter, source.owner, mode, aware)
@@ -353,7 +353,7 @@ def strip_training_layers_of(
 ) -> TraceableModel:
     """Stage: strip the training layers (pruning, clustering wrappers) left in the model."""
     owner = source.owner
-    if compat.is_tf_keras_model(owner):
+    if compat.is_tf_keras(owner):
         legacy = compat.tfmot_wrapper_names(owner)
         if legacy:
             raise ConversionError(
@@ -469,7 +469,7 @@ def _warn_if_float_ops_left(flatbuffer: bytes, name: str, synthetic: bool) -> No
     else:
         why = (
             "TFLite has no int8 kernel for some op here, or requantizes in float between two "
-            "ranges. docs/coverage.md lists the layers concerned and their alternatives "
+            "ranges. docs/reference/coverage.md lists the layers concerned and their alternatives "
             "(mode='float16' or 'dynamic' for an all-float file)."
         )
     warnings.warn(

@@ -19,6 +19,8 @@ from typing import Any
 
 from tfcompress._lazy_registry import register_serializables
 
+__all__ = ["ModelFileError", "check_keras_archive", "load_model", "load_weights"]
+
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _KERAS_MEMBERS = ("config.json", "metadata.json")
 _WEIGHTS_MEMBERS = ("model.weights.h5", "model.weights.npz")

@@ -9,6 +9,8 @@ import keras
 from tfcompress.core.graph import fresh_copy
 from tfcompress.core.wrappers import TrainingLayer
 
+__all__ = ["FusedBatchNormalization"]
+
 _MIN_FUSED_EPSILON = 1.001e-5  # the fused op raises smaller epsilons to this value
 
 

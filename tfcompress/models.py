@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+__all__ = ["build_digits_cnn", "compile_classifier"]
+
 
 def build_digits_cnn(
     input_shape: tuple[int, int, int] = (8, 8, 1),

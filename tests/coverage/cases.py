@@ -3,7 +3,7 @@
 `layer_classes()` enumerates `keras.layers` itself, so a layer that a new Keras version adds shows up
 as a row without a case (a failing test) until it gets a case here or a reason in `SKIPS`.
 `tests/coverage/test_matrix.py` runs the rows; `benchmarks/coverage_bench.py` writes
-`docs/coverage.md` from the same table, with tfmot's column beside ours.
+`docs/reference/coverage.md` from the same table, with tfmot's column beside ours.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What the coverage matrix expects beyond "works": float-only kernels and the known gaps.
 
-Both tables are printed in docs/coverage.md. A known gap is tested as an expected failure
+Both tables are printed in docs/reference/coverage.md. A known gap is tested as an expected failure
 (strict), so fixing one fails its test until its line here is removed.
 """
 

@@ -108,7 +108,7 @@ def found() -> dict:
 
 
 def test_malformed_tf_config_is_a_json_error_from_tensorflow(found: dict) -> None:
-    # TensorFlow does not name TF_CONFIG here; docs/distributed.md says where to look.
+    # TensorFlow does not name TF_CONFIG here; docs/guide/distributed.md says where to look.
     assert found["malformed"].startswith("JSONDecodeError")
 
 

@@ -24,7 +24,7 @@ GLOBAL_STEPS = EPOCHS * SAMPLES // GLOBAL_BATCH
 # Largest |multi-worker - single-process| allowed on any variable, per scenario. QAT, pruning and
 # the Distiller are equal to float round-off. Clustering moves a kernel by round-off-sized steps
 # when a weight sits on a cluster boundary. (Min/max QAT was 2e-2 off with the harness's earlier
-# loop, which discarded train_step's result; see docs/distributed.md.)
+# loop, which discarded train_step's result; see docs/guide/distributed.md.)
 TOLERANCE = {
     "qat_minmax": 1e-4,
     "qat_lsq": 1e-4,

@@ -66,7 +66,7 @@ def test_dict_recipe_error_names_the_step():
 def test_invalid_yaml_and_missing_file_are_reported():
     with pytest.raises(RecipeError, match="not valid YAML"):
         load_recipe("steps: [qat\n")
-    with pytest.raises(FileNotFoundError, match="docs/recipes.md"):
+    with pytest.raises(FileNotFoundError, match="docs/guide/recipes.md"):
         load_recipe("no_such_recipe.yaml")
 
 
@@ -83,7 +83,7 @@ def test_example_recipe_is_valid_and_the_guide_lists_every_option():
     docs = Path(__file__).resolve().parents[2] / "docs"
     recipe = load_recipe(docs / "example_recipe.yaml")
     assert [step.name for step in recipe.steps] == ["prune", "qat", "convert"]
-    guide = (docs / "recipes.md").read_text()
+    guide = (docs / "guide" / "recipes.md").read_text()
     for name, options in [*STEPS.items(), ("training", TRAINING)]:
         assert f"`{name}`" in guide
         for option in options:

@@ -2,7 +2,7 @@
 
 Code written for `tfmot.clustering.keras` runs with the import changed to
 `tfcompress.clustering`. The work is done by `tfcompress.sharing` (`ClusterWeights`); the
-differences from tfmot are listed in docs/migrating_from_tfmot.md.
+differences from tfmot are listed in docs/guide/migrating_from_tfmot.md.
 
 Example:
     >>> import keras

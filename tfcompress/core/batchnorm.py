@@ -11,7 +11,14 @@ from typing import Any
 import keras
 import numpy as np
 
-from tfcompress.core.graph import DEPTHWISE, TRANSPOSED, rebuild
+from tfcompress.core.graph import (
+    DEPTHWISE,
+    TRANSPOSED,
+    call_count,
+    inbound_nodes,
+    outbound_nodes,
+    rebuild,
+)
 
 L = keras.layers
 FOLDABLE = (
@@ -55,8 +62,8 @@ def folds_into(producer: Any, batchnorm: Any, rank: int) -> bool:
     return (
         isinstance(producer, FOLDABLE)
         and isinstance(batchnorm, L.BatchNormalization)
-        and len(producer._inbound_nodes) == 1
-        and len(batchnorm._inbound_nodes) == 1
+        and call_count(producer) == 1
+        and call_count(batchnorm) == 1
         and is_linear(producer)
         and batchnorm.axis in (-1, [-1], rank - 1, [rank - 1])
     )
@@ -92,14 +99,14 @@ def batch_norm_pairs(model: keras.Model) -> dict[str, str]:
     """Map each BatchNormalization that directly and solely follows a foldable layer to that layer."""
     pairs = {}
     for layer in model.layers:
-        if not isinstance(layer, L.BatchNormalization) or len(layer._inbound_nodes) != 1:
+        if not isinstance(layer, L.BatchNormalization) or call_count(layer) != 1:
             continue
-        parents = layer._inbound_nodes[0].parent_nodes
+        parents = inbound_nodes(layer)[0].parent_nodes
         if len(parents) != 1:
             continue
         producer = parents[0].operation
         rank = len(producer.output.shape) if isinstance(producer, FOLDABLE) else 0
-        if folds_into(producer, layer, rank) and len(producer._outbound_nodes) == 1:
+        if folds_into(producer, layer, rank) and len(outbound_nodes(producer)) == 1:
             pairs[layer.name] = producer.name
     return pairs
 

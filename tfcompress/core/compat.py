@@ -6,7 +6,10 @@ TensorFlow and Keras are imported on first use, not when this module loads: the 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,16 +40,18 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'tfcompress.core.compat' has no attribute '{name}'")
 
 
-def is_tf_keras_model(model: Any) -> bool:
-    """True for a legacy Keras 2 (`tf_keras`) model, without importing tf_keras if it is absent."""
-    module = type(model).__module__
-    if module.startswith("tf_keras") or module.startswith("keras.src.engine"):
-        return True
-    try:
-        import tf_keras
-    except ImportError:
+def is_tf_keras(obj: Any) -> bool:
+    """True for a legacy Keras 2 (`tf_keras`) layer or model; never imports tf_keras.
+
+    A tf_keras object exists only once tf_keras is imported, so its classes are looked up in
+    `sys.modules`; Keras 3 objects are known without it.
+    """
+    if isinstance(obj, _keras().layers.Layer):
         return False
-    return isinstance(model, tf_keras.Model)
+    if type(obj).__module__.startswith(("tf_keras", "keras.src.engine", "keras.engine")):
+        return True
+    tf_keras = sys.modules.get("tf_keras")
+    return tf_keras is not None and isinstance(obj, tf_keras.layers.Layer)
 
 
 def is_keras3_model(model: Any) -> bool:
@@ -137,3 +142,38 @@ def tfmot_wrapper_names(model: Any) -> list[str]:
         elif hasattr(layer, "layers"):
             found.extend(tfmot_wrapper_names(layer))
     return found
+
+
+def nested_layers(model: Any) -> list[Any]:
+    """Every layer inside `model`, nested models' and wrappers' layers included (not `model`)."""
+    return list(model._flatten_layers(include_self=False))
+
+
+@contextlib.contextmanager
+def tracking_unlocked(layer: Any) -> Iterator[None]:
+    """Let a built layer take new state (Keras locks a layer's tracker once it is built)."""
+    layer._tracker.unlock()
+    try:
+        yield
+    finally:
+        layer._tracker.lock()
+
+
+def convnext_layer_scale_class() -> type | None:
+    """`LayerScale` of Keras's ConvNeXt application (not exported by Keras); None if it moved."""
+    try:
+        from keras.src.applications.convnext import LayerScale
+    except ImportError:  # pragma: no cover - moved in another Keras version
+        return None
+    return LayerScale
+
+
+def mlir_quantize(calibrated: bytes, **options: Any) -> bytes:
+    """TF's MLIR quantizer on a calibrated flatbuffer (what `TFLiteConverter` runs after calibrating).
+
+    `options` are its keywords: `disable_per_channel`, `fully_quantize`, `input_data_type`,
+    `output_data_type`, `denylisted_nodes`, `disable_per_channel_for_dense_layers`.
+    """
+    from tensorflow.lite.python import convert as tf_convert
+
+    return tf_convert.mlir_quantize(calibrated, **options)

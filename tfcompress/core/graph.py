@@ -1,8 +1,14 @@
-"""Walk and rebuild a functional or Sequential model with some layers replaced."""
+"""The one model of a Keras graph: its nodes, producers and consumers, walks, and rebuild.
+
+This module is the only code that reads Keras's graph internals (`_inbound_nodes`,
+`_outbound_nodes`, `_keras_history`, `_nodes_by_depth`, a Sequential model's `_functional`);
+every technique asks it instead. `tests/core/test_graph.py` pins the Keras behaviour relied on.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
@@ -13,6 +19,98 @@ DEPTHWISE = keras.layers.DepthwiseConv1D | keras.layers.DepthwiseConv2D
 TRANSPOSED = (
     keras.layers.Conv1DTranspose | keras.layers.Conv2DTranspose | keras.layers.Conv3DTranspose
 )
+
+
+def functional_graph(model: Any) -> Any | None:
+    """The functional graph of `model` (a Sequential model keeps one inside); None when unbuilt.
+
+    Example:
+        >>> import keras
+        >>> seq = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> functional_graph(seq) is not None, functional_graph(keras.Sequential()) is None
+        (True, True)
+    """
+    if hasattr(model, "_nodes_by_depth"):
+        return model
+    return getattr(model, "_functional", None)
+
+
+def is_graph_model(model: Any) -> bool:
+    """Whether `model` is functional or Sequential (a graph that can be walked and rebuilt)."""
+    return isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")
+
+
+def nodes_inputs_first(graph: Any) -> Iterator[Any]:
+    """Every node of a functional `graph`, from the inputs to the outputs (input nodes included)."""
+    by_depth = graph._nodes_by_depth
+    for depth in sorted(by_depth, reverse=True):
+        yield from by_depth[depth]
+
+
+def inbound_nodes(layer: Any) -> list[Any]:
+    """The calls of `layer` in the graphs it belongs to (one node per call)."""
+    return list(getattr(layer, "_inbound_nodes", []))
+
+
+def outbound_nodes(layer: Any) -> list[Any]:
+    """The calls of other layers that read an output of `layer`."""
+    return list(getattr(layer, "_outbound_nodes", []))
+
+
+def producer_of(tensor: Any) -> Any | None:
+    """The layer (or operation) whose call made the symbolic `tensor`; None for other tensors."""
+    history = getattr(tensor, "_keras_history", None)
+    return history[0] if history else None
+
+
+def producers(layer: Any) -> list[Any]:
+    """The layers whose outputs `layer` reads, over all its calls, each once, in call order."""
+    found: list[Any] = []
+    for node in inbound_nodes(layer):
+        for tensor in node.input_tensors:
+            operation = producer_of(tensor)
+            if operation not in found:
+                found.append(operation)
+    return found
+
+
+def consumers(layer: Any, unique: bool = True) -> list[Any]:
+    """The layers that read an output of `layer` (each once; `unique=False`: once per call)."""
+    found: list[Any] = []
+    for node in outbound_nodes(layer):
+        if not unique or node.operation not in found:
+            found.append(node.operation)
+    return found
+
+
+def sole_producer(layer: Any) -> Any | None:
+    """The layer feeding `layer` when `layer` is called once on one tensor; else None."""
+    nodes = inbound_nodes(layer)
+    if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
+        return None
+    return producer_of(nodes[0].input_tensors[0])
+
+
+def call_count(layer: Any) -> int:
+    """How many times `layer` is called in the graphs it belongs to (a shared layer: more than 1)."""
+    return len(inbound_nodes(layer))
+
+
+def tensor_readers(graph: Any) -> defaultdict[int, list[tuple[Any, Any]]]:
+    """`id(tensor) -> [(layer, node), ...]` of every call reading it; a model output adds (None, None).
+
+    Tensors that nothing reads map to an empty list.
+    """
+    readers: defaultdict[int, list[tuple[Any, Any]]] = defaultdict(list)
+    for nodes in graph._nodes_by_depth.values():
+        for node in nodes:
+            if node.operation is None or node.is_input:
+                continue
+            for tensor in node.input_tensors:
+                readers[id(tensor)].append((node.operation, node))
+    for tensor in graph.outputs:
+        readers[id(tensor)].append((None, None))
+    return readers
 
 
 def check_model(model: Any, what: str, alternative: str = "") -> None:

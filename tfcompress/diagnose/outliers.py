@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from tfcompress.core.graph import sole_producer
+
 # layers through which a positive per-channel scale passes unchanged: f(s * x) = s * f(x)
 _HOMOGENEOUS = {
     "ReLU",
@@ -29,13 +31,6 @@ _HOMOGENEOUS = {
     "Dropout",
 }
 _SCALABLE = {"Dense", "Conv1D", "Conv2D", "BatchNormalization"}
-
-
-def _producer(layer: Any) -> Any:
-    nodes = getattr(layer, "_inbound_nodes", [])
-    if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
-        return None
-    return nodes[0].input_tensors[0]._keras_history[0]
 
 
 def _check_homogeneous(layer: Any) -> None:
@@ -84,10 +79,10 @@ def inject_weight_outlier(model: Any, layer: str, factor: float = 30.0, channel:
     target = copy.get_layer(layer)
     if type(target).__name__ not in ("Dense", "Conv1D", "Conv2D"):
         raise ValueError(f"'{layer}' is a {type(target).__name__}; give a Dense or Conv layer.")
-    producer = _producer(target)
+    producer = sole_producer(target)
     while producer is not None and type(producer).__name__ in _HOMOGENEOUS:
         _check_homogeneous(producer)
-        producer = _producer(producer)
+        producer = sole_producer(producer)
     if producer is None or type(producer).__name__ not in _SCALABLE:
         raise ValueError(
             f"The input of '{layer}' does not come (through ReLU/pooling) from a Dense, Conv or "

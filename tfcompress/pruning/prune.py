@@ -8,6 +8,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from tfcompress.core import compat
 from tfcompress.core.graph import check_model, fresh_copy, rebuild, selected_layers
 from tfcompress.layers import FusedBatchNormalization
 from tfcompress.pruning.allocation import (
@@ -20,7 +21,6 @@ from tfcompress.pruning.schedules import ConstantSparsity, PruningSchedule, is_r
 from tfcompress.pruning.wrapper import (
     LEGACY_ROUTE,
     PruneLowMagnitude,
-    is_legacy_keras,
     prunable_attributes,
     prunable_variables,
 )
@@ -74,7 +74,7 @@ def _tfmot_keywords(
 
 def refuse_legacy_keras(obj: Any, what: str) -> None:
     """A tf_keras model or layer gets an error that says how to take the legacy route."""
-    if is_legacy_keras(obj):
+    if compat.is_tf_keras(obj):
         raise TypeError(f"{what} cannot take {type(obj).__name__} '{obj.name}': {LEGACY_ROUTE}")
 
 

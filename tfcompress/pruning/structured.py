@@ -15,6 +15,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from tfcompress.core.graph import functional_graph, nodes_inputs_first
+
 _PRODUCERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 _CHANNELWISE = (
     keras.layers.BatchNormalization,
@@ -112,10 +114,8 @@ def _keeps_channel_axis(layer: Any) -> bool:
 
 
 def _graph_of(model: keras.Model) -> Any:
-    """The functional graph of `model`: a Sequential model keeps it in `_functional`."""
-    if hasattr(model, "_nodes_by_depth"):
-        return model
-    graph = getattr(model, "_functional", None)
+    """The functional graph of `model`, or an error saying how to give it one."""
+    graph = functional_graph(model)
     if graph is None:
         raise ValueError(
             f"Model '{model.name}' has no layer graph to prune by channel: build it first (give "
@@ -195,36 +195,32 @@ def _trace(model: keras.Model) -> tuple[_ChannelGroups, dict[int, int | None]]:
     of_tensor: dict[int, int | None] = {}
     uses: dict[int, int] = {}
     graph = _graph_of(model)
-    for depth in sorted(graph._nodes_by_depth, reverse=True):  # inputs first
-        for node in graph._nodes_by_depth[depth]:
-            uses[id(node.operation)] = uses.get(id(node.operation), 0) + 1
-    for depth in sorted(graph._nodes_by_depth, reverse=True):
-        for node in graph._nodes_by_depth[depth]:
-            layer = node.operation
-            inputs = [of_tensor.get(id(t)) for t in node.input_tensors]
-            if node.is_input:
-                output = None
-            elif uses[id(layer)] > 1:  # a shared layer must keep one shape
-                for group in inputs:
-                    groups.fix(group, f"read by the shared layer '{layer.name}'")
-                output = None
-            elif _is_producer(layer):
-                output = groups.new(layer)
-            elif _is_channelwise(layer) and len(inputs) == 1:
-                output = inputs[0]
-            elif isinstance(layer, _MERGES) or (_elementwise_op(node) and len(inputs) > 1):
-                output = groups.union(inputs, layer)
-            elif _elementwise_op(node):
-                output = inputs[0]
-            else:
-                why = (
-                    f"read by {type(layer).__name__} '{layer.name}', which mixes channel positions"
-                )
-                for group in inputs:
-                    groups.fix(group, why)
-                output = None
-            for tensor in node.outputs:
-                of_tensor[id(tensor)] = output
+    for node in nodes_inputs_first(graph):
+        uses[id(node.operation)] = uses.get(id(node.operation), 0) + 1
+    for node in nodes_inputs_first(graph):
+        layer = node.operation
+        inputs = [of_tensor.get(id(t)) for t in node.input_tensors]
+        if node.is_input:
+            output = None
+        elif uses[id(layer)] > 1:  # a shared layer must keep one shape
+            for group in inputs:
+                groups.fix(group, f"read by the shared layer '{layer.name}'")
+            output = None
+        elif _is_producer(layer):
+            output = groups.new(layer)
+        elif _is_channelwise(layer) and len(inputs) == 1:
+            output = inputs[0]
+        elif isinstance(layer, _MERGES) or (_elementwise_op(node) and len(inputs) > 1):
+            output = groups.union(inputs, layer)
+        elif _elementwise_op(node):
+            output = inputs[0]
+        else:
+            why = f"read by {type(layer).__name__} '{layer.name}', which mixes channel positions"
+            for group in inputs:
+                groups.fix(group, why)
+            output = None
+        for tensor in node.outputs:
+            of_tensor[id(tensor)] = output
     for tensor in model.outputs:
         groups.fix(of_tensor.get(id(tensor)), "reaches a model output")
     return groups, of_tensor

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfcompress.core import compat
 from tfcompress.core.graph import fresh_copy
 from tfcompress.core.wrappers import TrainingLayer
 from tfcompress.pruning.schedules import (
@@ -29,11 +30,6 @@ LEGACY_ROUTE = (
     "environment before TensorFlow is imported) or rebuild the model with `import keras` "
     "(Keras 3) and copy its weights over with set_weights."
 )
-
-
-def is_legacy_keras(obj: Any) -> bool:
-    """True for a tf_keras (Keras 2) layer or model, which Keras 3 wrappers cannot take."""
-    return type(obj).__module__.startswith(("tf_keras", "keras.src.engine", "keras.engine"))
 
 
 class PrunableLayer(abc.ABC):
@@ -317,7 +313,7 @@ class PruneLowMagnitude(TrainingLayer, keras.layers.Wrapper):
         block_pooling_type: str = "AVG",
         **kwargs: Any,
     ):
-        if is_legacy_keras(layer):
+        if compat.is_tf_keras(layer):
             raise TypeError(f"Cannot prune {type(layer).__name__} '{layer.name}': {LEGACY_ROUTE}")
         if not isinstance(layer, keras.layers.Layer):
             raise TypeError(f"PruneLowMagnitude wraps a keras layer; got {type(layer).__name__}.")

@@ -6,6 +6,8 @@ from typing import Any
 
 import keras
 
+from tfcompress.core import compat
+
 #: Roles a layer can play in the rewritten graph.
 KERNEL = "kernel"  # weights fake-quantized, output quantized (Conv, Dense...)
 OUTPUT = "output"  # computes in float in training, output quantized (Add, activations, pooling...)
@@ -243,9 +245,8 @@ def float_only_reason(layer: Any) -> str | None:
 
 def _register_application_layers() -> None:
     """Custom layers inside `keras.applications` models (not exported by Keras, hence the guard)."""
-    try:
-        from keras.src.applications.convnext import LayerScale
-    except ImportError:  # pragma: no cover - moved in another Keras version
+    LayerScale = compat.convnext_layer_scale_class()
+    if LayerScale is None:  # pragma: no cover - moved in another Keras version
         return
     register_quantize_config(LayerScale, QuantizeConfig(role=OUTPUT))  # x * gamma: an int8 MUL
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 
-from tfcompress.core import graph
+from tfcompress.core import compat, graph
 from tfcompress.quantization.layers import (
     IntegerELU,
     IntegerGroupNormalization,
@@ -92,7 +92,7 @@ def masks_steps(model: Any) -> bool:
     """
     return any(
         isinstance(layer, L.Masking) or getattr(layer, "mask_zero", False)
-        for layer in model._flatten_layers(include_self=False)
+        for layer in compat.nested_layers(model)
     )
 
 

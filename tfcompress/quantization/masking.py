@@ -37,6 +37,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfcompress.core import compat
 from tfcompress.quantization.config import PASSTHROUGH, QuantizeConfig, register_quantize_config
 from tfcompress.quantization.quantizers import ActivationQuantizer
 
@@ -263,14 +264,13 @@ class IntegerGlobalAveragePooling1D(keras.layers.GlobalAveragePooling1D):
         if self.quantize_config is not None:
             # the int8 file rounds the masked mean before dividing it: simulate that rounding
             # (pooling layers are built in __init__, so the state is added under an unlock)
-            self._tracker.unlock()
-            self._mean_range = ActivationQuantizer(
-                num_bits=self.quantize_config.activation_bits,
-                learned_step=self.quantize_config.learned_step,
-                name=f"{self.name}_mean_quant",
-            )
-            self._mean_range.build(())
-            self._tracker.lock()
+            with compat.tracking_unlocked(self):
+                self._mean_range = ActivationQuantizer(
+                    num_bits=self.quantize_config.activation_bits,
+                    learned_step=self.quantize_config.learned_step,
+                    name=f"{self.name}_mean_quant",
+                )
+                self._mean_range.build(())
 
     def call(self, inputs: Any, mask: Any = None, training: bool | None = None) -> Any:
         if mask is None:

@@ -42,7 +42,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from tfcompress.core import graph
+from tfcompress.core import compat, graph
 from tfcompress.quantization.config import (
     PASSTHROUGH,
     QuantizeConfig,
@@ -1048,7 +1048,7 @@ def unroll_recurrent(model: keras.Model) -> keras.Model:
 
     masked = any(
         isinstance(layer, L.Masking) or getattr(layer, "mask_zero", False)
-        for layer in model._flatten_layers(include_self=False)
+        for layer in compat.nested_layers(model)
     )
 
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:

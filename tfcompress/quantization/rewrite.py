@@ -11,13 +11,19 @@ from __future__ import annotations
 import inspect
 import os
 import warnings
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 
+from tfcompress.core import compat
 from tfcompress.core.batchnorm import folds_into, is_linear
+from tfcompress.core.graph import (
+    functional_graph,
+    is_graph_model,
+    nodes_inputs_first,
+    tensor_readers,
+)
 from tfcompress.quantization.config import (
     FLOAT,
     KERNEL,
@@ -168,7 +174,7 @@ def quantize_apply(
             "quantize_apply: `strict` is keyword-only (quantize_apply(model, strict=True)); the "
             "second positional argument is the quantization scheme, as in tfmot."
         )
-    if _is_legacy_keras(annotated_model):
+    if compat.is_tf_keras(annotated_model):
         raise TypeError(
             f"quantize_apply: '{annotated_model.name}' is a legacy tf_keras model; annotate and "
             "apply it with tfmot.quantization.keras (TF_USE_LEGACY_KERAS=1), or rebuild it in "
@@ -240,7 +246,7 @@ def quantize_model(
         >>> any(isinstance(layer, QuantizeWrapper) for layer in qat.layers)
         True
     """
-    if _is_legacy_keras(model):
+    if compat.is_tf_keras(model):
         return _quantize_with_tfmot(model)
     _check_model(model)
     default = QuantizeConfig(
@@ -269,7 +275,7 @@ def _quantize(
         only_annotated=only_annotated,
         preserve_sparsity=preserve_sparsity,
     )
-    graph = _graph_of(model)
+    graph = functional_graph(model)
     inputs = [
         keras.Input(batch_shape=t.shape, dtype=t.dtype, name=_tensor_name(t)) for t in graph.inputs
     ]
@@ -293,10 +299,6 @@ def _tensor_name(tensor: Any) -> str | None:
     return name.split(":")[0] if isinstance(name, str) else None
 
 
-def _is_legacy_keras(model: Any) -> bool:
-    return type(model).__module__.startswith("tf_keras.")
-
-
 def _quantize_with_tfmot(model: Any) -> Any:
     """tfmot quantizes legacy tf_keras models; it needs tf.keras to be tf_keras."""
     if os.environ.get("TF_USE_LEGACY_KERAS") != "1":
@@ -317,14 +319,13 @@ def _quantize_with_tfmot(model: Any) -> Any:
 def _check_model(model: Any) -> None:
     if not isinstance(model, keras.Model):
         raise TypeError(f"quantize_model expects a keras.Model; got {type(model).__name__}.")
-    is_graph = isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")
-    if not is_graph:
+    if not is_graph_model(model):
         raise ValueError(
             f"quantize_model: model '{model.name}' ({type(model).__name__}) is a subclassed model, "
             "whose graph cannot be rewritten. Build it as a functional or Sequential model, or "
             "quantize its layers yourself with tfcompress.quantization.QuantizeWrapper."
         )
-    if not model.built or _graph_of(model) is None:
+    if not model.built or functional_graph(model) is None:
         raise ValueError(
             f"quantize_model: model '{model.name}' is not built. Give it an input shape first "
             "(keras.Input(...) as its first layer, or model.build(input_shape))."
@@ -344,12 +345,6 @@ def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
         if isinstance(layer, keras.Model):
             found.extend(_all_layers(layer))
     return found
-
-
-def _graph_of(model: keras.Model) -> Any:
-    if isinstance(model, keras.Sequential):
-        return getattr(model, "_functional", None)
-    return model if getattr(model, "inputs", None) else None
 
 
 @dataclass
@@ -410,22 +405,21 @@ class _Rewriter:
     # -- graph ------------------------------------------------------------------------------
     def run(self, graph: Any, inputs: list[_Value]) -> list[_Value]:
         values: dict[int, _Value] = {id(t): v for t, v in zip(graph.inputs, inputs, strict=True)}
-        consumers = _consumers(graph)
+        consumers = tensor_readers(graph)
         absorbed: set[int] = set()
-        for depth in sorted(graph._nodes_by_depth, reverse=True):
-            for node in graph._nodes_by_depth[depth]:
-                if node.operation is None or node.is_input:
-                    continue
-                if id(node) in absorbed:
-                    values[id(node.outputs[0])] = values[id(node.input_tensors[0])]
-                    continue
-                self._rewrite_node(node, values, consumers, absorbed)
+        for node in nodes_inputs_first(graph):
+            if node.operation is None or node.is_input:
+                continue
+            if id(node) in absorbed:
+                values[id(node.outputs[0])] = values[id(node.input_tensors[0])]
+                continue
+            self._rewrite_node(node, values, consumers, absorbed)
         return [values[id(t)] for t in graph.outputs]
 
     def _rewrite_node(self, node: Any, values: dict, consumers: dict, absorbed: set) -> None:
         op = node.operation
-        if isinstance(op, keras.Model) and _graph_of(op) is not None:
-            outputs = self.run(_graph_of(op), [values[id(t)] for t in node.input_tensors])
+        if isinstance(op, keras.Model) and functional_graph(op) is not None:
+            outputs = self.run(functional_graph(op), [values[id(t)] for t in node.input_tensors])
             for tensor, value in zip(node.outputs, outputs, strict=True):
                 values[id(tensor)] = value
             return
@@ -686,19 +680,6 @@ def _gathers(callee: Any) -> bool:
 def _is_separable(layer: Any) -> bool:
     channels_last = getattr(layer, "data_format", "channels_last") == "channels_last"
     return isinstance(layer, L.SeparableConv1D | L.SeparableConv2D) and channels_last
-
-
-def _consumers(graph: Any) -> dict[int, list]:
-    consumers: dict[int, list] = defaultdict(list)
-    for nodes in graph._nodes_by_depth.values():
-        for node in nodes:
-            if node.operation is None or node.is_input:
-                continue
-            for tensor in node.input_tensors:
-                consumers[id(tensor)].append((node.operation, node))
-    for tensor in graph.outputs:
-        consumers[id(tensor)].append((None, None))
-    return consumers
 
 
 def _foldable_batchnorm(op: Any, node: Any, consumers: dict) -> Any:

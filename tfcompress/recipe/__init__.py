@@ -3,7 +3,7 @@
 A recipe is a list of steps (`prune`, `cluster`, `distill`, `qat`, then `convert`) with their
 options, in YAML or as a dict; `compress` validates it, applies each step with the library's
 public API, converts, measures the file on LiteRT and writes the file, a Markdown and an HTML
-report and the exact recipe used. See docs/recipes.md.
+report and the exact recipe used. See docs/guide/recipes.md.
 
 Example:
     >>> from tfcompress.recipe import load_recipe

@@ -90,7 +90,7 @@ def compress(
         data: `(x, y)` arrays, a dict or `.npz` file with `x` and `y` (and optionally `x_test`,
             `y_test`), or `"digits"` for the built-in digits data. Without a test split, the
             recipe's `training.holdout` share is held out for measuring accuracy.
-        recipe: a YAML file, YAML text, a dict or a `Recipe` (see `docs/recipes.md`).
+        recipe: a YAML file, YAML text, a dict or a `Recipe` (see `docs/guide/recipes.md`).
         output_dir: the folder to write: `model.tflite`, `report.md`, `report.html` (plots
             embedded) and `recipe.yaml` (the exact recipe used, every default filled in).
         overwrite: replace a non-empty `output_dir`; without it, a non-empty folder is an error.

@@ -228,7 +228,7 @@ def _recipe_text(source: str | os.PathLike) -> tuple[str, str]:
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(
-            f"Recipe file '{path}' does not exist: pass a .yaml file (see docs/recipes.md)."
+            f"Recipe file '{path}' does not exist: pass a .yaml file (see docs/guide/recipes.md)."
         )
     return path.read_text(), str(path)
 

@@ -23,7 +23,8 @@ import keras
 import numpy as np
 
 from tfcompress.core.batchnorm import FoldedBatchNormalization, batch_norm_pairs, fold_batch_norms
-from tfcompress.core.graph import check_model, rebuild
+from tfcompress.core.graph import call_count, check_model, producer_of, rebuild
+from tfcompress.core.graph import consumers as graph_consumers
 from tfcompress.recovery.weights import DEPTHWISE_LAYERS, KERNEL_LAYERS, why_not_quantizable
 
 L = keras.layers
@@ -90,10 +91,6 @@ def _between_kind(layer: Any) -> str:
     return "other"
 
 
-def _consumers(layer: Any) -> list[Any]:
-    return [node.operation for node in layer._outbound_nodes]
-
-
 def find_chains(model: keras.Model) -> tuple[list[_Chain], dict[str, str]]:
     """Pairs of kernel layers joined by a path that a per-channel scale passes through.
 
@@ -107,7 +104,7 @@ def find_chains(model: keras.Model) -> tuple[list[_Chain], dict[str, str]]:
         >>> [(c.first, c.second, c.between) for c in chains]
         [('a', 'b', ['relu', 'pool'])]
     """
-    outputs = {id(t._keras_history.operation) for t in model.outputs}
+    outputs = {id(producer_of(t)) for t in model.outputs}
     chains, skipped = [], {}
     for first in model.layers:
         if not isinstance(first, KERNEL_LAYERS) or why_not_quantizable(first):
@@ -121,7 +118,7 @@ def find_chains(model: keras.Model) -> tuple[list[_Chain], dict[str, str]]:
         relu6 = [first.name] if kind == "relu6" else []
         between, node, reason = [], first, ""
         while True:
-            consumers = _consumers(node)
+            consumers = graph_consumers(node, unique=False)
             if id(node) in outputs or len(consumers) != 1:
                 reason = "output used by several layers" if len(consumers) > 1 else "model output"
                 break
@@ -129,7 +126,7 @@ def find_chains(model: keras.Model) -> tuple[list[_Chain], dict[str, str]]:
             if isinstance(node, KERNEL_LAYERS):
                 break
             kind = _between_kind(node)
-            if kind == "other" or len(node._inbound_nodes) != 1:
+            if kind == "other" or call_count(node) != 1:
                 reason = f"{type(node).__name__} '{node.name}' in between"
                 break
             between.append(node.name)
@@ -140,7 +137,7 @@ def find_chains(model: keras.Model) -> tuple[list[_Chain], dict[str, str]]:
             continue
         second = node
         why = why_not_quantizable(second)
-        if why or len(second._inbound_nodes) != 1:
+        if why or call_count(second) != 1:
             skipped[f"{first.name} -> {second.name}"] = why or "second layer used several times"
             continue
         chains.append(_Chain(first.name, second.name, between, relu6))

@@ -590,7 +590,7 @@ def _resolve_aliases(options: dict[str, Any], tfmot_kwargs: dict[str, Any]) -> d
 def _refuse_legacy_keras(value: Any, what: str) -> None:
     if isinstance(value, keras.layers.Layer):  # Keras 3: no need to import tf_keras to know
         return
-    if compat.is_tf_keras_model(value):
+    if compat.is_tf_keras(value):
         raise TypeError(
             f"{what} got a legacy tf_keras (Keras 2) {type(value).__name__}; tfcompress works "
             "on Keras 3 models. Either rebuild the model with `import keras` (Keras 3) and "

@@ -8,6 +8,7 @@ from typing import Any
 
 import keras
 
+from tfcompress.core.graph import consumers, producer_of, producers
 from tfcompress.pruning.wrapper import PruneLowMagnitude
 
 Layer = Any  # a keras layer or an op used as a layer (`x + 1.0`)
@@ -42,24 +43,6 @@ class PruningPolicy(abc.ABC):
     @abc.abstractmethod
     def ensure_model_supports_pruning(self, model: keras.Model) -> None:
         """Raise `ValueError` (naming the layer and the fix) if `model` does not fit the policy."""
-
-
-def _producers(layer: Layer) -> list[Layer]:
-    found: list[Layer] = []
-    for node in getattr(layer, "_inbound_nodes", []):
-        for tensor in node.input_tensors:
-            operation = tensor._keras_history.operation
-            if operation not in found:
-                found.append(operation)
-    return found
-
-
-def _consumers(layer: Layer) -> list[Layer]:
-    found: list[Layer] = []
-    for node in getattr(layer, "_outbound_nodes", []):
-        if node.operation not in found:
-            found.append(node.operation)
-    return found
 
 
 def _search(
@@ -122,14 +105,14 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
     def _is_start(self, layer: Layer) -> bool:
         if type(layer) is not keras.layers.Conv2D or not layer.built:
             return False
-        producers = _producers(layer)
+        inputs = producers(layer)
         return (
             tuple(layer.kernel.shape[:3]) == (3, 3, 3)
             and _pair(layer.strides) == (2, 2)
             and layer.padding.lower() == "valid"
-            and len(producers) == 1
-            and isinstance(producers[0], keras.layers.ZeroPadding2D)
-            and _padding_of(producers[0]) == ((1, 1), (1, 1))
+            and len(inputs) == 1
+            and isinstance(inputs[0], keras.layers.ZeroPadding2D)
+            and _padding_of(inputs[0]) == ((1, 1), (1, 1))
         )
 
     @staticmethod
@@ -144,13 +127,13 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
             return False
         if layer.padding.lower() == "same":
             return strides == (1, 1)
-        producers = _producers(layer)
+        inputs = producers(layer)
         pad = kernel[0] // 2
         return (
             strides in ((1, 1), (2, 2))
-            and len(producers) == 1
-            and isinstance(producers[0], keras.layers.ZeroPadding2D)
-            and _padding_of(producers[0]) == ((pad, pad), (pad, pad))
+            and len(inputs) == 1
+            and isinstance(inputs[0], keras.layers.ZeroPadding2D)
+            and _padding_of(inputs[0]) == ((pad, pad), (pad, pad))
         )
 
     def _supported(self, layer: Layer) -> bool:
@@ -195,8 +178,8 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
                 f"{type(self).__name__} checks a built functional or Sequential model; "
                 f"got {type(model).__name__} (subclassed or unbuilt). Build it with keras.Input."
             )
-        inputs = [tensor._keras_history.operation for tensor in model.inputs]
-        starts = _search(inputs, self._is_start, _consumers)
+        inputs = [producer_of(tensor) for tensor in model.inputs]
+        starts = _search(inputs, self._is_start, consumers)
         if not starts:
             raise ValueError(
                 "Could not find a 3x3 Conv2D with stride (2, 2), 3 input channels and 'valid' "
@@ -204,8 +187,8 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
                 "sparse inference starts there. Begin the model with ZeroPadding2D(1) and "
                 "Conv2D(filters, 3, strides=2, padding='valid') on an RGB input."
             )
-        outputs = [tensor._keras_history.operation for tensor in model.outputs]
-        ends = _search(outputs, self._is_end, _producers)
+        outputs = [producer_of(tensor) for tensor in model.outputs]
+        ends = _search(outputs, self._is_end, producers)
         if not ends:
             pooling = [
                 layer.name
@@ -233,5 +216,5 @@ class PruneForLatencyOnXNNPack(PruningPolicy):
                 )
             return False
 
-        following = [layer for start in starts for layer in _consumers(start)]
-        _search(following, check, _consumers)
+        following = [layer for start in starts for layer in consumers(start)]
+        _search(following, check, consumers)

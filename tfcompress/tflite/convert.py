@@ -162,7 +162,7 @@ def run_converter(
         )
         advice = (
             "When it names an op with no TFLite kernel for this mode, try mode='dynamic' or "
-            "'float16', or replace that layer (docs/coverage.md lists what converts); when it "
+            "'float16', or replace that layer (docs/reference/coverage.md lists what converts); when it "
             "names a shape, give the model static input shapes."
         )
         if mode == "int16x8" and "Empty min/max" in str(error):

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from tfcompress.core.graph import inbound_nodes, outbound_nodes, producer_of
 from tfcompress.tflite.flatbuffer import SubgraphReport, inspect
 
 _SUFFIX = re.compile(r"^(.*)_\d+$")
@@ -85,8 +86,8 @@ def output_layer_names(model: Any) -> list[str]:
     """Name of the layer that produces each model output, in output order."""
     names = []
     for tensor in model.outputs:
-        history = getattr(tensor, "_keras_history", None)
-        names.append(history[0].name if history else "")
+        producer = producer_of(tensor)
+        names.append(producer.name if producer is not None else "")
     return names
 
 
@@ -263,11 +264,11 @@ def _is_fake_quant(layer: Any) -> bool:
 
 def _sole_consumer(layer: Any) -> Any:
     """The one layer fed by `layer` when it has exactly one consumer with that one input."""
-    nodes = getattr(layer, "_outbound_nodes", [])
+    nodes = outbound_nodes(layer)
     if len(nodes) != 1:
         return None
     consumer = nodes[0].operation
-    inbound = getattr(consumer, "_inbound_nodes", [])
+    inbound = inbound_nodes(consumer)
     if len(inbound) != 1 or len(inbound[0].input_tensors) != 1:
         return None
     return consumer
@@ -278,7 +279,7 @@ def _downstream_row(layer: Any, rows: dict[str, LayerOps]) -> str | None:
     seen = set()
     while frontier:
         current = frontier.pop(0)
-        for node in getattr(current, "_outbound_nodes", []):
+        for node in outbound_nodes(current):
             consumer = node.operation
             if consumer.name in seen:
                 continue

@@ -126,8 +126,6 @@ class CalibratedModel:
         Returns:
             The flatbuffer, with integer input and output as in `convert`.
         """
-        from tensorflow.lite.python import convert as tf_convert
-
         if only is not None:
             chosen = {id(row) for row in self.rows_of(only)}
             nodes = [n for row in self.rows if id(row) not in chosen for n in row.op_outputs]
@@ -139,7 +137,7 @@ class CalibratedModel:
         try:
             with _quiet_native_output(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                flatbuffer = tf_convert.mlir_quantize(
+                flatbuffer = compat.mlir_quantize(
                     self.calibrated,
                     disable_per_channel=not self.per_channel,
                     fully_quantize=False,  # what TF's converter passes: same files as convert

@@ -11,6 +11,7 @@ from typing import Any
 import tensorflow as tf
 
 from tfcompress.core import compat
+from tfcompress.core.graph import inbound_nodes
 from tfcompress.tflite.errors import ConversionError
 
 ModelSource = Any  # keras.Model | tf_keras.Model | str | os.PathLike
@@ -51,7 +52,7 @@ def load_source(
     """Resolve a Keras 3 model, a `tf_keras` model, a `.keras`/`.h5` file or a SavedModel directory."""
     if isinstance(source, str | os.PathLike):
         return _load_path(Path(source), input_signature, safe_mode, custom_objects)
-    if compat.is_keras3_model(source) or compat.is_tf_keras_model(source):
+    if compat.is_keras3_model(source) or compat.is_tf_keras(source):
         return _from_keras_model(source, input_signature)
     raise ConversionError(
         f"convert() got a {type(source).__name__}; pass a Keras model, a tf_keras model, a path to a "
@@ -114,7 +115,7 @@ def with_token_ids_as_int32(source: TraceableModel) -> TraceableModel:
     readers: dict[int, list[Any]] = {id(tensor): [] for tensor in model.inputs}
     for layer in model.layers:
         # every call of the layer in the model (a shared Embedding reads several inputs)
-        for node in getattr(layer, "_inbound_nodes", []):
+        for node in inbound_nodes(layer):
             for tensor in node.input_tensors:
                 if id(tensor) in readers:
                     readers[id(tensor)].append(layer)
