@@ -11,6 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from tfcompress.core import catalog
 from tfcompress.core.graph import (
     DEPTHWISE,
     TRANSPOSED,
@@ -21,19 +22,7 @@ from tfcompress.core.graph import (
 )
 
 L = keras.layers
-FOLDABLE = (
-    L.Dense,
-    L.Conv1D,
-    L.Conv2D,
-    L.Conv3D,
-    L.DepthwiseConv1D,
-    L.DepthwiseConv2D,
-    L.Conv1DTranspose,
-    L.Conv2DTranspose,
-    L.Conv3DTranspose,
-    L.SeparableConv1D,  # into the pointwise kernel
-    L.SeparableConv2D,
-)
+FOLDABLE = catalog.classes(lambda row: row.folds_batchnorm)  # a BatchNorm after them folds in
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")

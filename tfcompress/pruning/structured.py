@@ -15,38 +15,12 @@ from typing import Any
 import keras
 import numpy as np
 
+from tfcompress.core import catalog
 from tfcompress.core.graph import functional_graph, nodes_inputs_first
 
-_PRODUCERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
-_CHANNELWISE = (
-    keras.layers.BatchNormalization,
-    keras.layers.ReLU,
-    keras.layers.Activation,
-    keras.layers.LeakyReLU,
-    keras.layers.PReLU,
-    keras.layers.ELU,
-    keras.layers.Softmax,
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout2D,
-    keras.layers.MaxPooling1D,
-    keras.layers.MaxPooling2D,
-    keras.layers.AveragePooling1D,
-    keras.layers.AveragePooling2D,
-    keras.layers.GlobalAveragePooling1D,
-    keras.layers.GlobalAveragePooling2D,
-    keras.layers.GlobalMaxPooling1D,
-    keras.layers.GlobalMaxPooling2D,
-    keras.layers.ZeroPadding2D,
-    keras.layers.Identity,
-)
-_MERGES = (
-    keras.layers.Add,
-    keras.layers.Subtract,
-    keras.layers.Multiply,
-    keras.layers.Average,
-    keras.layers.Maximum,
-    keras.layers.Minimum,
-)
+_PRODUCERS = catalog.classes(lambda row: row.channels == "producer")
+_CHANNELWISE = catalog.classes(lambda row: row.channels == "channelwise")
+_MERGES = catalog.classes(lambda row: row.channels == "merge")
 
 
 def _is_producer(layer: Any) -> bool:

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcompress.core import compat
+from tfcompress.core import catalog, compat
 from tfcompress.core.graph import fresh_copy
 from tfcompress.core.wrappers import TrainingLayer
 from tfcompress.pruning.schedules import (
@@ -60,41 +60,6 @@ MISSING_CALLBACK = (
     "tfcompress.pruning.UpdatePruningStep(); pass it to fit(callbacks=[...])."
 )
 
-# Which variables of each layer class hold the prunable weights (attribute paths).
-_PRUNABLE: tuple[tuple[type, tuple[str, ...]], ...] = (
-    (
-        keras.layers.MultiHeadAttention,
-        ("_query_dense.kernel", "_key_dense.kernel", "_value_dense.kernel", "_output_dense.kernel"),
-    ),
-    (keras.layers.SeparableConv1D, ("depthwise_kernel", "pointwise_kernel")),
-    (keras.layers.SeparableConv2D, ("depthwise_kernel", "pointwise_kernel")),
-    # Keras 3 names the depthwise kernel `kernel`; older releases `depthwise_kernel`
-    (keras.layers.DepthwiseConv1D, ("kernel|depthwise_kernel",)),
-    (keras.layers.DepthwiseConv2D, ("kernel|depthwise_kernel",)),
-    (keras.layers.Embedding, ("embeddings",)),
-    (keras.layers.Dense, ("kernel",)),
-    (keras.layers.EinsumDense, ("kernel",)),
-    (keras.layers.Conv1D, ("kernel",)),
-    (keras.layers.Conv2D, ("kernel",)),
-    (keras.layers.Conv3D, ("kernel",)),
-    (keras.layers.Conv1DTranspose, ("kernel",)),
-    (keras.layers.Conv2DTranspose, ("kernel",)),
-    (keras.layers.Conv3DTranspose, ("kernel",)),
-    # recurrent layers: the input and recurrent kernels of their cell (of both directions)
-    (
-        keras.layers.Bidirectional,
-        (
-            "forward_layer.cell.kernel",
-            "forward_layer.cell.recurrent_kernel",
-            "backward_layer.cell.kernel",
-            "backward_layer.cell.recurrent_kernel",
-        ),
-    ),
-    (keras.layers.LSTM, ("cell.kernel", "cell.recurrent_kernel")),
-    (keras.layers.GRU, ("cell.kernel", "cell.recurrent_kernel")),
-    (keras.layers.SimpleRNN, ("cell.kernel", "cell.recurrent_kernel")),
-)
-
 
 def prunable_attributes(layer: keras.layers.Layer) -> tuple[str, ...] | None:
     """The attribute paths of `layer`'s prunable kernels, or None if it has none we know.
@@ -106,14 +71,12 @@ def prunable_attributes(layer: keras.layers.Layer) -> tuple[str, ...] | None:
     if type(layer) is keras.layers.RNN:  # around a built-in cell only (a custom one: unknown)
         cells = (keras.layers.LSTMCell, keras.layers.GRUCell, keras.layers.SimpleRNNCell)
         return ("cell.kernel", "cell.recurrent_kernel") if type(layer.cell) in cells else None
-    for cls, attributes in _PRUNABLE:
-        if isinstance(layer, cls):
-            return attributes
-    return None
+    row = catalog.info(layer)
+    return row.kernels if row is not None and row.kernels else None
 
 
 def prunable_layer_names() -> str:
-    return ", ".join(cls.__name__ for cls, _ in _PRUNABLE)
+    return ", ".join(cls.__name__ for cls in catalog.classes(lambda row: bool(row.kernels)))
 
 
 def _resolve(layer: keras.layers.Layer, path: str) -> keras.Variable:

@@ -6,13 +6,18 @@ from typing import Any
 
 import keras
 
-from tfcompress.core import compat
+from tfcompress.core import catalog, compat
 
 #: Roles a layer can play in the rewritten graph.
-KERNEL = "kernel"  # weights fake-quantized, output quantized (Conv, Dense...)
-OUTPUT = "output"  # computes in float in training, output quantized (Add, activations, pooling...)
-PASSTHROUGH = "passthrough"  # keeps its input's scale, no new range (MaxPool, Reshape, Dropout...)
-FLOAT = "float"  # left in float; its inputs and output are quantized at its boundaries
+# the roles: weights fake-quantized and output quantized (Conv, Dense...); computes in float in
+# training with its output quantized (Add, activations...); keeps its input's scale (MaxPool,
+# Reshape, Dropout...); left in float with its inputs and output quantized at its boundaries
+KERNEL, OUTPUT, PASSTHROUGH, FLOAT = (
+    catalog.KERNEL,
+    catalog.OUTPUT,
+    catalog.PASSTHROUGH,
+    catalog.FLOAT,
+)
 _ROLES = (KERNEL, OUTPUT, PASSTHROUGH, FLOAT)
 
 
@@ -85,103 +90,6 @@ class QuantizeConfig:
         return f"QuantizeConfig({args})"
 
 
-L = keras.layers
-_KERNEL_LAYERS = (
-    L.Conv1D,
-    L.Conv2D,
-    L.DepthwiseConv1D,
-    L.DepthwiseConv2D,
-    L.Conv2DTranspose,
-    L.SeparableConv1D,  # quantize_model splits these into their depthwise and pointwise
-    L.SeparableConv2D,  # convolutions
-    L.Dense,
-    L.EinsumDense,
-    L.Embedding,  # the table is fake-quantized; GATHER keeps its scale
-)
-_PASSTHROUGH_LAYERS = (
-    # TFLite's AVERAGE_POOL_2D requires the same scale on its input and output.
-    L.AveragePooling1D,
-    L.AveragePooling2D,
-    L.AveragePooling3D,
-    L.MaxPooling1D,
-    L.MaxPooling2D,
-    L.MaxPooling3D,
-    L.GlobalMaxPooling1D,
-    L.GlobalMaxPooling2D,
-    L.GlobalMaxPooling3D,
-    L.AdaptiveAveragePooling1D,  # becomes AveragePooling (integer_friendly) when sizes divide
-    L.AdaptiveAveragePooling2D,
-    L.AdaptiveMaxPooling1D,
-    L.AdaptiveMaxPooling2D,
-    L.Reshape,
-    L.Flatten,
-    L.Permute,
-    L.Dropout,
-    L.SpatialDropout1D,
-    L.SpatialDropout2D,
-    L.GaussianDropout,
-    L.GaussianNoise,
-    L.AlphaDropout,
-    L.ZeroPadding1D,
-    L.ZeroPadding2D,
-    L.ZeroPadding3D,
-    L.Cropping1D,
-    L.Cropping2D,
-    L.Cropping3D,
-    L.Identity,
-    L.RepeatVector,
-    L.InputLayer,
-    L.ActivityRegularization,
-)
-_OUTPUT_LAYERS = (
-    L.BatchNormalization,
-    L.LayerNormalization,
-    L.Normalization,
-    L.Rescaling,
-    L.Resizing,
-    L.UpSampling1D,
-    L.UpSampling2D,
-    L.Activation,
-    L.ReLU,
-    L.LeakyReLU,
-    L.PReLU,
-    L.ELU,
-    L.Softmax,
-    L.Add,
-    L.Subtract,
-    L.Multiply,
-    L.Average,
-    L.Maximum,
-    L.Minimum,
-    L.Concatenate,
-    L.GlobalAveragePooling1D,
-    L.GlobalAveragePooling2D,
-    L.GlobalAveragePooling3D,
-    L.MultiHeadAttention,
-    L.CenterCrop,
-    # computed in float in training with a range on the output; the converter quantizes the
-    # weights and calibrates the tensors inside (all have int8 kernels: tests/coverage)
-    L.GroupNormalization,
-    L.RMSNormalization,
-    L.UnitNormalization,
-    L.Attention,
-    L.AdditiveAttention,
-    L.GroupQueryAttention,
-    L.Dot,
-    L.Conv1DTranspose,
-    L.SpectralNormalization,
-    L.TimeDistributed,
-    L.UpSampling3D,
-    L.Masking,
-)
-
-# Layers whose TFLite kernel computes in float only: they stay float inside an int8 file, with
-# QUANTIZE/DEQUANTIZE around them. quantize_model warns (strict=True raises) with the reason.
-_FLOAT_ONLY: dict[type, str] = {
-    L.Conv3D: "TFLite's CONV_3D kernel runs in float only",
-    L.Conv3DTranspose: "TFLite's CONV_3D_TRANSPOSE kernel runs in float only",
-}
-
 _REGISTRY: dict[type, QuantizeConfig] = {}
 
 
@@ -216,18 +124,9 @@ def get_quantize_config(layer: Any) -> QuantizeConfig | None:
     return None
 
 
-for _cls in _KERNEL_LAYERS:
-    register_quantize_config(_cls, QuantizeConfig(role=KERNEL))
-for _cls in _PASSTHROUGH_LAYERS:
-    register_quantize_config(_cls, QuantizeConfig(role=PASSTHROUGH))
-for _cls in _OUTPUT_LAYERS:
-    register_quantize_config(_cls, QuantizeConfig(role=OUTPUT))
-for _cls in _FLOAT_ONLY:
-    register_quantize_config(_cls, QuantizeConfig(role=FLOAT))
-# Random augmentation layers are the identity at inference, where the int8 file is traced.
-for _name in dir(L):
-    if _name.startswith("Random") and isinstance(getattr(L, _name), type):
-        register_quantize_config(getattr(L, _name), QuantizeConfig(role=PASSTHROUGH))
+for _cls, _row in catalog.CATALOG.items():  # every layer class the catalog knows a role of
+    if _row.quantize is not None:
+        register_quantize_config(_cls, QuantizeConfig(role=_row.quantize))
 
 
 def float_only_reason(layer: Any) -> str | None:
@@ -237,10 +136,8 @@ def float_only_reason(layer: Any) -> str | None:
         >>> float_only_reason(keras.layers.Conv3D(2, 3))
         "TFLite's CONV_3D kernel runs in float only"
     """
-    for klass in type(layer).__mro__:
-        if klass in _FLOAT_ONLY:
-            return _FLOAT_ONLY[klass]
-    return None
+    row = catalog.info(layer)
+    return row.float_reason or None if row is not None else None
 
 
 def _register_application_layers() -> None:

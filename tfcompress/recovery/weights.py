@@ -13,9 +13,11 @@ from typing import Any
 import keras
 import numpy as np
 
+from tfcompress.core import catalog
+
 L = keras.layers
 #: layers whose kernel the recovery steps quantize, correct and round
-KERNEL_LAYERS = (L.Dense, L.Conv1D, L.Conv2D, L.DepthwiseConv1D, L.DepthwiseConv2D)
+KERNEL_LAYERS = catalog.classes(lambda row: row.recovery)
 DEPTHWISE_LAYERS = (L.DepthwiseConv1D, L.DepthwiseConv2D)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from tfcompress.core import compat
+from tfcompress.core import catalog, compat
 from tfcompress.core.batchnorm import fold_batch_norms
 from tfcompress.core.graph import (
     DEPTHWISE,
@@ -106,23 +106,11 @@ def _is_clusterable_layer(layer: Any) -> bool:
 
 
 L = keras.layers
-_KERNEL_ATTRIBUTE = {
-    L.Dense: "kernel",
-    L.EinsumDense: "kernel",
-    L.Conv1D: "kernel",
-    L.Conv2D: "kernel",
-    L.Conv3D: "kernel",
-    L.Conv1DTranspose: "kernel",
-    L.Conv2DTranspose: "kernel",
-    L.Conv3DTranspose: "kernel",
-    L.DepthwiseConv1D: "kernel",
-    L.DepthwiseConv2D: "kernel",
-    L.Embedding: "embeddings",
-}
 
 
 def _kernel_name(layer: keras.layers.Layer) -> str | None:
-    return _KERNEL_ATTRIBUTE.get(type(layer))
+    row = catalog.exact_info(layer)
+    return row.cluster_kernel if row is not None else None
 
 
 _RECURRENT = (L.LSTM, L.GRU, L.SimpleRNN)
@@ -234,7 +222,9 @@ class ClusterWeights(TrainingLayer, keras.layers.Wrapper):
         _forward_input_shape(layer, self)
         kernel_name = _kernel_name(layer)
         if kernel_name is None:
-            clusterable = ", ".join(cls.__name__ for cls in _KERNEL_ATTRIBUTE)
+            clusterable = ", ".join(
+                cls.__name__ for cls in catalog.classes(lambda row: row.cluster_kernel is not None)
+            )
             raise ValueError(
                 f"Layer '{layer.name}' ({type(layer).__name__}) cannot be clustered; clusterable "
                 f"layers are {clusterable}. Leave it out with cluster_weights(..., layers=[...])."

@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import keras
 
+from tfcompress.core import catalog
 from tfcompress.core.graph import check_model, clone_with_weights
 from tfcompress.quantization import QuantizeConfig, QuantizeWrapper, quantize_annotate_layer
 from tfcompress.quantization.rewrite import _quantize
 from tfcompress.sharing.clustering import ClusterWeights
-
-_KERNEL_LAYERS = (
-    keras.layers.Dense,
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.DepthwiseConv2D,
-)
 
 
 def quantize_clustered_model(model: keras.Model) -> keras.Model:
@@ -45,7 +39,8 @@ def quantize_clustered_model(model: keras.Model) -> keras.Model:
         )
     annotated = clone_with_weights(model)
     for layer in annotated.layers:
-        if type(layer) in _KERNEL_LAYERS:
+        row = catalog.exact_info(layer)
+        if row is not None and row.cluster_qat:
             quantize_annotate_layer(layer, QuantizeConfig(role="kernel", per_channel=False))
     # the kernels annotated above, every other layer from the registry
     quantized = _quantize(annotated, strict=False, default=QuantizeConfig())

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from tfcompress.core import catalog
 from tfcompress.core.graph import inbound_nodes, outbound_nodes, producer_of
 from tfcompress.tflite.flatbuffer import SubgraphReport, inspect
 
@@ -24,19 +25,7 @@ _SUFFIX = re.compile(r"^(.*)_\d+$")
 _QDQ = ("QUANTIZE", "DEQUANTIZE")
 _TRAILING_DIGITS = re.compile(r"\d+$")
 # layers that compute nothing at inference or only reshape: their output is the tensor before
-_PASS_THROUGH = {
-    "Dropout",
-    "SpatialDropout1D",
-    "SpatialDropout2D",
-    "SpatialDropout3D",
-    "GaussianNoise",
-    "GaussianDropout",
-    "AlphaDropout",
-    "ActivityRegularization",
-    "Identity",
-    "Flatten",
-    "Reshape",
-}
+_PASS_THROUGH = {klass.__name__ for klass in catalog.classes(lambda row: row.pass_through)}
 
 
 @dataclass
