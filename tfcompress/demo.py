@@ -22,6 +22,7 @@ from typing import Any
 import keras
 
 from tfcompress.data import Split, calibration_sample, load_digits
+from tfcompress.demos import distillation, pruning, qat, sharing
 from tfcompress.export import convert, save_tflite
 from tfcompress.models import build_digits_cnn, compile_classifier
 from tfcompress.tflite.convert import CALIBRATED_MODES, MODES
@@ -48,7 +49,6 @@ class DemoRow:
 
 def row_makers() -> list[tuple[str, RowMaker]]:
     """The compression methods that add rows to the demo (QAT, pruning, distillation, sharing)."""
-    from tfcompress.demos import distillation, pruning, qat, sharing
 
     return [
         ("qat", qat.make_rows),

@@ -20,13 +20,13 @@ import tensorflow as tf
 
 from tfcompress.core import compat
 from tfcompress.core.wrappers import strip_training_layers, training_layers
-from tfcompress.quantization.export import (
+from tfcompress.quantization.integer_friendly import integer_friendly_source
+from tfcompress.quantization.masking import IntegerGlobalAveragePooling1D
+from tfcompress.quantization.strip import (
     activation_bits,
     is_quantization_aware,
     strip_quantization,
 )
-from tfcompress.quantization.integer_friendly import integer_friendly_source
-from tfcompress.quantization.masking import IntegerGlobalAveragePooling1D
 from tfcompress.recovery.steps import prepare_for_convert
 from tfcompress.tflite.convert import (
     CALIBRATED_MODES,

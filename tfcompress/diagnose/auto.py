@@ -21,6 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from tfcompress.diagnose.bit_widths import choose_int4_layers
+from tfcompress.diagnose.debug import input_arrays, keras_model_of
+from tfcompress.diagnose.keep_float import suggest_keep_float
+from tfcompress.export import convert
+from tfcompress.recovery.weights import kernel_layers
+from tfcompress.tflite.runtime import benchmark_tflite, run_tflite
+
 #: recovery steps of the 8-bit candidates (the 4-bit one adds AdaRound at 4 bits)
 RECOVERY = ("fold_bn", "equalize", "bias_correction")
 ADAROUND = (*RECOVERY, "adaround")
@@ -208,10 +215,6 @@ def auto_quantize(
         >>> result.choice, result.target_met
         ('int8', True)
     """
-    from tfcompress.diagnose.debug import input_arrays, keras_model_of
-    from tfcompress.diagnose.keep_float import suggest_keep_float
-    from tfcompress.export import convert
-    from tfcompress.tflite.runtime import benchmark_tflite, run_tflite
 
     if isinstance(max_accuracy_drop, bool) or not 0 <= float(max_accuracy_drop) <= 1:
         raise ValueError(
@@ -359,8 +362,6 @@ def _mixed_int4_candidates(
     may cost. The greedy set comes from a Keras emulation; the file is then measured on LiteRT,
     and while it misses the target the last layer taken (the most sensitive) goes back to 8 bits.
     """
-    from tfcompress.diagnose.bit_widths import choose_int4_layers
-    from tfcompress.recovery.weights import kernel_layers
 
     if len(x) != 1:
         return []  # the emulation feeds one input; multi-input models keep the whole-model choice

@@ -19,6 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from tfcompress.recovery.steps import optimize_model
+from tfcompress.recovery.weights import as_batches, kernel_layers, predict, quantize_kernel
+
 
 @dataclass
 class LayerSensitivity:
@@ -49,8 +52,6 @@ class _GridEmulator:
     """A BatchNorm-folded, equalized copy of a model whose kernels can be put on any grid."""
 
     def __init__(self, model: Any, x: np.ndarray, per_channel: bool) -> None:
-        from tfcompress.recovery.steps import optimize_model
-        from tfcompress.recovery.weights import kernel_layers, predict
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "nothing to equalize" is fine here
@@ -63,7 +64,6 @@ class _GridEmulator:
         self._predict = predict
 
     def outputs(self, widths: dict[str, int]) -> np.ndarray:
-        from tfcompress.recovery.weights import quantize_kernel
 
         for layer in self.layers:
             kernel = quantize_kernel(
@@ -88,7 +88,6 @@ def _accuracy(output: np.ndarray, labels: np.ndarray | None) -> float | None:
 
 
 def _inputs(model: Any, data: Any) -> np.ndarray:
-    from tfcompress.recovery.weights import as_batches
 
     return as_batches(data, "four_bit_sensitivity", model)
 

@@ -34,8 +34,17 @@ from typing import Any
 
 import numpy as np
 
+from tfcompress.core import compat
+from tfcompress.export import calibrate
+from tfcompress.io import load_model
+from tfcompress.quantization.strip import is_quantization_aware
+from tfcompress.tflite.calibration import collect_samples
 from tfcompress.tflite.errors import ConversionError
+from tfcompress.tflite.flatbuffer import load_bytes
 from tfcompress.tflite.layer_map import map_layers
+from tfcompress.tflite.runtime import _dequantize, _quantize
+from tfcompress.tflite.selective import check_keep_float_mode
+from tfcompress.tflite.source import load_source
 
 SQNR_CAP_DB = 120.0
 
@@ -245,11 +254,7 @@ def keras_model_of(model: Any, custom_objects: dict | None = None) -> Any:
     """
     import os
 
-    from tfcompress.core import compat
-
     if isinstance(model, str | os.PathLike):
-        from tfcompress.io import load_model
-
         model = load_model(model, custom_objects=custom_objects, compile=False)
     if not compat.is_keras3_model(model) or not getattr(model, "inputs", None):
         raise ConversionError(
@@ -261,8 +266,6 @@ def keras_model_of(model: Any, custom_objects: dict | None = None) -> Any:
 
 def input_arrays(model: Any, data: Any, num_samples: int) -> list[np.ndarray]:
     """Up to `num_samples` samples of `data`, checked against the model, one array per input."""
-    from tfcompress.tflite.calibration import collect_samples
-    from tfcompress.tflite.source import load_source
 
     specs = load_source(model, None, True, None).input_specs
     samples = collect_samples(data, specs, num_samples, model.name)
@@ -273,7 +276,6 @@ class _FileRunner:
     """Runs a file on LiteRT's builtin kernels and keeps every intermediate tensor readable."""
 
     def __init__(self, flatbuffer: bytes) -> None:
-        from tfcompress.core import compat
 
         self.interpreter = compat.litert_interpreter_class()(
             model_content=flatbuffer,
@@ -285,7 +287,6 @@ class _FileRunner:
 
     def run(self, x: list[np.ndarray], tensors: Sequence[int]) -> tuple[list, list[np.ndarray]]:
         """(dequantized `tensors`, dequantized outputs), each concatenated over `x`."""
-        from tfcompress.tflite.runtime import _dequantize, _quantize
 
         step = 64 if self.dynamic else int(self.inputs[0]["shape"][0])
         found: list[list[np.ndarray]] = [[] for _ in tensors]
@@ -392,15 +393,11 @@ def debug_quantization(
         >>> len(report.layers), report.layer("bn1").layer
         (7, 'relu1')
     """
-    from tfcompress.export import calibrate
-    from tfcompress.tflite.selective import check_keep_float_mode
 
     check_keep_float_mode(mode)
     keras_model = keras_model_of(model, custom_objects)
     notes: list[str] = []
     if tflite is not None:
-        from tfcompress.tflite.flatbuffer import load_bytes
-
         flatbuffer, _ = load_bytes(tflite)
         if calibrated is None and isolated:
             notes.append(
@@ -459,7 +456,6 @@ def debug_quantization(
 
 
 def _is_quantization_aware(model: Any) -> bool:
-    from tfcompress.quantization.export import is_quantization_aware
 
     return bool(is_quantization_aware(model))
 

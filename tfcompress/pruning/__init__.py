@@ -10,7 +10,6 @@ Example:
 
 from tfcompress.pruning.callbacks import PruningSummaries, TaylorScores, UpdatePruningStep
 from tfcompress.pruning.channels import prune_channels
-from tfcompress.pruning.export import SparseRuntimeReport, check_sparse_runtime, convert_sparse
 from tfcompress.pruning.gradual import StructuredPruning, strip_channels
 from tfcompress.pruning.prune import (
     get_model_sparsity,
@@ -20,6 +19,7 @@ from tfcompress.pruning.prune import (
 )
 from tfcompress.pruning.qat import PreserveSparsity, kernel_sparsity
 from tfcompress.pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
+from tfcompress.pruning.sparse import SparseRuntimeReport, check_sparse_runtime, convert_sparse
 from tfcompress.pruning.structured import count_flops
 from tfcompress.pruning.wrapper import PrunableLayer, PruneLowMagnitude, magnitude_mask, n_m_mask
 

@@ -16,7 +16,6 @@ from tfcompress.quantization.config import (
     register_quantize_config,
 )
 from tfcompress.quantization.custom import CustomQuantizeWrapper
-from tfcompress.quantization.export import is_quantization_aware, strip_quantization
 from tfcompress.quantization.integer_friendly import integer_friendly
 from tfcompress.quantization.layers import (
     IntegerELU,
@@ -52,6 +51,7 @@ from tfcompress.quantization.scheme import (
     QuantizeScheme,
     quantize_scope,
 )
+from tfcompress.quantization.strip import is_quantization_aware, strip_quantization
 from tfcompress.quantization.wrapper import QuantizeWrapper
 
 # tfmot names that have one class here: QuantizeWrapperV2 is tfmot's newer wrapper, and the

@@ -25,6 +25,8 @@ from tfcompress.quantization.layers import (
 )
 from tfcompress.quantization.masking import IntegerGlobalAveragePooling1D, IntegerMasking
 from tfcompress.quantization.recurrent import has_recurrent_layers, unroll_recurrent, unrolled_layer
+from tfcompress.tflite.errors import ConversionError
+from tfcompress.tflite.source import TraceableModel
 
 if TYPE_CHECKING:
     from tfcompress.tflite.source import TraceableModel
@@ -208,8 +210,6 @@ def integer_friendly_source(source: TraceableModel, mode: str) -> TraceableModel
         if not (dynamic_batch and has_recurrent_layers(model)):
             return source
         rewrite = unroll_recurrent
-    from tfcompress.tflite.errors import ConversionError
-    from tfcompress.tflite.source import TraceableModel
 
     try:
         rewritten = rewrite(model)

@@ -8,6 +8,10 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfcompress.quantization.config import QuantizeConfig
+from tfcompress.quantization.quantizers import ActivationQuantizer
+from tfcompress.quantization.wrapper import QuantizeWrapper
+
 
 @keras.saving.register_keras_serializable(package="tfcompress")
 class IntegerLayerNormalization(keras.layers.LayerNormalization):
@@ -101,7 +105,6 @@ class QuantizedMultiHeadAttention(keras.layers.MultiHeadAttention):
     """
 
     def __init__(self, *args: Any, quantize_config: Any = None, **kwargs: Any) -> None:
-        from tfcompress.quantization.config import QuantizeConfig
 
         super().__init__(*args, **kwargs)
         if isinstance(quantize_config, dict):
@@ -109,8 +112,6 @@ class QuantizedMultiHeadAttention(keras.layers.MultiHeadAttention):
         self.quantize_config = quantize_config or QuantizeConfig()
 
     def build(self, query_shape: Any, value_shape: Any, key_shape: Any = None) -> None:
-        from tfcompress.quantization.quantizers import ActivationQuantizer
-        from tfcompress.quantization.wrapper import QuantizeWrapper
 
         super().build(query_shape, value_shape, key_shape)
         config = self.quantize_config

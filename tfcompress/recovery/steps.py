@@ -9,9 +9,12 @@ from typing import Any
 import keras
 
 from tfcompress.core.batchnorm import fold_batch_norms
+from tfcompress.io import load_model
 from tfcompress.recovery.bias import bias_correction
 from tfcompress.recovery.equalization import equalize
 from tfcompress.recovery.rounding import adaround
+from tfcompress.tflite.calibration import collect_samples
+from tfcompress.tflite.errors import ConversionError
 
 #: the steps, in the order they always run: folding first (the others need folded kernels),
 #: equalization next (it rescales kernels), AdaRound (it fixes the kernels' integers), bias
@@ -139,9 +142,6 @@ def prepare_for_convert(
     """
     import numpy as np
 
-    from tfcompress.tflite.calibration import collect_samples
-    from tfcompress.tflite.errors import ConversionError
-
     steps = parse_steps(optimize)
     if mode not in ("int8", "edgetpu"):
         raise ConversionError(
@@ -149,8 +149,6 @@ def prepare_for_convert(
             f"mode={mode!r}."
         )
     if isinstance(model, str) or hasattr(model, "__fspath__"):
-        from tfcompress.io import load_model
-
         model = load_model(model, custom_objects=custom_objects, safe_mode=safe_mode, compile=False)
     if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
         raise ConversionError(

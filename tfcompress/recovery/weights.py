@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from tfcompress.core import catalog
+from tfcompress.core.graph import rebuild
 
 L = keras.layers
 #: layers whose kernel the recovery steps quantize, correct and round
@@ -209,7 +210,6 @@ def with_biases(model: keras.Model, names: set[str] | None = None) -> keras.Mode
         >>> with_biases(model).layers[-1].use_bias
         True
     """
-    from tfcompress.core.graph import rebuild
 
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
         if (

@@ -162,8 +162,6 @@ def _load_path(
 
 
 def _load_keras_file(path: Path, safe_mode: bool, custom_objects: dict | None) -> Any:
-    import tfcompress  # noqa: F401  (registers tfcompress's serializable classes)
-
     try:
         return compat.load_keras_file(str(path), safe_mode, custom_objects)
     except (TypeError, ValueError) as error:

@@ -8,7 +8,10 @@ import keras
 from keras import ops
 
 from tfcompress.core import graph
+from tfcompress.quantization.integer_friendly import masks_steps
+from tfcompress.quantization.masking import IntegerGlobalAveragePooling1D, IntegerMasking, StepMask
 from tfcompress.quantization.quantizers import ActivationQuantizer
+from tfcompress.quantization.recurrent import UnrolledBidirectional, _UnrolledRecurrent
 from tfcompress.quantization.wrapper import QuantizeWrapper
 
 
@@ -25,12 +28,6 @@ def is_quantization_aware(model: Any) -> bool:
 
 def _quantized_integer_friendly(layer: Any) -> bool:
     """An unrolled recurrence or an integer mask layer built quantization-aware."""
-    from tfcompress.quantization.masking import (
-        IntegerGlobalAveragePooling1D,
-        IntegerMasking,
-        StepMask,
-    )
-    from tfcompress.quantization.recurrent import UnrolledBidirectional, _UnrolledRecurrent
 
     kinds = (
         _UnrolledRecurrent,
@@ -91,8 +88,6 @@ def strip_quantization(model: keras.Model) -> keras.Model:
             return layer.baked()
         # a mask layer: no weights, only ranges
         return type(layer).from_config({**layer.get_config(), "quantize_config": None})
-
-    from tfcompress.quantization.integer_friendly import masks_steps
 
     return graph.rebuild(model, replace, fresh_masks=masks_steps(model))
 
