@@ -27,7 +27,7 @@ def report_html(compressed):
 
 def test_report_html_renders_in_headless_chromium(report_html, tmp_path):
     from PIL import Image
-    from playwright import sync_api  # dev extra; the browser is Debian's chromium (make test installs it)
+    from playwright import sync_api  # dev extra; make test installs Debian's chromium
 
     (tmp_path / "elsewhere").mkdir()
     moved = tmp_path / "elsewhere" / "report.html"  # self-contained: no file beside it is needed
