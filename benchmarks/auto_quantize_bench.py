@@ -19,10 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import zoo_models  # noqa: E402
 from _common import write_results  # noqa: E402
 
 import tfcompress as tfc  # noqa: E402
+from tfcompress.examples import zoo as zoo_models  # noqa: E402
 
 MAX_DROP = 0.01
 

@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import recurrent_bench  # noqa: E402
-import zoo_models  # noqa: E402
 
 import tfcompress as tfc  # noqa: E402
+from tfcompress.examples import zoo as zoo_models  # noqa: E402
 from tfcompress.models import build_digits_cnn  # noqa: E402
 
 MANIFEST = Path(__file__).resolve().parent / "manifests" / "convert_hashes.json"

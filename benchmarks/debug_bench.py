@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import zoo_models  # noqa: E402
 from _common import write_results  # noqa: E402
 
 from tfcompress.data import Split  # noqa: E402
 from tfcompress.diagnose.outliers import inject_weight_outlier, quietest_channel  # noqa: E402
+from tfcompress.examples import zoo as zoo_models  # noqa: E402
 from tfcompress.export import calibrate  # noqa: E402
 from tfcompress.ptq import debug_quantization, suggest_keep_float  # noqa: E402
 from tfcompress.tflite.runtime import run_tflite  # noqa: E402

@@ -235,7 +235,8 @@ def _candidate_gated_anneal(alpha: float) -> Callable[[Any], None]:
 def _train_teacher(arch: str, split, epochs: int, seed: int) -> Any:
     """`zoo_models.train` (Adam 3e-3, batch 64, `zoo_models.batches`) with steps_per_execution."""
     import keras
-    import zoo_models as zoo
+
+    from tfcompress.examples import zoo
 
     model = zoo.build(arch, seed)
     keras.utils.set_random_seed(seed)
@@ -266,9 +267,9 @@ def _zoo_run(
     `CONVERGED["learning_rate"]` instead, and the scratch arm's test accuracy per epoch is kept.
     """
     import keras
-    import zoo_models as zoo
 
     import tfcompress as tfc
+    from tfcompress.examples import zoo
 
     global TRAIN_STEPS
     students: dict[str, Any] = {}

@@ -56,7 +56,8 @@ def prune_fit(model, split, seed: int, callbacks: list):
     """Fine-tune a pruned model for PRUNE_EPOCHS (Keras 3 or tf_keras) in the bench's ORDER."""
     import keras
     import numpy as np
-    import zoo_models
+
+    from tfcompress.examples import zoo as zoo_models
 
     if ORDER == "fit":
         return zoo_models.train(model, split, PRUNE_EPOCHS, seed, learning_rate=LEARNING_RATE,
@@ -129,7 +130,8 @@ def tfmot_worker(work: Path, arch: str) -> None:
     import numpy as np
     import tensorflow as tf
     import tensorflow_model_optimization as tfmot
-    import zoo_models
+
+    from tfcompress.examples import zoo as zoo_models
 
     api = tfmot.sparsity.keras
     split = zoo_models.load(arch)
@@ -170,9 +172,9 @@ def start_tfmot(work: Path, arch: str) -> subprocess.Popen:
 # -- tfcompress side (Keras 3) -----------------------------------------------------------------
 def tfcompress_run(split, float_model, seed, sparsity, allocation, calibration) -> dict:
     import keras
-    import zoo_models
 
     import tfcompress as tfc
+    from tfcompress.examples import zoo as zoo_models
 
     clone = keras.models.clone_model(float_model)
     clone.set_weights(float_model.get_weights())
@@ -193,10 +195,10 @@ def tfcompress_run(split, float_model, seed, sparsity, allocation, calibration) 
 def measure_arch(arch: str, output: Path) -> None:
     """Every run of `arch`; the rows so far are rewritten to `output` after each run."""
     import numpy as np
-    import zoo_models
 
     import tfcompress as tfc
     from tfcompress.data import calibration_sample
+    from tfcompress.examples import zoo as zoo_models
     from tfcompress.pruning.allocation import ALLOCATIONS
 
     chosen = os.environ.get("ALLOCATION_BENCH_ALLOCATIONS")
@@ -358,9 +360,9 @@ def main(archs: list[str], jobs: int) -> None:
 def resummarize(name: str = "pruning_allocation") -> None:
     """Recompute the summaries and verdicts of the saved runs of results/<name>.json for the
     current default (its settings are kept)."""
-    import zoo_models
     from _common import RESULTS, write_results
 
+    from tfcompress.examples import zoo as zoo_models
     from tfcompress.pruning.allocation import DEFAULT_ALLOCATION
 
     saved = json.loads((RESULTS / f"{name}.json").read_text())

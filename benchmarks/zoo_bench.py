@@ -150,9 +150,9 @@ def prune_schedule(train_count: int, epochs: int) -> dict:
 # -- tfcompress side (Keras 3, this process) -----------------------------------------------------
 def ours_seed(arch: str, seed: int, split, settings: dict, work: Path) -> dict:
     import keras
-    import zoo_models as zoo
 
     import tfcompress as tfc
+    from tfcompress.examples import zoo
     from tfcompress.models import compile_classifier
 
     calibration = split.x_train[:CALIBRATION]
@@ -326,7 +326,8 @@ def tfmot_seed(arch: str, seed: int, split, settings: dict, work: Path) -> dict:
     import keras
     import tensorflow_model_optimization as tfmot
     import tf_keras
-    import zoo_models as zoo
+
+    from tfcompress.examples import zoo
 
     calibration = split.x_train[:CALIBRATION]
     tune = settings["fine_tune_epochs"]
@@ -460,7 +461,7 @@ def run_rows(label: str, rows: dict[str, Callable[[], dict]], path: Path) -> dic
 
 def worker(side: str, arch: str, seeds: list[int], work: Path) -> None:
     """Entry point of a subprocess: the given seeds of one architecture for one library."""
-    import zoo_models as zoo
+    from tfcompress.examples import zoo
 
     settings = json.loads((work / "settings.json").read_text())
     split = zoo.load(arch)
@@ -641,9 +642,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> None:
     import tempfile
 
-    import zoo_models as zoo
-
     import tfcompress
+    from tfcompress.examples import zoo
 
     args = parse_args(argv)
     archs = tuple(args.archs.split(",")) if args.archs else zoo.ARCHITECTURES

@@ -201,3 +201,14 @@ def test_keras_and_tf_private_names_are_touched_only_in_core():
         if name not in PRIVATE_ALLOWED and PRIVATE.search(path.read_text(encoding="utf-8"))
     )
     assert offenders == []
+
+
+def test_tests_never_import_the_benchmarks():
+    tests = Path(__file__).resolve().parent
+    pattern = re.compile(r"^\s*(from benchmarks\b|import benchmarks\b)|sys\.path.*benchmarks", re.M)
+    offenders = sorted(
+        str(path.relative_to(tests))
+        for path in tests.rglob("*.py")
+        if pattern.search(path.read_text())
+    )
+    assert offenders == []

@@ -1,7 +1,7 @@
-"""Damaged model files give a clear `ModelFileError` naming the file, never a crash (issue 14).
+"""Damaged model files give a clear `ModelFileError` naming the file, never a crash.
 
-The damaged copies come from benchmarks/files_bench.py (which also counts them in a child
-process, where a crash would show). Here each is loaded in this process: pytest's faulthandler
+The damaged copies come from tests/harness/files.py (benchmarks/files_bench.py also counts them in
+a child process, where a crash would show). Here each is loaded in this process: pytest's faulthandler
 would print the stack of a segfault or abort and the run would fail visibly.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import tfcompress as tfc
-from benchmarks import files_bench as fb
+from tests.harness import files as fb
 from tfcompress.io import ModelFileError, check_keras_archive, load_model, load_weights
 from tfcompress.models import build_digits_cnn
 

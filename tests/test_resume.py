@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import resume_bench as rb
+from tests.harness import resume as rb
 
 # one worker runs the whole module (pytest -n 2 --dist loadgroup), so its fixtures run once
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("resume")]

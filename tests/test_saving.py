@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import tfcompress as tfc
-from benchmarks import resume_bench as rb
+from tests.harness import resume as rb
 from tfcompress.io import load_model
 
 pytestmark = pytest.mark.slow  # eight builds, each trained, saved, loaded and trained on

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import files_bench as fb
+from tests.harness import files as fb
 from tfcompress.export import save_tflite
 
 

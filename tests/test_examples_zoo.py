@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import doctest
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-import zoo_models  # noqa: E402
-
 from tfcompress.data import Split  # noqa: E402
+from tfcompress.examples import zoo as zoo_models  # noqa: E402
 
 
 def _few(split: Split, count: int = 96) -> Split:

@@ -22,9 +22,9 @@ blind to positions and the zoo has no position-embedding layer, which tf_keras w
 `small=True` builds a student of the same family with a quarter of the parameters or fewer.
 
 Example:
-    >>> import zoo_models
-    >>> split = zoo_models.load("mlp")
-    >>> model = zoo_models.train(zoo_models.build("mlp", seed=0), split, epochs=1, seed=0)
+    >>> from tfcompress.examples import zoo
+    >>> split = zoo.load("mlp")
+    >>> model = zoo.train(zoo.build("mlp", seed=0), split, epochs=1, seed=0)
     >>> model.output_shape
     (None, 10)
 """
@@ -374,7 +374,7 @@ def accuracy(model: Any, split: Split) -> float:
 
 
 if __name__ == "__main__":
-    # Float accuracy of every architecture, 3 seeds: python benchmarks/zoo_models.py [arch ...]
+    # Float accuracy of every architecture, 3 seeds: python -m tfcompress.examples.zoo [arch ...]
     import json
     import sys
     import time
