@@ -142,7 +142,7 @@ def convert(
             past `timeout`, is one too.
 
     Isolation forks only for the calibrated modes; its cost is a small fraction of the
-    conversion (docs/dev/decisions/2026-12-06-converter-isolation.md).
+    conversion (docs/dev/decisions/2026-11-23-converter-isolation.md).
 
     Example:
         >>> import tfcompress as tfc

@@ -21,8 +21,8 @@ __all__ = ["Distiller"]
 
 _OUTPUT = "__output__"
 
-# Chosen by benchmarks/distill_defaults_bench.py (see `Distiller.compile`): with keras.io's
-# alpha=0.1, T=3 every float or pruned student ended below the same student trained alone.
+# Why: docs/dev/decisions/2026-11-24-distiller-defaults.md (keras.io's alpha=0.1, T=3 left
+# small students below the same student trained alone).
 DEFAULT_ALPHA = 0.5
 DEFAULT_TEMPERATURE = 1.0
 
@@ -265,31 +265,13 @@ class Distiller(keras.Model):
 
         The defaults are `alpha=0.5, temperature=1` with the exact KL divergence on logits
         (`LogitsKL`), not keras.io's `alpha=0.1, temperature=3`: distilling with the defaults
-        should do no harm. In `benchmarks/distill_defaults_bench.py` (scikit-learn digits,
-        15 epochs of Adam, same initial weights and data order, mean of 3 seeds, two teachers)
-        keras.io's values left every float and pruned student below the same student trained
-        alone, by 0.9 to 8.4 points (the 4/8-filter CNN: 0.867 against 0.895), and higher
-        temperatures hurt the more the smaller the student. The defaults stayed within -0.4 to +0.3 points (one or
-        two of the 450 test images) of training alone for a tiny and a medium CNN, an MLP, a
-        1-D convolution over the image rows and a 50%-pruned CNN, and gained 2 to 3.3 points
-        for a `quantize_model` student. A softer teacher (`temperature` 2-4) can pay off with
-        a student that has capacity to spare and a longer schedule: pass it explicitly.
-        keras.io's arguments, passed explicitly, still train exactly like keras.io's Distiller.
-
-        Trained to convergence (`distill_defaults_bench.py --zoo --converged`: the small
-        students of the seven `benchmarks/zoo_bench.py` families, Adam 3e-3 for 60 epochs,
-        the same initial weights and data order as training alone, mean of 3 seeds), no
-        setting tried was at or above training alone on every student. With teachers trained
-        60 epochs too and a new seeded data order every epoch
-        (results/distill_defaults_converged2.json), the defaults gave, in test digits of 450:
-        MLP 0, 1-D CNN +1, GRU -0.3, transformer -0.7, BatchNorm CNN -2, ResNet -2.7 and
-        depthwise-separable +3.7 (its teacher is 2 points better). `alpha=0.9` was at or
-        above training alone on six students (0 to +4.7) but lost 3 on the ResNet (whose
-        teacher is 0.2 points better); distilling only where the teacher is right
-        (`TeacherCorrectKL`) lost up to 4, annealing the teacher's weight to 0
-        (`anneal_steps`) up to 2.3, and both together up to 2.7. Seed-to-seed spread is up
-        to 7 digits. Distill from a teacher trained to convergence that is clearly better
-        than the student trained alone; otherwise distillation adds nothing to gain.
+        should do no harm, and keras.io's values left small students below the same student
+        trained alone. A softer teacher (`temperature` 2-4) can pay off with a student that has
+        capacity to spare and a longer schedule: pass it explicitly. keras.io's arguments,
+        passed explicitly, still train exactly like keras.io's Distiller. Distill from a
+        teacher trained to convergence that is clearly better than the student trained alone;
+        otherwise distillation has nothing to add. The study behind these defaults is
+        docs/dev/decisions/2026-11-24-distiller-defaults.md.
 
         Args:
             optimizer: optimizer for the student.

@@ -216,10 +216,7 @@ class NonTargetKL(_ExactLogitsKL):
     its gradient on the student's logit of that class is zero, and the hard-label loss alone
     decides how fast the student fits the labels (the non-target term of decoupled knowledge
     distillation, Zhao et al., 2022, with the teacher's prediction standing for the label).
-    It is an option, not the default: on the small zoo students of
-    `benchmarks/distill_defaults_bench.py --zoo` (a schedule too short for them to converge) it
-    ended 0.7 to 1.3 points below training alone at temperature 1 and 2 to 7 points below at
-    temperature 2-4, like every other way of adding the teacher's knowledge there.
+    It is an option, not the default (docs/dev/decisions/2026-11-24-distiller-defaults.md).
 
     Args:
         temperature: softmax temperature, > 0 (the loss is multiplied by `temperature**2`).

@@ -341,8 +341,8 @@ def batches(split: Split, seed: int, batch_size: int = 64) -> Any:
 
     Every fit of the zoo benchmarks trains on this. After `set_random_seed`, Keras 3.15's `fit` on
     arrays repeats one batch order in every epoch while tf_keras's reshuffles each epoch, which
-    alone put the Keras 3 side up to 0.6 test examples behind on equal pruning
-    (results/pruning_allocation_mlp50_12seeds*.json). A tf.data shuffle with a fixed seed gives
+    alone put the Keras 3 side behind on equal pruning
+    (docs/dev/decisions/2026-11-23-zoo-benchmark-protocol.md). A tf.data shuffle with a fixed seed gives
     both libraries the same sequence of orders.
 
     Example:

@@ -19,20 +19,8 @@ target would be negative stay dense (the overall sparsity then trails the schedu
   `sum(shape) / prod(shape)`, so small kernels (depthwise, first convs, classifiers) stay
   denser than large ones; kernels that would be denser than 1 stay dense.
 
-The default, `"lamp"`, against tfmot (`benchmarks/pruning_allocation_bench.py --order same`:
-same float weights, schedule, optimizer and the same batches in the same order for both
-libraries; int8 accuracy on LiteRT, test examples out of 450): on the Dense 64-32-10 MLP at 50%,
-over 12 seeds, LAMP is 1.0 example above tfmot (95% interval -0.05 to +2.05) and `"uniform"`
-is exactly level with it (0.0, -0.38 to +0.38: pruning itself matches tfmot). The MLP's earlier
-deficit (-0.42 example for LAMP, -0.58 for uniform, -1.01 to -0.16) came from the benchmarks'
-training, not from pruning: after `keras.utils.set_random_seed`, Keras 3's `fit` on NumPy
-arrays draws the same permutation every epoch while tf_keras reshuffles, so tfcompress's
-fine-tune saw one batch order four times and tfmot's four different ones. With identical batches,
-LAMP's int8 accuracy is above tfmot's on every zoo net at 50% and 80% (3 seeds, mean gap in
-test examples, 50% / 80%): MLP +2.0 / +23.0, Conv1D +3.3 / +56.0, Conv2D-BN +1.3 / +52.3,
-depthwise-separable +1.3 / +26.0 (tfmot leaves its depthwise kernels dense and reaches only
-44% / 70%), residual +0.7 / +15.3, transformer +1.3 / +0.7 (its Keras accuracy at 80% is 1.0
-example below tfmot's); `benchmarks/results/pruning_allocation_same_order.json`.
+The default is `"lamp"`: at equal overall sparsity it kept int8 accuracy at or above tfmot's
+on every zoo architecture (docs/dev/decisions/2026-11-23-pruning-allocation-lamp.md).
 
 Example:
     >>> import numpy as np

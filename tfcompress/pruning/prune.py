@@ -126,9 +126,9 @@ def prune_low_magnitude(
             them. The per-kernel targets are computed once, here, from the weights the model
             has now (so wrap the trained float model) and the schedule's final sparsity; during
             the ramp kernel `i` is pruned to `1 - (1 - s) * scale_i`. `"uniform"` prunes every
-            kernel to the schedule's sparsity (the behaviour before this option); `"erk"`,
-            `"global"` and `"dense_depthwise"` (tfmot's rule: depthwise kernels dense, the rest
-            pruned harder) are the others measured by `benchmarks/pruning_allocation_bench.py`.
+            kernel to the schedule's sparsity; `"erk"`, `"global"` and `"dense_depthwise"`
+            (tfmot's rule: depthwise kernels dense, the rest pruned harder) are the others
+            (docs/dev/decisions/2026-11-23-pruning-allocation-lamp.md compares them).
             Ignored with `sparsity_n_m`.
         block_pooling_type: how a block is scored with `block_size`: `"AVG"` (mean magnitude)
             or `"MAX"` (largest magnitude).

@@ -82,9 +82,9 @@ def share_vectors(flatbuffer: bytes) -> bytes:
     """`flatbuffer` with each repeated vector (scales, zero points, shapes, data) stored once.
 
     TF's converter gives every tensor its own copy: the unrolled steps of a recurrent layer all
-    read one bias with the same per-channel quantization, stored once per step. Sharing makes an
-    int8 LSTM file 38% smaller and a MobileNetV2 one 6% (`benchmarks/file_size_bench.py`); the model
-    and its outputs are the same.
+    read one bias with the same per-channel quantization, stored once per step. Sharing makes the
+    file smaller (most for unrolled recurrent layers, docs/dev/decisions/2026-11-24-shared-vectors.md);
+    the model and its outputs are the same.
 
     Example:
         >>> import keras, numpy as np

@@ -12,9 +12,8 @@ Which runtimes run it: LiteRT's builtin CPU kernels (the `ai-edge-litert` interp
 TFLite >= 2.15) unpack INT4 filters of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED. XNNPACK
 takes INT4 FULLY_CONNECTED filters (its `qc4` kernels); the convolutions with an INT4 filter run
 on the builtin kernels, which are slower than XNNPACK's int8 ones: the file and the weight memory
-shrink, the latency grows (on x86, benchmarks/speed_bench.py: MobileNetV2 alpha 0.35 96x96
-0.51x the bytes of the int8 file, MobileNetV2 1.0 224x224 0.50x; about 4-5x the latency at 1
-thread). Choose INT4 for size, int8 levels for speed. The
+shrink (about half the int8 file), the latency grows (several times, on x86): choose INT4 for
+size, int8 levels for speed (docs/dev/decisions/2026-11-23-int4-weights.md). The
 Edge TPU compiler, NNAPI and the GPU delegate do not take INT4: keep the int8 levels file for them
 (`convert(..., mode="edgetpu")` refuses `int4_weights=True`).
 
