@@ -16,7 +16,7 @@ optimizer (`"adam"`, the `compile` default), batch size and epochs:
 KL without its T**2 factor, MSE on logits) and writes `distill_defaults_grid.json`.
 
 Run: .venv/bin/python benchmarks/distill_defaults_bench.py [--grid]
-     (writes benchmarks/results/distill_defaults.json). On two cores, two processes over
+     (writes benchmarks/studies/2026-11-24/distill_defaults.json). On two cores, two processes over
      disjoint `--students ... --name part_a` / `part_b`, then `--merge <the two json files>`.
 
 `--zoo [arch ...] --converged` measures the small students of `zoo_bench.py` trained to their

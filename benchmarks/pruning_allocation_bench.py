@@ -14,7 +14,7 @@ reach the target overall sparsity.
 
 Run: .venv/bin/python benchmarks/pruning_allocation_bench.py [--jobs N] [arch ...]
      (architectures run in N worker processes, 3 by default; the results are written to
-     benchmarks/results/pruning_allocation.json each time an architecture is done;
+     benchmarks/studies/2026-11-24/pruning_allocation.json each time an architecture is done;
      `--resummarize [name]` recomputes the summaries and verdicts of the saved runs of
      results/<name>.json for the current default allocation; `--order same` fine-tunes every
      method, tfmot included, on the same batches in the same order, so that the methods differ

@@ -95,7 +95,7 @@ def test_distilling_with_the_defaults_is_not_worse_than_training_alone(
     teacher: keras.Model, digits: Split
 ) -> None:
     # the same student, initial weights, data order, optimizer and epochs; keras.io's alpha=0.1,
-    # T=3 cost this student 2 to 6 points (benchmarks/results/distill_defaults_grid.json)
+    # T=3 cost this student 2 to 6 points (benchmarks/studies/2026-11-24/distill_defaults_grid.json)
     fit = dict(x=digits.x_train, y=digits.y_train, epochs=15, batch_size=32, verbose=0)
     alone = _mlp_student(0)
     alone.compile(optimizer="adam", loss=SCCE)
