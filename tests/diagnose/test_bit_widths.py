@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.ptq.conftest import SENSITIVE_LAYER
+from tests.diagnose.conftest import SENSITIVE_LAYER
 from tfcompress.data import Split
 from tfcompress.diagnose.bit_widths import choose_int4_layers, four_bit_sensitivity
 from tfcompress.export import convert

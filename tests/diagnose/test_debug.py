@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.ptq.conftest import SENSITIVE_LAYER
+from tests.diagnose.conftest import SENSITIVE_LAYER
 from tfcompress.data import Split
 from tfcompress.diagnose.debug import QuantizationDebugReport, debug_quantization
 from tfcompress.export import convert

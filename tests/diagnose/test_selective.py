@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.ptq.conftest import SENSITIVE_LAYER
+from tests.diagnose.conftest import SENSITIVE_LAYER
 from tfcompress.data import Split
 from tfcompress.diagnose.keep_float import suggest_keep_float
 from tfcompress.export import convert
