@@ -8,6 +8,7 @@ Example:
     0.8
 """
 
+from tfcompress.collab.sparsity import PreserveSparsity, kernel_sparsity
 from tfcompress.pruning.callbacks import PruningSummaries, TaylorScores, UpdatePruningStep
 from tfcompress.pruning.channels import prune_channels
 from tfcompress.pruning.gradual import StructuredPruning, strip_channels
@@ -17,7 +18,6 @@ from tfcompress.pruning.prune import (
     pruned_layers,
     strip_pruning,
 )
-from tfcompress.pruning.qat import PreserveSparsity, kernel_sparsity
 from tfcompress.pruning.schedules import ConstantSparsity, PolynomialDecay, PruningSchedule
 from tfcompress.pruning.sparse import SparseRuntimeReport, check_sparse_runtime, convert_sparse
 from tfcompress.pruning.structured import count_flops

@@ -1,5 +1,6 @@
 """Parameter sharing: weight clustering and low-rank factorization."""
 
+from tfcompress.collab.clusters import quantize_clustered_model
 from tfcompress.sharing.clustering import (
     CentroidInitialization,
     ClusterableLayer,
@@ -9,7 +10,6 @@ from tfcompress.sharing.clustering import (
     strip_clustering,
 )
 from tfcompress.sharing.factorization import FactorizationReport, factorize
-from tfcompress.sharing.qat import quantize_clustered_model
 
 __all__ = [
     "CentroidInitialization",

@@ -1,4 +1,7 @@
-"""Cluster-preserving quantization-aware training: QAT that keeps the shared values shared."""
+"""Cluster-preserving quantization-aware training: QAT that keeps the shared values shared.
+
+Also in `tfcompress.sharing` as `quantize_clustered_model`.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +9,9 @@ import keras
 
 from tfcompress.core import catalog
 from tfcompress.core.graph import check_model, clone_with_weights
+from tfcompress.core.wrappers import training_layers
 from tfcompress.quantization import QuantizeConfig, QuantizeWrapper, quantize_annotate_layer
 from tfcompress.quantization.rewrite import _quantize
-from tfcompress.sharing.clustering import ClusterWeights
 
 
 def quantize_clustered_model(model: keras.Model) -> keras.Model:
@@ -33,7 +36,7 @@ def quantize_clustered_model(model: keras.Model) -> keras.Model:
         True
     """
     check_model(model, "quantize_clustered_model")
-    if any(isinstance(layer, ClusterWeights) for layer in model.layers):
+    if any(layer.technique == "clustered" for layer in training_layers(model)):
         raise ValueError(
             f"Model '{model.name}' still has ClusterWeights wrappers: call strip_clustering first."
         )
