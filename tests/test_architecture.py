@@ -191,8 +191,7 @@ PRIVATE = re.compile(
     r"_flatten_layers|\._tracker\b|keras\.src\.|tensorflow\.python|tensorflow\.lite\.python|"
     r"\._experimental_"
 )
-# the registry hook that lets plain keras.saving.load_model find the lazily imported classes
-PRIVATE_ALLOWED = {"tfcompress.core.graph", "tfcompress.core.compat", "tfcompress._lazy_registry"}
+PRIVATE_ALLOWED = {"tfcompress.core.graph", "tfcompress.core.compat"}
 
 
 def test_keras_and_tf_private_names_are_touched_only_in_core():

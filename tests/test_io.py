@@ -123,13 +123,22 @@ def test_installing_the_lazy_registry_imports_neither_keras_nor_tensorflow():
     assert out.stdout.strip() == "[]"
 
 
-def test_installed_registry_finds_a_tfcompress_name_missing_from_it():
-    from keras.src.saving import object_registration
+@pytest.mark.parametrize("keras_first", [False, True], ids=["tfcompress-first", "keras-first"])
+def test_plain_keras_finds_every_tfcompress_class_after_import_tfcompress(keras_first):
+    import subprocess
+    import sys
 
-    from tfcompress import _lazy_registry
-
-    _lazy_registry.install()
-    registry = object_registration.GLOBAL_CUSTOM_OBJECTS
-    assert isinstance(registry, _lazy_registry._Registry)
-    assert "tfcompress>PruneLowMagnitude" in registry
-    assert "tfcompress>NoSuchClass" not in registry
+    imports = (
+        "import keras; import tfcompress" if keras_first else "import tfcompress; import keras"
+    )
+    code = (
+        f"{imports}; from tfcompress import _lazy_registry as r; import sys; "
+        "objects = keras.saving.get_custom_objects(); "
+        "missing = sorted(set(r.serializable_classes()) - set(objects)); "
+        "print(missing, 'tfcompress.pruning.wrapper' in sys.modules, "
+        "'tfcompress>NoSuchClass' in objects)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    # every class is known, none of their modules was imported for it, and nothing else is
+    assert out.stdout.strip().splitlines()[-1] == "[] False False"
