@@ -25,6 +25,7 @@ import numpy as np
 from tfcompress.core.batchnorm import FoldedBatchNormalization, batch_norm_pairs, fold_batch_norms
 from tfcompress.core.graph import call_count, check_model, producer_of, rebuild
 from tfcompress.core.graph import consumers as graph_consumers
+from tfcompress.core.results import Compressed
 from tfcompress.recovery.weights import DEPTHWISE_LAYERS, KERNEL_LAYERS, why_not_quantizable
 
 L = keras.layers
@@ -181,7 +182,7 @@ def equalize(
     absorb_bias: bool = True,
     iterations: int = 20,
     return_report: bool = False,
-) -> keras.Model | tuple[keras.Model, EqualizationReport]:
+) -> keras.Model | Compressed:
     """Cross-layer equalization and high-bias absorption: the same function, flatter weights.
 
     BatchNormalization is folded first (`fold_batch_norms`). Then, for every pair of kernel
@@ -201,7 +202,8 @@ def equalize(
             turns those ReLU6 into ReLU (the paper's choice: slightly changes the float model).
         absorb_bias: apply high-bias absorption (needs the BatchNorm statistics of the model).
         iterations: equalization sweeps over all pairs.
-        return_report: also return an `EqualizationReport` (pairs done, pairs skipped and why).
+        return_report: return a `Compressed` result instead: `.model` and `.report`, an
+            `EqualizationReport` (pairs done, pairs skipped and why); it unpacks as a pair.
 
     Returns:
         The equalized float model (and the report).
@@ -271,7 +273,7 @@ def equalize(
     for name, values in weights.items():
         working.get_layer(name).set_weights([np.asarray(v, np.float32) for v in values])
     report.pairs = [(chain.first, chain.second) for chain in usable]
-    return (working, report) if return_report else working
+    return Compressed(working, report) if return_report else working
 
 
 def _absorbable_after_replace(chain: _Chain, model: keras.Model) -> bool:

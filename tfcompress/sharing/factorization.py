@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from tfcompress.core.graph import check_model, rebuild, selected_layers
+from tfcompress.core.results import Compressed
 
 
 @dataclass
@@ -55,7 +56,7 @@ def factorize(
     energy: float | None = None,
     parameter_ratio: float | None = None,
     layers: Sequence[str] | None = None,
-) -> tuple[keras.Model, FactorizationReport]:
+) -> Compressed:
     """Replace Dense (and 1x1 Conv2D) kernels with two thinner layers from a truncated SVD.
 
     A kernel `W` (in x out) becomes `U_r S_r` (in x r) then `V_r` (r x out): `r (in + out)`
@@ -71,7 +72,9 @@ def factorize(
             factorization saves parameters.
 
     Returns:
-        `(factorized_model, report)`; fine-tune the model a few epochs to recover accuracy.
+        A `Compressed` result: `.model` (the factorized model; fine-tune it a few epochs to
+        recover accuracy) and `.report` (a `FactorizationReport`); it unpacks as
+        `model, report = factorize(...)`.
 
     Example:
         >>> import keras, tfcompress as tfc
@@ -121,7 +124,7 @@ def factorize(
 
     factorized = rebuild(model, replace)
     report.model_parameters_after = factorized.count_params()
-    return factorized, report
+    return Compressed(factorized, report)
 
 
 def _factorizable(layer: keras.layers.Layer) -> bool:
