@@ -142,3 +142,26 @@ def test_plain_keras_finds_every_tfcompress_class_after_import_tfcompress(keras_
     assert out.returncode == 0, out.stderr[-2000:]
     # every class is known, none of their modules was imported for it, and nothing else is
     assert out.stdout.strip().splitlines()[-1] == "[] False False"
+
+
+def test_lambda_file_is_called_intact_and_the_way_to_load_it_is_named(tmp_path):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2.0)(inputs))
+    path = tmp_path / "lambda.keras"
+    model.save(path)
+    with pytest.raises(ModelFileError, match=r"Lambda layer.*intact.*safe_mode=False.*--unsafe"):
+        load_model(path)
+    assert load_model(path, safe_mode=False).predict(np.ones((1, 4)), verbose=0)[0, 0] == 2.0
+
+
+@pytest.mark.parametrize("technique", ["quantize_model", "prune_low_magnitude", "cluster_weights"])
+def test_compression_functions_take_a_model_file_as_convert_does(technique, tmp_path):
+    import tfcompress as tfc
+    from tfcompress.models import build_digits_cnn
+
+    path = tmp_path / "model.keras"
+    build_digits_cnn(width=4).save(path)
+    wrapped = getattr(tfc, technique)(str(path))
+    assert isinstance(wrapped, keras.Model) and len(wrapped.layers) >= 8
+    with pytest.raises(FileNotFoundError, match=f"{technique}: no model file"):
+        getattr(tfc, technique)(str(tmp_path / "missing.keras"))

@@ -18,8 +18,8 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from tfcompress.core import compat
-from tfcompress.core.wrappers import strip_training_layers, training_layers
+from tfcompress.core import catalog, compat
+from tfcompress.core.wrappers import strip_training_layers, training_layers, walk_layers
 from tfcompress.quantization.integer_friendly import integer_friendly_source
 from tfcompress.quantization.masking import IntegerGlobalAveragePooling1D
 from tfcompress.quantization.strip import (
@@ -178,6 +178,7 @@ def convert(
             custom_objects=custom_objects,
         )
     source = load_source(model, input_signature, safe_mode, custom_objects)
+    _refuse_layers_tflite_lacks(source)
     source = strip_training_layers_of(source, input_signature)
     source = integer_ready(source, mode, representative_data, input_signature)
     converter = plain_converter(
@@ -422,6 +423,19 @@ def _without_fake_quant(
         )
     _log.info("QAT model '%s': int16x8 export of its baked-in weights.", source.name)
     return load_source(strip_quantization(source.owner), input_signature)
+
+
+def _refuse_layers_tflite_lacks(source: TraceableModel) -> None:
+    """A layer TFLite cannot run in any mode is named, with what to use, before converting."""
+    if not compat.is_keras3_model(source.owner):
+        return
+    for layer in walk_layers(source.owner):
+        gap = catalog.tflite_gap(layer)
+        if gap is not None:
+            raise ConversionError(
+                f"'{source.name}' cannot be converted: layer '{layer.name}' "
+                f"({type(layer).__name__}): {gap}."
+            )
 
 
 def _refuse_masks_in_int16x8(source: TraceableModel) -> None:

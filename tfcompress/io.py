@@ -146,6 +146,12 @@ def _explain(error: BaseException, hdf5: bool = False) -> tuple[str, str]:
     text = "\n".join(texts)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     first = lines[0] if lines else type(error).__name__
+    if "deserialization of a `Lambda` layer" in text or "arbitrary code execution" in text:
+        return (
+            "it holds a Lambda layer (Python code), which Keras's safe mode refuses to run",
+            "The file is intact. If you trust where it came from, load it with safe_mode=False "
+            "(command line: --unsafe).",
+        )
     missing = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
     if missing or "could not be deserialized" in text:
         name = f"'{missing.group(1)}'" if missing else "a class"
@@ -256,3 +262,22 @@ def load_weights(model: Any, path: str | os.PathLike, **kwargs: Any) -> None:
         reason, advice = _explain(error)
         name = getattr(model, "name", type(model).__name__)
         raise ModelFileError(path, f"into model '{name}': {reason}", advice) from error
+
+
+def model_from(model: Any, what: str) -> Any:
+    """`model` itself, or the model saved at `model` when it is a path (`.keras` or `.h5`).
+
+    The compression functions take a path as `tfcompress.convert` does; the file is read with
+    `load_model` (safe mode), so a damaged file or a missing class is a `ModelFileError`.
+
+    Example:
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> model_from(model, "quantize_model") is model
+        True
+    """
+    if isinstance(model, str | os.PathLike):
+        if not Path(model).exists():
+            raise FileNotFoundError(f"{what}: no model file at '{model}'.")
+        return load_model(model)
+    return model

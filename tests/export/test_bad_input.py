@@ -214,3 +214,65 @@ def test_tf_keras_conversion_error_gives_the_legacy_route():
     with pytest.raises(tfc.ConversionError, match="TF_USE_LEGACY_KERAS=1") as caught:
         tfc.convert(model, "float32", isolate=False)
     assert "legacy tf_keras model" in str(caught.value) and "SavedModel" in str(caught.value)
+
+
+def test_empty_calibration_array_asks_for_real_samples(trained_digits_cnn):
+    with pytest.raises(tfc.ConversionError, match=r"is empty \(shape \(0, 8, 8, 1\)\).*samples"):
+        tfc.convert(trained_digits_cnn, "int8", np.zeros((0, 8, 8, 1), np.float32))
+
+
+def test_python_list_of_lists_asks_for_a_numpy_array(trained_digits_cnn, digits):
+    as_lists = digits.x_train[:4].tolist()
+    with pytest.raises(tfc.ConversionError, match=r"Python list of 4 lists.*np\.asarray"):
+        tfc.convert(trained_digits_cnn, "int8", as_lists)
+
+
+def test_one_sample_without_batch_axis_is_refused_with_the_fix(trained_digits_cnn, digits):
+    with pytest.raises(tfc.ConversionError, match=r"without the batch axis.*x\[None\]"):
+        tfc.convert(trained_digits_cnn, "int8", digits.x_train[0])
+    # a dataset's elements may be single samples: they are still taken
+    dataset = __import__("tensorflow").data.Dataset.from_tensor_slices(digits.x_train[:8])
+    assert tfc.inspect(tfc.convert(trained_digits_cnn, "int8", dataset)).float_ops == []
+
+
+def _rescaling_model() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1), name="pixels")
+    x = keras.layers.Rescaling(1 / 255, name="rescale")(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(keras.layers.Identity()(x))
+    outputs = keras.layers.Dense(3, name="logits")(keras.layers.Flatten()(x))
+    return keras.Model(inputs, outputs)
+
+
+def test_uint8_images_calibrate_a_model_that_rescales_itself(rng):
+    model = _rescaling_model()
+    images = rng.integers(0, 256, (32, 8, 8, 1)).astype("uint8")
+    flatbuffer = tfc.convert(model, "int8", images)
+    # the same file as calibrating on the float values model.predict computes with
+    assert flatbuffer == tfc.convert(model, "int8", images.astype("float32"))
+
+
+def test_uint8_images_for_a_model_without_rescaling_get_the_scaling_advice(trained_digits_cnn):
+    images = np.zeros((4, 8, 8, 1), np.uint8)
+    with pytest.raises(tfc.ConversionError, match=r"does not rescale this input itself.*/ 255"):
+        tfc.convert(trained_digits_cnn, "int8", images)
+
+
+@pytest.mark.parametrize(
+    ("layer", "named"),
+    [
+        (lambda: keras.layers.AveragePooling3D(2), "3-D pooling"),
+        (lambda: keras.layers.MaxPooling3D(2), "3-D pooling"),
+        (lambda: keras.layers.Resizing(2, 2, interpolation="bicubic"), "'bilinear' or 'nearest'"),
+    ],
+    ids=["AveragePooling3D", "MaxPooling3D", "Resizing-bicubic"],
+)
+def test_layer_tflite_cannot_run_is_named_with_what_to_use(layer, named):
+    made = layer()
+    shape = (4, 4, 4, 1) if "3D" in type(made).__name__ else (4, 4, 1)
+    inputs = keras.Input(shape)
+    model = keras.Model(inputs, made(inputs))
+    with pytest.raises(tfc.ConversionError, match=rf"layer '{made.name}' .*{named}"):
+        tfc.convert(model, "float32")
+    with pytest.warns(UserWarning, match=rf"'{made.name}'.*will not convert to TFLite"):
+        tfc.quantize_model(model)

@@ -50,6 +50,7 @@ class LayerInfo:
         pass_through: computes nothing at inference (its output is its input, reshaped at most).
         recovery: PTQ recovery (equalization, bias correction, AdaRound) handles its kernel.
         cluster_qat: cluster-preserving QAT freezes its kernel on one per-tensor scale.
+        no_tflite: why TFLite cannot run it in any mode, and what to use instead.
     """
 
     kernels: tuple[str, ...] = ()
@@ -61,6 +62,7 @@ class LayerInfo:
     pass_through: bool = False
     recovery: bool = False
     cluster_qat: bool = False
+    no_tflite: str = ""
 
 
 _K = ("kernel",)
@@ -80,6 +82,11 @@ _ATTENTION = (
 # Keras 3 names the depthwise kernel `kernel`; older releases `depthwise_kernel`
 _DEPTHWISE = ("kernel|depthwise_kernel",)
 _SEPARABLE = ("depthwise_kernel", "pointwise_kernel")
+
+_NO_3D_POOLING = (
+    "TFLite has no 3-D pooling op in any mode: pool with a strided Conv3D, or reshape to 2-D "
+    "and pool there"
+)
 
 CATALOG: dict[type, LayerInfo] = {
     # -- layers with kernels --------------------------------------------------------------------
@@ -157,11 +164,17 @@ CATALOG: dict[type, LayerInfo] = {
     L.SpatialDropout3D: LayerInfo(pass_through=True),
     L.MaxPooling1D: LayerInfo(quantize=PASSTHROUGH, channels="channelwise"),
     L.MaxPooling2D: LayerInfo(quantize=PASSTHROUGH, channels="channelwise"),
-    L.MaxPooling3D: LayerInfo(quantize=PASSTHROUGH),
+    L.MaxPooling3D: LayerInfo(
+        quantize=PASSTHROUGH,
+        no_tflite=_NO_3D_POOLING,
+    ),
     # TFLite's AVERAGE_POOL_2D requires the same scale on its input and output
     L.AveragePooling1D: LayerInfo(quantize=PASSTHROUGH, channels="channelwise"),
     L.AveragePooling2D: LayerInfo(quantize=PASSTHROUGH, channels="channelwise"),
-    L.AveragePooling3D: LayerInfo(quantize=PASSTHROUGH),
+    L.AveragePooling3D: LayerInfo(
+        quantize=PASSTHROUGH,
+        no_tflite=_NO_3D_POOLING,
+    ),
     L.GlobalAveragePooling1D: LayerInfo(quantize=OUTPUT, channels="channelwise"),
     L.GlobalAveragePooling2D: LayerInfo(quantize=OUTPUT, channels="channelwise"),
     L.GlobalAveragePooling3D: LayerInfo(quantize=OUTPUT),
@@ -185,6 +198,8 @@ CATALOG: dict[type, LayerInfo] = {
     L.AdaptiveAveragePooling2D: LayerInfo(quantize=PASSTHROUGH),
     L.AdaptiveMaxPooling1D: LayerInfo(quantize=PASSTHROUGH),
     L.AdaptiveMaxPooling2D: LayerInfo(quantize=PASSTHROUGH),
+    L.AdaptiveAveragePooling3D: LayerInfo(no_tflite=_NO_3D_POOLING),
+    L.AdaptiveMaxPooling3D: LayerInfo(no_tflite=_NO_3D_POOLING),
     L.Reshape: LayerInfo(quantize=PASSTHROUGH, pass_through=True),
     L.Flatten: LayerInfo(quantize=PASSTHROUGH, pass_through=True),
     L.Permute: LayerInfo(quantize=PASSTHROUGH),
@@ -242,6 +257,28 @@ def info(layer: Any) -> LayerInfo | None:
         if row is not None:
             return row
     return None
+
+
+_TFLITE_RESIZING = ("bilinear", "nearest")  # RESIZE_BILINEAR, RESIZE_NEAREST_NEIGHBOR
+
+
+def tflite_gap(layer: Any) -> str | None:
+    """Why TFLite cannot run `layer` in any mode (with what to use instead), or None.
+
+    Example:
+        >>> import keras
+        >>> tflite_gap(keras.layers.Resizing(4, 4, interpolation="bicubic"))[:40]
+        "TFLite resizes only with interpolation '"
+        >>> tflite_gap(keras.layers.Resizing(4, 4)) is None
+        True
+    """
+    if isinstance(layer, L.Resizing) and layer.interpolation not in _TFLITE_RESIZING:
+        return (
+            f"TFLite resizes only with interpolation 'bilinear' or 'nearest', not "
+            f"'{layer.interpolation}': use one of those (or resize outside the model)"
+        )
+    row = info(layer)
+    return row.no_tflite or None if row is not None else None
 
 
 def exact_info(layer: Any) -> LayerInfo | None:

@@ -190,3 +190,27 @@ def selected_layers(model: keras.Model, layers: Any, what: str) -> set[str] | No
     if unknown:
         raise ValueError(f"{what}: no layer named {unknown} in model '{model.name}'.")
     return names
+
+
+def inputs_rescaled(model: Any) -> list[bool]:
+    """For each input of `model`: whether only `Rescaling` layers read it (it scales it itself).
+
+    Such a model takes raw integer images as `model.predict` does (cast to float, then scaled by
+    the model), so calibration data may be uint8 too.
+
+    Example:
+        >>> import keras
+        >>> inputs = keras.Input((2,))
+        >>> scaled = keras.Model(inputs, keras.layers.Rescaling(1 / 255)(inputs))
+        >>> inputs_rescaled(scaled), inputs_rescaled(keras.Model(inputs, inputs * 2.0))
+        ([True], [False])
+    """
+    graph = functional_graph(model)
+    if graph is None:
+        return []
+    readers = tensor_readers(graph)
+    return [
+        bool(readers[id(tensor)])
+        and all(isinstance(layer, keras.layers.Rescaling) for layer, _ in readers[id(tensor)])
+        for tensor in graph.inputs
+    ]

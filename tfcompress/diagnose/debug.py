@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from tfcompress.core import compat
+from tfcompress.core.graph import inputs_rescaled
 from tfcompress.export import calibrate
 from tfcompress.io import load_model
 from tfcompress.quantization.strip import is_quantization_aware
@@ -268,7 +269,7 @@ def input_arrays(model: Any, data: Any, num_samples: int) -> list[np.ndarray]:
     """Up to `num_samples` samples of `data`, checked against the model, one array per input."""
 
     specs = load_source(model, None, True, None).input_specs
-    samples = collect_samples(data, specs, num_samples, model.name)
+    samples = collect_samples(data, specs, num_samples, model.name, inputs_rescaled(model))
     return [np.concatenate([sample[i] for sample in samples]) for i in range(len(specs))]
 
 

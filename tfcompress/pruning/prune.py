@@ -10,6 +10,7 @@ import numpy as np
 
 from tfcompress.core import compat
 from tfcompress.core.graph import check_model, fresh_copy, rebuild, selected_layers
+from tfcompress.io import model_from
 from tfcompress.layers import FusedBatchNormalization
 from tfcompress.pruning.allocation import (
     DEFAULT_ALLOCATION,
@@ -149,6 +150,7 @@ def prune_low_magnitude(
         ['conv1', 'conv2', 'conv3', 'fc1', 'logits']
     """
     schedule = _tfmot_keywords(schedule, tfmot_keywords)
+    model_or_layer = model_from(model_or_layer, "prune_low_magnitude")
     refuse_legacy_keras(model_or_layer, "prune_low_magnitude")
     options = {
         "schedule": schedule,

@@ -431,12 +431,28 @@ class PruneLowMagnitude(TrainingLayer, keras.layers.Wrapper):
             should_update, lambda: self.update_masks(sparsity), lambda: tf.constant(False)
         )
 
+    def _refuse_missing_step(self) -> None:
+        """Fail before training starts, in one line, when no `UpdatePruningStep` drives the step.
+
+        The step is read when the training function is traced (after the callbacks'
+        `on_train_batch_begin`); where it cannot be read then (a distributed variable), the
+        in-graph check of `_maybe_update_masks` still stops training.
+        """
+        try:
+            with tf.init_scope():
+                step = int(keras.ops.convert_to_numpy(self.pruning_step))
+        except Exception:  # noqa: BLE001 - unreadable here: the in-graph check decides
+            return
+        if step < 0:
+            raise ValueError(f"Layer '{self.name}': {MISSING_CALLBACK}")
+
     def apply_masks(self) -> None:
         for kernel, mask in zip(self.kernels, self.masks, strict=True):
             kernel.assign(kernel * tf.cast(mask, kernel.dtype))
 
     def call(self, inputs: Any, *args: Any, training: bool | None = None, **kwargs: Any) -> Any:
         if training:
+            self._refuse_missing_step()
             replica = tf.distribute.get_replica_context()
             if tf.distribute.has_strategy() and replica is not None:
                 # masks are shared by all replicas: update them once, in cross-replica context

@@ -16,7 +16,7 @@ from typing import Any
 
 import keras
 
-from tfcompress.core import compat
+from tfcompress.core import catalog, compat
 from tfcompress.core.batchnorm import folds_into, is_linear
 from tfcompress.core.graph import (
     functional_graph,
@@ -24,6 +24,7 @@ from tfcompress.core.graph import (
     nodes_inputs_first,
     tensor_readers,
 )
+from tfcompress.io import model_from
 from tfcompress.quantization.config import (
     FLOAT,
     KERNEL,
@@ -246,6 +247,7 @@ def quantize_model(
         >>> any(isinstance(layer, QuantizeWrapper) for layer in qat.layers)
         True
     """
+    model = model_from(model, "quantize_model")
     if compat.is_tf_keras(model):
         return _quantize_with_tfmot(model)
     _check_model(model)
@@ -512,6 +514,15 @@ class _Rewriter:
                 stacklevel=4,
             )
             return FLOAT
+        gap = catalog.tflite_gap(op)
+        if gap is not None:
+            message = (
+                f"quantize_model: layer '{op.name}' ({type(op).__name__}) will not convert to "
+                f"TFLite: {gap}."
+            )
+            if self.strict:
+                raise ValueError(message)
+            warnings.warn(message, stacklevel=4)
         reason = float_only_reason(op)
         explicit = isinstance(getattr(op, _ANNOTATION, None), QuantizeConfig)
         if config.role == FLOAT and reason is not None and not explicit:

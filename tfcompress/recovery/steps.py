@@ -9,6 +9,7 @@ from typing import Any
 import keras
 
 from tfcompress.core.batchnorm import fold_batch_norms
+from tfcompress.core.graph import inputs_rescaled
 from tfcompress.io import load_model
 from tfcompress.recovery.bias import bias_correction
 from tfcompress.recovery.equalization import equalize
@@ -185,7 +186,7 @@ def prepare_for_convert(
             steps[name].pop("bits", None)
     if data is not None:
         specs = [_tf_spec(tensor) for tensor in model.inputs]
-        samples = collect_samples(data, specs, num_samples, model.name)
+        samples = collect_samples(data, specs, num_samples, model.name, inputs_rescaled(model))
         data = np.concatenate([sample[0] for sample in samples])
     try:
         optimized = optimize_model(

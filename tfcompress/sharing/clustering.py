@@ -24,6 +24,7 @@ from tfcompress.core.graph import (
     selected_layers,
 )
 from tfcompress.core.wrappers import TrainingLayer
+from tfcompress.io import model_from
 
 INITS = ("kmeans++", "linear", "density", "random")
 
@@ -632,6 +633,7 @@ def cluster_weights(
         5
     """
     options = _resolve_aliases({"init": init, "per_channel": per_channel}, tfmot_kwargs)
+    model_or_layer = model_from(model_or_layer, "cluster_weights")
     _refuse_legacy_keras(model_or_layer, "cluster_weights")
     if not isinstance(number_of_clusters, int | np.integer) or number_of_clusters < 2:
         raise ValueError(f"number_of_clusters must be an integer >= 2; got {number_of_clusters!r}.")

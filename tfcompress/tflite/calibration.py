@@ -14,18 +14,35 @@ Sample = list[np.ndarray]  # one array per model input, each with a leading batc
 
 
 def collect_samples(
-    data: Any, specs: Sequence[tf.TensorSpec], num_samples: int, model_name: str
+    data: Any,
+    specs: Sequence[tf.TensorSpec],
+    num_samples: int,
+    model_name: str,
+    rescaled: Sequence[bool] = (),
 ) -> list[Sample]:
     """Read up to `num_samples` samples from an array, a tf.data.Dataset or a generator and check them.
 
     Arrays and batched dataset elements are split into single samples, so the calibrator sees
-    the same batch size (1) whatever the source.
+    the same batch size (1) whatever the source. Integer data (uint8 images) for a float input
+    is cast, as `model.predict` casts it, when `rescaled[i]` says the model scales that input
+    itself (a `Rescaling` layer reads it); otherwise it is refused with what to do.
+
+    Example:
+        >>> import numpy as np, tensorflow as tf
+        >>> spec = tf.TensorSpec((None, 2), tf.float32)
+        >>> [s[0].shape for s in collect_samples(np.ones((3, 2)), [spec], 2, "m")]
+        [(1, 2), (1, 2)]
     """
     if num_samples <= 0:
         raise ConversionError(f"num_samples must be positive, got {num_samples}.")
     samples: list[Sample] = []
+    # arrays given whole hold the batch axis; a dataset's or generator's elements may not
+    whole = isinstance(data, np.ndarray | tf.Tensor) or (
+        isinstance(data, list | tuple) and all(isinstance(i, np.ndarray | tf.Tensor) for i in data)
+    )
     for element in _elements(data):
-        for sample in _split_batch(_inputs_of(element, len(specs)), specs, model_name):
+        arrays = _inputs_of(element, len(specs))
+        for sample in _split_batch(arrays, specs, model_name, rescaled, whole):
             samples.append(sample)
             if len(samples) >= num_samples:
                 return samples
@@ -70,6 +87,16 @@ def _elements(data: Any) -> Iterator[Any]:
         and all(isinstance(item, np.ndarray | tf.Tensor) for item in data)
     ):
         return iter([tuple(data)])  # one array per model input
+    if (
+        isinstance(data, list | tuple)
+        and data
+        and all(isinstance(item, list | tuple | int | float) for item in data)
+    ):
+        raise ConversionError(
+            f"representative_data is a Python {type(data).__name__} of {len(data)} "
+            f"{type(data[0]).__name__}s: pass a numpy array with the batch first, e.g. "
+            "np.asarray(data, dtype='float32') (a list holds one array per model input)."
+        )
     if callable(data):
         data = data()
     if hasattr(data, "__iter__"):
@@ -98,7 +125,11 @@ def _inputs_of(element: Any, num_inputs: int) -> list[np.ndarray]:
 
 
 def _split_batch(
-    arrays: list[np.ndarray], specs: Sequence[tf.TensorSpec], model_name: str
+    arrays: list[np.ndarray],
+    specs: Sequence[tf.TensorSpec],
+    model_name: str,
+    rescaled: Sequence[bool] = (),
+    whole: bool = False,
 ) -> Iterator[Sample]:
     if len(arrays) != len(specs):
         raise ConversionError(
@@ -106,7 +137,7 @@ def _split_batch(
             f"{len(arrays)} arrays per element."
         )
     batched = [
-        _check_array(a, spec, i, model_name)
+        _check_array(a, spec, i, model_name, i < len(rescaled) and rescaled[i], whole)
         for i, (a, spec) in enumerate(zip(arrays, specs, strict=True))
     ]
     sizes = {len(a) for a in batched}
@@ -118,12 +149,30 @@ def _split_batch(
         yield [a[row : row + 1] for a in batched]
 
 
-def _check_array(array: np.ndarray, spec: tf.TensorSpec, index: int, model_name: str) -> np.ndarray:
+def _check_array(
+    array: np.ndarray,
+    spec: tf.TensorSpec,
+    index: int,
+    model_name: str,
+    rescaled: bool = False,
+    whole: bool = False,
+) -> np.ndarray:
     expected = tuple(spec.shape)
     feature_shape = tuple(expected[1:])
     what = f"representative_data for input {index} of model '{model_name}'"
-    if array.ndim == len(feature_shape) and _fits(array.shape, feature_shape):
-        array = array[None]  # an unbatched single sample
+    if array.ndim == len(feature_shape) and _fits(array.shape, feature_shape) and not whole:
+        array = array[None]  # one unbatched element of a dataset or generator
+    elif array.ndim == len(feature_shape) and _fits(array.shape, feature_shape):
+        raise ConversionError(
+            f"{what} has shape {tuple(array.shape)}: one sample without the batch axis, where "
+            f"the model takes {_shape_text(expected)}. Calibrate on a batch of real inputs "
+            "(x[:200], batch first); for one sample on purpose, add the axis: x[None]."
+        )
+    if array.ndim >= 1 and len(array) == 0:
+        raise ConversionError(
+            f"{what} is empty (shape {tuple(array.shape)}): pass a few hundred real input "
+            "samples, batch first."
+        )
     if array.ndim != len(expected) or not _fits(array.shape[1:], feature_shape):
         raise ConversionError(
             f"{what} has shape {tuple(array.shape)}; expected {_shape_text(expected)} "
@@ -131,10 +180,12 @@ def _check_array(array: np.ndarray, spec: tf.TensorSpec, index: int, model_name:
         )
     want = spec.dtype.as_numpy_dtype
     if np.issubdtype(want, np.floating) and not np.issubdtype(array.dtype, np.floating):
-        raise ConversionError(
-            f"{what} has dtype {array.dtype}; expected {spec.dtype.name}. Scale and cast it as you do "
-            "for model.predict (e.g. x.astype('float32') / 255)."
-        )
+        if not rescaled:
+            raise ConversionError(
+                f"{what} has dtype {array.dtype}; expected {spec.dtype.name}, and the model does "
+                "not rescale this input itself. Prepare it as you do for model.predict (e.g. "
+                "x.astype('float32') / 255 when the model was trained on [0, 1] inputs)."
+            )
     if np.issubdtype(want, np.integer) and not np.issubdtype(array.dtype, np.integer):
         # token ids held as floats (a float keras.Input feeding an Embedding): whole numbers cast
         if not (np.issubdtype(array.dtype, np.floating) and np.all(np.mod(array, 1) == 0)):

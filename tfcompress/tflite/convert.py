@@ -15,6 +15,7 @@ from typing import Any
 import tensorflow as tf
 
 from tfcompress.core import compat
+from tfcompress.core.graph import inputs_rescaled
 from tfcompress.tflite.calibration import as_dataset_fn, collect_samples, synthetic_samples
 from tfcompress.tflite.errors import ConversionError
 from tfcompress.tflite.isolation import DEFAULT_TIMEOUT_S, convert_isolated
@@ -111,7 +112,8 @@ def _calibration_samples(
     source: TraceableModel, concrete: Any, data: Any, num_samples: int, mode: str
 ) -> list:
     if data is not None:
-        return collect_samples(data, source.input_specs, num_samples, source.name)
+        rescaled = inputs_rescaled(source.owner) if compat.is_keras3_model(source.owner) else []
+        return collect_samples(data, source.input_specs, num_samples, source.name, rescaled)
     if has_fake_quant(concrete):
         # TF 2.21 refuses TFLITE_BUILTINS_INT8 without a representative dataset even when every
         # range is already in the graph: feed it a few synthetic samples that change nothing.
