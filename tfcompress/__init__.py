@@ -63,6 +63,7 @@ _SUBPACKAGES = (
     "experimental",
     "io",
     "layers",
+    "micro",
     "models",
     "ptq",
     "pruning",

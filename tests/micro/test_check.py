@@ -1,0 +1,133 @@
+"""`tfcompress.micro.check` on TensorFlow Lite Micro's real interpreter, against LiteRT's reference
+kernels; no mocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfcompress as tfc
+from tfcompress.micro import MicroError, MicroUnavailableError
+from tfcompress.micro.runner import attempt
+from tfcompress.tflite.flatbuffer import pack, read_model
+
+
+def test_digits_int8_runs_on_tflm_within_two_steps_of_litert_reference(digits_int8, digits):
+    report = tfc.micro.check(digits_int8, digits.x_test[:100])
+
+    assert report.runs and report.error == "" and report.failing_op is None
+    assert report.arena_bytes > 0
+    assert report.recommended_arena_bytes >= report.arena_bytes * 1.25
+    assert report.recommended_arena_bytes % 16 == 0
+    assert report.flash_bytes == len(digits_int8)
+    assert report.constant_bytes == tfc.inspect(digits_int8).weights_bytes
+    assert report.op_counts == tfc.inspect(digits_int8).all_op_counts
+    assert report.missing_ops == []
+    [output] = report.outputs
+    assert (output.dtype, output.unit, output.samples) == ("INT8", "steps", 100)
+    assert output.max_difference <= 2
+    json.dumps(report.to_dict())  # JSON-ready as it is
+    assert (
+        "runs" in report.summary() and f"{report.arena_bytes:,} bytes measured" in report.summary()
+    )
+
+
+def test_measured_arena_is_the_smallest_that_allocates_and_invokes(digits_int8):
+    arena = tfc.micro.check(digits_int8).arena_bytes
+
+    assert attempt(digits_int8, arena).ok
+    too_small = attempt(digits_int8, arena - 1)
+    assert not too_small.ok
+    assert too_small.crashed or "allocate" in too_small.log + too_small.message
+
+
+def test_upsampling_file_is_reported_not_running_at_tile_with_the_resizing_advice(
+    upsampling_int8,
+):
+    report = tfc.micro.check(upsampling_int8)
+
+    assert not report.runs
+    assert report.failing_op is not None
+    assert report.failing_op.name == "TILE"
+    assert report.failing_op.layer == "upsample"
+    assert tfc.inspect(upsampling_int8).ops[report.failing_op.index].name == "TILE"
+    assert 'Resizing(height, width, interpolation="nearest")' in report.failing_op.advice
+    assert "TILE" in report.error and report.missing_ops == ["TILE"]
+    assert report.arena_bytes is None and report.outputs == []
+    assert "does NOT run" in report.summary() and "upsample" in report.summary()
+
+
+def test_resizing_nearest_instead_of_upsampling_runs_on_tflm():
+    model = keras.Sequential(
+        [
+            keras.Input((4, 4, 2)),
+            keras.layers.Conv2D(3, 3, padding="same"),
+            keras.layers.Resizing(8, 8, interpolation="nearest"),
+            keras.layers.Conv2D(2, 1),
+        ]
+    )
+    x = np.random.default_rng(0).random((32, 4, 4, 2), dtype=np.float32)
+    report = tfc.micro.check(tfc.convert(model, "int8", x), x)
+
+    assert report.runs and "RESIZE_NEAREST_NEIGHBOR" in report.op_counts
+    assert report.outputs[0].max_difference <= 2
+
+
+def test_dynamic_batch_shape_arithmetic_is_reported_and_a_static_batch_runs():
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8)),
+            keras.layers.Dense(8, name="project"),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(3),
+        ]
+    )
+    x = np.random.default_rng(0).random((32, 8, 8), dtype=np.float32)
+    dynamic = tfc.micro.check(tfc.convert(model, "int8", x))
+    static = tfc.micro.check(
+        tfc.convert(model, "int8", x, input_signature=[tf.TensorSpec([1, 8, 8], tf.float32)]), x
+    )
+
+    assert not dynamic.runs
+    assert dynamic.failing_op.name == "REDUCE_PROD" and dynamic.failing_op.layer == "project"
+    assert "input_signature=[tf.TensorSpec([1, *input_shape]" in dynamic.failing_op.advice
+    assert static.runs and "REDUCE_PROD" not in static.op_counts
+    assert static.outputs[0].max_difference <= 2
+
+
+def test_truncated_file_gives_a_clear_file_error_before_tflm(digits_int8):
+    with pytest.raises(tfc.TFLiteFileError, match="truncated or corrupted"):
+        tfc.micro.check(digits_int8[:200])
+
+
+def test_file_that_crashes_tflm_gives_a_report_and_the_process_lives_on(digits_int8):
+    model = read_model(digits_int8)
+    graph = model.subgraphs[0]
+    graph.tensors[graph.inputs[0]].shape = [1, 8, 8, 1000]  # disagrees with the conv weights
+    damaged = pack(model)
+    pid = os.getpid()
+
+    report = tfc.micro.check(damaged)
+
+    assert not report.runs
+    assert "TFLM crashed with SIG" in report.error and "unharmed" in report.error
+    assert os.getpid() == pid and tfc.micro.check(digits_int8).runs
+
+
+def test_missing_tflite_micro_package_says_how_to_install(digits_int8, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tflite_micro", None)  # what an absent package looks like
+
+    with pytest.raises(MicroUnavailableError, match=r"pip install 'tfcompress\[micro\]'") as error:
+        tfc.micro.check(digits_int8)
+    assert isinstance(error.value, ImportError) and isinstance(error.value, MicroError)
+
+
+def test_data_that_does_not_fit_the_input_is_refused(digits_int8):
+    with pytest.raises(ValueError, match=r"expects samples of shape \(8, 8, 1\)"):
+        tfc.micro.check(digits_int8, np.zeros((4, 8, 8), np.float32))

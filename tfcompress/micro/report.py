@@ -1,0 +1,478 @@
+"""`check`: does a TFLite file run on TensorFlow Lite Micro, in how much RAM and flash, and how
+close are its outputs to LiteRT's reference kernels."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tfcompress.micro import ops as micro_ops
+from tfcompress.micro.runner import (
+    DEFAULT_TIMEOUT_S,
+    MAX_ARENA,
+    Attempt,
+    attempt,
+    smallest_arena,
+    tflm_runtime,
+    tflm_version,
+)
+from tfcompress.tflite.errors import TFLiteFileError
+from tfcompress.tflite.flatbuffer import (
+    TFLiteReport,
+    TFLiteSource,
+    inspect,
+    load_bytes,
+    read_model,
+)
+from tfcompress.tflite.runtime import make_interpreter
+
+DEFAULT_ARENA_MARGIN = 0.25
+ARENA_ALIGNMENT = 16  # TFLM aligns the arena and its tensors to 16 bytes
+_ITEM_BYTES = {"INT8": 1, "UINT8": 1, "BOOL": 1, "INT16": 2, "FLOAT16": 2, "INT4": 1}
+_FIRST_ARENA = 64 * 1024
+_SUFFIX = re.compile(r"^(.*)_\d+$")
+_MISSING_BUILTIN = re.compile(r"Didn't find op for builtin opcode '(\w+)'")
+_NODE_FAILED = re.compile(r"Node (\S+) \(number (\d+)\) failed to (?:prepare|invoke)")
+_MEMORY = ("Failed to allocate", "Too many buffers", "arena")
+
+
+@dataclass
+class FailingOp:
+    """The op TFLM stopped at, where it came from, and what to do.
+
+    Attributes:
+        name: the op (`"TILE"`, or `"CUSTOM:<name>"`).
+        index: its position in its subgraph's execution order (what `tfc.inspect` lists).
+        subgraph: the subgraph holding it (0 is the model's graph).
+        layer: the Keras layer named in the op's output tensor name (the converter names
+            tensors `"<model>/<layer>/<op>"`), or "" when the name tells none.
+        tensor: that output tensor's name.
+        advice: what to change so that the file runs on TFLM.
+
+    Example:
+        >>> from tfcompress.micro import FailingOp
+        >>> FailingOp("TILE", 3, 0, "up", "m_1/up_1/Repeat/Tile", "...").layer
+        'up'
+    """
+
+    name: str
+    index: int
+    subgraph: int
+    layer: str
+    tensor: str
+    advice: str
+
+
+@dataclass
+class OutputDifference:
+    """How far TFLM's values of one output are from LiteRT's reference kernels on the same inputs.
+
+    Attributes:
+        output: the output's name (its signature key, else its tensor name).
+        dtype: its type in the file (`"INT8"`, `"INT16"`, `"FLOAT32"`).
+        max_difference: the largest difference over every value of every sample: in
+            quantization steps for an integer output, in the output's own units for a float one.
+        unit: `"steps"` or `"absolute"`.
+        differing: the share of values that differ at all.
+        samples: how many samples were compared.
+
+    Example:
+        >>> from tfcompress.micro import OutputDifference
+        >>> OutputDifference("logits", "INT8", 1.0, "steps", 0.02, 100).max_difference
+        1.0
+    """
+
+    output: str
+    dtype: str
+    max_difference: float
+    unit: str
+    differing: float
+    samples: int
+
+
+@dataclass
+class MicroReport:
+    """What `tfcompress.micro.check` measured: whether TFLM runs the file, its RAM and flash.
+
+    Attributes:
+        origin: the file (or "the given TFLite bytes").
+        runs: TFLM allocated the file's tensors and invoked it (on `data` when given).
+        error: what TFLM said when it did not ("" when it runs).
+        failing_op: the op it stopped at, when TFLM's messages name one.
+        arena_bytes: the smallest tensor arena with which TFLM allocates and invokes the file,
+            measured (see `check`); None when it does not run.
+        arena_margin: the share added for `recommended_arena_bytes`.
+        recommended_arena_bytes: `arena_bytes` plus the margin, rounded up to 16 bytes.
+        flash_bytes: the file's size: what the model adds to flash (TFLM's code comes on top).
+        constant_bytes: of which the model's constant data (weights, biases, constant tensors).
+        op_counts: how many times each op appears, over every subgraph.
+        missing_ops: the file's ops TFLM has no kernel for (its op resolver's list).
+        outputs: one `OutputDifference` per output, when `data` was given and the file runs.
+        tflm_version: the `tflite-micro` package that ran the file.
+        sha256: the file's SHA-256 (`export` checks a report against its file with it).
+        probes: how many child processes the check ran (one interpreter each).
+        notes: anything else worth knowing (a LiteRT failure on the reference side, ...).
+
+    Example:
+        >>> import numpy as np, tfcompress as tfc
+        >>> from tfcompress.models import build_digits_cnn
+        >>> x = np.random.default_rng(0).random((8, 8, 8, 1), dtype=np.float32)
+        >>> report = tfc.micro.check(tfc.convert(build_digits_cnn(width=4), "int8", x))
+        >>> report.runs, report.arena_bytes > 0, report.flash_bytes > report.constant_bytes
+        (True, True, True)
+    """
+
+    origin: str
+    runs: bool
+    error: str
+    failing_op: FailingOp | None
+    arena_bytes: int | None
+    arena_margin: float
+    recommended_arena_bytes: int | None
+    flash_bytes: int
+    constant_bytes: int
+    op_counts: dict[str, int]
+    missing_ops: list[str]
+    outputs: list[OutputDifference] = field(default_factory=list)
+    tflm_version: str = ""
+    sha256: str = ""
+    probes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def resolver_size(self) -> int:
+        """N of the `MicroMutableOpResolver<N>` the file needs: its number of distinct ops."""
+        return len(self.op_counts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dictionary of every field (and `resolver_size`)."""
+        payload = asdict(self)
+        payload["resolver_size"] = self.resolver_size
+        return payload
+
+    def summary(self) -> str:
+        """A few readable lines, as `tfcompress micro` prints them."""
+        verdict = "runs" if self.runs else "does NOT run"
+        lines = [f"{self.origin} on TensorFlow Lite Micro ({self.tflm_version}): {verdict}"]
+        failing = self.failing_op
+        if not self.runs:
+            if failing is not None:
+                source = f", from Keras layer '{failing.layer}'" if failing.layer else ""
+                lines.append(
+                    f"  failing op: {failing.name} (op {failing.index} of subgraph "
+                    f"{failing.subgraph}{source})"
+                )
+            lines.append(f"  TFLM said: {self.error}")
+            if failing is not None:
+                lines.append(f"  what to do: {failing.advice}")
+            if self.missing_ops:
+                lines.append("  ops TFLM has no kernel for: " + ", ".join(self.missing_ops))
+        if self.arena_bytes is not None and self.recommended_arena_bytes is not None:
+            lines.append(
+                f"  tensor arena: {self.arena_bytes:,} bytes measured (the smallest that "
+                f"allocates and invokes; {self.arena_bytes - 1:,} fails), "
+                f"{self.recommended_arena_bytes:,} recommended (+{self.arena_margin:.0%}, "
+                f"rounded up to {ARENA_ALIGNMENT})"
+            )
+        lines.append(
+            f"  flash: {self.flash_bytes:,} bytes of model ({self.constant_bytes:,} of them "
+            "constant data), plus TFLM's code"
+        )
+        counts = ", ".join(f"{name} x{count}" for name, count in sorted(self.op_counts.items()))
+        lines.append(f"  ops ({self.resolver_size} distinct): {counts}")
+        for difference in self.outputs:
+            unit = "step(s)" if difference.unit == "steps" else "(absolute)"
+            lines.append(
+                f"  output '{difference.output}' ({difference.dtype}): at most "
+                f"{difference.max_difference:g} {unit} from LiteRT's reference kernels, "
+                f"{difference.differing:.1%} of values differ, {difference.samples} samples"
+            )
+        lines.extend(f"  note: {note}" for note in self.notes)
+        return "\n".join(lines)
+
+
+def check(
+    model_file: TFLiteSource,
+    data: np.ndarray | list[np.ndarray] | None = None,
+    *,
+    arena_margin: float = DEFAULT_ARENA_MARGIN,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> MicroReport:
+    """Load a TFLite file on TensorFlow Lite Micro's interpreter and measure what firmware needs.
+
+    TFLM runs on this machine through the `tflite-micro` package (TFLM's C++ interpreter and
+    reference kernels built for the host). Every load runs in a forked child process, so a file
+    that makes TFLM crash ends in a report (or a `MicroError`), never in the end of your process.
+
+    The arena is measured, not estimated. TFLM's Python interpreter takes an arena size, and
+    what its `RecordingMicroAllocator` reports after allocation leaves out the memory planner's
+    scratch, needed only while planning (3,792 bytes reported where 4,160 are needed, for the
+    int8 digits CNN of width 4). So `check` bisects: each probe loads the file on a fresh interpreter with a
+    given arena and invokes it; `arena_bytes` is an arena seen to work, and one byte less was
+    seen to fail. The figure is that of TFLM's reference kernels on this 64-bit host, where
+    TFLM's own structures hold 8-byte pointers and the Python interpreter's recording allocator
+    sits in the arena too: a 32-bit microcontroller with the reference kernels normally needs
+    a little less. Optimized kernels (CMSIS-NN, ESP-NN) may ask for scratch buffers the
+    reference kernels do not: `recommended_arena_bytes` adds `arena_margin` for that.
+
+    Args:
+        model_file: a `.tflite` path or the bytes `tfcompress.convert` returns.
+        data: float inputs (quantized with each input's scale and zero point, as
+            `tfc.evaluate_tflite` does) or integer inputs (used as they are), batch first; one
+            array per model input. Given, TFLM and LiteRT's reference kernels
+            (`builtin_only=True`) run every sample and `outputs` holds their largest difference.
+        arena_margin: share of the measured arena added to the recommended one (0.25: +25 %).
+        timeout: seconds each child process may run.
+
+    Returns:
+        A `MicroReport`: `runs`, `failing_op` (with advice), `arena_bytes`,
+        `recommended_arena_bytes`, `flash_bytes`, `op_counts`, `outputs`; `summary()` prints it.
+
+    Raises:
+        MicroUnavailableError: `tflite-micro` is not installed (the message says
+            `pip install 'tfcompress[micro]'`); it is a `MicroError` and an `ImportError`.
+        TFLiteFileError: the file is not a readable TFLite flatbuffer (checked before TFLM
+            sees it).
+        ValueError: `data` does not fit the model's inputs, or `arena_margin` is not in [0, 10].
+
+    Example:
+        >>> import keras, numpy as np, tfcompress as tfc
+        >>> from tfcompress.models import build_digits_cnn
+        >>> x = np.random.default_rng(0).random((8, 8, 8, 1), dtype=np.float32)
+        >>> report = tfc.micro.check(tfc.convert(build_digits_cnn(width=4), "int8", x), x)
+        >>> report.runs, report.outputs[0].unit, report.outputs[0].max_difference <= 2
+        (True, 'steps', True)
+        >>> up = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.UpSampling2D()])
+        >>> x_up = np.random.default_rng(0).random((8, 4, 4, 1), dtype=np.float32)
+        >>> report = tfc.micro.check(tfc.convert(up, "int8", x_up))
+        >>> report.runs, report.failing_op.name
+        (False, 'TILE')
+    """
+    if not isinstance(arena_margin, int | float) or not 0 <= arena_margin <= 10:
+        raise ValueError(f"arena_margin must be a share between 0 and 10; got {arena_margin!r}.")
+    tflm_runtime()  # a missing package says how to install it, before anything else runs
+    content, origin = load_bytes(model_file)
+    read_model(content, origin)  # a damaged file stops here with a clear TFLiteFileError
+    info = inspect(content)
+    inputs = _inputs_of(data, info) if data is not None else None
+    counts = (len(info.inputs), len(info.outputs))
+    missing = sorted({op.name for op in info.all_ops if micro_ops.resolver_method(op.name) is None})
+    report = MicroReport(
+        origin=origin,
+        runs=False,
+        error="",
+        failing_op=None,
+        arena_bytes=None,
+        arena_margin=float(arena_margin),
+        recommended_arena_bytes=None,
+        flash_bytes=len(content),
+        constant_bytes=info.weights_bytes,
+        op_counts=info.all_op_counts,
+        missing_ops=missing,
+        tflm_version=f"tflite-micro {tflm_version()}",
+        sha256=hashlib.sha256(content).hexdigest(),
+    )
+    arena = _first_arena(info)
+    while True:
+        loaded = attempt(content, arena, inputs, record=True, counts=counts, timeout=timeout)
+        report.probes += 1
+        if loaded.ok or arena >= MAX_ARENA or not _may_need_memory(loaded):
+            break
+        arena = min(arena * 4, MAX_ARENA)
+    if not loaded.ok:
+        report.error = _error_text(loaded)
+        if arena >= MAX_ARENA and _may_need_memory(loaded):
+            report.notes.append(f"it failed with an arena of {MAX_ARENA:,} bytes too")
+        report.failing_op = _failing_op(loaded, info)
+        return report
+    report.runs = True
+    measured, probes = smallest_arena(content, arena, loaded.recorded, timeout=timeout)
+    report.probes += probes
+    report.arena_bytes = measured
+    report.recommended_arena_bytes = recommended_arena(measured, arena_margin)
+    if inputs is not None:
+        report.outputs, notes = _differences(content, info, inputs, loaded.outputs)
+        report.notes.extend(notes)
+    return report
+
+
+def recommended_arena(measured: int, margin: float) -> int:
+    """`measured` plus `margin` (a share), rounded up to TFLM's 16-byte alignment.
+
+    Example:
+        >>> from tfcompress.micro.report import recommended_arena
+        >>> recommended_arena(4160, 0.25)
+        5200
+    """
+    wanted = math.ceil(measured * (1.0 + margin))
+    return -(-wanted // ARENA_ALIGNMENT) * ARENA_ALIGNMENT
+
+
+def _first_arena(info: TFLiteReport) -> int:
+    """A generous first arena: twice the activations plus room for TFLM's own structures."""
+    activations = 0
+    entries = 0
+    for subgraph in info.subgraphs:
+        entries += len(subgraph.tensors) + len(subgraph.ops)
+        for tensor in subgraph.tensors:
+            if not tensor.is_constant:
+                size = math.prod(max(d, 1) for d in tensor.shape)
+                activations += size * _ITEM_BYTES.get(tensor.dtype, 8)
+    return min(2 * activations + 512 * entries + _FIRST_ARENA, MAX_ARENA)
+
+
+def _may_need_memory(loaded: Attempt) -> bool:
+    return loaded.crashed or any(text in loaded.log for text in _MEMORY)
+
+
+def _error_text(loaded: Attempt) -> str:
+    """TFLM's own lines (the useful ones), then the wrapper's message."""
+    lines = [line.strip() for line in loaded.log.splitlines() if line.strip()]
+    said = "; ".join(dict.fromkeys(lines))
+    if loaded.crashed:
+        return (
+            f"{loaded.message} while loading the file (in a child process: your process is "
+            f"unharmed){': ' + said if said else ''}. The file passed tfcompress's flatbuffer "
+            "checks but TFLM cannot read it: convert the model again, or report the file."
+        )
+    return f"{said} ({loaded.message})" if said else loaded.message
+
+
+def _failing_op(loaded: Attempt, info: TFLiteReport) -> FailingOp | None:
+    found = _MISSING_BUILTIN.search(loaded.log)
+    if found:
+        return _describe(info, lambda op: op.name == found.group(1))
+    found = _NODE_FAILED.search(loaded.log)
+    if found:
+        name, number = found.group(1), int(found.group(2))
+        return _describe(
+            info, lambda op: op.index == number and op.name.removeprefix("CUSTOM:") == name
+        )
+    if "op code CUSTOM" in loaded.log:
+        return _describe(info, lambda op: micro_ops.resolver_method(op.name) is None, None)
+    return None
+
+
+def _describe(info: TFLiteReport, matches: Any) -> FailingOp | None:
+    for subgraph in info.subgraphs:
+        for op in subgraph.ops:
+            if matches(op):
+                tensor = subgraph.tensors[op.outputs[0]].name if op.outputs else ""
+                layer = layer_of(tensor)
+                return FailingOp(
+                    name=op.name,
+                    index=op.index,
+                    subgraph=subgraph.index,
+                    layer=layer,
+                    tensor=tensor,
+                    advice=micro_ops.advice(op.name, layer),
+                )
+    return None
+
+
+def layer_of(tensor_name: str) -> str:
+    """The Keras layer named in a converter tensor name (`"<model>_1/<layer>_1/<op>"`), or "".
+
+    TF's name scopes carry a `_<n>` suffix in the traced graph, taken off here.
+
+    Example:
+        >>> from tfcompress.micro.report import layer_of
+        >>> layer_of("sequential_1/up_sampling2d_1/Repeat/Tile"), layer_of("Identity")
+        ('up_sampling2d', '')
+    """
+    for location in tensor_name.split(";"):
+        parts = location.split("/")
+        if len(parts) >= 3:
+            return _SUFFIX.sub(r"\1", parts[1])
+    return ""
+
+
+def _inputs_of(data: np.ndarray | list[np.ndarray], info: TFLiteReport) -> list[np.ndarray]:
+    arrays = list(data) if isinstance(data, list | tuple) else [data]
+    if len(arrays) != len(info.inputs):
+        raise ValueError(f"The model has {len(info.inputs)} inputs; got {len(arrays)} arrays.")
+    result = []
+    for position, (array, index) in enumerate(zip(arrays, info.inputs, strict=True)):
+        tensor = info.tensors[index]
+        array = np.asarray(array)
+        if tuple(array.shape[1:]) != tuple(tensor.shape[1:]):
+            raise ValueError(
+                f"Input {position} ('{tensor.name}') expects samples of shape "
+                f"{tuple(tensor.shape[1:])}; got an array of shape {array.shape}."
+            )
+        if len(array) == 0:
+            raise ValueError("data holds no sample.")
+        result.append(_quantize(array, tensor.dtype, tensor.quantization))
+    if len({len(a) for a in result}) > 1:
+        raise ValueError(
+            f"The input arrays hold different numbers of samples: {[len(a) for a in result]}."
+        )
+    return result
+
+
+def _quantize(array: np.ndarray, dtype: str, quantization: Any) -> np.ndarray:
+    numpy_type = np.dtype(dtype.lower()) if dtype != "BOOL" else np.dtype(bool)
+    if not np.issubdtype(numpy_type, np.integer) or np.issubdtype(array.dtype, np.integer):
+        return array.astype(numpy_type)
+    if quantization is None or not quantization.scale[0]:
+        return array.astype(numpy_type)
+    info = np.iinfo(numpy_type)
+    scaled = np.round(array / quantization.scale[0] + quantization.zero_point[0])
+    return np.clip(scaled, info.min, info.max).astype(numpy_type)
+
+
+def _differences(
+    content: bytes, info: TFLiteReport, inputs: list[np.ndarray], micro: list[np.ndarray]
+) -> tuple[list[OutputDifference], list[str]]:
+    try:
+        reference = _reference_outputs(content, inputs)
+    except TFLiteFileError as error:
+        return [], [f"LiteRT's reference kernels could not run the file to compare: {error}"]
+    differences = []
+    for position, (ours, theirs) in enumerate(zip(micro, reference, strict=True)):
+        tensor = info.tensors[info.outputs[position]]
+        integer = np.issubdtype(ours.dtype, np.integer)
+        gap = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))
+        differences.append(
+            OutputDifference(
+                output=info.output_names[position] if info.output_names else tensor.name,
+                dtype=tensor.dtype,
+                max_difference=float(gap.max()) if gap.size else 0.0,
+                unit="steps" if integer else "absolute",
+                differing=float(np.mean(gap > 0)) if gap.size else 0.0,
+                samples=len(inputs[0]),
+            )
+        )
+    return differences, []
+
+
+def _reference_outputs(content: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Raw outputs of LiteRT's builtin reference kernels (no XNNPACK), one chunk per batch."""
+    interpreter = make_interpreter(content, builtin_only=True)
+    details = interpreter.get_input_details()
+    batch = int(details[0]["shape"][0]) if details else 1
+    count = len(inputs[0])
+    collected: list[list[np.ndarray]] = []
+    for start in range(0, count, batch):
+        for detail, array in zip(details, inputs, strict=True):
+            part = array[start : start + batch]
+            if len(part) < batch:
+                part = np.concatenate(
+                    [part, np.zeros((batch - len(part), *part.shape[1:]), part.dtype)]
+                )
+            interpreter.set_tensor(detail["index"], part.reshape(detail["shape"]))
+        interpreter.reset_all_variables()
+        try:
+            interpreter.invoke()
+        except RuntimeError as error:
+            raise TFLiteFileError(f"LiteRT failed to run the model: {error}") from error
+        rows = min(batch, count - start)
+        collected.append(
+            [interpreter.get_tensor(d["index"])[:rows] for d in interpreter.get_output_details()]
+        )
+    return [np.concatenate([chunk[i] for chunk in collected]) for i in range(len(collected[0]))]
