@@ -1,4 +1,4 @@
-"""`tfcompress` command line: demo, convert, inspect, evaluate, bench."""
+"""`tfcompress` command line: demo, convert, inspect, evaluate, bench, micro."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ typical use:
   tfcompress evaluate model.tflite --data test.npz  accuracy on LiteRT
   tfcompress bench model.tflite --threads 1         median and p90 latency
   tfcompress debug model.keras --data data.npz      int8 error per Keras layer, worst first
+  tfcompress micro model.tflite -o firmware/        TFLM: does it run, arena and flash, C++ files
 
 DATA.npz files hold arrays named x (inputs) and y (labels); the word 'digits' instead of a
 file uses scikit-learn's built-in digits data (8x8x1 images).
@@ -117,6 +118,27 @@ def build_parser() -> argparse.ArgumentParser:
     debug.add_argument(
         "--unsafe", action="store_true", help="load Lambda layers (turns off Keras safe mode)"
     )
+
+    micro = commands.add_parser(
+        "micro",
+        help="check a .tflite file on TensorFlow Lite Micro and write its firmware files",
+    )
+    micro.add_argument("file")
+    micro.add_argument(
+        "-o", "--output", required=True, help="folder for NAME.cc, NAME.h and NAME_ops.h"
+    )
+    micro.add_argument(
+        "--data",
+        help="DATA.npz (array x) or 'digits': compare TFLM's outputs with LiteRT's reference kernels",
+    )
+    micro.add_argument(
+        "--num-samples", type=int, default=100, help="samples of --data compared (default 100)"
+    )
+    micro.add_argument("--name", default="model", help="C name of the files and symbols (model)")
+    micro.add_argument(
+        "--margin", type=float, default=0.25, help="arena margin over the measured one (0.25)"
+    )
+    micro.add_argument("--json", metavar="OUT.json", help="also write the report as JSON")
 
     from tfcompress.recipe import cli as recipe_cli  # light: argparse only, no TensorFlow
 
@@ -273,6 +295,28 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _micro(args: argparse.Namespace) -> int:
+    # loads LiteRT and tflite-micro, never TensorFlow
+    from tfcompress import micro
+
+    x = load_arrays(args.data)[0][: args.num_samples] if args.data else None
+    report = micro.check(args.file, x, arena_margin=args.margin)
+    print(report.summary())
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=2))
+        print(f"wrote {args.json}")
+    if not report.runs:
+        failing = report.failing_op
+        where = f" (op {failing.index} {failing.name})" if failing is not None else ""
+        raise micro.MicroError(
+            f"TFLM cannot run {report.origin}{where}; no firmware files written: the report above "
+            "says what to do."
+        )
+    files = micro.export(args.file, args.output, name=args.name, report=report)
+    print("wrote " + ", ".join(str(path) for path in files.paths))
+    return 0
+
+
 _COMMANDS = {
     "demo": _demo,
     "convert": _convert,
@@ -281,6 +325,7 @@ _COMMANDS = {
     "bench": _bench,
     "compress": _compress,
     "debug": _debug,
+    "micro": _micro,
 }
 
 
