@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     micro.add_argument(
         "--data",
-        help="DATA.npz (array x) or 'digits': compare TFLM's outputs with LiteRT's reference kernels",
+        help="DATA.npz (array x) or 'digits': TFLM's outputs against LiteRT's reference kernels",
     )
     micro.add_argument(
         "--num-samples", type=int, default=100, help="samples of --data compared (default 100)"

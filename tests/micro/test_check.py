@@ -128,6 +128,21 @@ def test_missing_tflite_micro_package_says_how_to_install(digits_int8, monkeypat
     assert isinstance(error.value, ImportError) and isinstance(error.value, MicroError)
 
 
+def test_integers_of_the_input_type_are_taken_as_quantized_and_floats_are_quantized(
+    digits_int8, digits
+):
+    x = digits.x_test[:20]
+    info = tfc.inspect(digits_int8)
+    quantization = info.tensors[info.inputs[0]].quantization
+    scaled = np.round(x / quantization.scale[0] + quantization.zero_point[0])
+    quantized = np.clip(scaled, -128, 127).astype(np.int8)
+
+    from_floats = tfc.micro.check(digits_int8, x)
+    from_integers = tfc.micro.check(digits_int8, quantized)
+
+    assert from_floats.outputs == from_integers.outputs
+
+
 def test_data_that_does_not_fit_the_input_is_refused(digits_int8):
     with pytest.raises(ValueError, match=r"expects samples of shape \(8, 8, 1\)"):
         tfc.micro.check(digits_int8, np.zeros((4, 8, 8), np.float32))

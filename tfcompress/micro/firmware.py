@@ -193,13 +193,14 @@ def model_header(info: TFLiteReport, report: MicroReport, name: str) -> str:
         f"#ifndef {guard}",
         f"#define {guard}",
         "",
-        f"// The model: {report.flash_bytes} bytes of flash ({report.constant_bytes} of them constant",
-        f"// data), aligned to {MODEL_ALIGNMENT} bytes as TFLM reads it in place.",
+        f"// The model: {report.flash_bytes} bytes of flash ({report.constant_bytes} of them",
+        f"// constant data), aligned to {MODEL_ALIGNMENT} bytes as TFLM reads it in place.",
         f"extern const unsigned char {name}[];",
         f"extern const unsigned int {name}_len;",
         "",
         f"// Tensor arena: {measured} bytes measured (the smallest arena with which TFLM's",
-        f"// interpreter allocated and invoked this file on the host; {measured - 1} bytes failed),",
+        "// interpreter allocated and invoked this file on the host; "
+        f"{measured - 1} bytes failed),",
         f"// plus a {report.arena_margin:.0%} margin for optimized kernels' scratch buffers, "
         "rounded up to 16.",
         f"// Declare it as: alignas(16) static unsigned char tensor_arena[{name}_arena_size];",
@@ -224,6 +225,7 @@ def _tensor_constants(tensor: TensorInfo, prefix: str, kind: str) -> list[str]:
     scale = quantization.scale[0] if quantization is not None else 0.0
     zero_point = quantization.zero_point[0] if quantization is not None else 0
     dims = [max(int(d), 1) for d in tensor.shape]
+    listed = ", ".join(map(str, dims)) or "1"  # a scalar: one value
     count = math.prod(dims)
     item = _ITEM_BYTES.get(tensor.dtype, 4 if tensor.dtype in ("FLOAT32", "INT32") else 8)
     return [
@@ -232,7 +234,7 @@ def _tensor_constants(tensor: TensorInfo, prefix: str, kind: str) -> list[str]:
         f"constexpr float {prefix}_scale = {_float_literal(scale)};",
         f"constexpr int {prefix}_zero_point = {int(zero_point)};",
         f"constexpr int {prefix}_rank = {len(dims)};",
-        f"constexpr int {prefix}_dims[{max(len(dims), 1)}] = {{{', '.join(map(str, dims)) or '1'}}};",
+        f"constexpr int {prefix}_dims[{max(len(dims), 1)}] = {{{listed}}};",
         f"constexpr unsigned int {prefix}_bytes = {count * item};",
     ]
 

@@ -207,25 +207,28 @@ def check(
 
     TFLM runs on this machine through the `tflite-micro` package (TFLM's C++ interpreter and
     reference kernels built for the host). Every load runs in a forked child process, so a file
-    that makes TFLM crash ends in a report (or a `MicroError`), never in the end of your process.
+    that makes TFLM crash ends in a report that says so, never in the end of your process.
 
     The arena is measured, not estimated. TFLM's Python interpreter takes an arena size, and
     what its `RecordingMicroAllocator` reports after allocation leaves out the memory planner's
     scratch, needed only while planning (3,792 bytes reported where 4,160 are needed, for the
-    int8 digits CNN of width 4). So `check` bisects: each probe loads the file on a fresh interpreter with a
-    given arena and invokes it; `arena_bytes` is an arena seen to work, and one byte less was
-    seen to fail. The figure is that of TFLM's reference kernels on this 64-bit host, where
-    TFLM's own structures hold 8-byte pointers and the Python interpreter's recording allocator
-    sits in the arena too: a 32-bit microcontroller with the reference kernels normally needs
-    a little less. Optimized kernels (CMSIS-NN, ESP-NN) may ask for scratch buffers the
-    reference kernels do not: `recommended_arena_bytes` adds `arena_margin` for that.
+    int8 digits CNN of width 4). So `check` bisects: each probe loads the file on a fresh
+    interpreter with a given arena and invokes it; `arena_bytes` is an arena seen to work, and
+    one byte less was seen to fail. The figure is that of TFLM's reference kernels on this
+    64-bit host, where TFLM's own structures hold 8-byte pointers and the Python interpreter's
+    recording allocator sits in the arena too: a 32-bit microcontroller with the reference
+    kernels normally needs a little less. Optimized kernels (CMSIS-NN, ESP-NN) may ask for
+    scratch buffers the reference kernels do not: `recommended_arena_bytes` adds `arena_margin`
+    for that.
 
     Args:
         model_file: a `.tflite` path or the bytes `tfcompress.convert` returns.
-        data: float inputs (quantized with each input's scale and zero point, as
-            `tfc.evaluate_tflite` does) or integer inputs (used as they are), batch first; one
-            array per model input. Given, TFLM and LiteRT's reference kernels
-            (`builtin_only=True`) run every sample and `outputs` holds their largest difference.
+        data: inputs as `model.predict` takes them, batch first, one array per model input:
+            real values (floats, or integers of another type, such as uint8 images for an int8
+            file) are quantized with the input's scale and zero point; integers of the file's
+            own input type are taken as already quantized. Given, TFLM and LiteRT's reference
+            kernels (`builtin_only=True`) run every sample; `outputs` holds their largest
+            difference.
         arena_margin: share of the measured arena added to the recommended one (0.25: +25 %).
         timeout: seconds each child process may run.
 
@@ -417,8 +420,8 @@ def _inputs_of(data: np.ndarray | list[np.ndarray], info: TFLiteReport) -> list[
 
 def _quantize(array: np.ndarray, dtype: str, quantization: Any) -> np.ndarray:
     numpy_type = np.dtype(dtype.lower()) if dtype != "BOOL" else np.dtype(bool)
-    if not np.issubdtype(numpy_type, np.integer) or np.issubdtype(array.dtype, np.integer):
-        return array.astype(numpy_type)
+    if not np.issubdtype(numpy_type, np.integer) or array.dtype == numpy_type:
+        return array.astype(numpy_type)  # integers of the file's own type: already quantized
     if quantization is None or not quantization.scale[0]:
         return array.astype(numpy_type)
     info = np.iinfo(numpy_type)
