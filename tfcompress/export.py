@@ -471,9 +471,15 @@ def _check_8_bit_activations(source: TraceableModel, mode: str) -> None:
 
 def _warn_if_float_ops_left(flatbuffer: bytes, name: str, synthetic: bool) -> None:
     """An integer file that still computes in float is not what the user asked for: say so."""
-    float_ops = ", ".join(sorted(set(inspect(flatbuffer).float_ops)))
+    report = inspect(flatbuffer)
+    float_ops = ", ".join(sorted(set(report.float_ops)))
     if not float_ops:
         return
+    float_outputs = [
+        name
+        for name, index in zip(report.output_names, report.outputs, strict=False)
+        if report.tensors[index].dtype.startswith("FLOAT")
+    ]
     if synthetic:
         why = (
             "It was calibrated on synthetic inputs because no representative_data was given; a "
@@ -485,6 +491,12 @@ def _warn_if_float_ops_left(flatbuffer: bytes, name: str, synthetic: bool) -> No
             "TFLite has no int8 kernel for some op here, or requantizes in float between two "
             "ranges. docs/reference/coverage.md lists the layers concerned and their alternatives "
             "(mode='float16' or 'dynamic' for an all-float file)."
+        )
+    if float_outputs:
+        why = (
+            f"Its output{'s' if len(float_outputs) > 1 else ''} {', '.join(float_outputs)} "
+            f"{'are' if len(float_outputs) > 1 else 'is'} float32, not int8: a runtime that "
+            f"expects an integer output will not take this file. {why}"
         )
     warnings.warn(
         f"The integer model of '{name}' still computes {float_ops} in float. {why}", stacklevel=3

@@ -245,3 +245,11 @@ def test_only_inputs_that_feed_nothing_but_embeddings_are_traced_as_int32():
     # read by a Dense too: the values are not only ids, so the input stays float
     mixed = keras.Model(ids, [keras.layers.Embedding(9, 2)(ids), keras.layers.Dense(2)(ids)])
     assert dtypes(mixed) == [tf.float32]
+
+
+def test_the_float_ops_warning_says_when_an_output_is_float(trained_digits_cnn):
+    from tfcompress.export import _warn_if_float_ops_left
+
+    float_file = tfc.convert(trained_digits_cnn, "float32")  # every op and output float
+    with pytest.warns(UserWarning, match=r"output .* is float32, not int8"):
+        _warn_if_float_ops_left(float_file, "digits_cnn", synthetic=False)

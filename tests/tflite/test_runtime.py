@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
@@ -167,3 +168,34 @@ def test_a_stateful_lstm_file_starts_every_batch_from_zero_state():
 
     np.testing.assert_allclose(got, model.predict(x, batch_size=1, verbose=0), atol=1e-5)
     np.testing.assert_array_equal(run_tflite(flatbuffer, x[::-1]), got[::-1])
+
+
+def _regressor() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(8, activation="relu")(inputs)
+    return keras.Model(inputs, keras.layers.Dense(1)(hidden))
+
+
+def test_a_regression_is_scored_by_its_error_never_a_silent_accuracy(rng):
+    model = _regressor()
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = model.predict(x, verbose=0)[:, 0] + 0.1
+    flatbuffer = tfc.convert(model, "float32")
+    assert tfc.evaluate_tflite(flatbuffer, x, y) == pytest.approx(0.1, abs=1e-4)  # MAE
+    with pytest.raises(ValueError, match="needs class labels.*metric='mae'"):
+        tfc.evaluate_tflite(flatbuffer, x, y, metric="accuracy")
+
+
+def test_uint8_images_run_as_model_predict_takes_them(rng):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
+    images = rng.integers(0, 256, (16, 8, 8, 1)).astype("uint8")
+    flatbuffer = tfc.convert(model, "int8", images)
+    as_floats = run_tflite(flatbuffer, images.astype("float32"))
+    np.testing.assert_array_equal(run_tflite(flatbuffer, images), as_floats)
+    labels = model.predict(images, verbose=0).argmax(-1)
+    assert tfc.evaluate_tflite(flatbuffer, images, labels) >= 0.9

@@ -177,8 +177,14 @@ def _invoke(
 
 
 def _quantize(array: np.ndarray, detail: dict) -> np.ndarray:
+    """Inputs as `model.predict` takes them, in the file's input type.
+
+    Real values (floats, or integers of another type than the file's, such as uint8 images
+    for an int8 file) are quantized with the input's scale; integers of the file's own type
+    are taken as already quantized.
+    """
     dtype = detail["dtype"]
-    if not np.issubdtype(dtype, np.integer) or np.issubdtype(array.dtype, np.integer):
+    if not np.issubdtype(dtype, np.integer) or array.dtype == dtype:
         return array.astype(dtype)
     scale, zero_point = detail["quantization"]
     if scale == 0:
@@ -198,7 +204,7 @@ def evaluate_tflite(
     source: TFLiteSource,
     x: np.ndarray | list[np.ndarray],
     y: np.ndarray,
-    metric: str = "accuracy",
+    metric: str | None = None,
     batch_size: int = 256,
     threads: int = 1,
     builtin_only: bool = False,
@@ -210,8 +216,11 @@ def evaluate_tflite(
     Args:
         source: a `.tflite` path or bytes.
         x: float inputs, as you would pass to `model.predict`.
-        y: integer class labels for "accuracy" (top-1 of the outputs), or targets for "mae"/"mse".
-        metric: "accuracy", "mae" or "mse".
+        y: integer class labels for "accuracy" (top-1 of the outputs, per pixel for a dense
+            map), or targets for "mae"/"mse".
+        metric: "accuracy", "mae" or "mse"; by default "accuracy" when `y` holds class labels
+            (whole numbers, one per sample or pixel, or one-hot rows) and "mae" otherwise
+            (regression targets).
         batch_size: samples per invocation when the model takes a dynamic batch.
         threads: interpreter threads.
         builtin_only: use the builtin kernels instead of the default XNNPACK delegate.
@@ -233,7 +242,7 @@ def evaluate_tflite(
         >>> 0.0 <= tfc.evaluate_tflite(flatbuffer, split.x_test, split.y_test) <= 1.0
         True
     """
-    if metric not in _METRICS:
+    if metric is not None and metric not in _METRICS:
         raise ValueError(f"Unknown metric {metric!r}; choose one of {', '.join(_METRICS)}.")
     report = inspect(source)
     position = _output_position(report.output_names, output, report.origin)
@@ -243,12 +252,34 @@ def evaluate_tflite(
     y = np.asarray(y)
     if len(y) != len(outputs):
         raise ValueError(f"x has {len(outputs)} samples but y has {len(y)}.")
+    labels_given = _holds_class_labels(outputs, y)
+    metric = metric or ("accuracy" if labels_given else "mae")
+    if metric == "accuracy" and not labels_given:
+        raise ValueError(
+            f"metric='accuracy' needs class labels, but y holds real values (shape "
+            f"{tuple(y.shape)}, dtype {y.dtype}) for outputs of shape {tuple(outputs.shape)}: "
+            "score a regression with metric='mae' or 'mse'."
+        )
     if metric == "accuracy":
         predicted = outputs.argmax(axis=-1) if outputs.shape[-1] > 1 else (outputs[..., 0] > 0.5)
         labels = y.argmax(axis=-1) if y.ndim == outputs.ndim and y.shape[-1] > 1 else y.reshape(-1)
         return float(np.mean(predicted.reshape(-1) == labels))
     error = outputs.reshape(len(y), -1) - y.reshape(len(y), -1)
     return float(np.mean(np.abs(error)) if metric == "mae" else np.mean(error**2))
+
+
+def _holds_class_labels(outputs: np.ndarray, y: np.ndarray) -> bool:
+    """Whether `y` is class labels for `outputs`: ids (one per sample or pixel) or one-hot rows."""
+    whole = np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)
+    if not whole and np.issubdtype(y.dtype, np.floating):
+        whole = bool(np.all(np.mod(y, 1) == 0))
+    if not whole:
+        return False
+    if outputs.shape[-1] > 1:  # scores per class: ids of one fewer axis, or one-hot rows
+        ids = y.size * outputs.shape[-1] == outputs.size
+        one_hot = y.shape == outputs.shape and bool(np.all((y == 0) | (y == 1)))
+        return ids or one_hot
+    return bool(np.all((y == 0) | (y == 1)))  # one sigmoid output: binary labels
 
 
 def _output_position(names: list[str], output: int | str | None, origin: str) -> int:
