@@ -198,11 +198,12 @@ def model_header(info: TFLiteReport, report: MicroReport, name: str) -> str:
         f"extern const unsigned char {name}[];",
         f"extern const unsigned int {name}_len;",
         "",
-        f"// Tensor arena: {measured} bytes measured (the smallest arena with which TFLM's",
+        f"// Tensor arena: {measured} bytes measured (the smallest arena with which TFLM's Python",
         "// interpreter allocated and invoked this file on the host; "
-        f"{measured - 1} bytes failed),",
-        f"// plus a {report.arena_margin:.0%} margin for optimized kernels' scratch buffers, "
-        "rounded up to 16.",
+        f"{measured - 1} bytes failed; the plain",
+        "// allocator of firmware needs a little less), plus a "
+        f"{report.arena_margin:.0%} margin for optimized kernels'",
+        "// scratch buffers, rounded up to 16.",
         f"// Declare it as: alignas(16) static unsigned char tensor_arena[{name}_arena_size];",
         f"constexpr unsigned int {name}_arena_size = {report.recommended_arena_bytes};",
         f"constexpr unsigned int {name}_arena_measured = {measured};",

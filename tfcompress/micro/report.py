@@ -210,16 +210,17 @@ def check(
     that makes TFLM crash ends in a report that says so, never in the end of your process.
 
     The arena is measured, not estimated. TFLM's Python interpreter takes an arena size, and
-    what its `RecordingMicroAllocator` reports after allocation leaves out the memory planner's
-    scratch, needed only while planning (3,792 bytes reported where 4,160 are needed, for the
-    int8 digits CNN of width 4). So `check` bisects: each probe loads the file on a fresh
-    interpreter with a given arena and invokes it; `arena_bytes` is an arena seen to work, and
-    one byte less was seen to fail. The figure is that of TFLM's reference kernels on this
-    64-bit host, where TFLM's own structures hold 8-byte pointers and the Python interpreter's
-    recording allocator sits in the arena too: a 32-bit microcontroller with the reference
-    kernels normally needs a little less. Optimized kernels (CMSIS-NN, ESP-NN) may ask for
-    scratch buffers the reference kernels do not: `recommended_arena_bytes` adds `arena_margin`
-    for that.
+    what its `RecordingMicroAllocator` reports after allocation can leave out the memory
+    planner's scratch, needed only while planning (3,792 bytes reported where 4,160 are needed,
+    for the int8 digits CNN of width 4). So `check` bisects: each probe loads the file on a
+    fresh interpreter with a given arena and invokes it; `arena_bytes` is an arena seen to
+    work, and one byte less was seen to fail. It is exact for TFLM's Python interpreter on this
+    64-bit host, whose recording allocator keeps its records in the arena: TFLM built from
+    source with the plain allocator firmware uses needed 312 bytes less for both digits CNNs,
+    and a 32-bit microcontroller stores TFLM's structures in fewer bytes still, so it is an
+    upper bound for the reference kernels. Optimized kernels (CMSIS-NN, ESP-NN) may ask for
+    scratch buffers the reference kernels do not: `recommended_arena_bytes` adds
+    `arena_margin` for that.
 
     Args:
         model_file: a `.tflite` path or the bytes `tfcompress.convert` returns.
