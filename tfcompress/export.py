@@ -26,6 +26,7 @@ from tfcompress.quantization.strip import (
     activation_bits,
     is_quantization_aware,
     strip_quantization,
+    untrained_ranges,
 )
 from tfcompress.recovery.steps import prepare_for_convert
 from tfcompress.tflite.convert import (
@@ -307,6 +308,7 @@ def integer_ready(
         source = _without_fake_quant(source, representative_data, input_signature)
     elif mode in ("int8", "edgetpu"):
         _check_8_bit_activations(source, mode)
+        _check_trained_ranges(source, representative_data)
     if mode in CALIBRATED_MODES and input_signature is None:  # token ids stay whole numbers
         source = with_token_ids_as_int32(source)
     # layers whose ops have no int8 kernel (fused RNN, NEG, SQUARE, ELU) -> int8-friendly ones;
@@ -457,6 +459,32 @@ def _refuse_masks_in_int16x8(source: TraceableModel) -> None:
                 "has no 16-bit DIV kernel. Convert with mode='int8' (full integer, masks "
                 "included) or 'float16'/'dynamic', or pool without a mask."
             )
+
+
+def _check_trained_ranges(source: TraceableModel, representative_data: Any) -> None:
+    """A QAT model converts with the ranges it trained; ranges it never trained would be wrong."""
+    if not compat.is_keras3_model(source.owner) or not is_quantization_aware(source.owner):
+        return
+    untrained = untrained_ranges(source.owner)
+    if not untrained:
+        return
+    named = ", ".join(untrained[:5]) + (
+        f" and {len(untrained) - 5} more" if len(untrained) > 5 else ""
+    )
+    if representative_data is None:
+        raise ConversionError(
+            f"'{source.name}' is quantization-aware but the activation ranges of {named} never saw "
+            "a training batch: they are still the initial (-6, 6), so the int8 file would clip "
+            "and round with ranges that fit nothing. Fine-tune it with fit first "
+            "(quantization-aware training learns the ranges), or convert the float model with "
+            "representative_data=x[:200]."
+        )
+    warnings.warn(
+        f"'{source.name}' is quantization-aware but the activation ranges of {named} never saw a "
+        "training batch: the file uses their initial range (-6, 6). Fine-tune it with fit first, "
+        "or convert the float model with representative_data.",
+        stacklevel=4,
+    )
 
 
 def _check_8_bit_activations(source: TraceableModel, mode: str) -> None:

@@ -49,3 +49,18 @@ def test_fake_quant_model_converts_to_int8_without_calibration_data(digits):
 def test_float_model_in_int8_mode_without_data_says_what_to_pass(trained_digits_cnn):
     with pytest.raises(tfc.ConversionError, match="representative_data"):
         tfc.convert(trained_digits_cnn, "int8")
+
+
+def test_a_never_trained_qat_model_is_refused_without_data_and_warned_with_it(digits):
+    from tfcompress.models import build_digits_cnn
+
+    keras.utils.set_random_seed(0)
+    qat = tfc.quantize_model(build_digits_cnn(width=4))
+    with pytest.raises(tfc.ConversionError, match=r"never saw a training batch.*fit first"):
+        tfc.convert(qat, "int8")
+    with pytest.warns(UserWarning, match="initial range"):
+        tfc.convert(qat, "int8", digits.x_train[:32])
+    # one batch of training gives every range a value: the file converts as the README shows
+    qat.compile("adam", "sparse_categorical_crossentropy")
+    qat.fit(digits.x_train[:64], digits.y_train[:64], batch_size=64, epochs=1, verbose=0)
+    assert tfc.inspect(tfc.convert(qat, "int8")).float_ops == []

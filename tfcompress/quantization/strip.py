@@ -26,6 +26,26 @@ def is_quantization_aware(model: Any) -> bool:
     )
 
 
+def untrained_ranges(model: Any) -> list[str]:
+    """The layers of a quantization-aware `model` whose activation ranges never saw a batch.
+
+    Their ranges are still the initial ones (-6, 6): the int8 file would use them as they are.
+
+    Example:
+        >>> from tfcompress.models import build_digits_cnn
+        >>> from tfcompress.quantization import quantize_model
+        >>> untrained_ranges(quantize_model(build_digits_cnn(width=4)))[:2]
+        ['image_quant', 'relu1_quant']
+    """
+    layers = []
+    for variable in model.non_trainable_weights:
+        if variable.path.endswith("seen") and float(keras.ops.convert_to_numpy(variable)) <= 0:
+            layer = variable.path.split("/")[0]
+            if layer not in layers:
+                layers.append(layer)
+    return layers
+
+
 def _quantized_integer_friendly(layer: Any) -> bool:
     """An unrolled recurrence or an integer mask layer built quantization-aware."""
 
