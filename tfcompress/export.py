@@ -20,6 +20,8 @@ import tensorflow as tf
 
 from tfcompress.core import catalog, compat
 from tfcompress.core.wrappers import strip_training_layers, training_layers, walk_layers
+from tfcompress.micro.report import check as micro_check
+from tfcompress.micro.rewrite import micro_friendly
 from tfcompress.quantization.integer_friendly import integer_friendly_source
 from tfcompress.quantization.masking import IntegerGlobalAveragePooling1D
 from tfcompress.quantization.strip import (
@@ -77,6 +79,7 @@ def convert(
     int4_weights: bool = False,
     keep_float: Sequence[str] | None = None,
     optimize: Sequence[Any] | None = None,
+    target: str = "phone",
 ) -> bytes:
     """Convert a model to a TFLite flatbuffer and return its bytes.
 
@@ -122,6 +125,13 @@ def convert(
             `(name, options)`, e.g. `("equalize", {"relu6": "replace"})`. AdaRound and bias
             correction use `representative_data` and the weight grid of `per_channel`; with
             `int4_weights=True` AdaRound rounds to 4 bits and the file stores INT4.
+        target: where the file runs. `"phone"` (LiteRT: phones, desktops, Linux boards), or
+            `"micro"` (TensorFlow Lite Micro on a microcontroller): a static batch-1 file in
+            mode `"int8"`, `"int16x8"` or `"float32"`, with layers TFLM lacks ops for rewritten
+            where an equivalent exists (`UpSampling2D` as nearest `Resizing`), checked on TFLM's
+            interpreter before it is returned (`tfcompress.micro.check`; needs
+            `pip install 'tfcompress[micro]'`). A file TFLM cannot run is refused, naming the op,
+            the layer and the fix.
 
     In the calibrated modes, where TF's converter requantizes an integer tensor through float
     (`DEQUANTIZE -> QUANTIZE`, e.g. on the input of a QAT model whose first layer is a
@@ -156,6 +166,7 @@ def convert(
     """
     if mode not in MODES:
         raise ConversionError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
+    _check_target(target, mode)
     if timeout is not None and not timeout > 0:
         raise ConversionError(
             f"timeout must be a positive number of seconds or None, got {timeout!r}."
@@ -182,6 +193,8 @@ def convert(
     _refuse_layers_tflite_lacks(source)
     source = strip_training_layers_of(source, input_signature)
     source = integer_ready(source, mode, representative_data, input_signature)
+    if target == "micro":
+        source = micro_ready(source)
     converter = plain_converter(
         source,
         mode,
@@ -205,7 +218,7 @@ def convert(
             timeout=timeout,
             legacy=compat.is_tf_keras(source.owner),
         )
-    return byte_passes(
+    flatbuffer = byte_passes(
         flatbuffer,
         source.name,
         mode,
@@ -213,6 +226,57 @@ def convert(
         synthetic=representative_data is None,
         four_bit=four_bit,
         int4_weights=int4_weights,
+    )
+    if target == "micro":
+        _check_on_micro(flatbuffer, source.name, mode)
+    return flatbuffer
+
+
+TARGETS = ("phone", "micro")
+MICRO_MODES = ("int8", "int16x8", "float32")
+
+
+def _check_target(target: str, mode: str) -> None:
+    if target not in TARGETS:
+        raise ConversionError(f"Unknown target {target!r}; choose one of {', '.join(TARGETS)}.")
+    if target == "micro" and mode not in MICRO_MODES:
+        raise ConversionError(
+            f"target='micro' takes mode 'int8', 'int16x8' or 'float32', not {mode!r}: TFLM's "
+            "kernels take integer or float32 tensors, not the float16 weights or the "
+            "dynamic-range kernels of those modes."
+        )
+
+
+def micro_ready(source: TraceableModel) -> TraceableModel:
+    """Stage for `target="micro"`: layers TFLM lacks ops for rewritten, and a static batch of 1.
+
+    A dynamic batch makes the converter compute shapes at run time (SHAPE, REDUCE_PROD, ...),
+    which TFLM does not run; firmware invokes one sample at a time.
+    """
+    if compat.is_keras3_model(source.owner):
+        rewritten = micro_friendly(source.owner)
+        if rewritten is not source.owner:  # same inputs, as the earlier stages traced them
+            fresh = load_source(rewritten, source.input_specs)
+            source = TraceableModel(source.name, fresh.fn, source.input_specs, fresh.owner)
+    return source.with_batch_size(1)
+
+
+def _check_on_micro(flatbuffer: bytes, name: str, mode: str) -> None:
+    """The file must run on TFLM's interpreter: otherwise say which op, which layer, what to do."""
+    report = micro_check(flatbuffer)
+    if report.runs:
+        return
+    failing = report.failing_op
+    where = (
+        f"op {failing.name} (layer '{failing.layer}')"
+        if failing and failing.layer
+        else f"op {failing.name}"
+        if failing
+        else "the file"
+    )
+    advice = failing.advice if failing else report.error
+    raise ConversionError(
+        f"The {mode} file of '{name}' does not run on TensorFlow Lite Micro: {where}. {advice}"
     )
 
 
@@ -527,5 +591,5 @@ def _warn_if_float_ops_left(flatbuffer: bytes, name: str, synthetic: bool) -> No
             f"expects an integer output will not take this file. {why}"
         )
     warnings.warn(
-        f"The integer model of '{name}' still computes {float_ops} in float. {why}", stacklevel=3
+        f"The integer model of '{name}' still computes {float_ops} in float. {why}", stacklevel=4
     )

@@ -253,3 +253,14 @@ def test_the_float_ops_warning_says_when_an_output_is_float(trained_digits_cnn):
     float_file = tfc.convert(trained_digits_cnn, "float32")  # every op and output float
     with pytest.warns(UserWarning, match=r"output .* is float32, not int8"):
         _warn_if_float_ops_left(float_file, "digits_cnn", synthetic=False)
+
+
+def test_the_float_ops_warning_points_at_the_callers_line():
+    import keras
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.ops.sin(keras.layers.Dense(4)(inputs)))
+    data = np.random.default_rng(0).random((16, 4), dtype=np.float32)
+    with pytest.warns(UserWarning, match="still computes") as caught:
+        tfc.convert(model, "int8", data)
+    assert caught[0].filename == __file__

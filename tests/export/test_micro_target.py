@@ -1,0 +1,77 @@
+"""convert(..., target="micro"): a static batch-1 file TFLM runs, or a refusal naming the layer."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import tfcompress as tfc
+from tfcompress.tflite.runtime import run_tflite
+
+pytest.importorskip("tflite_micro")
+
+
+def _ops(flatbuffer: bytes) -> set[str]:
+    return {op.name for graph in tfc.inspect(flatbuffer).subgraphs for op in graph.ops}
+
+
+def _upsampling_model() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4, 4, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.UpSampling2D(2, name="up")(x)
+    return keras.Model(inputs, keras.layers.Conv2D(1, 1, name="head")(x))
+
+
+def test_upsampling_becomes_nearest_resizing_and_the_file_runs_on_tflm(rng):
+    model = _upsampling_model()
+    data = rng.random((16, 4, 4, 1), dtype=np.float32)
+    phone = tfc.convert(model, "int8", data)
+    assert "TILE" in _ops(phone) and not tfc.micro.check(phone).runs
+    micro = tfc.convert(model, "int8", data, target="micro")
+    assert "TILE" not in _ops(micro) and "RESIZE_NEAREST_NEIGHBOR" in _ops(micro)
+    assert tfc.inspect(micro).tensors[tfc.inspect(micro).inputs[0]].shape[0] == 1  # static batch
+    report = tfc.micro.check(micro, data)
+    assert report.runs and all(o.max_difference <= 1 for o in report.outputs)
+    # the same integer model: the rewrite computes exactly what UpSampling2D computes
+    one_by_one = np.concatenate([run_tflite(micro, sample[None]) for sample in data])
+    np.testing.assert_array_equal(one_by_one, run_tflite(phone, data))
+
+
+def test_dense_on_sequences_drops_the_dynamic_batch_arithmetic(rng):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8))
+    x = keras.layers.Dense(6, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
+    data = rng.random((16, 8, 8), dtype=np.float32)
+    assert not tfc.micro.check(tfc.convert(model, "int8", data)).runs  # REDUCE_PROD
+    micro = tfc.convert(model, "int8", data, target="micro")
+    assert "REDUCE_PROD" not in _ops(micro) and tfc.micro.check(micro).runs
+
+
+def test_a_layer_tflm_cannot_run_is_refused_with_the_op_layer_and_fix(rng):
+    inputs = keras.Input((4, 4, 4, 1))
+    model = keras.Model(
+        inputs, keras.layers.Flatten()(keras.layers.Conv3D(2, 1, name="c3")(inputs))
+    )
+    data = rng.random((8, 4, 4, 4, 1), dtype=np.float32)
+    with (
+        pytest.warns(UserWarning),
+        pytest.raises(
+            tfc.ConversionError,
+            match=r"does not run on TensorFlow Lite Micro: op CONV_3D \(layer 'c3'\).*Conv2D",
+        ),
+    ):
+        tfc.convert(model, "int8", data, target="micro")
+
+
+@pytest.mark.parametrize("mode", ["float16", "dynamic", "edgetpu"])
+def test_micro_takes_int8_int16x8_and_float32_only(mode):
+    with pytest.raises(tfc.ConversionError, match="target='micro' takes mode 'int8', 'int16x8'"):
+        tfc.convert(_upsampling_model(), mode, target="micro")
+
+
+def test_an_unknown_target_lists_the_targets():
+    with pytest.raises(tfc.ConversionError, match="choose one of phone, micro"):
+        tfc.convert(_upsampling_model(), "float32", target="mcu")
