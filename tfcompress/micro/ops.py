@@ -135,9 +135,8 @@ CUSTOM_RESOLVER_METHODS: dict[str, str] = {
 }
 
 _STATIC_BATCH = (
-    "convert with a static batch of 1, which folds the shape arithmetic away: "
-    "tfc.convert(model, 'int8', data, input_signature=[tf.TensorSpec([1, *input_shape], "
-    "tf.float32)]), or build the model on keras.Input(shape, batch_size=1)"
+    "convert for the microcontroller, which writes a static batch of 1 and folds the shape "
+    "arithmetic away: tfc.convert(model, 'int8', data, target='micro')"
 )
 _FEATURES_OUTSIDE = (
     "compute the spectrogram (or other signal features) outside the model, in the firmware's "
@@ -150,8 +149,9 @@ KNOWN_GAPS: dict[str, tuple[str, str]] = {
     "TILE": (
         "UpSampling1D/2D/3D, RepeatVector, GroupQueryAttention (it repeats key/value heads) and "
         "keras.ops.repeat/tile; a static batch keeps it",
-        'for UpSampling2D use keras.layers.Resizing(height, width, interpolation="nearest"), '
-        "which converts to RESIZE_NEAREST_NEIGHBOR (a TFLM kernel); for RepeatVector or a "
+        "for UpSampling2D convert with target='micro', which rewrites it as "
+        'keras.layers.Resizing(height, width, interpolation="nearest") (RESIZE_NEAREST_NEIGHBOR, '
+        "a TFLM kernel); for RepeatVector or a "
         "repeat, concatenate the copies (CONCATENATION) or repeat outside the model",
     ),
     "REDUCE_PROD": (

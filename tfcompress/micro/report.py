@@ -211,14 +211,11 @@ def check(
 
     The arena is measured, not estimated. TFLM's Python interpreter takes an arena size, and
     what its `RecordingMicroAllocator` reports after allocation can leave out the memory
-    planner's scratch, needed only while planning (3,792 bytes reported where 4,160 are needed,
-    for the int8 digits CNN of width 4). So `check` bisects: each probe loads the file on a
-    fresh interpreter with a given arena and invokes it; `arena_bytes` is an arena seen to
-    work, and one byte less was seen to fail. It is exact for TFLM's Python interpreter on this
-    64-bit host, whose recording allocator keeps its records in the arena: TFLM built from
-    source with the plain allocator firmware uses needed 312 bytes less for both digits CNNs,
-    and a 32-bit microcontroller stores TFLM's structures in fewer bytes still, so it is an
-    upper bound for the reference kernels. Optimized kernels (CMSIS-NN, ESP-NN) may ask for
+    planner's scratch. So `check` bisects: each probe loads the file on a fresh interpreter
+    with a given arena and invokes it; `arena_bytes` is an arena seen to work, and one byte
+    less was seen to fail. It is exact for TFLM's Python interpreter on this 64-bit host and an
+    upper bound for firmware with the reference kernels
+    (docs/dev/decisions/2026-12-06-tflm-arena.md). Optimized kernels (CMSIS-NN, ESP-NN) may ask for
     scratch buffers the reference kernels do not: `recommended_arena_bytes` adds
     `arena_margin` for that.
 
