@@ -537,16 +537,16 @@ def _check_trained_ranges(source: TraceableModel, representative_data: Any) -> N
     )
     if representative_data is None:
         raise ConversionError(
-            f"'{source.name}' is quantization-aware but the activation ranges of {named} never saw "
-            "a training batch: they are still the initial (-6, 6), so the int8 file would clip "
-            "and round with ranges that fit nothing. Fine-tune it with fit first "
-            "(quantization-aware training learns the ranges), or convert the float model with "
+            f"'{source.name}' is quantization-aware but was never trained: the activation "
+            f"ranges of {named} are still the initial (-6, 6), so the int8 file would clip and "
+            "round with ranges that fit nothing. Fine-tune it with fit first (quantization-aware "
+            "training learns the ranges), or convert the float model with "
             "representative_data=x[:200]."
         )
     warnings.warn(
-        f"'{source.name}' is quantization-aware but the activation ranges of {named} never saw a "
-        "training batch: the file uses their initial range (-6, 6). Fine-tune it with fit first, "
-        "or convert the float model with representative_data.",
+        f"'{source.name}' is quantization-aware but was never trained: the file uses the initial "
+        f"range (-6, 6) for {named}. Fine-tune it with fit first, or convert the float model "
+        "with representative_data.",
         stacklevel=4,
     )
 

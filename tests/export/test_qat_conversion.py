@@ -56,7 +56,7 @@ def test_a_never_trained_qat_model_is_refused_without_data_and_warned_with_it(di
 
     keras.utils.set_random_seed(0)
     qat = tfc.quantize_model(build_digits_cnn(width=4))
-    with pytest.raises(tfc.ConversionError, match=r"never saw a training batch.*fit first"):
+    with pytest.raises(tfc.ConversionError, match=r"was never trained.*fit first"):
         tfc.convert(qat, "int8")
     with pytest.warns(UserWarning, match="initial range"):
         tfc.convert(qat, "int8", digits.x_train[:32])

@@ -27,9 +27,11 @@ def is_quantization_aware(model: Any) -> bool:
 
 
 def untrained_ranges(model: Any) -> list[str]:
-    """The layers of a quantization-aware `model` whose activation ranges never saw a batch.
+    """The layers holding activation ranges of a quantization-aware `model` never trained at all.
 
-    Their ranges are still the initial ones (-6, 6): the int8 file would use them as they are.
+    Empty once any range has seen a training batch (ranges a model never uses stay unseen,
+    whatever its training: an unrolled recurrence's unused gates, say). A model that was never
+    fitted still has the initial (-6, 6) everywhere: its int8 file would use them as they are.
 
     Example:
         >>> from tfcompress.models import build_digits_cnn
@@ -37,13 +39,10 @@ def untrained_ranges(model: Any) -> list[str]:
         >>> untrained_ranges(quantize_model(build_digits_cnn(width=4)))[:2]
         ['image_quant', 'relu1_quant']
     """
-    layers = []
-    for variable in model.non_trainable_weights:
-        if variable.path.endswith("seen") and float(keras.ops.convert_to_numpy(variable)) <= 0:
-            layer = variable.path.split("/")[0]
-            if layer not in layers:
-                layers.append(layer)
-    return layers
+    seen = [v for v in model.non_trainable_weights if v.path.endswith("seen")]
+    if not seen or any(float(keras.ops.convert_to_numpy(v)) > 0 for v in seen):
+        return []
+    return list(dict.fromkeys(variable.path.split("/")[0] for variable in seen))
 
 
 def _quantized_integer_friendly(layer: Any) -> bool:
