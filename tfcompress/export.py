@@ -38,7 +38,7 @@ from tfcompress.tflite.convert import (
     run_converter,
 )
 from tfcompress.tflite.errors import ConversionError
-from tfcompress.tflite.flatbuffer import inspect, read_model, share_vectors
+from tfcompress.tflite.flatbuffer import inspect, name_outputs, read_model, share_vectors
 from tfcompress.tflite.four_bit import four_bit_levels
 from tfcompress.tflite.int4 import pack_int4
 from tfcompress.tflite.isolation import DEFAULT_TIMEOUT_S
@@ -222,6 +222,7 @@ def convert(
         flatbuffer,
         source.name,
         mode,
+        output_names=named_outputs(source.owner),
         warn_float_ops=not keep_float,
         synthetic=representative_data is None,
         four_bit=four_bit,
@@ -390,6 +391,7 @@ def byte_passes(
     name: str,
     mode: str,
     *,
+    output_names: list[str] | None = None,
     warn_float_ops: bool = True,
     synthetic: bool = False,
     four_bit: bool = False,
@@ -403,6 +405,8 @@ def byte_passes(
     """
     if mode in CALIBRATED_MODES:  # the converter's float requantize pairs become integer ops
         flatbuffer, _ = fold_float_requantize(flatbuffer)
+    if output_names:  # the Keras model's output names, not the converter's Identity_N
+        flatbuffer = name_outputs(flatbuffer, output_names)
     if mode != "edgetpu":  # the Edge TPU compiler gets the converter's own layout
         flatbuffer = share_vectors(flatbuffer)
     read_model(flatbuffer, origin=f"the converted '{name}'")  # never hand back a broken file
@@ -413,6 +417,22 @@ def byte_passes(
     if int4_weights:
         flatbuffer = pack_int4(flatbuffer, require=True).flatbuffer
     return flatbuffer
+
+
+def named_outputs(model: Any) -> list[str] | None:
+    """The output names of a Keras model whose outputs are a dict, in the file's output order.
+
+    Example:
+        >>> import keras
+        >>> inputs = keras.Input((2,))
+        >>> dense = keras.layers.Dense(1)
+        >>> named_outputs(keras.Model(inputs, {"b": dense(inputs), "a": inputs}))
+        ['a', 'b']
+    """
+    if not compat.is_keras3_model(model) or not isinstance(getattr(model, "output", None), dict):
+        return None
+    paths = [path for path, _ in keras.tree.flatten_with_path(model.output)]
+    return ["/".join(str(part) for part in path) for path in paths]
 
 
 def strip_training_layers_of(

@@ -283,7 +283,8 @@ def _quantize(
     ]
     outputs = rewriter.run(graph, [_Value(t, name=t.name) for t in inputs])
     outputs = [rewriter.output(v) for v in outputs]
-    structure = outputs[0] if len(outputs) == 1 else outputs
+    # the model's own output structure: a dict of outputs keeps its keys
+    structure = keras.tree.pack_sequence_as(graph.output, outputs)
     entry = inputs[0] if len(inputs) == 1 else inputs
     quantized = keras.Model(entry, structure, name=f"{model.name}_qat")
     if freeze_kernels:  # cluster-preserving QAT: the shared values must stay shared

@@ -1,7 +1,7 @@
 """PTQ accuracy recovery without retraining: steps that return an equivalent float model whose
 weights quantize better.
 
-- `fold_batch_norms`: BatchNormalization folded into the kernel before it (`tfcompress.graph`).
+- `fold_batch_norms`: BatchNormalization folded into the kernel before it (`tfcompress.core.batchnorm`).
 - `equalize`: cross-layer equalization and high-bias absorption (Nagel et al. 2019).
 - `bias_correction`: empirical correction of the output mean shift of quantized weights.
 - `adaround`: learned rounding of each layer's weights, 8 or 4 bits (Nagel et al. 2020).

@@ -659,3 +659,34 @@ def _options_dict(options: Any) -> dict:
         elif isinstance(value, list | np.ndarray):
             result[key] = [int(v) for v in value]
     return result
+
+
+def name_outputs(flatbuffer: bytes, names: list[str]) -> bytes:
+    """`flatbuffer` with its model outputs named `names` (in the file's output order).
+
+    The converter names the outputs of a traced function `Identity`, `Identity_1`, ...; a Keras
+    model with named outputs (a dict) keeps its names in the file this way, in the output
+    tensors and in every signature's output keys, so `evaluate_tflite(output="name")` and a
+    runtime's signature runner find them.
+
+    Example:
+        >>> import keras, numpy as np, tfcompress as tfc
+        >>> inputs = keras.Input((4,))
+        >>> model = keras.Model(inputs, {"score": keras.layers.Dense(1)(inputs)})
+        >>> tfc.inspect(name_outputs(tfc.convert(model), ["score"])).output_names
+        ['score']
+    """
+    schema = compat.tflite_schema()
+    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    main = model.subgraphs[0]
+    if len(names) != len(main.outputs):
+        raise ValueError(f"{len(names)} names for {len(main.outputs)} outputs of the file.")
+    for index, name in zip(main.outputs, names, strict=True):
+        main.tensors[index].name = name.encode()
+    for signature in model.signatureDefs or []:
+        if signature.subgraphIndex != 0:
+            continue
+        for entry in signature.outputs or []:
+            if entry.tensorIndex in main.outputs:
+                entry.name = names[list(main.outputs).index(entry.tensorIndex)].encode()
+    return pack(model, len(flatbuffer))
