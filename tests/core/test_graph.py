@@ -68,3 +68,34 @@ def test_tensor_readers_list_every_call_and_mark_the_outputs():
     assert sorted(layer.name for layer, _ in readers[id(stem_out)]) == ["right", "shared"]
     assert readers[id(model.outputs[0])] == [(None, None)]
     assert readers[id(object())] == []
+
+
+class TokenAndPositionEmbedding(keras.layers.Layer):
+    """keras.io's text-classification layer: sublayers made in __init__, built on first call."""
+
+    def __init__(self, maxlen: int, vocab_size: int, embed_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.token_emb = keras.layers.Embedding(input_dim=vocab_size, output_dim=embed_dim)
+        self.pos_emb = keras.layers.Embedding(input_dim=maxlen, output_dim=embed_dim)
+        self.maxlen, self.vocab_size, self.embed_dim = maxlen, vocab_size, embed_dim
+
+    def call(self, x):
+        positions = keras.ops.arange(start=0, stop=keras.ops.shape(x)[-1], step=1)
+        return self.token_emb(x) + self.pos_emb(positions)
+
+    def get_config(self):
+        config = {"maxlen": self.maxlen, "vocab_size": self.vocab_size, "embed_dim": self.embed_dim}
+        return {**super().get_config(), **config}
+
+
+def test_rebuild_copies_lambdas_and_layers_that_build_on_first_call():
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((8,), dtype="int32")
+    x = TokenAndPositionEmbedding(8, 20, 4, name="embed")(tokens)
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="double")(x)
+    model = keras.Model(tokens, keras.layers.GlobalAveragePooling1D()(x))
+    copy = graph.rebuild(model, lambda layer: None)  # every layer copied, none replaced
+    ids = np.arange(16).reshape(2, 8) % 20
+    np.testing.assert_array_equal(copy.predict(ids, verbose=0), model.predict(ids, verbose=0))
+    assert copy.get_layer("embed") is not model.get_layer("embed")
+    assert graph.call_count(copy.get_layer("embed")) == 1  # building it added no call

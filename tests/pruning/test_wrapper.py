@@ -199,3 +199,23 @@ def test_keras_application_with_rescaling_and_ops_is_pruned_and_unchanged_before
     assert {"Conv2D", "DepthwiseConv2D"} <= wrapped
     x = np.random.default_rng(8).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(pruned.predict(x, verbose=0), model.predict(x, verbose=0), 1e-5)
+
+
+def test_custom_layers_with_weights_are_named_when_left_unpruned() -> None:
+    class Scale(keras.layers.Layer):
+        def build(self, shape):
+            self.w = self.add_weight(shape=(shape[-1], 4), name="w")
+
+        def call(self, x):
+            return x @ self.w
+
+    inputs = keras.Input((8,))
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="double")(Scale(name="scale")(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    with pytest.warns(
+        UserWarning, match=r"'scale' \(Scale\) hold weights that are not pruned.*PrunableLayer"
+    ):
+        pruned = tfc.prune_low_magnitude(model)
+    assert isinstance(pruned.get_layer("prune_low_magnitude_out"), tfc.pruning.PruneLowMagnitude)
+    clustered = tfc.cluster_weights(model, 4)  # a Lambda is copied, not deserialized
+    assert clustered.get_layer("double").function(np.float32(1.0)) == 2.0

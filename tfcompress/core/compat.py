@@ -177,3 +177,20 @@ def mlir_quantize(calibrated: bytes, **options: Any) -> bytes:
     from tensorflow.lite.python import convert as tf_convert
 
     return tf_convert.mlir_quantize(calibrated, **options)
+
+
+def copy_lambda(layer: Any) -> Any:
+    """A new `Lambda` layer calling the same Python function as `layer`, without serializing it.
+
+    Rebuilding a model from layer configs would deserialize a Lambda's function, which Keras's
+    safe mode refuses (rightly, for files); the function is already in memory here.
+    """
+    keras = _keras()
+    return keras.layers.Lambda(
+        layer.function,
+        output_shape=layer._output_shape,
+        mask=layer.mask,
+        arguments=dict(layer.arguments),
+        name=layer.name,
+        dtype=layer.dtype_policy,
+    )

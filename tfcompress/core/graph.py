@@ -13,6 +13,8 @@ from typing import Any
 
 import keras
 
+from tfcompress.core import compat
+
 # Kernel layouts, for code that scales or groups a kernel by output channel: depthwise kernels are
 # (..., in, multiplier) and transposed ones (..., out, in); every other kernel ends in `out`.
 DEPTHWISE = keras.layers.DepthwiseConv1D | keras.layers.DepthwiseConv2D
@@ -130,6 +132,8 @@ def fresh_copy(
     """A new layer of the same config (and class, or `as_class`), built, with the same weights."""
     if not isinstance(layer, keras.layers.Layer):
         return layer  # a stateless op used as a layer (`x + 1.0`): nothing to copy
+    if type(layer) is keras.layers.Lambda and as_class is None:
+        return compat.copy_lambda(layer)  # its function is in memory: nothing to deserialize
     copy = (as_class or layer.__class__).from_config(layer.get_config())
     if input_shape is not None:
         copy.build(input_shape)
@@ -143,8 +147,26 @@ def built_like(new: keras.layers.Layer, layer: keras.layers.Layer) -> keras.laye
     build_config = layer.get_build_config()
     if build_config is not None:
         new.build_from_config(build_config)
+        if len(new.weights) < len(layer.weights):
+            _build_sublayers(new, layer)
     new.set_weights(layer.get_weights())
     return new
+
+
+def _build_sublayers(new: keras.layers.Layer, layer: keras.layers.Layer) -> None:
+    """Run `new.call` symbolically on `layer`'s inputs, so sublayers made in `__init__` build.
+
+    A custom layer without a `build` of its own builds its sublayers on its first call (keras.io's
+    `TokenAndPositionEmbedding`); the symbolic run adds no node to `new`'s graph.
+    """
+    nodes = inbound_nodes(layer)
+    if len(nodes) != 1:
+        return
+    specs = keras.tree.map_structure(
+        lambda tensor: keras.KerasTensor(tensor.shape, dtype=tensor.dtype),
+        nodes[0].arguments.args,
+    )
+    new.compute_output_spec(*specs, **nodes[0].arguments.kwargs)
 
 
 def rebuild(

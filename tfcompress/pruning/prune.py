@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import keras
 import numpy as np
 
-from tfcompress.core import compat
+from tfcompress.core import catalog, compat
 from tfcompress.core.graph import check_model, fresh_copy, rebuild, selected_layers
 from tfcompress.io import model_from
 from tfcompress.layers import FusedBatchNormalization
@@ -172,12 +173,16 @@ def prune_low_magnitude(
     # validate the options once, before cloning anything
     PruneLowMagnitude(keras.layers.Dense(1), **{**options, "sparsity_n_m": sparsity_n_m})
 
+    left_dense: list[str] = []
+
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
         if isinstance(layer, PruneLowMagnitude):
             raise ValueError(f"Layer '{layer.name}' is already wrapped for pruning.")
         if _is_nested_model(layer) and names is None:  # allocated with the outer model below
             return prune_low_magnitude(layer, **options, allocation="uniform")
         chosen = names is None or layer.name in names
+        if names is None and prunable_attributes(layer) is None and _custom_kernels(layer):
+            left_dense.append(f"'{layer.name}' ({type(layer).__name__})")
         if not chosen or (names is None and prunable_attributes(layer) is None):
             if type(layer) is keras.layers.BatchNormalization:  # same math, faster step
                 return fresh_copy(layer, as_class=FusedBatchNormalization)
@@ -187,9 +192,26 @@ def prune_low_magnitude(
         return wrapper
 
     pruned = rebuild(model, replace)
+    if left_dense:
+        warnings.warn(
+            f"prune_low_magnitude: the custom layers {', '.join(left_dense)} hold weights that "
+            "are not pruned. To prune them, make each a tfcompress.pruning.PrunableLayer (its "
+            "get_prunable_weights() names the kernels); to silence this, pass layers=[...] with "
+            "the layers to prune.",
+            stacklevel=2,
+        )
     if allocation != "uniform" and sparsity_n_m is None:
         _allocate(pruned, schedule, allocation)
     return pruned
+
+
+def _custom_kernels(layer: keras.layers.Layer) -> bool:
+    """A layer the catalog does not know, holding kernel-like (2-D or larger) trainable weights."""
+    if not isinstance(layer, keras.layers.Layer) or isinstance(layer, keras.Model):
+        return False
+    if catalog.info(layer) is not None:
+        return False
+    return any(len(weight.shape) >= 2 for weight in layer.trainable_weights)
 
 
 def _final_sparsity(schedule: PruningSchedule | None, allocation: str) -> float:
