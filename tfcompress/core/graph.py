@@ -198,9 +198,16 @@ def rebuild(
 
 def clone_with_weights(model: keras.Model) -> keras.Model:
     """An independent copy of `model` with the same weight values (the original stays untouched)."""
-    copy = keras.models.clone_model(model)
+    copy = keras.models.clone_model(model, clone_function=_config_copy)
     copy.set_weights(model.get_weights())
     return copy
+
+
+def _config_copy(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """What `clone_model` does by default, but a Lambda keeps its function (no deserializing)."""
+    if type(layer) is keras.layers.Lambda:
+        return compat.copy_lambda(layer)
+    return layer.__class__.from_config(layer.get_config())
 
 
 def selected_layers(model: keras.Model, layers: Any, what: str) -> set[str] | None:

@@ -16,6 +16,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace files already in the output folder"
     )
+    parser.add_argument(
+        "--unsafe", action="store_true", help="load Lambda layers (turns off Keras safe mode)"
+    )
+    parser.add_argument(
+        "--custom-objects",
+        metavar="MODULE",
+        help="a Python module defining the model's custom layers (imported; on PYTHONPATH)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

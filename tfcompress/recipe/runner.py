@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shutil
 import sys
@@ -79,6 +80,8 @@ def compress(
     *,
     overwrite: bool = False,
     log: Log | None = print,
+    safe_mode: bool = True,
+    custom_objects: dict | None = None,
 ) -> CompressResult:
     """Apply a recipe (prune / cluster / distill / qat steps, then convert) and write a report.
 
@@ -95,6 +98,8 @@ def compress(
             embedded) and `recipe.yaml` (the exact recipe used, every default filled in).
         overwrite: replace a non-empty `output_dir`; without it, a non-empty folder is an error.
         log: called with one line per progress message; `None` is silent.
+        safe_mode: load a `.keras` file with Keras's safe mode (refuses Lambda layers' code).
+        custom_objects: classes the `.keras` file needs (custom layers), by name.
 
     Returns:
         A `CompressResult` with the file's path and the measured figures.
@@ -102,6 +107,8 @@ def compress(
     Raises:
         RecipeError: the recipe is invalid (the message names the line and what is allowed).
         FileExistsError: `output_dir` is not empty and `overwrite` is False.
+        ValueError: the model is not what the recipe trains (one output of class scores with
+            integer labels); the message says what to use instead.
 
     Example:
         >>> import tempfile
@@ -117,7 +124,8 @@ def compress(
     output = Path(output_dir)
     _check_output(output, overwrite)
     x_train, y_train, x_test, y_test = _load_data(data, recipe.training)
-    float_model = _load_model(model)
+    float_model = _load_model(model, safe_mode, custom_objects)
+    _check_task(float_model, y_train)
     training = recipe.training
     keras.utils.set_random_seed(training["seed"])
     from_logits = _from_logits(float_model, training["from_logits"])
@@ -195,8 +203,31 @@ def run_from_cli(args: argparse.Namespace) -> int:
         args.output,
         overwrite=args.overwrite,
         log=lambda line: print(line, file=sys.stderr, flush=True),
+        safe_mode=not args.unsafe,
+        custom_objects=custom_objects_of(args.custom_objects),
     )
     return 0
+
+
+def custom_objects_of(module_name: str | None) -> dict | None:
+    """The classes and functions a module defines, by name (`--custom-objects MODULE`).
+
+    Importing it also runs its `register_keras_serializable` decorators.
+
+    Example:
+        >>> sorted(custom_objects_of("tfcompress.layers"))
+        ['FusedBatchNormalization']
+    """
+    if module_name is None:
+        return None
+    module = importlib.import_module(module_name)
+    return {
+        name: value
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and (isinstance(value, type) or callable(value))
+        and getattr(value, "__module__", None) == module.__name__
+    }
 
 
 # -- the steps -----------------------------------------------------------------------------------
@@ -321,7 +352,31 @@ def _from_logits(model: keras.Model, setting: Any) -> bool:
     return not (name == "softmax" or type(model.layers[-1]).__name__ == "Softmax")
 
 
-def _load_model(model: keras.Model | str | os.PathLike) -> keras.Model:
+def _check_task(model: keras.Model, labels: np.ndarray) -> None:
+    """The recipe trains classifiers: one output of class scores, one integer label per sample."""
+    outputs = keras.tree.flatten(model.output)
+    scores = outputs[0].shape
+    why = None
+    if len(outputs) != 1:
+        why = f"it has {len(outputs)} outputs"
+    elif len(scores) != 2 or not scores[-1] or scores[-1] < 2:
+        why = f"its output has shape {tuple(scores)}, not (batch, classes)"
+    elif labels.ndim != 1 or not np.all(np.mod(labels, 1) == 0):
+        why = f"its labels have shape {tuple(labels.shape)}, not one class id per sample"
+    if why:
+        raise ValueError(
+            f"tfcompress compress trains classifiers (one output of class scores, integer labels), "
+            f"and '{model.name}' is not one: {why}. Compress it with the Python API instead "
+            "(tfcompress.quantize_model, prune_low_magnitude, cluster_weights with your own loss "
+            "and fit), then tfcompress convert."
+        )
+
+
+def _load_model(
+    model: keras.Model | str | os.PathLike,
+    safe_mode: bool = True,
+    custom_objects: dict | None = None,
+) -> keras.Model:
     if isinstance(model, keras.Model):
         return model
     path = Path(model)
@@ -331,7 +386,7 @@ def _load_model(model: keras.Model | str | os.PathLike) -> keras.Model:
         raise ValueError(
             f"Model '{path}' is not a .keras file; save it with model.save('model.keras') first."
         )
-    return keras.saving.load_model(path, compile=False)
+    return tfc.load_model(path, compile=False, safe_mode=safe_mode, custom_objects=custom_objects)
 
 
 def _load_data(
