@@ -204,6 +204,8 @@ def convert(
         sparsity=sparsity,
         progress=progress,
     )
+    if keep_float is None and mode in ("int8", "edgetpu"):
+        keep_float = _float_by_default(source)
     if keep_float is not None:  # calibrate here, quantize with a denylist
         check_keep_float_mode(mode)
         check_layer_names(source.owner, keep_float, [])  # before the calibration's cost
@@ -509,6 +511,30 @@ def _without_fake_quant(
         )
     _log.info("QAT model '%s': int16x8 export of its baked-in weights.", source.name)
     return load_source(strip_quantization(source.owner), input_signature)
+
+
+def _float_by_default(source: TraceableModel) -> list[str] | None:
+    """Layers an integer file keeps float unless told otherwise (spectrograms), said in a warning."""
+    owner = source.owner
+    if not compat.is_keras3_model(owner) or is_quantization_aware(owner):
+        return None
+    chosen = [layer for layer in owner.layers if (catalog.info(layer) or _NO_ROW).keep_float]
+    if not chosen:
+        return None
+    names = [layer.name for layer in chosen]
+    reasons = "; ".join(
+        f"'{layer.name}' ({type(layer).__name__}): {catalog.info(layer).keep_float}"
+        for layer in chosen
+    )
+    warnings.warn(
+        f"convert keeps {names} of '{source.name}' in float inside the integer file ({reasons}). "
+        "Pass keep_float=[] to quantize them anyway, or keep_float=[...] to choose.",
+        stacklevel=3,
+    )
+    return names
+
+
+_NO_ROW = catalog.LayerInfo()
 
 
 def _refuse_layers_tflite_lacks(source: TraceableModel) -> None:

@@ -51,6 +51,8 @@ class LayerInfo:
         recovery: PTQ recovery (equalization, bias correction, AdaRound) handles its kernel.
         cluster_qat: cluster-preserving QAT freezes its kernel on one per-tensor scale.
         no_tflite: why TFLite cannot run it in any mode, and what to use instead.
+        keep_float: why its int8 ops lose what the model needs, so `convert` keeps it float
+            inside an integer file unless told otherwise.
     """
 
     kernels: tuple[str, ...] = ()
@@ -63,6 +65,7 @@ class LayerInfo:
     recovery: bool = False
     cluster_qat: bool = False
     no_tflite: str = ""
+    keep_float: str = ""
 
 
 _K = ("kernel",)
@@ -87,6 +90,8 @@ _NO_3D_POOLING = (
     "TFLite has no 3-D pooling op in any mode: pool with a strided Conv3D, or reshape to 2-D "
     "and pool there"
 )
+
+_SPECTROGRAM = "a spectrogram in int8 rounds away the quiet frequency bins that carry the signal"
 
 CATALOG: dict[type, LayerInfo] = {
     # -- layers with kernels --------------------------------------------------------------------
@@ -233,6 +238,10 @@ CATALOG: dict[type, LayerInfo] = {
     L.SpectralNormalization: LayerInfo(quantize=OUTPUT),
     L.TimeDistributed: LayerInfo(quantize=OUTPUT),
     L.Masking: LayerInfo(quantize=OUTPUT),
+    # audio front ends: int8 squares and logs of frequency bins drown the quiet bins that
+    # carry the signal (the file's agreement with the model drops far below its float copy's)
+    L.STFTSpectrogram: LayerInfo(keep_float=_SPECTROGRAM),
+    L.MelSpectrogram: LayerInfo(keep_float=_SPECTROGRAM),
 }
 # random augmentation layers are the identity at inference, where the int8 file is traced
 for _name in dir(L):
