@@ -176,23 +176,18 @@ def convert(
             f"mode={mode!r} does not calibrate: representative_data is ignored.", stacklevel=2
         )
     _check_int4_mode(int4_weights, mode)
-    four_bit = False
-    if optimize:  # stage: PTQ recovery rewrites the float model first
-        model, representative_data, four_bit = prepare_for_convert(
-            model,
-            optimize,
-            representative_data,
-            mode=mode,
-            per_channel=per_channel,
-            int4_weights=int4_weights,
-            num_samples=num_samples,
-            safe_mode=safe_mode,
-            custom_objects=custom_objects,
-        )
-    source = load_source(model, input_signature, safe_mode, custom_objects)
-    _refuse_layers_tflite_lacks(source)
-    source = strip_training_layers_of(source, input_signature)
-    source = integer_ready(source, mode, representative_data, input_signature)
+    source, representative_data, four_bit = prepared_source(
+        model,
+        mode,
+        representative_data,
+        optimize=optimize,
+        input_signature=input_signature,
+        per_channel=per_channel,
+        int4_weights=int4_weights,
+        num_samples=num_samples,
+        safe_mode=safe_mode,
+        custom_objects=custom_objects,
+    )
     if target == "micro":
         source = micro_ready(source)
     converter = plain_converter(
@@ -319,21 +314,17 @@ def calibrate(
         ['relu1', 'relu2', 'pool']
     """
     check_keep_float_mode(mode)
-    if optimize:
-        model, representative_data, _ = prepare_for_convert(
-            model,
-            optimize,
-            representative_data,
-            mode=mode,
-            per_channel=per_channel,
-            int4_weights=False,
-            num_samples=num_samples,
-            safe_mode=safe_mode,
-            custom_objects=custom_objects,
-        )
-    source = load_source(model, input_signature, safe_mode, custom_objects)
-    source = strip_training_layers_of(source, input_signature)
-    source = integer_ready(source, mode, representative_data, input_signature)
+    source, representative_data, _ = prepared_source(
+        model,
+        mode,
+        representative_data,
+        optimize=optimize,
+        input_signature=input_signature,
+        per_channel=per_channel,
+        num_samples=num_samples,
+        safe_mode=safe_mode,
+        custom_objects=custom_objects,
+    )
     converter = plain_converter(
         source,
         mode,
@@ -343,6 +334,45 @@ def calibrate(
         progress=progress,
     )
     return _calibrate(converter, source, mode, isolate, timeout)
+
+
+def prepared_source(
+    model: ModelSource,
+    mode: str,
+    representative_data: Any,
+    *,
+    optimize: Sequence[Any] | None = None,
+    input_signature: Sequence[tf.TensorSpec] | None = None,
+    per_channel: bool = True,
+    int4_weights: bool = False,
+    num_samples: int = 200,
+    safe_mode: bool = True,
+    custom_objects: dict | None = None,
+) -> tuple[TraceableModel, Any, bool]:
+    """The stages before TF's converter: recovery, loading, strip, integer-ready rewrite.
+
+    Returns:
+        The traceable model, the calibration data (recovery may change it) and whether
+        AdaRound rounded the weights to 4 bits.
+    """
+    four_bit = False
+    if optimize:  # stage: PTQ recovery rewrites the float model first
+        model, representative_data, four_bit = prepare_for_convert(
+            model,
+            optimize,
+            representative_data,
+            mode=mode,
+            per_channel=per_channel,
+            int4_weights=int4_weights,
+            num_samples=num_samples,
+            safe_mode=safe_mode,
+            custom_objects=custom_objects,
+        )
+    source = load_source(model, input_signature, safe_mode, custom_objects)
+    _refuse_layers_tflite_lacks(source)
+    source = strip_training_layers_of(source, input_signature)
+    source = integer_ready(source, mode, representative_data, input_signature)
+    return source, representative_data, four_bit
 
 
 def _calibrate(
@@ -475,7 +505,7 @@ def strip_training_layers_of(
     warnings.warn(
         f"convert: '{source.name}' was not stripped; applied {' and '.join(done)} to a copy "
         "before converting (your model is unchanged). Strip it yourself to silence this.",
-        stacklevel=3,
+        stacklevel=4,
     )
     return load_source(stripped, input_signature)
 
@@ -593,7 +623,7 @@ def _check_trained_ranges(source: TraceableModel, representative_data: Any) -> N
         f"'{source.name}' is quantization-aware but was never trained: the file uses the initial "
         f"range (-6, 6) for {named}. Fine-tune it with fit first, or convert the float model "
         "with representative_data.",
-        stacklevel=4,
+        stacklevel=5,
     )
 
 
