@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -583,15 +583,9 @@ def _refuse_layers_tflite_lacks(source: TraceableModel) -> None:
 def _refuse_masks_in_int16x8(source: TraceableModel) -> None:
     """A masked average divides by the number of steps kept: TFLite has no 16x8 DIV kernel."""
 
-    def walk(model: Any) -> Iterator[Any]:  # nested models' layers too
-        for layer in model.layers:
-            yield layer
-            if isinstance(layer, keras.Model):
-                yield from walk(layer)
-
     if not compat.is_keras3_model(source.owner):
         return
-    for layer in walk(source.owner):
+    for layer in walk_layers(source.owner):  # nested models' layers too
         if isinstance(layer, IntegerGlobalAveragePooling1D):
             raise ConversionError(
                 f"mode='int16x8' cannot average the masked steps of '{source.name}' (layer "

@@ -24,6 +24,7 @@ from tfcompress.core.graph import (
     nodes_inputs_first,
     tensor_readers,
 )
+from tfcompress.core.wrappers import walk_layers
 from tfcompress.io import model_from
 from tfcompress.quantization.config import (
     FLOAT,
@@ -138,7 +139,7 @@ def quantize_annotate_model(model: keras.Model) -> keras.Model:
         raise TypeError(
             f"quantize_annotate_model expects a keras.Model; got {type(model).__name__}."
         )
-    for layer in _all_layers(model):
+    for layer in walk_layers(model):
         if getattr(layer, _ANNOTATION, None) is None and not isinstance(layer, keras.Model):
             setattr(layer, _ANNOTATION, _REGISTRY_DEFAULT)
     return model
@@ -183,7 +184,7 @@ def quantize_apply(
         )
     _check_model(annotated_model)
     if not any(
-        getattr(layer, _ANNOTATION, None) is not None for layer in _all_layers(annotated_model)
+        getattr(layer, _ANNOTATION, None) is not None for layer in walk_layers(annotated_model)
     ):
         raise ValueError(
             f"quantize_apply: no layer of model '{annotated_model.name}' is annotated, so there is "
@@ -333,21 +334,12 @@ def _check_model(model: Any) -> None:
             f"quantize_model: model '{model.name}' is not built. Give it an input shape first "
             "(keras.Input(...) as its first layer, or model.build(input_shape))."
         )
-    for layer in _all_layers(model):
+    for layer in walk_layers(model):
         if isinstance(layer, QuantizeWrapper | ActivationQuantizer):
             raise ValueError(
                 f"quantize_model: model '{model.name}' is already quantized (it contains "
                 f"'{layer.name}'). Quantize the float model instead."
             )
-
-
-def _all_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    found = []
-    for layer in model.layers:
-        found.append(layer)
-        if isinstance(layer, keras.Model):
-            found.extend(_all_layers(layer))
-    return found
 
 
 @dataclass
