@@ -165,3 +165,117 @@ def test_compression_functions_take_a_model_file_as_convert_does(technique, tmp_
     assert isinstance(wrapped, keras.Model) and len(wrapped.layers) >= 8
     with pytest.raises(FileNotFoundError, match=f"{technique}: no model file"):
         getattr(tfc, technique)(str(tmp_path / "missing.keras"))
+
+
+# -- Keras 2 / TF 2.x files (the legacy extra: tf_keras) ----------------------------------------
+
+KERAS2 = Path(__file__).resolve().parent / "fixtures" / "keras_files"
+
+
+@pytest.fixture(scope="module")
+def keras2_expected() -> dict[str, np.ndarray]:
+    with np.load(KERAS2 / "keras2_predictions.npz") as saved:
+        return {"x": saved["x"], "y": saved["y"]}
+
+
+@pytest.fixture(scope="module")
+def keras2_loaded() -> dict[str, keras.Model]:
+    loaded = {}
+    for name in ("keras2_mobilenet.h5", "keras2_mobilenet_savedmodel"):
+        with pytest.warns(UserWarning, match="rebuilt it as the Keras 3 model 'mobilenet_tiny'"):
+            loaded[name] = load_model(KERAS2 / name)
+    return loaded
+
+
+@pytest.mark.parametrize("name", ["keras2_mobilenet.h5", "keras2_mobilenet_savedmodel"])
+def test_a_keras2_file_keras3_refuses_loads_as_a_keras3_model_with_its_outputs(
+    name, keras2_loaded, keras2_expected
+):
+    model = keras2_loaded[name]
+    assert isinstance(model, keras.Model)
+    assert [type(layer).__name__ for layer in model.layers].count("DepthwiseConv2D") == 2
+    got = keras.ops.convert_to_numpy(model(keras2_expected["x"], training=False))
+    np.testing.assert_allclose(got, keras2_expected["y"], rtol=1e-5, atol=1e-6)
+
+
+def test_every_tool_works_on_a_rebuilt_keras2_model(keras2_loaded, keras2_expected):
+    model = keras2_loaded["keras2_mobilenet.h5"]
+    x = keras2_expected["x"]
+    int8 = tfc.convert(model, "int8", x)
+    report = tfc.inspect(int8)
+    assert report.input_dtypes == ["INT8"] and "DEPTHWISE_CONV_2D" in report.op_counts
+    # the int8 file picks the class tf_keras's model picks on most samples
+    agreement = tfc.evaluate_tflite(int8, x, keras2_expected["y"].argmax(-1))
+    assert agreement >= 0.75
+    qat = tfc.quantize_model(model)
+    scores = keras.ops.convert_to_numpy(qat(x, training=False))
+    assert scores.shape == keras2_expected["y"].shape
+    assert np.abs(scores - keras2_expected["y"]).max() < 0.1  # fake-quantized, same model
+
+
+def test_a_keras2_file_without_tf_keras_names_the_extra(monkeypatch):
+    from tfcompress import legacy
+
+    monkeypatch.setattr(legacy, "has_tf_keras", lambda: False)
+    with pytest.raises(ModelFileError, match=r"Keras 2\.\d.*tfcompress\[legacy\]") as info:
+        load_model(KERAS2 / "keras2_mobilenet.h5")
+    assert "damaged" not in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def keras2_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Keras 2 .h5 files Keras 3 refuses: a TensorFlow call in the graph, a Lambda, a cut copy."""
+    import tf_keras
+
+    folder = tmp_path_factory.mktemp("keras2")
+    inputs = tf_keras.Input((4,))
+    depthwise = tf_keras.layers.Reshape((1, 1, 4))(inputs)
+    depthwise = tf_keras.layers.DepthwiseConv2D(1, name="dw")(depthwise)  # Keras 3 refuses it
+    hidden = tf_keras.layers.Flatten()(depthwise)
+    tf_keras.Model(inputs, hidden * 2.0).save(folder / "tf_op.h5")
+    doubled = tf_keras.layers.Lambda(lambda t: t * 2.0, name="double")(hidden)
+    tf_keras.Model(inputs, doubled).save(folder / "lambda.h5")
+    whole = (KERAS2 / "keras2_mobilenet.h5").read_bytes()
+    (folder / "cut.h5").write_bytes(whole[: len(whole) // 2])
+    return folder
+
+
+def test_a_keras2_layer_keras3_cannot_rebuild_is_named_and_the_file_called_intact(keras2_files):
+    with pytest.raises(ModelFileError, match=r"intact.*'tf\.math\.multiply'.*TFOpLambda") as info:
+        load_model(keras2_files / "tf_op.h5")
+    assert "damaged" not in str(info.value) and "load_weights" in str(info.value)
+
+
+def test_a_keras2_lambda_file_needs_unsafe_and_then_loads(keras2_files):
+    with pytest.raises(ModelFileError, match=r"Lambda.*intact.*safe_mode=False"):
+        load_model(keras2_files / "lambda.h5")
+    with pytest.warns(UserWarning, match="rebuilt"):
+        model = load_model(keras2_files / "lambda.h5", safe_mode=False)
+    assert model.predict(np.ones((1, 4)), verbose=0).shape == (1, 4)
+
+
+def test_a_cut_keras2_file_is_still_called_damaged(keras2_files):
+    with pytest.raises(ModelFileError, match="truncated or damaged"):
+        load_model(keras2_files / "cut.h5")
+
+
+def test_a_keras3_h5_lambda_file_loads_with_safe_mode_off(tmp_path):
+    inputs = keras.Input((4,))
+    path = tmp_path / "lambda.h5"
+    keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2.0)(inputs)).save(path)
+    with pytest.raises(ModelFileError, match=r"Lambda layer.*intact"):
+        load_model(path)
+    assert load_model(path, safe_mode=False).predict(np.ones((1, 4)), verbose=0)[0, 0] == 2.0
+
+
+def test_a_savedmodel_without_a_keras_model_says_how_to_use_it(tmp_path):
+    import tensorflow as tf
+
+    module = tf.Module()
+    module.scale = tf.Variable(2.0)
+    module.__call__ = tf.function(
+        lambda x: x * module.scale, input_signature=[tf.TensorSpec([None])]
+    )
+    tf.saved_model.save(module, str(tmp_path / "plain"))
+    with pytest.raises(ModelFileError, match=r"without a Keras model.*TFSMLayer"):
+        load_model(tmp_path / "plain")

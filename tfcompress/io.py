@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
 from typing import Any
 
+from tfcompress import legacy
 from tfcompress._lazy_registry import register_serializables
 
 __all__ = ["ModelFileError", "check_keras_archive", "load_model", "load_weights"]
@@ -184,21 +186,30 @@ def load_model(
     compile: bool = True,
     safe_mode: bool = True,
 ) -> Any:
-    """`keras.saving.load_model` for `.keras` and `.h5` files, with clear errors.
+    """`keras.saving.load_model` for `.keras`, `.h5` and Keras 2 files, with clear errors.
 
-    tfcompress's classes are registered first, so nothing else needs importing.
+    tfcompress's classes are registered first, so nothing else needs importing. A Keras 2 /
+    TF 2.x `.h5` file that Keras 3 refuses, or a TF 2.x SavedModel directory of a Keras model, is
+    loaded with `tf_keras` (`pip install 'tfcompress[legacy]'`) and rebuilt as a Keras 3 model
+    with the same layers and weights (`tfcompress.legacy.rebuild`; its outputs are checked
+    against tf_keras's on a random batch, and a warning says so). Every tool then works on it.
 
     Args:
-        path: a `.keras` archive or an `.h5` file written by Keras.
-        custom_objects: your own custom classes, as for Keras.
-        compile: restore the optimizer, loss and metrics when the file has them.
+        path: a `.keras` archive, an `.h5` file written by Keras 2 or 3, or a SavedModel
+            directory written by Keras 2 (`model.save(dir)` in TF 2.x).
+        custom_objects: your own custom classes, as for Keras (Keras 3 classes: for a Keras 2
+            file, the class that rebuilds each custom layer, by its class name).
+        compile: restore the optimizer, loss and metrics when the file has them (a rebuilt
+            Keras 2 model comes back uncompiled).
         safe_mode: refuse `Lambda` layers' Python code (Keras's default).
 
     Returns:
-        The model.
+        The Keras 3 model.
 
     Raises:
-        ModelFileError: the file is missing, damaged, edited, or not a Keras model file.
+        ModelFileError: the file is missing, damaged, edited, or not a Keras model file; or a
+            Keras 2 model has a layer Keras 3 cannot rebuild (named, with what to do). An
+            intact file is never called damaged.
 
     Example:
         >>> import tempfile, keras, tfcompress as tfc
@@ -210,6 +221,8 @@ def load_model(
     """
     path = Path(path)
     suffix = path.suffix.lower()
+    if legacy.is_savedmodel_dir(path):
+        return _load_keras2(path, "a TF 2.x SavedModel", custom_objects, safe_mode)
     if suffix == ".keras":
         check_keras_archive(path)
     elif suffix in (".h5", ".hdf5"):
@@ -224,13 +237,91 @@ def load_model(
     register_serializables()
     import keras
 
+    written_by = _hdf5_keras_version(path) if suffix != ".keras" else None
     try:
         return keras.saving.load_model(
             path, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode
         )
     except Exception as error:  # noqa: BLE001 - every cause is reported, chained
+        if written_by is not None and written_by.startswith("2"):
+            return _load_keras2(path, f"a Keras {written_by} .h5 file", custom_objects, safe_mode)
         reason, advice = _explain(error, hdf5=suffix != ".keras")
         raise ModelFileError(path, reason, advice) from error
+
+
+def _hdf5_keras_version(path: Path) -> str | None:
+    """The Keras version an intact `.h5` model file names (None: unreadable or no model in it)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as file:
+            if "model_config" not in file.attrs:
+                return None
+            json.loads(file.attrs["model_config"])
+            version = file.attrs.get("keras_version", "2")
+    except Exception:  # noqa: BLE001 - a damaged file: Keras's own error explains it
+        return None
+    return version.decode() if isinstance(version, bytes) else str(version)
+
+
+def _model_config_text(path: Path) -> str:
+    """The model's config as saved (h5 attribute or SavedModel metadata), for a look before loading."""
+    if path.is_dir():
+        metadata = path / "keras_metadata.pb"
+        return metadata.read_bytes().decode("utf-8", "replace") if metadata.is_file() else ""
+    import h5py
+
+    with h5py.File(path, "r") as file:
+        config = file.attrs["model_config"]
+    return config.decode() if isinstance(config, bytes) else str(config)
+
+
+def _load_keras2(
+    path: Path, what: str, custom_objects: dict[str, Any] | None, safe_mode: bool
+) -> Any:
+    """Load a Keras 2 file with tf_keras and rebuild it in Keras 3 (same weights, same outputs)."""
+    if path.is_dir() and not (path / "keras_metadata.pb").is_file():
+        raise ModelFileError(
+            path,
+            "it is a TensorFlow SavedModel without a Keras model in it (no keras_metadata.pb)",
+            "Convert it directly with tfcompress.convert(path) (tfcompress convert DIR), or "
+            "call it from Keras 3 with keras.layers.TFSMLayer(path).",
+        )
+    config = _model_config_text(path)
+    if safe_mode and re.search(r'"class_name":\s*"Lambda"', config):
+        raise ModelFileError(
+            path,
+            f"it is {what} holding a Lambda layer (Python code), which safe mode refuses to run",
+            "The file is intact. If you trust where it came from, load it with safe_mode=False "
+            "(command line: --unsafe).",
+        )
+    try:
+        old = legacy.load_with_tf_keras(path)
+    except legacy.LegacyModelError as error:
+        raise ModelFileError(path, f"it is {what}. {error.reason}", error.advice) from error
+    except Exception as error:  # noqa: BLE001 - every cause is reported, chained
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ModelFileError(
+            path,
+            f"it is {what}, which Keras 3 cannot read, and tf_keras fails on it too "
+            f"({type(error).__name__}: {first[:300]})",
+            "If the model has custom layers, load it in the script that defines them with "
+            "tf_keras.models.load_model(path, custom_objects=...) and pass that model to "
+            "tfcompress.legacy.rebuild(model, custom_objects=...). " + _RESAVE,
+        ) from error
+    try:
+        model = legacy.rebuild(old, custom_objects=custom_objects, safe_mode=safe_mode)
+    except legacy.LegacyModelError as error:
+        raise ModelFileError(
+            path, f"it is {what}, intact, but {error.reason}", error.advice
+        ) from error
+    warnings.warn(
+        f"'{path}' is {what}, which Keras 3 cannot read: tfcompress loaded it with tf_keras and "
+        f"rebuilt it as the Keras 3 model '{model.name}' with the same weights (its outputs were "
+        "checked against tf_keras's). It is not compiled: compile it before fit.",
+        stacklevel=3,
+    )
+    return model
 
 
 def load_weights(model: Any, path: str | os.PathLike, **kwargs: Any) -> None:
