@@ -11,14 +11,17 @@ debugger, `keep_float`, `auto_quantize` and the latency-aware pruning call the o
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfcompress.core import catalog, compat
+from tfcompress.core.graph import inputs_rescaled
 from tfcompress.core.wrappers import strip_training_layers, training_layers, walk_layers
 from tfcompress.micro.report import check as micro_check
 from tfcompress.micro.rewrite import micro_friendly
@@ -31,6 +34,7 @@ from tfcompress.quantization.strip import (
     untrained_ranges,
 )
 from tfcompress.recovery.steps import prepare_for_convert
+from tfcompress.tflite.calibration import Sample, collect_samples
 from tfcompress.tflite.convert import (
     CALIBRATED_MODES,
     MODES,
@@ -38,6 +42,15 @@ from tfcompress.tflite.convert import (
     run_converter,
 )
 from tfcompress.tflite.errors import ConversionError
+from tfcompress.tflite.fidelity import (
+    ConvertedFile,
+    Fidelity,
+    FidelityThresholds,
+    compare_outputs,
+    file_outputs,
+    keras_outputs,
+    output_kinds,
+)
 from tfcompress.tflite.flatbuffer import inspect, name_outputs, read_model, share_vectors
 from tfcompress.tflite.four_bit import four_bit_levels
 from tfcompress.tflite.int4 import pack_int4
@@ -80,8 +93,12 @@ def convert(
     keep_float: Sequence[str] | None = None,
     optimize: Sequence[Any] | None = None,
     target: str = "phone",
-) -> bytes:
-    """Convert a model to a TFLite flatbuffer and return its bytes.
+    validation_data: Any = None,
+    thresholds: FidelityThresholds | None = None,
+    strict: bool = False,
+    check: bool = True,
+) -> ConvertedFile:
+    """Convert a model to a TFLite flatbuffer and return its bytes, checked against the model.
 
     Args:
         model: a Keras 3 model, a legacy `tf_keras` model, a path to a `.keras`/`.h5` file or a
@@ -132,6 +149,24 @@ def convert(
             interpreter before it is returned (`tfcompress.micro.check`; needs
             `pip install 'tfcompress[micro]'`). A file TFLM cannot run is refused, naming the op,
             the layer and the fix.
+        validation_data: inputs to check an integer file on (`"int8"`, `"int16x8"`,
+            `"edgetpu"`), in any form `representative_data` takes. Without it, the file is
+            checked on up to 200 rows of `representative_data` after the `num_samples` it
+            calibrates on (held-out rows), or, when it has no more rows, on the calibration rows
+            themselves (the figures then say so).
+        thresholds: a `FidelityThresholds`: the least top-1 agreement for class outputs (0.98
+            by default, or scores within 30 dB SQNR of the model's, where the rows that differ
+            are near-ties), and for value outputs an SQNR of 20 dB or a mean error within 10 %
+            of the output's spread, that the file must reach.
+        strict: raise a `ConversionError` instead of warning when the file misses `thresholds`.
+        check: `False` skips the check (for tools that measure the files they make).
+
+    Every integer file is run on LiteRT (XNNPACK; LiteRT's reference kernels, which TFLM's
+    kernels match, for `target="micro"`) beside the Keras model, and the figures of every
+    output come back with the bytes: `tfc.convert(...).fidelity` (a `Fidelity`; `None` when
+    no data was given, as for a quantization-aware model converted with its trained ranges
+    alone). A file below `thresholds` gets a warning that names the outputs, the layers whose
+    float copy brings it back and the other fixes (`mode="int16x8"`, QAT with data).
 
     In the calibrated modes, where TF's converter requantizes an integer tensor through float
     (`DEQUANTIZE -> QUANTIZE`, e.g. on the input of a QAT model whose first layer is a
@@ -145,12 +180,13 @@ def convert(
     converts as it is; one still wrapped by tfmot is refused with the tfmot call to make.
 
     Returns:
-        The flatbuffer as `bytes`; write it with `tfcompress.save_tflite`.
+        The flatbuffer as `bytes` (a `ConvertedFile`, whose `fidelity` holds the check's
+        figures); write it with `tfcompress.save_tflite`.
 
     Raises:
         ConversionError: the model, the mode or the calibration data cannot be used; the message
             says what to change. A crash of TF's converter, or an isolated conversion running
-            past `timeout`, is one too.
+            past `timeout`, is one too; so is a file below `thresholds` with `strict=True`.
 
     Isolation forks only for the calibrated modes; its cost is a small fraction of the
     conversion (docs/dev/decisions/2026-11-23-converter-isolation.md).
@@ -163,6 +199,8 @@ def convert(
         >>> flatbuffer = tfc.convert(build_digits_cnn(), "int8", split.x_train[:50])
         >>> tfc.inspect(flatbuffer).float_ops
         []
+        >>> flatbuffer.fidelity.outputs[0].agreement > 0.9
+        True
     """
     if mode not in MODES:
         raise ConversionError(f"Unknown mode {mode!r}; choose one of {', '.join(MODES)}.")
@@ -176,6 +214,7 @@ def convert(
             f"mode={mode!r} does not calibrate: representative_data is ignored.", stacklevel=2
         )
     _check_int4_mode(int4_weights, mode)
+    reference, model = _reference_of(model, input_signature, safe_mode, custom_objects)
     source, representative_data, four_bit = prepared_source(
         model,
         mode,
@@ -190,6 +229,9 @@ def convert(
     )
     if target == "micro":
         source = micro_ready(source)
+    representative_data, rows, held_out = check_rows(
+        source, mode, representative_data, validation_data, num_samples, check
+    )
     converter = plain_converter(
         source,
         mode,
@@ -201,6 +243,7 @@ def convert(
     )
     if keep_float is None and mode in ("int8", "edgetpu"):
         keep_float = _float_by_default(source)
+    calibrated = None
     if keep_float is not None:  # calibrate here, quantize with a denylist
         check_keep_float_mode(mode)
         check_layer_names(source.owner, keep_float, [])  # before the calibration's cost
@@ -227,7 +270,207 @@ def convert(
     )
     if target == "micro":
         _check_on_micro(flatbuffer, source.name, mode)
-    return flatbuffer
+    fidelity = None
+    if rows is not None:
+        runtime = "reference" if target == "micro" else "xnnpack"
+        fidelity = check_fidelity(
+            flatbuffer, reference, rows, runtime, held_out, thresholds, source.name
+        )
+    if fidelity is not None and not fidelity.passed:
+        if (
+            mode in ("int8", "edgetpu")
+            and calibrated is None
+            and compat.is_keras3_model(source.owner)
+        ):
+            calibrated = _calibrate(converter, source, mode, isolate, timeout)
+        fixes = fixes_that_work(fidelity, reference, calibrated, rows, runtime, keep_float or ())
+        report_mismatch(fidelity, source.name, fixes, strict)
+    return ConvertedFile(flatbuffer, fidelity)
+
+
+CHECK_ROWS = 200  # most rows an integer file is checked on
+
+
+def _reference_of(
+    model: ModelSource,
+    input_signature: Sequence[tf.TensorSpec] | None,
+    safe_mode: bool,
+    custom_objects: dict | None,
+) -> tuple[Any, ModelSource]:
+    """The model the file is checked against, and the model to convert (a file loaded once)."""
+    if compat.is_keras3_model(model) or compat.is_tf_keras(model):
+        return model, model
+    if not isinstance(model, str | os.PathLike):
+        return None, model  # load_source names what it takes
+    loaded = load_source(model, input_signature, safe_mode, custom_objects)
+    if compat.is_keras3_model(loaded.owner) or compat.is_tf_keras(loaded.owner):
+        return loaded.owner, loaded.owner
+    return _CallOnList(loaded.fn), model  # a SavedModel: its serving signature
+
+
+class _CallOnList:
+    """A traced function of a list of inputs, called as a Keras model is."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def __call__(self, inputs: Any, training: bool = False) -> Any:
+        return self.fn(list(inputs) if isinstance(inputs, list | tuple) else [inputs])
+
+
+def check_rows(
+    source: TraceableModel,
+    mode: str,
+    representative_data: Any,
+    validation_data: Any,
+    num_samples: int,
+    check: bool = True,
+) -> tuple[Any, list[np.ndarray] | None, bool]:
+    """Stage: the rows an integer file is checked on, kept apart from the calibration rows.
+
+    Returns:
+        The calibration data (the same rows, in the same order, read once), the check's inputs
+        (one array per model input; None: nothing to check on) and whether they are held out.
+    """
+    if mode not in CALIBRATED_MODES or not check:
+        if validation_data is not None:
+            warnings.warn(
+                f"validation_data is ignored: mode={mode!r}, check={check}.", stacklevel=3
+            )
+        return representative_data, None, False
+    rescaled = inputs_rescaled(source.owner) if compat.is_keras3_model(source.owner) else []
+
+    def read(data: Any, count: int) -> list[Sample]:
+        return collect_samples(data, source.input_specs, count, source.name, rescaled)
+
+    if validation_data is not None:
+        return representative_data, _stacked(read(validation_data, CHECK_ROWS)), True
+    if representative_data is None:
+        return None, None, False
+    samples = read(representative_data, num_samples + CHECK_ROWS)
+    calibration = _stacked(samples[:num_samples])
+    data = calibration if len(calibration) > 1 else calibration[0]
+    if len(samples) > num_samples:
+        return data, _stacked(samples[num_samples:]), True
+    return data, calibration, False
+
+
+def _stacked(samples: list[Sample]) -> list[np.ndarray]:
+    return [np.concatenate([sample[i] for sample in samples]) for i in range(len(samples[0]))]
+
+
+def check_fidelity(
+    flatbuffer: bytes,
+    reference: Any,
+    rows: list[np.ndarray],
+    runtime: str,
+    held_out: bool,
+    thresholds: FidelityThresholds | None,
+    name: str,
+) -> Fidelity | None:
+    """Stage: run the file beside its Keras model on `rows` and compare every output."""
+    if reference is None:
+        return None
+    try:
+        expected = keras_outputs(reference, rows)
+        outputs = file_outputs(flatbuffer, rows, runtime)
+    except Exception as error:  # the check must not lose the file; it says what it could not do
+        warnings.warn(
+            f"convert could not check the file of '{name}' against the model "
+            f"({type(error).__name__}: {str(error)[:300]}): compare them yourself with "
+            "tfcompress.evaluate_tflite.",
+            stacklevel=3,
+        )
+        return None
+    names = inspect(flatbuffer).output_names
+    if len(names) != len(outputs):
+        names = [f"output_{i}" for i in range(len(outputs))]
+    kinds = output_kinds(reference) if hasattr(reference, "outputs") else []
+    if len(kinds) != len(outputs):
+        kinds = ["classes" if e.ndim > 1 and e.shape[-1] > 1 else "values" for e in expected]
+    if len(expected) != len(outputs):
+        warnings.warn(
+            f"convert could not check the file of '{name}': it has {len(outputs)} outputs and "
+            f"the model {len(expected)}.",
+            stacklevel=3,
+        )
+        return None
+    return compare_outputs(expected, outputs, names, kinds, runtime, held_out, thresholds)
+
+
+def report_mismatch(fidelity: Fidelity, name: str, fixes: list[str], strict: bool) -> None:
+    """Stage: a file below its thresholds is said (or refused), with the fixes that work."""
+    failing = "; ".join(output.describe() for output in fidelity.failing)
+    limits = fidelity.thresholds
+    tried = " ".join(fixes) if fixes else ""
+    text = (
+        f"The integer file of '{name}' does not compute what the Keras model computes: {failing} "
+        f"({fidelity.summary().splitlines()[0][:-1]}; thresholds: agreement "
+        f">= {limits.min_agreement}, SQNR >= {limits.min_sqnr_db} dB or relative error <= "
+        f"{limits.max_relative_error}). {tried} Other fixes: "
+        "the layers tfcompress.debug_quantization(model, data) ranks worst in float "
+        "(keep_float=[...]); mode='int16x8'; quantization-aware training with data. "
+        "strict=True raises instead of warning; thresholds=FidelityThresholds(...) sets the "
+        "limits."
+    )
+    if strict:
+        raise ConversionError(text)
+    warnings.warn(text, stacklevel=3)
+
+
+def fixes_that_work(
+    fidelity: Fidelity,
+    reference: Any,
+    calibrated: CalibratedModel | None,
+    rows: list[np.ndarray],
+    runtime: str,
+    kept: Sequence[str] = (),
+    most_layers: int = 3,
+) -> list[str]:
+    """Stage: the float layers that bring a mismatching file back, tried on the check's rows.
+
+    Greedy: every layer of the file alone in float, then the best one with each of the next
+    best, up to `most_layers`. One quantization and one run per try, on at most 64 rows.
+    """
+    if calibrated is None or calibrated.quantization_aware:
+        return []
+    sample = [array[:64] for array in rows]
+    expected = keras_outputs(reference, sample)
+
+    def measured(keep: list[str]) -> Fidelity | None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                flatbuffer = calibrated.quantize(keep)
+        except ConversionError:  # TF's quantizer keeps some layers integer: not a fix
+            return None
+        outputs = file_outputs(flatbuffer, sample, runtime)
+        kinds = [output.kind for output in fidelity.outputs]
+        names = [output.name for output in fidelity.outputs]
+        return compare_outputs(
+            expected, outputs, names, kinds, runtime, fidelity.held_out, fidelity.thresholds
+        )
+
+    def worst_sqnr(result: Fidelity) -> float:
+        return min(output.sqnr_db for output in result.outputs)
+
+    keep = list(kept)
+    layers = [layer for layer in dict.fromkeys(row.layer for row in calibrated.rows)]
+    for _ in range(most_layers):
+        tried = [(layer, measured([*keep, layer])) for layer in layers if layer not in keep]
+        scored = sorted(
+            ((worst_sqnr(result), layer, result) for layer, result in tried if result),
+            key=lambda item: -item[0],
+        )
+        if not scored:
+            return []
+        _, best, result = scored[0]
+        keep.append(best)
+        if result.passed:
+            figures = "; ".join(output.describe() for output in result.outputs)
+            return [f"keep_float={keep} brings it back ({figures}, tried on {result.rows} rows)."]
+        layers = [layer for _, layer, _ in scored[1:7]]
+    return []
 
 
 TARGETS = ("phone", "micro")

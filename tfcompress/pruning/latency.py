@@ -196,9 +196,9 @@ def _random_inputs(model: keras.Model) -> np.ndarray:
 def _convert_to_time(model: keras.Model, mode: str, data: Any = None) -> bytes:
     """The file a latency is measured on: float32, or int8 calibrated on a few inputs."""
     if mode != "int8":
-        return convert(model, mode)
+        return convert(model, mode, check=False)
     data = _random_inputs(model) if data is None else data
-    return convert(model, mode, data, num_samples=_TIMING_SAMPLES)
+    return convert(model, mode, data, num_samples=_TIMING_SAMPLES, check=False)
 
 
 def _predict(costs: list[_Cost], fractions: dict[int, float], rest: float) -> float:

@@ -22,6 +22,7 @@ from tfcompress.tflite.runtime import run_tflite
 
 __all__ = [
     "RUNTIMES",
+    "ConvertedFile",
     "Fidelity",
     "FidelityThresholds",
     "OutputFidelity",
@@ -48,11 +49,17 @@ class FidelityThresholds:
     Attributes:
         min_agreement: least share of rows with the same top-1 class, for class outputs.
         min_sqnr_db: least output SQNR in dB, for value outputs (20 dB: an error of 10 % of
-            the output's RMS).
+            the output's RMS)...
+        max_relative_error: ...or at most this mean error relative to the output's spread (its
+            mean absolute deviation): a value output passes when either figure is met.
+        ties_sqnr_db: a class output whose scores are this close to the model's (30 dB: 3 % of
+            their RMS) passes whatever its agreement: the rows that differ are near-ties.
     """
 
     min_agreement: float = 0.98
     min_sqnr_db: float = 20.0
+    max_relative_error: float = 0.1
+    ties_sqnr_db: float = 30.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_agreement <= 1.0:
@@ -75,8 +82,14 @@ class OutputFidelity:
     def passes(self, thresholds: FidelityThresholds) -> bool:
         """Whether the output's deciding figure reaches its threshold."""
         if self.kind == "classes" and self.agreement is not None:
-            return self.agreement >= thresholds.min_agreement
-        return self.sqnr_db >= thresholds.min_sqnr_db
+            return (
+                self.agreement >= thresholds.min_agreement
+                or self.sqnr_db >= thresholds.ties_sqnr_db
+            )
+        return (
+            self.sqnr_db >= thresholds.min_sqnr_db
+            or self.relative_error <= thresholds.max_relative_error
+        )
 
     def describe(self) -> str:
         """One line: the deciding figure first."""
@@ -326,3 +339,26 @@ def measure_fidelity(
     if len(kinds) != len(outputs):
         kinds = ["classes" if r.ndim > 1 and r.shape[-1] > 1 else "values" for r in reference]
     return compare_outputs(reference, outputs, names, kinds, runtime, held_out, thresholds)
+
+
+class ConvertedFile(bytes):
+    """The bytes of a converted file, with the figures of the check made on them.
+
+    It is `bytes` in every way (write it, hash it, compare it); `fidelity` is a `Fidelity`, or
+    `None` where the file was not checked (a float mode, or no data to check on).
+
+    Example:
+        >>> converted = ConvertedFile(b"TFL3", None)
+        >>> converted == b"TFL3", converted.fidelity is None
+        (True, True)
+    """
+
+    fidelity: Fidelity | None
+
+    def __new__(cls, data: bytes, fidelity: Fidelity | None = None) -> ConvertedFile:
+        converted = super().__new__(cls, data)
+        converted.fidelity = fidelity
+        return converted
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ConvertedFile, (bytes(self), self.fidelity))
