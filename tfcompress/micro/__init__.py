@@ -4,7 +4,8 @@
 runs them on this machine), measures the smallest tensor arena, and compares TFLM's outputs with
 LiteRT's reference kernels; `export` writes the C++ files firmware compiles: the model as an
 aligned array, the arena size, the input and output quantization, and an op resolver with
-exactly the file's ops.
+exactly the file's ops. `compress` stores a clustered model's weights as look-up tables that
+TFLM decodes (4-bit indices for 16 clusters), so the file takes less flash; `decompress` undoes it.
 
 Needs `pip install 'tfcompress[micro]'`. Imports `tfcompress.core` and `tfcompress.tflite` only,
 and never TensorFlow.
@@ -20,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+from tfcompress.micro.compress import compress, decompress
 from tfcompress.micro.errors import MicroError, MicroUnavailableError
 from tfcompress.micro.firmware import ExportedFiles, export
 from tfcompress.micro.report import FailingOp, MicroReport, OutputDifference, check
@@ -32,5 +34,7 @@ __all__ = [
     "MicroUnavailableError",
     "OutputDifference",
     "check",
+    "compress",
+    "decompress",
     "export",
 ]

@@ -118,6 +118,7 @@ RESOLVER_METHODS: dict[str, str] = {
 CUSTOM_RESOLVER_METHODS: dict[str, str] = {
     "CIRCULAR_BUFFER": "AddCircularBuffer",
     "TFLite_Detection_PostProcess": "AddDetectionPostprocess",
+    "TFLM_DECODE": "AddDecode",  # look-up-table weights (tfcompress.micro.compress)
     "SignalDelay": "AddDelay",
     "SignalEnergy": "AddEnergy",
     "SignalFftAutoScale": "AddFftAutoScale",

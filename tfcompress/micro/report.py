@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from tfcompress.micro import ops as micro_ops
+from tfcompress.micro.compress import DECODE_OP, decompress
 from tfcompress.micro.runner import (
     DEFAULT_TIMEOUT_S,
     MAX_ARENA,
@@ -117,6 +118,11 @@ class MicroReport:
         sha256: the file's SHA-256 (`export` checks a report against its file with it).
         probes: how many child processes the check ran (one interpreter each).
         notes: anything else worth knowing (a LiteRT failure on the reference side, ...).
+        lut_tensors: how many constant tensors the file stores as look-up tables that TFLM's
+            `TFLM_DECODE` op expands (`tfc.micro.compress`); 0 for a plain file.
+        uncompressed_flash_bytes: for such a file, the size of the same file with its tables
+            decoded (`tfc.micro.decompress`); `flash_bytes` divided by it is what compression
+            saves. None for a plain file.
 
     Example:
         >>> import numpy as np, tfcompress as tfc
@@ -143,6 +149,8 @@ class MicroReport:
     sha256: str = ""
     probes: int = 0
     notes: list[str] = field(default_factory=list)
+    lut_tensors: int = 0
+    uncompressed_flash_bytes: int | None = None
 
     @property
     def resolver_size(self) -> int:
@@ -183,6 +191,12 @@ class MicroReport:
             f"  flash: {self.flash_bytes:,} bytes of model ({self.constant_bytes:,} of them "
             "constant data), plus TFLM's code"
         )
+        if self.uncompressed_flash_bytes:
+            lines.append(
+                f"  compressed: {self.lut_tensors} tensor(s) as look-up tables, "
+                f"{self.flash_bytes / self.uncompressed_flash_bytes:.2f}x the "
+                f"{self.uncompressed_flash_bytes:,} bytes of the file decoded"
+            )
         counts = ", ".join(f"{name} x{count}" for name, count in sorted(self.op_counts.items()))
         lines.append(f"  ops ({self.resolver_size} distinct): {counts}")
         for difference in self.outputs:
@@ -226,7 +240,8 @@ def check(
             file) are quantized with the input's scale and zero point; integers of the file's
             own input type are taken as already quantized. Given, TFLM and LiteRT's reference
             kernels (`builtin_only=True`) run every sample; `outputs` holds their largest
-            difference.
+            difference. For a file with look-up tables (`tfc.micro.compress`), LiteRT runs it
+            decoded (`tfc.micro.decompress`), since it has no `TFLM_DECODE` kernel.
         arena_margin: share of the measured arena added to the recommended one (0.25: +25 %).
         timeout: seconds each child process may run.
 
@@ -277,7 +292,10 @@ def check(
         missing_ops=missing,
         tflm_version=f"tflite-micro {tflm_version()}",
         sha256=hashlib.sha256(content).hexdigest(),
+        lut_tensors=_lut_tensors(info),
     )
+    if report.lut_tensors:
+        report.uncompressed_flash_bytes = len(decompress(content))
     arena = _first_arena(info)
     while True:
         loaded = attempt(content, arena, inputs, record=True, counts=counts, timeout=timeout)
@@ -427,11 +445,21 @@ def _quantize(array: np.ndarray, dtype: str, quantization: Any) -> np.ndarray:
     return np.clip(scaled, info.min, info.max).astype(numpy_type)
 
 
+def _lut_tensors(info: TFLiteReport) -> int:
+    """How many distinct tensors the file's DECODE ops expand (their index inputs)."""
+    encoded = set()
+    for subgraph in info.subgraphs:
+        for op in subgraph.ops:
+            if op.name == f"CUSTOM:{DECODE_OP}":
+                encoded.update((subgraph.index, index) for index in op.inputs[0::2])
+    return len(encoded)
+
+
 def _differences(
     content: bytes, info: TFLiteReport, inputs: list[np.ndarray], micro: list[np.ndarray]
 ) -> tuple[list[OutputDifference], list[str]]:
-    try:
-        reference = _reference_outputs(content, inputs)
+    try:  # LiteRT has no DECODE kernel: it runs the file with its look-up tables decoded
+        reference = _reference_outputs(decompress(content), inputs)
     except TFLiteFileError as error:
         return [], [f"LiteRT's reference kernels could not run the file to compare: {error}"]
     differences = []
