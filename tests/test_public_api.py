@@ -15,8 +15,11 @@ import pytest
 PUBLIC_API = {
     "tfcompress": [
         "ConversionError",
+        "ConvertedFile",
         "Distiller",
         "EdgeTPUReport",
+        "Fidelity",
+        "FidelityThresholds",
         "ModelFileError",
         "SubgraphReport",
         "TFLiteFileError",
@@ -65,9 +68,13 @@ PUBLIC_API = {
     ],
     "tfcompress.converter": [
         "ConversionError",
+        "ConvertedFile",
         "EdgeTPUReport",
+        "Fidelity",
+        "FidelityThresholds",
         "Latency",
         "MODES",
+        "OutputFidelity",
         "SubgraphReport",
         "TFLiteFileError",
         "TFLiteReport",

@@ -12,14 +12,19 @@ Example:
 from tfcompress.export import MODES, convert, save_tflite
 from tfcompress.tflite.edgetpu import EdgeTPUReport, edgetpu_report
 from tfcompress.tflite.errors import ConversionError, TFLiteFileError
+from tfcompress.tflite.fidelity import ConvertedFile, Fidelity, FidelityThresholds, OutputFidelity
 from tfcompress.tflite.flatbuffer import SubgraphReport, TFLiteReport, inspect
 from tfcompress.tflite.runtime import Latency, benchmark_tflite, evaluate_tflite, run_tflite
 
 __all__ = [
     "MODES",
     "ConversionError",
+    "ConvertedFile",
     "EdgeTPUReport",
+    "Fidelity",
+    "FidelityThresholds",
     "Latency",
+    "OutputFidelity",
     "SubgraphReport",
     "TFLiteFileError",
     "TFLiteReport",
