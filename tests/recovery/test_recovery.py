@@ -133,7 +133,7 @@ def test_convert_optimize_recovers_per_tensor_accuracy(trained: SimpleNamespace)
 
 
 def test_convert_optimize_adaround_writes_int4_filters(trained: SimpleNamespace) -> None:
-    x = trained.x_calib
+    x = trained.x_calib[:96]  # too few rows to hold out: the file is not checked (test_steps is)
     flatbuffer = tfc.convert(
         trained.model,
         "int8",

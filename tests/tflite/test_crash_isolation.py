@@ -14,7 +14,12 @@ import tfcompress as tfc
 from tfcompress.converter import run_tflite
 from tfcompress.models import build_digits_cnn
 from tfcompress.tflite.convert import run_converter as _run_converter
-from tfcompress.tflite.isolation import isolation_available, run_in_child
+from tfcompress.tflite.isolation import (
+    IsolatedCrash,
+    isolation_available,
+    run_in_child,
+    run_in_new_process,
+)
 
 pytestmark = pytest.mark.skipif(not isolation_available(), reason="isolation forks (Linux only)")
 
@@ -124,3 +129,11 @@ def test_child_warnings_and_exceptions_reach_the_parent():
 def test_child_that_exits_without_answer_is_reported():
     with pytest.raises(tfc.ConversionError, match=r"exited \(status 3\) without an answer"):
         run_in_child(lambda: os._exit(3), name="m", mode="int8", timeout=60)
+
+
+def test_new_process_crash_is_reported_by_name_and_results_come_back():
+    with pytest.raises(IsolatedCrash, match=r"the demo crashed with SIGABRT .* unharmed\. Retry"):
+        run_in_new_process(os.abort, what="the demo", advice="Retry.", timeout=60)
+    assert run_in_new_process(divmod, 7, 2, what="divmod", advice="", timeout=60) == (3, 1)
+    with pytest.raises(ZeroDivisionError):
+        run_in_new_process(divmod, 1, 0, what="divmod", advice="", timeout=60)

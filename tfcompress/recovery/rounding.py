@@ -7,6 +7,12 @@ output with the soft-rounded kernel on the quantized model's inputs and the floa
 on the float model's inputs, plus a regulariser `sum(1 - |2h - 1| ** beta)` that pushes every `h`
 to 0 or 1 as `beta` is annealed from 20 to 2. At the end each `h` is rounded: the kernel lies
 exactly on TFLite's grid, so the converter keeps these integers.
+
+The gradient steps run TensorFlow's training kernels, and TensorFlow's oneDNN filter gradient of
+some convolutions crashes the process (a 1x1 stride-2 convolution on a 60x60x8 input segfaults
+in TF 2.21). So `adaround` runs in a separate Python process by default
+(`tfcompress.tflite.isolation.run_in_new_process`): such a crash becomes an error that names the
+step and the workaround, and your process lives on.
 """
 
 from __future__ import annotations
@@ -29,10 +35,18 @@ from tfcompress.recovery.weights import (
     qmax,
     weight_scale,
 )
+from tfcompress.tflite.isolation import DEFAULT_TIMEOUT_S, run_in_new_process
 
 _ZETA, _GAMMA = 1.1, -0.1  # stretch of the rectified sigmoid, so that h reaches 0 and 1 exactly
 _WARMUP = 0.2  # first fraction of the iterations: reconstruction only, no rounding regulariser
 _BETA = (20.0, 2.0)
+#: what to do when AdaRound's process dies inside TensorFlow
+CRASH_ADVICE = (
+    "TensorFlow's oneDNN kernels crash on some convolution shapes: set TF_ENABLE_ONEDNN_OPTS=0 "
+    "in the environment (the separate process reads it when it starts, so "
+    "os.environ['TF_ENABLE_ONEDNN_OPTS'] = '0' in your script is enough) and retry, or leave "
+    "'adaround' out of optimize= (round to nearest)."
+)
 
 
 def _h(v: tf.Tensor) -> tf.Tensor:
@@ -172,6 +186,8 @@ def adaround(
     batch_size: int = 32,
     seed: int = 0,
     layer_bits: dict[str, int] | None = None,
+    isolate: bool = True,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
 ) -> keras.Model:
     """Round every kernel layer's weights with AdaRound, layer by layer, in graph order.
 
@@ -193,9 +209,17 @@ def adaround(
         layer_bits: `{layer name: 4 or 8}` for layers whose width differs from `bits` (mixed
             4/8-bit weights: `convert(..., optimize=[("adaround", {"int4_layers": [...]})],
             int4_weights=True)` packs only those as INT4).
+        isolate: run the optimisation in a separate Python process (the model and the data are
+            sent there pickled), so that a crash inside TensorFlow raises `IsolatedCrash`
+            instead of killing yours. `iterations=0` trains nothing and always runs here.
+        timeout: seconds the separate process may run; `None` waits for ever.
 
     Returns:
         The model with rounded kernels (biases unchanged).
+
+    Raises:
+        IsolatedCrash: (`tfcompress.tflite.isolation`) the separate process died inside
+            TensorFlow; the message says what to do (`TF_ENABLE_ONEDNN_OPTS=0`, or no AdaRound).
 
     Example:
         >>> import keras, numpy as np
@@ -212,6 +236,23 @@ def adaround(
     if iterations < 0:
         raise ValueError(f"adaround: iterations must be >= 0; got {iterations!r}.")
     data = as_batches(data, "adaround", model, num_samples)
+    if isolate and iterations > 0:
+        return run_in_new_process(
+            adaround,
+            model,
+            data,
+            bits=bits,
+            per_channel=per_channel,
+            iterations=iterations,
+            num_samples=num_samples,
+            batch_size=batch_size,
+            seed=seed,
+            layer_bits=layer_bits,
+            isolate=False,
+            what=f"AdaRound on '{model.name}'",
+            advice=CRASH_ADVICE,
+            timeout=timeout,
+        )
     result = clone_with_weights(model)
     layers, _ = kernel_layers(result)
     for layer in layers:

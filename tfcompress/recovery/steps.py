@@ -1,26 +1,55 @@
-"""`optimize_model`: the recovery steps in their fixed order, as `convert(..., optimize=...)` runs them."""
+"""`optimize_model`: the recovery steps in their fixed order, as `convert(..., optimize=...)` runs them.
+
+A step is kept only when it does not make the file worse. When the data has rows to spare, some
+are held out (`split_held_out`: the rows after the ones calibration reads, else the last
+quarter), never used to calibrate, equalize, round or correct; each data-driven step's int8 file
+is compared with the file without it on those rows, against the float model (top-1 agreement for
+class outputs, then SQNR; `tfcompress.tflite.fidelity`, on LiteRT with XNNPACK), and a step that
+loses is dropped with a warning giving both figures.
+"""
 
 from __future__ import annotations
 
+import inspect
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from tfcompress.core.batchnorm import fold_batch_norms
 from tfcompress.core.graph import inputs_rescaled
+from tfcompress.core.results import Compressed
 from tfcompress.io import load_model
 from tfcompress.recovery.bias import bias_correction
 from tfcompress.recovery.equalization import equalize
 from tfcompress.recovery.rounding import adaround
 from tfcompress.tflite.calibration import collect_samples
+from tfcompress.tflite.convert import plain_converter, run_converter
 from tfcompress.tflite.errors import ConversionError
+from tfcompress.tflite.fidelity import Fidelity, measure_fidelity
+from tfcompress.tflite.four_bit import four_bit_levels
+from tfcompress.tflite.isolation import IsolatedCrash
+from tfcompress.tflite.source import load_source
 
 #: the steps, in the order they always run: folding first (the others need folded kernels),
 #: equalization next (it rescales kernels), AdaRound (it fixes the kernels' integers), bias
 #: correction last (it corrects the mean shift of the final integers, AdaRound's included)
 STEPS = ("fold_bn", "equalize", "adaround", "bias_correction")
+#: the steps checked against the file without them (folding BatchNorm is exact, and the
+#: converter folds it anyway)
+CHECKED_STEPS = ("equalize", "adaround", "bias_correction")
+#: share of the rows held out when the data has no rows beyond those calibration reads
+HELD_OUT_SHARE = 0.25
+#: fewest held-out rows worth a verdict; with fewer the steps run unchecked, and a warning says so
+MIN_HELD_OUT = 32
+#: most held-out rows used
+MAX_HELD_OUT = 1000
+_RUNTIME = "xnnpack"
+_PACKAGE = str(Path(__file__).resolve().parents[1])
 
 
 def parse_steps(optimize: Any) -> dict[str, dict[str, Any]]:
@@ -52,6 +81,124 @@ def parse_steps(optimize: Any) -> dict[str, dict[str, Any]]:
     return {name: chosen[name] for name in STEPS if name in chosen}
 
 
+@dataclass(frozen=True)
+class StepCheck:
+    """One step measured against the file without it, on held-out rows.
+
+    Attributes:
+        step: the step's name.
+        kept: whether the step stayed (its file was not worse).
+        with_step: the figures of the file with the step (`Fidelity.summary`'s lines).
+        without_step: the figures of the file without it.
+        score_with: (top-1 agreement of the class outputs, mean SQNR in dB) with the step.
+        score_without: the same without it.
+    """
+
+    step: str
+    kept: bool
+    with_step: str
+    without_step: str
+    score_with: tuple[float, float]
+    score_without: tuple[float, float]
+
+
+@dataclass
+class RecoveryReport:
+    """What `optimize_model` ran, checked and dropped.
+
+    Attributes:
+        steps: the steps asked for, in `STEPS` order.
+        kept: the steps the returned model has.
+        checks: one `StepCheck` per data-driven step measured on held-out rows.
+        held_out_rows: how many rows were held out (0: nothing was checked).
+        runtime: the runtime that ran the files.
+        plain: the figures of the plain PTQ file (no step).
+    """
+
+    steps: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    checks: list[StepCheck] = field(default_factory=list)
+    held_out_rows: int = 0
+    runtime: str = ""
+    plain: str = ""
+
+    @property
+    def dropped(self) -> list[str]:
+        """The steps measured worse than the file without them, and left out."""
+        return [check.step for check in self.checks if not check.kept]
+
+
+def split_held_out(rows: np.ndarray, calibration_rows: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """`(rows to calibrate and optimize with, held-out rows or None)`: the documented rule.
+
+    The rows after the first `calibration_rows` (those calibration reads) are held out when
+    there are at least `MIN_HELD_OUT` of them, so the calibration rows stay what they were;
+    otherwise the last `HELD_OUT_SHARE` of the rows, when that is at least `MIN_HELD_OUT`;
+    otherwise nothing is held out. At most `MAX_HELD_OUT` rows are held out.
+
+    Example:
+        >>> import numpy as np
+        >>> calibration, held_out = split_held_out(np.zeros((300, 2)), 200)
+        >>> len(calibration), len(held_out)
+        (200, 100)
+        >>> calibration, held_out = split_held_out(np.zeros((200, 2)), 200)
+        >>> len(calibration), len(held_out)
+        (150, 50)
+        >>> calibration, held_out = split_held_out(np.zeros((64, 2)), 50)
+        >>> len(calibration), held_out is None
+        (50, True)
+    """
+    spare = len(rows) - calibration_rows
+    if spare >= MIN_HELD_OUT:
+        return rows[:calibration_rows], rows[calibration_rows:][:MAX_HELD_OUT]
+    share = int(len(rows) * HELD_OUT_SHARE)
+    if share >= MIN_HELD_OUT:
+        cut = len(rows) - min(share, MAX_HELD_OUT)
+        return rows[: min(cut, calibration_rows)], rows[cut:]
+    return rows[:calibration_rows], None
+
+
+def int8_file(
+    model: keras.Model,
+    data: np.ndarray,
+    *,
+    mode: str = "int8",
+    per_channel: bool = True,
+    num_samples: int = 200,
+    four_bit: bool = False,
+) -> bytes:
+    """The plain PTQ file of `model` as the check measures it: TF's converter, calibrated on `data`.
+
+    Example:
+        >>> import numpy as np
+        >>> inputs = keras.Input((4,))
+        >>> model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+        >>> len(int8_file(model, np.ones((8, 4), "float32"))) > 0
+        True
+    """
+    source = load_source(model)
+    converter = plain_converter(
+        source, mode, data, num_samples=num_samples, per_channel=per_channel
+    )
+    flatbuffer = run_converter(converter, model.name, mode)
+    if four_bit:  # AdaRound's 4-bit grid, as convert stores it
+        flatbuffer = four_bit_levels(flatbuffer, require=True).flatbuffer
+    return flatbuffer
+
+
+def _score(fidelity: Fidelity) -> tuple[float, float]:
+    """(mean top-1 agreement of the class outputs, mean SQNR): compared in that order."""
+    agreements = [
+        o.agreement for o in fidelity.outputs if o.kind == "classes" and o.agreement is not None
+    ]
+    agreement = float(np.mean(agreements)) if agreements else 0.0
+    return agreement, float(np.mean([o.sqnr_db for o in fidelity.outputs]))
+
+
+def _figures(fidelity: Fidelity) -> str:
+    return "; ".join(output.describe() for output in fidelity.outputs)
+
+
 def optimize_model(
     model: keras.Model,
     optimize: Any,
@@ -60,22 +207,34 @@ def optimize_model(
     per_channel: bool = True,
     bits: int = 8,
     layer_bits: dict[str, int] | None = None,
-) -> keras.Model:
+    check: bool = True,
+    return_report: bool = False,
+) -> keras.Model | Compressed:
     """Apply the chosen recovery steps to `model` in the fixed order `STEPS`; return the new model.
+
+    With `check` and data of at least `MIN_HELD_OUT / HELD_OUT_SHARE` rows, the last quarter of
+    the rows is held out (`split_held_out`) and every data-driven step (`CHECKED_STEPS`) is kept
+    only if the int8 file of the model with it is not worse on those rows than the file
+    without it: top-1 agreement with `model` for class outputs, then SQNR
+    (`tfcompress.tflite.fidelity`, on LiteRT with XNNPACK). A dropped step is named in a
+    warning with both figures. With fewer rows the steps run unchecked, and a warning says so.
 
     Args:
         model: a functional or Sequential Keras model.
         optimize: step names (`"fold_bn"`, `"equalize"`, `"adaround"`, `"bias_correction"`), or
             `(name, options)` pairs whose options go to that step's function, e.g.
             `("equalize", {"relu6": "replace"})`, `("adaround", {"iterations": 500})`.
-        data: calibration inputs (needed by `adaround` and `bias_correction`).
+        data: calibration inputs (needed by `adaround` and `bias_correction`, and by the check).
         per_channel: the weight grid of the file (AdaRound and bias correction emulate it).
         bits: weight width of the file (8, or 4 for INT4 weights).
         layer_bits: `{layer name: 4 or 8}` for the layers whose width differs from `bits`
             (AdaRound and bias correction round and emulate those layers at that width).
+        check: measure each step on held-out rows and drop those that lose.
+        return_report: return a `Compressed` result: `.model` and `.report`, a `RecoveryReport`
+            (steps kept, dropped, and their figures).
 
     Returns:
-        The float model to convert.
+        The float model to convert (and the report).
 
     Example:
         >>> import keras, numpy as np
@@ -86,32 +245,143 @@ def optimize_model(
         (None, 2)
     """
     steps = parse_steps(optimize)
+    held_out = None
+    if data is not None and check:
+        rows = as_rows(data, model)
+        if rows is not None:
+            data, held_out = split_held_out(rows, len(rows))
+    grid = {"bits": bits, "per_channel": per_channel, "layer_bits": layer_bits}
+    make_file = None
+    if held_out is not None:
+        four_bit = "adaround" in steps and (bits == 4 or layer_bits is not None)
+
+        def make_file(candidate: keras.Model) -> bytes:
+            return int8_file(
+                candidate, data, per_channel=per_channel, num_samples=len(data), four_bit=four_bit
+            )
+
+    result = _run_steps(model, steps, data, held_out, grid, make_file, check)
+    return result if return_report else result.model
+
+
+def as_rows(data: Any, model: keras.Model) -> np.ndarray | None:
+    """`data` as one float32 array of single-input rows, or None when it is not that."""
+    if len(model.inputs) != 1:
+        return None
+    try:
+        rows = np.asarray(data[0] if isinstance(data, list | tuple) and len(data) == 1 else data)
+    except (TypeError, ValueError):
+        return None
+    return rows if rows.dtype != object and rows.ndim >= 1 else None
+
+
+def _run_steps(
+    model: keras.Model,
+    steps: dict[str, dict[str, Any]],
+    data: Any,
+    held_out: np.ndarray | None,
+    grid: dict[str, Any],
+    make_file: Callable[[keras.Model], bytes] | None,
+    check: bool,
+) -> Compressed:
+    """The steps in order; with `held_out` and `make_file`, each checked against the file without it."""
     needs_data = [name for name in ("adaround", "bias_correction") if name in steps]
     if needs_data and data is None:
         raise ValueError(
             f"optimize: {', '.join(needs_data)} need calibration data; pass "
             "representative_data=x_train[:200]."
         )
-    if "fold_bn" in steps and "equalize" not in steps:  # equalize folds (and reads the BN) itself
-        model = fold_batch_norms(model)
+    report = RecoveryReport(steps=list(steps))
+    checked = [name for name in steps if name in CHECKED_STEPS]
+    if check and checked and (held_out is None or make_file is None):
+        _warn(
+            f"optimize: {', '.join(repr(n) for n in checked)} not checked against plain PTQ: "
+            f"the data leaves fewer than {MIN_HELD_OUT} rows to hold out (pass at least "
+            f"{int(MIN_HELD_OUT / HELD_OUT_SHARE)} rows, or more rows than num_samples)."
+        )
+        held_out = None
+    four_bit = "adaround" in steps and (grid["bits"] == 4 or grid["layer_bits"] is not None)
+    report.kept += ["fold_bn"] if "fold_bn" in steps else []
+    unrounded = fold_batch_norms(model) if ("fold_bn" in steps or "equalize" in steps) else model
+    rounded: keras.Model | None = None  # the model whose kernels lie on the grid, if any
+
+    def nearest(candidate: keras.Model) -> keras.Model:
+        """A 4-bit file needs every kernel on the 4-bit grid: round to nearest."""
+        if not four_bit:
+            return candidate
+        return adaround(candidate, data, **grid, iterations=0)
+
+    current = None if held_out is None else _measure(model, nearest(unrounded), held_out, make_file)
+    if current is not None:
+        report.held_out_rows, report.runtime = current.rows, current.runtime
+        report.plain = _figures(current)
+
+    def verdict(name: str, candidate: keras.Model) -> bool:
+        nonlocal current
+        if current is None:
+            return True
+        measured = _measure(model, candidate, held_out, make_file)
+        kept = _score(measured) >= _score(current)
+        report.checks.append(
+            StepCheck(
+                name, kept, _figures(measured), _figures(current), _score(measured), _score(current)
+            )
+        )
+        if not kept:
+            _warn(
+                f"optimize: '{name}' dropped: it makes the file worse on {current.rows} held-out "
+                f"rows (measured on {current.runtime}, against the float model): with it "
+                f"{_figures(measured)}; without it {_figures(current)}. The file is made "
+                f"without '{name}'."
+            )
+        else:
+            current = measured
+        return kept
+
     if "equalize" in steps:
-        model, report = equalize(model, **steps["equalize"], return_report=True)
-        if not report.pairs:
-            reasons = "; ".join(f"{k}: {v}" for k, v in list(report.skipped.items())[:3])
-            warnings.warn(
+        equalized, eq_report = equalize(model, **steps["equalize"], return_report=True)
+        if not eq_report.pairs:
+            reasons = "; ".join(f"{k}: {v}" for k, v in list(eq_report.skipped.items())[:3])
+            _warn(
                 "optimize: 'equalize' found no pair of layers it can equalize"
                 + (f" ({reasons})" if reasons else " (no Conv/Dense chain)")
-                + "; the model is only BatchNorm-folded.",
-                stacklevel=3,
+                + "; the model is only BatchNorm-folded."
             )
-    grid = {"bits": bits, "per_channel": per_channel, "layer_bits": layer_bits}
-    unrounded = model
+        elif verdict("equalize", nearest(equalized)):
+            unrounded = equalized
+            report.kept.append("equalize")
     if "adaround" in steps:
-        model = adaround(model, data, **{**grid, **steps["adaround"]})
+        candidate = adaround(unrounded, data, **{**grid, **steps["adaround"]})
+        if verdict("adaround", candidate):
+            rounded = candidate
+            report.kept.append("adaround")
     if "bias_correction" in steps:  # matches the float means of the model before rounding
+        base = rounded if rounded is not None else nearest(unrounded)
         options = {**grid, "reference": unrounded, **steps["bias_correction"]}
-        model = bias_correction(model, data, **options)
-    return model
+        candidate = bias_correction(base, data, **options)
+        if verdict("bias_correction", candidate):
+            rounded = candidate
+            report.kept.append("bias_correction")
+    final = rounded if rounded is not None else nearest(unrounded)
+    return Compressed(final, report)
+
+
+def _warn(message: str) -> None:
+    """Warn at the first caller outside tfcompress (the user's line)."""
+    frame, level = inspect.currentframe(), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, stacklevel=level)
+
+
+def _measure(
+    reference: keras.Model,
+    candidate: keras.Model,
+    held_out: np.ndarray,
+    make_file: Callable[[keras.Model], bytes] | None,
+) -> Fidelity:
+    assert make_file is not None
+    return measure_fidelity(make_file(candidate), reference, held_out, _RUNTIME, held_out=True)
 
 
 def prepare_for_convert(
@@ -128,8 +398,14 @@ def prepare_for_convert(
 ) -> tuple[keras.Model, Any, bool]:
     """What `convert(..., optimize=...)` converts: the optimized model, its data, 4-bit or not.
 
-    Returns `(model, data, four_bit)`; with `four_bit` the converted file's filters are turned
-    into 4-bit levels (`four_bit_levels`) before any INT4 packing.
+    The data is split by `split_held_out` (the calibration rows stay the first `num_samples`
+    when more rows are given); each data-driven step is checked on the held-out rows against the
+    file without it and dropped, with a warning, when it loses (see `optimize_model`). AdaRound
+    runs in a separate process: a crash inside TensorFlow becomes a `ConversionError`.
+
+    Returns `(model, data, four_bit)`; `data` holds the calibration rows only; with `four_bit`
+    the converted file's filters are turned into 4-bit levels (`four_bit_levels`) before any
+    INT4 packing.
 
     Example:
         >>> import numpy as np
@@ -141,8 +417,6 @@ def prepare_for_convert(
         >>> data.shape, four_bit
         ((6, 4), True)
     """
-    import numpy as np
-
     steps = parse_steps(optimize)
     if mode not in ("int8", "edgetpu"):
         raise ConversionError(
@@ -184,22 +458,34 @@ def prepare_for_convert(
     for name in ("adaround", "bias_correction"):
         if name in steps:
             steps[name].pop("bits", None)
+    held_out = None
     if data is not None:
         specs = [_tf_spec(tensor) for tensor in model.inputs]
-        samples = collect_samples(data, specs, num_samples, model.name, inputs_rescaled(model))
-        data = np.concatenate([sample[0] for sample in samples])
-    try:
-        optimized = optimize_model(
-            model,
-            list(steps.items()),
-            data,
-            per_channel=per_channel,
-            bits=bits,
-            layer_bits=layer_bits,
+        count = num_samples + MAX_HELD_OUT
+        samples = collect_samples(data, specs, count, model.name, inputs_rescaled(model))
+        data, held_out = split_held_out(
+            np.concatenate([sample[0] for sample in samples]), num_samples
         )
+    four_bit = "adaround" in steps and (bits == 4 or layer_bits is not None)
+    grid = {"bits": bits, "per_channel": per_channel, "layer_bits": layer_bits}
+
+    def make_file(candidate: keras.Model) -> bytes:
+        return int8_file(
+            candidate,
+            data,
+            mode=mode,
+            per_channel=per_channel,
+            num_samples=num_samples,
+            four_bit=four_bit,
+        )
+
+    try:
+        optimized = _run_steps(model, steps, data, held_out, grid, make_file, check=True).model
+    except IsolatedCrash as error:
+        raise ConversionError(f"optimize: step 'adaround' failed. {error}") from None
     except ValueError as error:
         raise ConversionError(str(error)) from error
-    return optimized, data, "adaround" in steps and (bits == 4 or layer_bits is not None)
+    return optimized, data, four_bit
 
 
 def _tf_spec(tensor: Any) -> Any:

@@ -11,6 +11,13 @@ becomes a `ConversionError`.
 
 Forking is used on Linux only. Elsewhere (macOS, where forking a process that has started
 system frameworks is unsafe, and Windows, which cannot fork) the converter runs in-process.
+
+Work that runs TensorFlow kernels (AdaRound's gradient steps, any training) cannot be forked: the
+child would lack the thread pools those kernels wait on. `run_in_new_process` runs such a function
+in a new Python interpreter instead, on every platform: the function and its arguments go there
+pickled (a Keras 3 model pickles as its `.keras` file), the result comes back the same way, and a
+child killed by a signal (TensorFlow's oneDNN kernels segfault on some shapes) becomes an
+`IsolatedCrash` naming the work and what to do.
 """
 
 from __future__ import annotations
@@ -20,10 +27,13 @@ import os
 import pickle
 import select
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from tfcompress.tflite.errors import ConversionError
@@ -273,4 +283,117 @@ def _timeout_message(name: str, mode: str, timeout: float | None) -> str:
         f"within timeout={timeout} s; its child process was stopped and your process is "
         "unharmed. If the model is just big, pass a larger timeout (or timeout=None); if it "
         "hangs, try isolate=False or another mode."
+    )
+
+
+class IsolatedCrash(RuntimeError):
+    """Work run by `run_in_new_process` died (a signal, an exit without an answer, a timeout)."""
+
+
+def run_in_new_process(
+    fn: Callable[..., T],
+    *args: Any,
+    what: str,
+    advice: str,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
+    **kwargs: Any,
+) -> T:
+    """`fn(*args, **kwargs)` in a new Python interpreter; its result (or exception) comes back.
+
+    The child is started afresh (not forked), so TensorFlow works there; it sees the parent's
+    `sys.path` and environment (`TF_ENABLE_ONEDNN_OPTS=0` set by the user applies). `fn` must
+    be importable by name (a module-level function), and the arguments and result picklable.
+    Warnings the child emits are re-emitted here, an exception it raises is re-raised here;
+    what it prints is kept and shown only when it dies.
+
+    Args:
+        fn: a module-level function.
+        *args, **kwargs: its arguments.
+        what: the work, for error messages ("AdaRound (optimize step 'adaround')").
+        advice: what the user can do when the child dies.
+        timeout: seconds the child may run; `None` waits for ever.
+
+    Returns:
+        What `fn` returned.
+
+    Raises:
+        IsolatedCrash: the child was killed by a signal, exited without an answer or ran past
+            `timeout`; the message names `what`, the signal and `advice`.
+        ValueError: `fn` or its arguments cannot be sent to a new process.
+
+    Example:
+        >>> import operator
+        >>> from tfcompress.tflite.isolation import run_in_new_process
+        >>> run_in_new_process(operator.add, 2, 3, what="adding", advice="none", timeout=120)
+        5
+    """
+    if timeout is not None and timeout <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}.")
+    with tempfile.TemporaryDirectory(prefix="tfcompress-child-") as folder:
+        task, answer, log = (Path(folder) / name for name in ("task", "answer", "log"))
+        try:
+            task.write_bytes(pickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL))
+        except Exception as error:  # noqa: BLE001 - anything unpicklable
+            raise ValueError(
+                f"{what} runs in a separate process, and its input cannot be sent there "
+                f"({type(error).__name__}: {error}). {advice}"
+            ) from error
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
+        command = [sys.executable, "-c", _CHILD_CODE, str(task), str(answer)]
+        with open(log, "wb") as output:
+            child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+            try:
+                status = child.wait(timeout)
+            except BaseException:  # a timeout or KeyboardInterrupt: do not leave the child behind
+                child.kill()
+                child.wait()
+                if isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
+                    raise IsolatedCrash(
+                        f"{what} did not finish within timeout={timeout} s; its process was "
+                        f"stopped and yours is unharmed. {advice}"
+                    ) from None
+                raise
+        printed = log.read_bytes().decode(errors="replace")
+        if status != 0 or not answer.exists():
+            raise IsolatedCrash(_new_process_message(what, advice, status, printed))
+        kind, value, caught = pickle.loads(answer.read_bytes())
+    for text, category, filename, lineno in caught:
+        warnings.warn_explicit(text, category, filename, lineno)
+    if kind == "error":
+        raise value
+    return value
+
+
+_CHILD_CODE = "import sys; from tfcompress.tflite.isolation import _new_process_main; " + (
+    "_new_process_main(sys.argv[1], sys.argv[2])"
+)
+
+
+def _new_process_main(task: str, answer: str) -> None:
+    """The child of `run_in_new_process`: run the task, write the answer file atomically."""
+    fn, args, kwargs = pickle.loads(Path(task).read_bytes())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            message: tuple = ("ok", fn(*args, **kwargs))
+        except Exception as error:  # noqa: BLE001 - everything goes back to the parent
+            message = ("error", _picklable(error))
+    message = (*message, [_warning_record(w) for w in caught])
+    partial = Path(answer + ".partial")
+    partial.write_bytes(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+    partial.rename(answer)
+
+
+def _new_process_message(what: str, advice: str, status: int, printed: str) -> str:
+    if status < 0:
+        try:
+            died = f"crashed with {signal.Signals(-status).name} (signal {-status})"
+        except ValueError:
+            died = f"was killed by signal {-status}"
+    else:
+        died = f"exited (status {status}) without an answer"
+    tail = "\n".join(printed.strip().splitlines()[-8:])
+    return (
+        f"{what} {died} inside TensorFlow. It ran in a separate process, so your Python process "
+        f"is unharmed. {advice}" + (f"\nThe last lines it printed:\n{tail}" if tail else "")
     )

@@ -1,0 +1,72 @@
+"""The recovery steps never make the file worse, and AdaRound's crashes stay in their process."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import tfcompress as tfc
+from tfcompress.recovery.steps import optimize_model
+from tfcompress.tflite.errors import ConversionError
+from tfcompress.tflite.fidelity import measure_fidelity
+
+from .conftest import build_dwsep
+
+
+@pytest.fixture(scope="module")
+def saturated() -> tuple[keras.Model, np.ndarray]:
+    """A ReLU6 net whose activations sit far above 6: turning its ReLU6 into ReLU breaks it."""
+    keras.utils.set_random_seed(1)
+    model = build_dwsep(relu6=True)
+    stem = model.get_layer("stem")
+    stem.set_weights([stem.get_weights()[0] * 40.0])
+    x = np.random.default_rng(1).random((160, 8, 8, 1)).astype("float32")
+    return model, x
+
+
+def test_a_step_that_makes_the_file_worse_is_dropped_with_both_figures(saturated) -> None:
+    model, x = saturated
+    harmful = [("equalize", {"relu6": "replace"})]  # changes the float function
+    optimized, report = optimize_model(model, harmful, x, return_report=True)
+    assert report.dropped == ["equalize"] and report.held_out_rows == 40
+    check = report.checks[0]
+    assert check.score_with < check.score_without
+    # without the step the model computes what the float model computes (BatchNorm folded)
+    np.testing.assert_allclose(optimized(x[:8]), model(x[:8]), rtol=1e-4, atol=1e-4)
+    with pytest.warns(UserWarning, match=r"'equalize' dropped.*32 held-out rows.*LiteRT") as got:
+        flatbuffer = tfc.convert(model, "int8", x, num_samples=128, optimize=harmful)
+    message = next(str(w.message) for w in got if "dropped" in str(w.message))
+    assert message.count("top-1 agreement") == 2  # with the step and without it
+    kept = measure_fidelity(flatbuffer, model, x[128:]).outputs[0]
+    forced = optimize_model(model, harmful, check=False)
+    forced_file = tfc.convert(forced, "int8", x[:128], num_samples=128)
+    worse = measure_fidelity(forced_file, model, x[128:]).outputs[0]
+    assert (kept.agreement, kept.sqnr_db) > (worse.agreement, worse.sqnr_db)
+
+
+def test_too_few_rows_to_hold_out_is_said_not_hidden(saturated) -> None:
+    model, x = saturated
+    with pytest.warns(UserWarning, match=r"'bias_correction' not checked.*at least 128 rows"):
+        optimize_model(model, ["fold_bn", "bias_correction"], x[:64])
+
+
+@pytest.mark.skipif(os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0", reason="oneDNN is off")
+def test_adaround_crash_inside_tensorflow_is_a_conversion_error_and_the_process_lives_on():
+    # TF 2.21's oneDNN filter gradient of this 1x1 stride-2 convolution segfaults
+    inputs = keras.Input((60, 60, 8))
+    x = keras.layers.Conv2D(1, 1, strides=2, padding="same", name="down")(inputs)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="downsampler")
+    data = np.random.default_rng(0).random((8, 60, 60, 8), dtype=np.float32)
+    try:
+        tfc.convert(model, "int8", data, optimize=[("adaround", {"iterations": 2})])
+    except ConversionError as error:
+        message = str(error)
+    else:
+        pytest.skip("this CPU's oneDNN kernels do not crash on the shape")
+    assert "'adaround'" in message and "'downsampler'" in message and "unharmed" in message
+    assert "TF_ENABLE_ONEDNN_OPTS=0" in message and "SIG" in message
+    flatbuffer = tfc.convert(model, "int8", data)  # the same process goes on converting
+    assert tfc.inspect(flatbuffer).float_ops == []
