@@ -29,7 +29,7 @@ ALLOWED: dict[str, set[str] | None] = {
     "collab": {"core", "quantization"},
     "distillation": {"core"},
     "export": {"core", "tflite", "quantization", "recovery", "micro"},
-    "diagnose": {"core", "tflite", "quantization", "recovery", "export", "io"},
+    "diagnose": {"core", "tflite", "quantization", "recovery", "export", "io", "micro"},
 }
 # the number of imports of the package's own modules inside functions may only go down
 MAX_FUNCTION_LEVEL_IMPORTS = 15  # the command line keeps its light commands free of TensorFlow

@@ -56,11 +56,14 @@ def test_suggestion_keeps_only_the_sensitive_layer(
         max_accuracy_drop=0.01,
         representative_data=digits.x_train[:100],
     )
-    assert suggestion.float_accuracy - suggestion.int8_accuracy > 0.05  # the gap is real
+    (plain,) = suggestion.int8_held_out.outputs
+    assert plain.float_value - plain.value > 0.05  # the gap is real
     assert suggestion.keep_float == [SENSITIVE_LAYER] and suggestion.target_met
-    assert suggestion.gap_recovered >= 0.8
-    accuracy = np.mean(run_tflite(suggestion.flatbuffer, digits.x_test).argmax(-1) == digits.y_test)
-    assert accuracy == pytest.approx(suggestion.accuracy)
+    (kept,) = suggestion.held_out.outputs
+    assert kept.value - plain.value >= 0.8 * (kept.float_value - plain.value)
+    held = digits.x_test[2::3]  # the held-out rows
+    accuracy = np.mean(run_tflite(suggestion.flatbuffer, held).argmax(-1) == digits.y_test[2::3])
+    assert accuracy == pytest.approx(kept.value)
 
 
 def test_unknown_layer_names_are_listed(sensitive_cnn, digits: Split) -> None:
@@ -86,12 +89,13 @@ def test_unreachable_target_returns_the_best_found_and_the_shortfall(
 ) -> None:
     suggestion = suggest_keep_float(
         sensitive_cnn,
-        digits.x_test[:200],
-        digits.y_test[:200],
+        digits.x_test[:210],
+        digits.y_test[:210],
         max_accuracy_drop=0.0,
         max_layers=0,
         representative_data=digits.x_train[:100],
     )
     assert not suggestion.target_met and suggestion.keep_float == []
-    gap = suggestion.float_accuracy - suggestion.int8_accuracy
-    assert suggestion.shortfall == pytest.approx(gap) and gap > 0.05
+    (plain,) = suggestion.held_out.outputs
+    assert plain.margin_count < -3  # more than 3 of the 70 held-out rows short
+    assert "misses by" in suggestion.summary()

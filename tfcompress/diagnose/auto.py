@@ -1,36 +1,45 @@
 """`auto_quantize`: the smallest integer file that meets an accuracy target, and the trade-off.
 
-The search tries whole-model choices first, cheapest to build first: plain int8, int8 after the
-data-free and data-driven recovery steps (BatchNorm folding, cross-layer equalization, bias
-correction), the same with AdaRound, and 4-bit (INT4) weights with AdaRound. When every layer
-at 4 bits misses the target but 8 bits meets it, the per-layer choice of 4 vs 8-bit weights
-(`tfcompress.diagnose.bit_widths`: each layer's sensitivity at 4 bits, then a greedy set of 4-bit
-layers within the accuracy left) gives a mixed file whose chosen filters are packed as INT4.
-When no 8-bit choice meets the target, the per-layer sensitivity analysis of `debug_quantization` picks the
-fewest layers to keep float on top of the most accurate recovery (`suggest_keep_float`). Every
-candidate is a real file measured on the LiteRT interpreter: accuracy, size and latency.
+The data is split (`tfcompress.diagnose.scoring`): candidates are compared and chosen on the
+*search rows* (every row but each third one, which also calibrate unless
+`representative_data` is given) and the chosen file is reported on the *held-out rows* (each
+third row, or `validation_data`), which the search never saw. `target_met` is the held-out
+verdict, with its margin counted in rows. Every output of the model is scored; the worst one
+decides.
+
+The candidates, cheapest to build first: plain int8; each recovery step as a candidate of its
+own (cross-layer equalization, bias correction: a step is kept only where it measures better,
+never assumed to help); AdaRound on top of the best of those; 4-bit (INT4) weights with
+AdaRound. When every layer at 4 bits misses the target but 8 bits meets it, the per-layer
+choice of 4 vs 8-bit weights (`tfcompress.diagnose.bit_widths`) gives a mixed file. When no
+8-bit candidate meets the target: 16-bit activations (`mode="int16x8"`, a whole-model choice
+in TF's converter) and the fewest layers kept float on top of the best 8-bit candidate
+(`suggest_keep_float`), named for what it is ("int8 with 3 of 9 ops float"). Every candidate
+is a real file measured on the runtime asked for (LiteRT with XNNPACK by default): every
+output's figure, size and latency.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tfcompress.diagnose.bit_widths import choose_int4_layers
-from tfcompress.diagnose.debug import input_arrays, keras_model_of
-from tfcompress.diagnose.keep_float import suggest_keep_float
-from tfcompress.export import convert
+from tfcompress.diagnose.debug import debug_quantization, keras_model_of
+from tfcompress.diagnose.keep_float import prepare_rows, search_keep_float
+from tfcompress.diagnose.scoring import MIN_SQNR_DB, Score, Scorer, check_runtime
+from tfcompress.export import calibrate, convert
 from tfcompress.recovery.weights import kernel_layers
-from tfcompress.tflite.runtime import benchmark_tflite, run_tflite
+from tfcompress.tflite.fidelity import RUNTIMES
+from tfcompress.tflite.flatbuffer import inspect
+from tfcompress.tflite.runtime import benchmark_tflite
 
-#: recovery steps of the 8-bit candidates (the 4-bit one adds AdaRound at 4 bits)
-RECOVERY = ("fold_bn", "equalize", "bias_correction")
-ADAROUND = (*RECOVERY, "adaround")
+#: the recovery steps tried one by one on top of BatchNorm folding (each is its own candidate)
+STEPS = ("equalize", "bias_correction")
+_QDQ_OPS = ("QUANTIZE", "DEQUANTIZE")
 
 
 @dataclass
@@ -38,24 +47,50 @@ class Candidate:
     """One file `auto_quantize` built and measured.
 
     Attributes:
-        name: a short label ("int8", "int8+recovery", "int8+adaround", "int4+adaround",
-            "int4[2/5]+adaround" (2 of 5 kernel layers at 4 bits), "int8+recovery+keep_float").
-        settings: the `tfcompress.convert` keywords that rebuild the file.
-        accuracy: top-1 accuracy of the file on the evaluation data (LiteRT).
+        name: what the file is: "int8", "int8+equalize", "int8+bias_correction",
+            "int8+adaround", "int4+adaround", "int4[2/5]+adaround" (2 of 5 kernel layers at
+            4 bits), "int16x8", "int8 with 3 of 9 ops float" (a float fallback).
+        settings: the `tfcompress.convert` keywords that rebuild the file (`mode` included
+            when it is not the search's mode).
+        search: its `Score` on the search rows: what the choice is made on.
+        held_out: its `Score` on the held-out rows: reported, never chosen on.
         size_bytes: the file's size.
-        latency_ms: median LiteRT latency of one inference (None when not measured).
-        meets_target: whether `float_accuracy - accuracy <= max_accuracy_drop`.
+        latency_ms: median latency of one inference on the runtime (None when not measured).
+        meets_target: whether it meets the target on the search rows.
         error: why the candidate could not be built (then it has no figures).
     """
 
     name: str
     settings: dict[str, Any]
-    accuracy: float | None = None
+    search: Score | None = None
+    held_out: Score | None = None
     size_bytes: int | None = None
     latency_ms: float | None = None
     meets_target: bool = False
     error: str | None = None
     flatbuffer: bytes = field(default=b"", repr=False)
+
+    @property
+    def slack(self) -> float:
+        """The worst output's margin on the search rows, as a share (negative: missed)."""
+        return -1.0 if self.search is None else self.search.slack
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain figures (no file bytes)."""
+        return {
+            "name": self.name,
+            "settings": _plain(self.settings),
+            "search": None if self.search is None else self.search.to_dict(),
+            "held_out": None if self.held_out is None else self.held_out.to_dict(),
+            "size_bytes": self.size_bytes,
+            "latency_ms": self.latency_ms,
+            "meets_target": self.meets_target,
+            "error": self.error,
+        }
+
+
+def _plain(settings: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(settings, default=str))
 
 
 @dataclass
@@ -66,14 +101,19 @@ class AutoQuantizeResult:
         flatbuffer: the chosen file (save it with `tfcompress.save_tflite`).
         choice: the chosen candidate's name.
         settings: the `convert` keywords that rebuild the chosen file.
-        float_accuracy: the Keras model's accuracy on the evaluation data.
-        max_accuracy_drop: the target the search was given.
-        target_met: whether the chosen file meets it (when no candidate does, the most accurate
-            one is chosen and this is False).
+        max_accuracy_drop: the target of classes outputs.
+        min_sqnr_db: the target of values outputs.
+        target_met: whether the chosen file meets the target on the held-out rows (the search
+            never saw them). When no candidate meets it on the search rows, the best one is
+            chosen and this is False.
+        held_out: the chosen file's `Score` on the held-out rows (margins in rows).
         candidates: every candidate, in the order built.
+        runtime: the runtime every figure was measured on.
+        rows: the rule that split the data into search and held-out rows.
+        notes: anything else worth knowing.
 
     Example:
-        >>> result = AutoQuantizeResult(b"", "int8", {}, 0.9, 0.01, True, [])
+        >>> result = AutoQuantizeResult(b"", "int8", {}, 0.01, 20.0, True, None, [])
         >>> result.to_dict()["choice"]
         'int8'
     """
@@ -81,46 +121,59 @@ class AutoQuantizeResult:
     flatbuffer: bytes = field(repr=False)
     choice: str
     settings: dict[str, Any]
-    float_accuracy: float
     max_accuracy_drop: float
+    min_sqnr_db: float
     target_met: bool
+    held_out: Score | None
     candidates: list[Candidate]
+    runtime: str = RUNTIMES["xnnpack"]
+    rows: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def chosen(self) -> Candidate:
+        """The chosen candidate."""
+        return next(c for c in self.candidates if c.name == self.choice)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain figures (no file bytes), for JSON."""
-        rows = []
-        for candidate in self.candidates:
-            row = asdict(candidate)
-            row.pop("flatbuffer")
-            rows.append(row)
         return {
             "choice": self.choice,
-            "settings": self.settings,
-            "float_accuracy": self.float_accuracy,
+            "settings": _plain(self.settings),
             "max_accuracy_drop": self.max_accuracy_drop,
+            "min_sqnr_db": self.min_sqnr_db,
             "target_met": self.target_met,
+            "runtime": self.runtime,
+            "rows": self.rows,
             "size_bytes": len(self.flatbuffer),
-            "candidates": rows,
+            "held_out": None if self.held_out is None else self.held_out.to_dict(),
+            "notes": self.notes,
+            "candidates": [c.to_dict() for c in self.candidates],
         }
 
     def summary(self) -> str:
-        """The trade-off as a text table, the chosen file marked with `*`."""
+        """The trade-off as a text table (search-row margins), the chosen file marked with `*`,
+        then the chosen file's held-out figures."""
+        verdict = "met" if self.target_met else "NOT met"
         lines = [
-            f"float accuracy {self.float_accuracy:.4f}, target: drop <= "
-            f"{self.max_accuracy_drop:.4f}; chosen: {self.choice}"
-            + ("" if self.target_met else " (target NOT met: the most accurate file)"),
-            f"  {'candidate':<28} {'accuracy':>9} {'size KB':>9} {'latency ms':>11}  target",
+            f"target: classes outputs lose <= {self.max_accuracy_drop:.4f}, values outputs keep "
+            f">= {self.min_sqnr_db:.1f} dB SQNR; on {self.runtime}; {self.rows}",
+            f"  {'candidate':<34} {'search margin':>13} {'size KB':>9} {'latency ms':>11}  search",
         ]
         for c in self.candidates:
             mark = "*" if c.name == self.choice else " "
             if c.error is not None:
-                lines.append(f"{mark} {c.name:<28} failed: {c.error[:60]}")
+                lines.append(f"{mark} {c.name:<34} failed: {c.error[:60]}")
                 continue
             latency = "-" if c.latency_ms is None else f"{c.latency_ms:.3f}"
             lines.append(
-                f"{mark} {c.name:<28} {c.accuracy:>9.4f} {c.size_bytes / 1024:>9.1f} "
+                f"{mark} {c.name:<34} {c.slack:>+13.4f} {c.size_bytes / 1024:>9.1f} "
                 f"{latency:>11}  {'met' if c.meets_target else 'missed'}"
             )
+        lines.append(f"chosen: {self.choice}; target {verdict} on the held-out rows")
+        if self.held_out is not None:
+            lines.append(self.held_out.describe())
+        lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
     def save_json(self, path: str | Path) -> Path:
@@ -130,7 +183,8 @@ class AutoQuantizeResult:
         return path
 
     def plot(self, path: str | Path) -> Path:
-        """A PNG of accuracy against file size (the Pareto front joined), target drawn."""
+        """A PNG of the worst output's margin (search rows) against file size, Pareto front
+        joined."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -139,14 +193,14 @@ class AutoQuantizeResult:
         built = [c for c in self.candidates if c.error is None]
         figure, axes = plt.subplots(figsize=(6, 4))
         for c in built:
-            axes.scatter(c.size_bytes / 1024, c.accuracy, color="C1" if c.meets_target else "C0")
-            axes.annotate(c.name, (c.size_bytes / 1024, c.accuracy), fontsize=7)
+            axes.scatter(c.size_bytes / 1024, c.slack, color="C1" if c.meets_target else "C0")
+            axes.annotate(c.name, (c.size_bytes / 1024, c.slack), fontsize=7)
         front = pareto_front(built)
-        axes.plot([c.size_bytes / 1024 for c in front], [c.accuracy for c in front], "k--", lw=0.8)
-        axes.axhline(self.float_accuracy - self.max_accuracy_drop, color="C3", lw=0.8)
+        axes.plot([c.size_bytes / 1024 for c in front], [c.slack for c in front], "k--", lw=0.8)
+        axes.axhline(0.0, color="C3", lw=0.8)
         axes.set_xlabel("file size (KB)")
-        axes.set_ylabel("accuracy on LiteRT")
-        axes.set_title("auto_quantize: accuracy against size (target in red)")
+        axes.set_ylabel(f"margin to the target, worst output ({self.runtime})")
+        axes.set_title("auto_quantize: margin against size (target in red)")
         figure.tight_layout()
         path = Path(path)
         figure.savefig(path, dpi=110)
@@ -155,16 +209,21 @@ class AutoQuantizeResult:
 
 
 def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
-    """The candidates no other one beats in both size and accuracy, smallest first.
+    """The candidates no other one beats in both size and margin, smallest first.
 
     Example:
-        >>> a, b = Candidate("a", {}, 0.9, 100), Candidate("b", {}, 0.8, 200)
+        >>> from tfcompress.diagnose.scoring import OutputScore, Score
+        >>> def scored(margin):
+        ...     row = OutputScore("y", "classes", "agreement", 1.0, 1.0, 0.99, 100, "rows", margin)
+        ...     return Score([row], 100, "LiteRT (XNNPACK)", False)
+        >>> a = Candidate("a", {}, scored(2), size_bytes=100)
+        >>> b = Candidate("b", {}, scored(1), size_bytes=200)
         >>> [c.name for c in pareto_front([a, b])]
         ['a']
     """
     front: list[Candidate] = []
-    for c in sorted(candidates, key=lambda c: (c.size_bytes, -(c.accuracy or 0.0))):
-        if not front or (c.accuracy or 0.0) > (front[-1].accuracy or 0.0):
+    for c in sorted(candidates, key=lambda c: (c.size_bytes, -c.slack)):
+        if not front or c.slack > front[-1].slack:
             front.append(c)
     return front
 
@@ -175,45 +234,67 @@ def auto_quantize(
     labels: Any = None,
     *,
     max_accuracy_drop: float = 0.01,
+    min_sqnr_db: float = MIN_SQNR_DB,
     mode: str = "int8",
     representative_data: Any = None,
+    validation_data: Any = None,
+    runtime: str = "xnnpack",
     recovery: bool = True,
     try_int4: bool = True,
+    try_int16x8: bool = True,
     measure_latency: bool = True,
     **convert_options: Any,
 ) -> AutoQuantizeResult:
-    """The smallest integer file whose accuracy is within `max_accuracy_drop` of the Keras model.
+    """The smallest integer file that meets the target on every output, judged on held-out rows.
+
+    The data is split: every third row is held out (or `validation_data` is); the candidates
+    are compared and chosen on the other rows, which also calibrate unless
+    `representative_data` is given. The chosen file is then run on the held-out rows:
+    `target_met` and `held_out` come from there, with the margin counted in rows ("met with a
+    margin of 3 rows of 160"). Never claimed on the rows it searched.
 
     Args:
-        model: a Keras 3 classifier (functional or Sequential) or a `.keras` path.
-        data: evaluation inputs, or an `(inputs, labels)` pair.
-        labels: integer class labels of `data`. Without them the accuracy is agreement with the
-            Keras model's top-1 class (the Keras model's own is then 1.0).
-        max_accuracy_drop: what the file may lose against the Keras model (0.01 = 1 pp).
-        mode: `"int8"` or `"edgetpu"` (no INT4 candidate: the Edge TPU runs int8 only).
-        representative_data: calibration inputs; `data` when not given.
-        recovery: try the PTQ recovery steps (`tfcompress.recovery`); False searches plain
-            int8 and the float fallback only (faster; for models the steps refuse).
-        try_int4: also try 4-bit (INT4) weights with AdaRound (`mode="int8"` and `recovery`):
-            every layer at 4 bits, and, when that misses the target, the layers chosen one by
-            one from their sensitivity at 4 bits (`choose_int4_layers`). INT4 files are the smallest but run on LiteRT's builtin kernels, not XNNPACK: about
-            3-4x slower on CPU here (see each candidate's `latency_ms`); pass False to prefer
-            speed over size.
-        measure_latency: time each file on LiteRT (`tfcompress.benchmark_tflite`, 1 thread).
+        model: a Keras 3 functional or Sequential model (any number of outputs, class scores,
+            regression values or dense maps) or a `.keras` path.
+        data: inputs, or an `(inputs, labels)` pair.
+        labels: labels of `data`: an array for a one-output model, a dict by output name or a
+            list by position (None entries allowed). A classes output with labels is scored by
+            accuracy, without by top-1 agreement with the Keras model; a values output by its
+            SQNR against the Keras model (its labels' MAE is reported).
+        max_accuracy_drop: what a classes output may lose against the Keras model (0.01 = 1 pp).
+        min_sqnr_db: the least SQNR (dB) of a values output against the Keras model.
+        mode: `"int8"` or `"edgetpu"` (no INT4 and no int16x8 candidate: the Edge TPU runs
+            int8 only).
+        representative_data: calibration inputs; the search rows when not given.
+        validation_data: held-out inputs (or an `(inputs, labels)` pair); then all of `data`
+            is searched.
+        runtime: what runs the files: `"xnnpack"` (LiteRT with XNNPACK, the default: what
+            phones run), `"reference"` (LiteRT's reference kernels) or `"micro"` (TensorFlow
+            Lite Micro; latency is then not measured).
+        recovery: try the PTQ recovery steps (`tfcompress.recovery`) as candidates; False
+            searches plain int8, int16x8 and the float fallback only (faster; for models the
+            steps refuse).
+        try_int4: also try 4-bit (INT4) weights with AdaRound (`mode="int8"` and `recovery`).
+            INT4 files are the smallest but run on LiteRT's builtin kernels, not XNNPACK
+            (see each candidate's `latency_ms`); pass False to prefer speed over size.
+        try_int16x8: when no 8-bit candidate meets the target, also try 16-bit activations
+            (`mode="int16x8"`; `mode="int8"` only).
+        measure_latency: time each file (`tfcompress.benchmark_tflite`, 1 thread).
         **convert_options: other `tfcompress.convert` keywords (`num_samples`, `per_channel`).
 
     Returns:
-        An `AutoQuantizeResult`: `.flatbuffer`, `.summary()`, `.to_dict()`, `.plot(path)`.
+        An `AutoQuantizeResult`: `.flatbuffer`, `.held_out`, `.summary()`, `.to_dict()`,
+        `.plot(path)`.
 
     Example:
         >>> import tfcompress as tfc
         >>> from tfcompress.data import load_digits
         >>> from tfcompress.models import build_digits_cnn
-        >>> x = load_digits().x_test[:40]
+        >>> x = load_digits().x_test[:60]
         >>> result = tfc.auto_quantize(build_digits_cnn(), x, max_accuracy_drop=1.0,
         ...                            recovery=False, measure_latency=False)
-        >>> result.choice, result.target_met
-        ('int8', True)
+        >>> result.choice, result.target_met, result.held_out.rows
+        ('int8', True, 20)
     """
 
     if isinstance(max_accuracy_drop, bool) or not 0 <= float(max_accuracy_drop) <= 1:
@@ -225,157 +306,184 @@ def auto_quantize(
             f"auto_quantize searches integer files: mode must be 'int8' or 'edgetpu', got "
             f"{mode!r}. For a float file use tfcompress.convert(model, mode='float16')."
         )
-    if isinstance(data, tuple) and len(data) == 2 and labels is None:
-        data, labels = data
+    check_runtime(runtime)
     model = keras_model_of(model, convert_options.get("custom_objects"))
-    count = len(data[0]) if isinstance(data, list) else len(data)
-    x = input_arrays(model, data, count)
-    feed = x if len(x) > 1 else x[0]
-    reference = model.predict(feed, verbose=0, batch_size=256)
-    labels = np.argmax(reference, axis=-1) if labels is None else np.asarray(labels).reshape(-1)
-    if len(labels) != count:
-        raise ValueError(f"labels has {len(labels)} entries for {count} samples of data.")
-    float_accuracy = _accuracy(reference, labels)
-    calibration = data if representative_data is None else representative_data
-    target = float_accuracy - float(max_accuracy_drop)
+    rows, _ = prepare_rows(model, data, labels, validation_data)
+    targets = {
+        "max_accuracy_drop": float(max_accuracy_drop),
+        "min_sqnr_db": float(min_sqnr_db),
+        "runtime": runtime,
+    }
+    search = Scorer(model, rows.search_x, rows.search_labels, held_out=False, **targets)
+    held = Scorer(model, rows.held_x, rows.held_labels, held_out=True, **targets)
+    search_feed = rows.search_x if len(rows.search_x) > 1 else rows.search_x[0]
+    calibration = search_feed if representative_data is None else representative_data
 
     def measure(name: str, settings: dict[str, Any], flatbuffer: bytes) -> Candidate:
-        accuracy = _accuracy(run_tflite(flatbuffer, feed), labels)
+        flatbuffer = bytes(flatbuffer)
+        try:
+            found = search.score(flatbuffer)
+        except Exception as error:  # noqa: BLE001 - a file the runtime cannot run is reported
+            return Candidate(name, settings, error=f"{type(error).__name__}: {error}")
         latency = None
-        if measure_latency:
-            latency = benchmark_tflite(flatbuffer, threads=1, runs=50).median_ms
+        if measure_latency and runtime != "micro":
+            latency = benchmark_tflite(
+                flatbuffer, threads=1, runs=50, builtin_only=runtime == "reference"
+            ).median_ms
         return Candidate(
-            name, settings, accuracy, len(flatbuffer), latency, accuracy >= target, None, flatbuffer
+            name, settings, found, None, len(flatbuffer), latency, found.met, None, flatbuffer
         )
 
     def build(name: str, settings: dict[str, Any]) -> Candidate:
+        options = {**convert_options, **settings}
+        file_mode = options.pop("mode", mode)
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # float-op warnings: the figures say it all
-                flatbuffer = convert(model, mode, calibration, **settings, **convert_options)
+                warnings.simplefilter("ignore")  # float-op and fidelity warnings: figures say it
+                flatbuffer = convert(model, file_mode, calibration, **options)
         except Exception as error:  # noqa: BLE001 - a candidate that fails is reported, not fatal
             return Candidate(name, settings, error=f"{type(error).__name__}: {error}")
         return measure(name, settings, flatbuffer)
 
-    plans: list[tuple[str, dict[str, Any]]] = [("int8", {})]
+    candidates = [build("int8", {})]
+    base = candidates[0]
     if recovery:
-        plans.append(("int8+recovery", {"optimize": list(RECOVERY)}))
-        plans.append(("int8+adaround", {"optimize": list(ADAROUND)}))
-    if recovery and try_int4 and mode == "int8":
-        plans.append(("int4+adaround", {"optimize": list(ADAROUND), "int4_weights": True}))
-    candidates = [build(name, settings) for name, settings in plans]
-    mixed_base = next((c for c in candidates if c.name == "int8+adaround"), None)
-    all_int4 = next((c for c in candidates if c.name == "int4+adaround"), None)
-    if (
-        all_int4 is not None
-        and not all_int4.meets_target
-        and mixed_base
-        and mixed_base.meets_target
-    ):
+        for step in STEPS:
+            candidates.append(build(f"int8+{step}", {"optimize": ["fold_bn", step]}))
+        base = _best(candidates) or base
+        adaround = [*base.settings.get("optimize", ["fold_bn"]), "adaround"]
+        candidates.append(build("int8+adaround", {"optimize": adaround}))
+        if try_int4 and mode == "int8":
+            candidates.append(build("int4+adaround", {"optimize": adaround, "int4_weights": True}))
+    by_name = {c.name: c for c in candidates}
+    mixed_base, all_int4 = by_name.get("int8+adaround"), by_name.get("int4+adaround")
+    if all_int4 and not all_int4.meets_target and mixed_base and mixed_base.meets_target:
         candidates.extend(
             _mixed_int4_candidates(
-                model,
-                x,
-                labels,
-                mixed_base.accuracy - target,
-                convert_options.get("per_channel", True),
-                build,
+                model, rows, mixed_base, convert_options.get("per_channel", True), build
             )
         )
     eight_bit = [c for c in candidates if c.error is None and "int4" not in c.name]
+    notes = list(rows.notes)
     if eight_bit and not any(c.meets_target for c in eight_bit):
-        best = max(eight_bit, key=lambda c: c.accuracy or 0.0)
-        candidates.append(
-            _keep_float_candidate(
-                best,
-                model,
-                data,
-                labels,
-                mode,
-                calibration,
-                suggest_keep_float,
-                measure,
-                float(max_accuracy_drop),
-                convert_options,
-            )
+        if try_int16x8 and mode == "int8":
+            candidates.append(build("int16x8", {"mode": "int16x8"}))
+        best = _best(eight_bit) or eight_bit[0]
+        fallback, fallback_notes = _keep_float_candidate(
+            best, model, mode, calibration, search, measure, runtime, convert_options
         )
+        candidates.append(fallback)
+        notes += fallback_notes
     chosen = _choose(candidates)
     if chosen is None:
         errors = "; ".join(f"{c.name}: {c.error}" for c in candidates)
         raise RuntimeError(f"auto_quantize could not build any integer file: {errors}")
+    chosen.held_out = held.score(chosen.flatbuffer)
+    if chosen.meets_target and not chosen.held_out.met:
+        notes.append(
+            f"'{chosen.name}' meets the target on the search rows but not on the held-out "
+            "rows: the margin is within what a few rows change; give more data or "
+            "validation_data, or loosen the target."
+        )
     return AutoQuantizeResult(
-        chosen.flatbuffer,
-        chosen.name,
-        chosen.settings,
-        float_accuracy,
-        float(max_accuracy_drop),
-        chosen.meets_target,
-        candidates,
-    )
+        chosen.flatbuffer, chosen.name, chosen.settings, float(max_accuracy_drop),
+        float(min_sqnr_db), chosen.held_out.met, chosen.held_out, candidates, RUNTIMES[runtime],
+        rows.rule, notes,
+    )  # fmt: skip
+
+
+def _best(candidates: list[Candidate]) -> Candidate | None:
+    built = [c for c in candidates if c.error is None]
+    return max(built, key=lambda c: c.slack) if built else None
+
+
+def float_ops_name(base: str, flatbuffer: bytes) -> str:
+    """ "int8 with 3 of 9 ops float": what a file with float layers is.
+
+    Example:
+        >>> import tfcompress as tfc
+        >>> from tfcompress.data import load_digits
+        >>> from tfcompress.models import build_digits_cnn
+        >>> x = load_digits().x_train[:20]
+        >>> float_ops_name("int8", tfc.convert(build_digits_cnn(), "int8", x, keep_float=["fc1"]))
+        'int8 with 1 of 7 ops float'
+    """
+    ops = [op for op in inspect(flatbuffer).subgraphs[0].ops if op.name not in _QDQ_OPS]
+    floats = sum(op.computes_in_float for op in ops)
+    return f"{base} with {floats} of {len(ops)} ops float"
 
 
 def _keep_float_candidate(
     best: Candidate,
     model: Any,
-    data: Any,
-    labels: np.ndarray,
     mode: str,
     calibration: Any,
-    suggest: Any,
+    search: Scorer,
     measure: Any,
-    max_accuracy_drop: float,
+    runtime: str,
     convert_options: dict[str, Any],
-) -> Candidate:
-    """Float fallback for the fewest layers, on top of the most accurate 8-bit recovery."""
-    name = f"{best.name}+keep_float"
+) -> tuple[Candidate, list[str]]:
+    """Float fallback for the fewest layers, on top of the best 8-bit candidate."""
+    name = f"{best.name} with layers float"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            suggestion = suggest(
-                model,
-                data,
-                labels,
-                max_accuracy_drop=max_accuracy_drop,
-                mode=mode,
-                representative_data=calibration,
-                **best.settings,
-                **convert_options,
+            calibrated = calibrate(
+                model, mode, calibration, optimize=best.settings.get("optimize"),
+                **{k: v for k, v in convert_options.items() if k != "optimize"},
+            )  # fmt: skip
+            feed = search.x if len(search.x) > 1 else search.x[0]
+            report = debug_quantization(
+                model, feed, mode, calibrated=calibrated, num_samples=len(search.x[0]),
+                isolated_samples=min(64, len(search.x[0])), runtime=runtime,
+            )  # fmt: skip
+            keep, flatbuffer, _, dropped, _ = search_keep_float(
+                calibrated, report.ranking, search.score, None
             )
     except Exception as error:  # noqa: BLE001
-        return Candidate(name, best.settings, error=f"{type(error).__name__}: {error}")
-    settings = {**best.settings, "keep_float": suggestion.keep_float}
-    return measure(name, settings, suggestion.flatbuffer)
+        return Candidate(name, best.settings, error=f"{type(error).__name__}: {error}"), []
+    settings = {**best.settings, "keep_float": keep}
+    notes = []
+    if dropped:
+        notes.append(
+            f"{dropped}: TF's quantizer keeps these layers integer whatever the denylist says, "
+            "so the float fallback leaves them out."
+        )
+    return measure(float_ops_name(best.name, flatbuffer), settings, flatbuffer), notes
 
 
 def _mixed_int4_candidates(
-    model: Any,
-    x: list[np.ndarray],
-    labels: np.ndarray,
-    budget: float,
-    per_channel: bool,
-    build: Any,
-    retries: int = 2,
+    model: Any, rows: Any, base: Candidate, per_channel: bool, build: Any, retries: int = 2
 ) -> list[Candidate]:
     """4-bit weights on the layers the sensitivity analysis allows; fewer when the file misses.
 
-    `budget` is the accuracy the 8-bit AdaRound file has above the target: what the 4-bit layers
-    may cost. The greedy set comes from a Keras emulation; the file is then measured on LiteRT,
-    and while it misses the target the last layer taken (the most sensitive) goes back to 8 bits.
+    The budget is the margin the 8-bit AdaRound file has on the search rows. The greedy set comes
+    from a Keras emulation on the search rows; the file is then measured, and while it misses
+    the target the last layer taken (the most sensitive) goes back to 8 bits.
     """
-
-    if len(x) != 1:
-        return []  # the emulation feeds one input; multi-input models keep the whole-model choice
+    if len(rows.search_x) != 1 or len(base.search.outputs) != 1:
+        return []  # the emulation feeds one input and scores one output
+    labels = rows.search_labels[0]
+    worst = base.search.worst
+    if worst.kind != "classes":
+        return []
+    if labels is None:
+        labels = model.predict(rows.search_x[0], verbose=0, batch_size=256).argmax(-1)
+    budget = worst.value - worst.target
     try:
-        chosen = choose_int4_layers(model, x[0], labels, budget, per_channel=per_channel)
+        chosen = choose_int4_layers(
+            model, rows.search_x[0], labels, budget, per_channel=per_channel
+        )
     except Exception as error:  # noqa: BLE001 - reported as a failed candidate
         return [Candidate("int4[mixed]+adaround", {}, error=f"{type(error).__name__}: {error}")]
     total = len(kernel_layers(model)[0])
+    steps = [s for s in base.settings.get("optimize", []) if s != "adaround"]
     built: list[Candidate] = []
     for _ in range(retries + 1):
         if not chosen:
             break
         adaround = ("adaround", {"int4_layers": list(chosen)})
-        settings = {"optimize": [*RECOVERY[:2], adaround, RECOVERY[2]], "int4_weights": True}
+        settings = {"optimize": [*steps, adaround], "int4_weights": True}
         candidate = build(f"int4[{len(chosen)}/{total}]+adaround", settings)
         built.append(candidate)
         if candidate.error is not None or candidate.meets_target:
@@ -389,10 +497,6 @@ def _choose(candidates: list[Candidate]) -> Candidate | None:
     if not built:
         return None
     meeting = [c for c in built if c.meets_target]
-    if meeting:  # the smallest file; among equal sizes the more accurate
-        return min(meeting, key=lambda c: (c.size_bytes, -(c.accuracy or 0.0)))
-    return max(built, key=lambda c: (c.accuracy or 0.0, -(c.size_bytes or 0)))
-
-
-def _accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
-    return float(np.mean(np.argmax(predictions, axis=-1) == labels.reshape(-1)))
+    if meeting:  # the smallest file; among equal sizes the one with more margin
+        return min(meeting, key=lambda c: (c.size_bytes, -c.slack))
+    return max(built, key=lambda c: (c.slack, -(c.size_bytes or 0)))

@@ -18,6 +18,12 @@ each quantized op with a float op fed the same dequantized input. Here the rows 
 (tensor names map back to layers, `tfcompress.tflite.layer_map`), and isolation is done by the
 quantizer itself, so fused ops (Conv+BN+ReLU) are judged as the one op they become.
 
+Every output of the model counts: a layer's isolated effect is the SQNR of the worst output in
+the file where only it is integer. The per-layer figures come from LiteRT's reference kernels,
+the only runtime that keeps every intermediate tensor readable; the model's outputs are
+measured again on the runtime asked for (`runtime="xnnpack"` by default, what phones run), and
+the report names both.
+
 Every error is reported as SQNR in dB (`10 log10(sum(ref^2) / sum((out - ref)^2))`; higher is
 better, capped at 120 dB for an exact match), relative RMSE (`rms(out - ref) / rms(ref)`) and
 the mean cosine similarity of each sample's output.
@@ -36,11 +42,13 @@ import numpy as np
 
 from tfcompress.core import compat
 from tfcompress.core.graph import inputs_rescaled
+from tfcompress.diagnose.scoring import check_runtime, output_names, run_file
 from tfcompress.export import calibrate
 from tfcompress.io import load_model
 from tfcompress.quantization.strip import is_quantization_aware
 from tfcompress.tflite.calibration import collect_samples
 from tfcompress.tflite.errors import ConversionError
+from tfcompress.tflite.fidelity import RUNTIMES, compare_outputs, keras_outputs, output_kinds
 from tfcompress.tflite.flatbuffer import load_bytes
 from tfcompress.tflite.layer_map import map_layers
 from tfcompress.tflite.runtime import _dequantize, _quantize
@@ -100,10 +108,15 @@ class QuantizationDebugReport:
         model_name: the Keras model's name.
         mode: the conversion mode of the file.
         num_samples: samples compared.
-        output_sqnr_db: SQNR of the model's (first) output in the integer file.
+        output_sqnr_db: SQNR of the model's worst output in the integer file, on `runtime`.
         layers: one `LayerError` per Keras layer with a tensor in the file, worst first.
         isolated_samples: samples used for the isolated errors (0 when not computed).
         notes: what was skipped and why.
+        outputs: per output of the model: its name, kind ("classes" or "values"), SQNR (dB)
+            and top-1 agreement (classes) in the integer file, on `runtime`.
+        runtime: the runtime of the model-output figures.
+        layer_runtime: the runtime of the per-layer figures (LiteRT's reference kernels: the
+            only one that keeps intermediate tensors readable).
 
     Example:
         >>> from tfcompress.diagnose.debug import LayerError, QuantizationDebugReport
@@ -120,6 +133,9 @@ class QuantizationDebugReport:
     layers: list[LayerError]
     isolated_samples: int = 0
     notes: list[str] = field(default_factory=list)
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    runtime: str = RUNTIMES["xnnpack"]
+    layer_runtime: str = RUNTIMES["reference"]
 
     @property
     def ranking(self) -> list[str]:
@@ -142,6 +158,9 @@ class QuantizationDebugReport:
             "output_sqnr_db": self.output_sqnr_db,
             "isolated_samples": self.isolated_samples,
             "notes": list(self.notes),
+            "outputs": [dict(row) for row in self.outputs],
+            "runtime": self.runtime,
+            "layer_runtime": self.layer_runtime,
             "layers": [asdict(row) for row in self.layers],
         }
 
@@ -155,7 +174,8 @@ class QuantizationDebugReport:
         """A text table, worst layer first."""
         lines = [
             f"Quantization error of '{self.model_name}' ({self.mode}, {self.num_samples} samples; "
-            f"model output SQNR {_fmt(self.output_sqnr_db)} dB)",
+            f"worst model output SQNR {_fmt(self.output_sqnr_db)} dB on {self.runtime}; layers "
+            f"on {self.layer_runtime})",
             f"{'layer (+ fused into it)':<36} {'class':<20} {'SQNR dB':>8} {'relRMSE':>8} {'cosine':>7} "
             f"{'isol dB':>8} {'out dB':>8}  ops",
         ]
@@ -169,9 +189,16 @@ class QuantizationDebugReport:
                 f"{' '.join(row.ops)}"
             )
         lines.append(
-            "SQNR: accumulated in the integer file; isol: this layer alone integer; out: model "
-            "output SQNR with this layer alone integer (the ranking)."
+            "SQNR: accumulated in the integer file; isol: this layer alone integer; out: worst "
+            "model output SQNR with this layer alone integer (the ranking)."
         )
+        for row in self.outputs:
+            agreement = row.get("agreement") or 0.0
+            lines.append(
+                f"output '{row['name']}' ({row['kind']}): SQNR {_fmt(row['sqnr_db'])} dB"
+                + ("" if row["kind"] != "classes" else f", top-1 agreement {agreement:.4f}")
+                + f" on {self.runtime}"
+            )
         lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
 
@@ -363,6 +390,7 @@ def debug_quantization(
     isolated_samples: int = 64,
     calibrated: Any = None,
     custom_objects: dict | None = None,
+    runtime: str = "xnnpack",
     **convert_options: Any,
 ) -> QuantizationDebugReport:
     """Compare a Keras model with its integer TFLite file, per Keras layer, worst layer first.
@@ -380,6 +408,10 @@ def debug_quantization(
         isolated_samples: samples used for the isolated runs.
         calibrated: a `tfcompress.ptq.CalibratedModel` of `model` to reuse.
         custom_objects: custom classes needed to load a `.keras` file.
+        runtime: what runs the file for the model-output figures: `"xnnpack"` (LiteRT with
+            XNNPACK, the default: what phones run), `"reference"` (LiteRT's reference kernels)
+            or `"micro"` (TensorFlow Lite Micro). The per-layer figures always come from
+            LiteRT's reference kernels, which keep intermediate tensors readable.
         **convert_options: other `convert` keywords (`per_channel`, ...).
 
     Returns:
@@ -396,6 +428,7 @@ def debug_quantization(
     """
 
     check_keep_float_mode(mode)
+    check_runtime(runtime)
     keras_model = keras_model_of(model, custom_objects)
     notes: list[str] = []
     if tflite is not None:
@@ -423,10 +456,11 @@ def debug_quantization(
         )
     reference = _keras_outputs(keras_model, [row.reference or row.layer for row in rows], x)
     values, outputs = _FileRunner(flatbuffer).run(x, [row.tensor for row in rows])
-    model_output = np.asarray(keras_model.predict(x if len(x) > 1 else x[0], verbose=0))
-    if isinstance(model_output, list):  # pragma: no cover - several outputs: first one
-        model_output = model_output[0]
-    output_sqnr = _compare(model_output, outputs[0])[0]
+    model_outputs = keras_outputs(keras_model, x)
+    if runtime != "reference":
+        outputs = run_file(flatbuffer, x, runtime)
+    per_output = _output_rows(keras_model, model_outputs, outputs, runtime)
+    output_sqnr = min((row["sqnr_db"] for row in per_output), default=None)
     classes = {layer.name: type(layer).__name__ for layer in keras_model.layers}
     table = []
     for row, value in zip(rows, values, strict=True):
@@ -444,7 +478,7 @@ def debug_quantization(
         )
     if isolated and calibrated is not None:
         used = min(isolated_samples, len(x[0]))
-        _isolated_errors(calibrated, table, reference, model_output, x, used)
+        _isolated_errors(calibrated, table, reference, model_outputs, x, used)
     elif not isolated:
         notes.append("isolated errors not computed (isolated=False): ranked by accumulated SQNR.")
     missing = [row.layer for row in table if row.sqnr_db is None]
@@ -452,8 +486,36 @@ def debug_quantization(
         notes.append(f"no Keras output to compare for {missing} (shared layer or reshaped tensor).")
     table.sort(key=_rank_key)
     return QuantizationDebugReport(
-        keras_model.name, mode, len(x[0]), output_sqnr, table, used, notes
-    )
+        keras_model.name, mode, len(x[0]), output_sqnr, table, used, notes, per_output,
+        RUNTIMES[runtime],
+    )  # fmt: skip
+
+
+def _output_rows(
+    model: Any, reference: list[np.ndarray], outputs: list[np.ndarray], runtime: str
+) -> list[dict[str, Any]]:
+    """Name, kind, SQNR (dB, capped) and top-1 agreement of every model output in the file."""
+    names = output_names(model)
+    kinds = output_kinds(model)
+    if len(names) != len(reference) or len(kinds) != len(reference):
+        names = [f"output_{i}" for i in range(len(reference))]
+        kinds = ["classes" if r.ndim > 1 and r.shape[-1] > 1 else "values" for r in reference]
+    fidelity = compare_outputs(reference, outputs, names, kinds, runtime)
+    return [
+        {
+            "name": row.name,
+            "kind": row.kind,
+            "sqnr_db": _compare(ref, out)[0],
+            "agreement": row.agreement,
+        }
+        for row, ref, out in zip(fidelity.outputs, reference, outputs, strict=True)
+    ]
+
+
+def _worst_output_sqnr(reference: list[np.ndarray], outputs: list[np.ndarray]) -> float | None:
+    found = [_compare(ref, out)[0] for ref, out in zip(reference, outputs, strict=True)]
+    found = [value for value in found if value is not None]
+    return min(found, default=None)
 
 
 def _is_quantization_aware(model: Any) -> bool:
@@ -470,7 +532,7 @@ def _isolated_errors(
     calibrated: Any,
     table: list[LayerError],
     reference: dict[str, np.ndarray],
-    model_output: np.ndarray,
+    model_outputs: list[np.ndarray],
     x: list[np.ndarray],
     count: int,
 ) -> None:
@@ -485,4 +547,4 @@ def _isolated_errors(
         ref = reference.get(alone_rows[entry.layer].reference or entry.layer)
         sqnr, rmse, _ = _compare(None if ref is None else ref[:count], values[0])
         entry.isolated_sqnr_db, entry.isolated_rel_rmse = sqnr, rmse
-        entry.output_sqnr_db = _compare(model_output[:count], outputs[0])[0]
+        entry.output_sqnr_db = _worst_output_sqnr([r[:count] for r in model_outputs], outputs)
