@@ -125,6 +125,16 @@ def test_export_registers_tflms_decode_op(dense_int8):
     assert registered["CUSTOM:TFLM_DECODE"] == "AddDecode"
 
 
+def test_max_decoded_bytes_leaves_larger_tensors_uncompressed(mixed_int8):
+    info = tfc.inspect(tfc.micro.compress(mixed_int8, max_decoded_bytes=4096))
+    decoded = [
+        info.tensors[i] for op in info.ops if op.name == "CUSTOM:TFLM_DECODE" for i in op.outputs
+    ]
+
+    assert decoded and all(np.prod(t.shape) <= 4096 for t in decoded)
+    assert not any("hidden" in t.name for t in decoded)  # its 256 x 32 kernel stays as it is
+
+
 def test_max_bits_leaves_wider_tensors_uncompressed(mixed_int8):
     with pytest.raises(MicroError, match="more than 2 distinct values"):
         tfc.micro.compress(mixed_int8, max_bits=1)

@@ -216,7 +216,12 @@ class _Candidate:
     consumers: list[int]
 
 
-def compress(model_file: TFLiteSource, *, max_bits: int = MAX_INDEX_BITS) -> bytes:
+def compress(
+    model_file: TFLiteSource,
+    *,
+    max_bits: int = MAX_INDEX_BITS,
+    max_decoded_bytes: int | None = None,
+) -> bytes:
     """The file with every weight tensor of few distinct values stored as a TFLM look-up table.
 
     A constant input of CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV or
@@ -239,6 +244,9 @@ def compress(model_file: TFLiteSource, *, max_bits: int = MAX_INDEX_BITS) -> byt
             from a clustered model for a real gain (`tfc.cluster_weights` then
             `tfc.strip_clustering`).
         max_bits: the widest index to use, 1 to 7: a tensor needing more stays uncompressed.
+        max_decoded_bytes: leave tensors larger than this uncompressed, which bounds what the
+            arena grows by (a decoded tensor lives in the arena while its op runs). None: no
+            bound.
 
     Returns:
         The compressed flatbuffer.
@@ -263,6 +271,12 @@ def compress(model_file: TFLiteSource, *, max_bits: int = MAX_INDEX_BITS) -> byt
         raise ValueError(
             f"max_bits must be an integer from 1 to 7 (TFLM's limit); got {max_bits!r}."
         )
+    if max_decoded_bytes is not None and (
+        isinstance(max_decoded_bytes, bool) or not isinstance(max_decoded_bytes, int)
+    ):
+        raise ValueError(
+            f"max_decoded_bytes must be a number of bytes or None; got {max_decoded_bytes!r}."
+        )
     content, origin = load_bytes(model_file)
     model = read_model(content, origin)
     schema = compat.tflite_schema()
@@ -274,7 +288,9 @@ def compress(model_file: TFLiteSource, *, max_bits: int = MAX_INDEX_BITS) -> byt
     chosen: dict[int, list[_Candidate]] = {}
     widest = ""
     for number, subgraph in enumerate(model.subgraphs):
-        found, reason = _candidates(model, subgraph, types, buffer_users, max_bits)
+        found, reason = _candidates(
+            model, subgraph, types, buffer_users, max_bits, max_decoded_bytes
+        )
         chosen[number] = found
         widest = widest or reason
     if not any(chosen.values()):
@@ -348,6 +364,7 @@ def _candidates(
     types: dict[int, str],
     buffer_users: dict[int, int],
     max_bits: int,
+    max_decoded_bytes: int | None = None,
 ) -> tuple[list[_Candidate], str]:
     """The tensors of `subgraph` worth compressing, and why the largest refused one was not."""
     names = _op_names(model)
@@ -365,6 +382,7 @@ def _candidates(
         readers = consumers.get(index, [])
         if (
             not data
+            or (max_decoded_bytes is not None and len(data) > max_decoded_bytes)
             or dtype is None
             or not readers
             or index in ends
