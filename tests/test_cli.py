@@ -178,3 +178,19 @@ def test_evaluate_multi_output_file_needs_output(digits, data_file, tmp_path, ca
     score = float(capsys.readouterr().out.split()[1])
     logits = model.predict(digits.x_test, verbose=0)[0]
     assert score == pytest.approx(np.mean(logits.argmax(-1) == digits.y_test), abs=1e-4)
+
+
+def test_evaluate_scores_a_regression_file_with_mae_by_default(digits, tmp_path, capsys):
+    import keras
+
+    import tfcompress as tfc
+
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Flatten()(inputs)))
+    path = tfc.save_tflite(tfc.convert(model), tmp_path / "regression.tflite")
+    targets = model.predict(digits.x_test, verbose=0)[:, 0] + 0.25
+    data = tmp_path / "targets.npz"
+    np.savez(data, x=digits.x_test, y=targets)
+    assert main(["evaluate", str(path), "--data", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("mae: 0.2500") and "LiteRT XNNPACK" in out

@@ -85,7 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("file")
     evaluate.add_argument("--data", required=True, help="DATA.npz with arrays x and y, or 'digits'")
-    evaluate.add_argument("--metric", default="accuracy", choices=["accuracy", "mae", "mse"])
+    evaluate.add_argument(
+        "--metric",
+        default=None,
+        choices=["accuracy", "mae", "mse"],
+        help="default: accuracy for class labels, mae for real-valued targets",
+    )
     evaluate.add_argument(
         "--output",
         help="which output to score when the model has several: its position or its name",
@@ -229,12 +234,12 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from tfcompress.tflite.runtime import evaluate_tflite
+    from tfcompress.tflite.runtime import evaluate_with_metric
 
     x, y = load_arrays(args.data)
     if y is None:
         raise ValueError(f"Data file '{args.data}' has no array 'y' with the labels or targets.")
-    score = evaluate_tflite(
+    metric, score = evaluate_with_metric(
         args.file,
         x,
         y,
@@ -244,7 +249,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         output=args.output,
     )
     which = f", output {args.output}" if args.output is not None else ""
-    print(f"{args.metric}: {score:.4f} on {len(y)} samples ({args.file}{which}, LiteRT)")
+    runtime = "LiteRT reference kernels" if args.builtin else "LiteRT XNNPACK"
+    print(f"{metric}: {score:.4f} on {len(y)} samples ({args.file}{which}, {runtime})")
     return 0
 
 

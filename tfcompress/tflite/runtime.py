@@ -242,6 +242,23 @@ def evaluate_tflite(
         >>> 0.0 <= tfc.evaluate_tflite(flatbuffer, split.x_test, split.y_test) <= 1.0
         True
     """
+    return evaluate_with_metric(
+        source, x, y, metric, batch_size, threads, builtin_only, progress, output
+    )[1]
+
+
+def evaluate_with_metric(
+    source: TFLiteSource,
+    x: np.ndarray | list[np.ndarray],
+    y: np.ndarray,
+    metric: str | None = None,
+    batch_size: int = 256,
+    threads: int = 1,
+    builtin_only: bool = False,
+    progress: bool = False,
+    output: int | str | None = None,
+) -> tuple[str, float]:
+    """`evaluate_tflite`'s score with the name of the metric it chose."""
     if metric is not None and metric not in _METRICS:
         raise ValueError(f"Unknown metric {metric!r}; choose one of {', '.join(_METRICS)}.")
     report = inspect(source)
@@ -263,9 +280,9 @@ def evaluate_tflite(
     if metric == "accuracy":
         predicted = outputs.argmax(axis=-1) if outputs.shape[-1] > 1 else (outputs[..., 0] > 0.5)
         labels = y.argmax(axis=-1) if y.ndim == outputs.ndim and y.shape[-1] > 1 else y.reshape(-1)
-        return float(np.mean(predicted.reshape(-1) == labels))
+        return metric, float(np.mean(predicted.reshape(-1) == labels))
     error = outputs.reshape(len(y), -1) - y.reshape(len(y), -1)
-    return float(np.mean(np.abs(error)) if metric == "mae" else np.mean(error**2))
+    return metric, float(np.mean(np.abs(error)) if metric == "mae" else np.mean(error**2))
 
 
 def _holds_class_labels(outputs: np.ndarray, y: np.ndarray) -> bool:
