@@ -17,7 +17,7 @@ from tfcompress.micro.compress import (
     pack_indices,
     unpack_indices,
 )
-from tfcompress.micro.firmware import ops_header, registered_ops
+from tfcompress.micro.firmware import registered_ops
 from tfcompress.micro.runner import attempt
 from tfcompress.tflite.errors import TFLiteFileError
 
@@ -118,11 +118,13 @@ def test_check_reports_the_tables_and_compares_with_litert_on_the_decoded_file(d
     assert "look-up tables" in report.summary()
 
 
-def test_export_registers_tflms_decode_op(dense_int8):
+def test_export_writes_a_compressed_file_and_registers_tflms_decode_op(dense_int8, tmp_path):
     small = tfc.micro.compress(dense_int8)
-    registered = registered_ops(ops_header(tfc.inspect(small), "m"))
+    files = tfc.micro.export(small, tmp_path, name="wide")
 
-    assert registered["CUSTOM:TFLM_DECODE"] == "AddDecode"
+    assert registered_ops(files.ops_header.read_text())["CUSTOM:TFLM_DECODE"] == "AddDecode"
+    assert files.report.runs and files.report.lut_tensors == 1
+    assert f"wide_len = {len(small)};" in files.source.read_text()
 
 
 def test_max_decoded_bytes_leaves_larger_tensors_uncompressed(mixed_int8):
