@@ -449,7 +449,9 @@ def _worst_difference(
 ) -> float | None:
     """The largest difference when some output differs beyond float tolerance, else None."""
     expected, got = list(expected), list(got)
-    if len(expected) != len(got) or any(a.shape != b.shape for a, b in zip(expected, got, strict=True)):
+    if len(expected) != len(got) or any(
+        a.shape != b.shape for a, b in zip(expected, got, strict=True)
+    ):
         return float("inf")
     worst = 0.0
     differs = False

@@ -37,7 +37,11 @@ def write_reports(
         ("input (float32)", len(gzip.compress(float_flatbuffer, 9)), result.float_tflite_accuracy),
         (f"output ({result.mode})", len(gzip.compress(flatbuffer, 9)), result.tflite_accuracy),
     ]
-    figure = plot_accuracy_vs_size(points, result.float_accuracy, "accuracy against size")
+    metric = _metrics(result)[0]
+    if metric == "accuracy":
+        figure = plot_accuracy_vs_size(points, result.float_accuracy, "accuracy against size")
+    else:
+        figure = _error_vs_size_figure(points, result.float_accuracy, _first_label(result))
     save_figure(figure, folder / PLOTS[0])
     save_figure(_sparsity_figure(result.layer_sparsity), folder / PLOTS[1])
     save_figure(_edgetpu_figure(result.edgetpu, result.mode), folder / PLOTS[2])
@@ -45,13 +49,25 @@ def write_reports(
     (folder / "report.html").write_text(html_report(result, recipe, folder))
 
 
+def _metrics(result: CompressResult) -> list[str]:
+    return [score.metric for score in result.scores] or ["accuracy"]
+
+
+def _first_label(result: CompressResult) -> str:
+    """The first output's metric, with the output's name when the model has several."""
+    if len(result.scores) > 1:
+        return f"'{result.scores[0].name}' {result.scores[0].metric}"
+    return _metrics(result)[0]
+
+
 def _summary_rows(result: CompressResult) -> list[tuple[str, str]]:
+    metric = _first_label(result)
     rows = [
-        ("input model, Keras accuracy", f"{result.float_accuracy:.4f}"),
+        (f"input model, Keras {metric}", f"{result.float_accuracy:.4f}"),
         ("input model as float32 TFLite", f"{result.float_tflite_bytes:,} bytes"),
         (f"model.tflite ({result.mode})", f"{result.tflite_bytes:,} bytes"),
         ("size ratio", f"{result.float_tflite_bytes / result.tflite_bytes:.2f}x smaller"),
-        ("model.tflite accuracy on LiteRT", f"{result.tflite_accuracy:.4f}"),
+        (f"model.tflite {metric} on LiteRT", f"{result.tflite_accuracy:.4f}"),
         ("held-out samples", f"{result.holdout_samples:,}"),
         ("float ops left", ", ".join(result.float_ops) or "none (full integer)"),
     ]
@@ -66,16 +82,51 @@ def _summary_rows(result: CompressResult) -> list[tuple[str, str]]:
     return rows
 
 
+OUTPUT_COLUMNS = (
+    "output",
+    "metric",
+    "input model (Keras)",
+    "input model as float32 TFLite",
+    "model.tflite on LiteRT",
+)
+
+
+def _output_rows(result: CompressResult) -> list[tuple[str, ...]]:
+    """One row per output: its metric and the three figures (mae/mse: lower is better)."""
+    return [
+        (
+            score.name,
+            score.metric if score.metric == "accuracy" else f"{score.metric} (lower is better)",
+            f"{score.float_keras:.4f}",
+            f"{score.float_tflite:.4f}",
+            f"{score.tflite:.4f}",
+        )
+        for score in result.scores
+    ]
+
+
+def _step_score(result: CompressResult, step: Any) -> str:
+    if len(result.scores) > 1 and step.keras_scores:
+        return ", ".join(f"{name} {value:.4f}" for name, value in step.keras_scores.items())
+    return f"{step.keras_accuracy:.4f}"
+
+
 def markdown_report(result: CompressResult, recipe: Recipe) -> str:
     """The report as Markdown (the plots are the PNG files beside it)."""
     lines = ["# tfcompress compress report", "", "| | |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in _summary_rows(result)]
-    lines += ["", "## Steps", "", "| # | step | options | Keras accuracy after | seconds |"]
+    if len(result.scores) > 1:
+        lines += ["", "## Outputs", "", "| " + " | ".join(OUTPUT_COLUMNS) + " |"]
+        lines += ["|---|---|---:|---:|---:|"]
+        lines += ["| " + " | ".join(row) + " |" for row in _output_rows(result)]
+    after = "Keras scores after" if len(result.scores) > 1 else f"Keras {_metrics(result)[0]} after"
+    lines += ["", "## Steps", "", f"| # | step | options | {after} | seconds |"]
     lines += ["|---:|---|---|---:|---:|"]
     for number, step in enumerate(result.steps, start=1):
         options = ", ".join(f"{k}={v}" for k, v in step.options.items())
         lines.append(
-            f"| {number} | {step.name} | {options} | {step.keras_accuracy:.4f} | {step.seconds:.1f} |"
+            f"| {number} | {step.name} | {options} | {_step_score(result, step)} | "
+            f"{step.seconds:.1f} |"
         )
     lines += ["", "## Plots", ""]
     lines += [f"![{name.removesuffix('.png')}]({name})" for name in PLOTS]
@@ -109,9 +160,18 @@ def html_report(result: CompressResult, recipe: Recipe, folder: Path) -> str:
     steps = "".join(
         f"<tr><td>{number}</td><td>{escape(step.name)}</td>"
         f"<td>{escape(', '.join(f'{k}={v}' for k, v in step.options.items()))}</td>"
-        f"<td>{step.keras_accuracy:.4f}</td><td>{step.seconds:.1f}</td></tr>"
+        f"<td>{escape(_step_score(result, step))}</td><td>{step.seconds:.1f}</td></tr>"
         for number, step in enumerate(result.steps, start=1)
     )
+    outputs = ""
+    if len(result.scores) > 1:
+        header = "".join(f"<th>{escape(c)}</th>" for c in OUTPUT_COLUMNS)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{escape(v)}</td>" for v in row) + "</tr>"
+            for row in _output_rows(result)
+        )
+        outputs = f"<h2>Outputs</h2><table><tr>{header}</tr>{body}</table>"
+    after = "Keras scores after" if len(result.scores) > 1 else f"Keras {_metrics(result)[0]} after"
     images = "".join(
         f"<h3>{escape(name.removesuffix('.png').replace('_', ' '))}</h3>"
         f'<img alt="{escape(name)}" src="data:image/png;base64,'
@@ -123,13 +183,36 @@ def html_report(result: CompressResult, recipe: Recipe, folder: Path) -> str:
         "<title>tfcompress compress report</title>"
         f"<style>{_STYLE}</style></head><body>"
         "<h1>tfcompress compress report</h1>"
-        f"<table>{summary}</table>"
+        f"<table>{summary}</table>{outputs}"
         "<h2>Steps</h2><table><tr><th>#</th><th>step</th><th>options</th>"
-        f"<th>Keras accuracy after</th><th>seconds</th></tr>{steps}</table>"
+        f"<th>{escape(after)}</th><th>seconds</th></tr>{steps}</table>"
         f"<h2>Plots</h2>{images}"
         f"<h2>Recipe used (every default filled in)</h2><pre>{escape(recipe.to_yaml())}</pre>"
         "</body></html>\n"
     )
+
+
+def _error_vs_size_figure(
+    points: list[tuple[str, float, float]], reference: float, metric: str
+) -> Any:
+    """Error (mae/mse, lower is better) against gzip size, one labelled point per file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for label, size, error in points:
+        axis.scatter(size / 1024, error)
+        axis.annotate(label, (size / 1024, error), textcoords="offset points", xytext=(5, 5))
+    axis.axhline(reference, linestyle="--", color="grey", label="Keras float")
+    axis.legend(loc="upper right")
+    axis.set_xscale("log")
+    axis.set_xlabel("gzip size (KiB)")
+    axis.set_ylabel(f"{metric} (lower is better)")
+    axis.set_title(f"{metric} against size")
+    figure.tight_layout()
+    return figure
 
 
 def _sparsity_figure(sparsity: dict[str, float]) -> Any:

@@ -21,19 +21,52 @@ import tfcompress as tfc
 from tfcompress.core.graph import clone_with_weights
 from tfcompress.recipe.report import write_reports
 from tfcompress.recipe.schema import Recipe, Step, load_recipe
+from tfcompress.tflite.runtime import run_tflite
 
 Log = Callable[[str], None]
 DataSource = str | os.PathLike | tuple | Mapping[str, np.ndarray]
 
 
+Labels = np.ndarray | dict[str, np.ndarray]
+
+
 @dataclass
 class StepResult:
-    """What one step did: its name, options, Keras accuracy on the held-out data, seconds."""
+    """What one step did: its name, options, Keras score on the held-out data, seconds.
+
+    `keras_accuracy` is the first output's score (its metric: `OutputScore.metric`);
+    `keras_scores` holds every output's, by output name.
+    """
 
     name: str
     options: dict[str, Any]
     keras_accuracy: float
     seconds: float
+    keras_scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class OutputScore:
+    """One output's figures on the held-out data: the input model in Keras and as a float32
+    TFLite file, and the compressed file on LiteRT (`metric`: accuracy, or mae/mse, lower is
+    better)."""
+
+    name: str
+    metric: str
+    float_keras: float
+    float_tflite: float
+    tflite: float
+
+
+@dataclass
+class _Task:
+    """How one output is trained and scored."""
+
+    name: str  # the output's key (dict outputs) or name (list outputs)
+    position: int
+    metric: str
+    loss: Any
+    keras_metric: str
 
 
 @dataclass
@@ -48,6 +81,8 @@ class CompressResult:
         float_accuracy: the input model's Keras accuracy on the same data.
         tflite_bytes: size of the file; `float_tflite_bytes` the input model as float32 TFLite.
         steps: one `StepResult` per training step.
+        scores: every output's figures (`OutputScore`); the `*_accuracy` fields are the first
+            output's, in its metric (accuracy, or mae/mse for a regression output).
     """
 
     output_dir: Path
@@ -63,6 +98,7 @@ class CompressResult:
     layer_sparsity: dict[str, float] = field(default_factory=dict)
     edgetpu: dict[str, Any] | None = None
     float_ops: list[str] = field(default_factory=list)
+    scores: list[OutputScore] = field(default_factory=list)
 
 
 @dataclass
@@ -88,11 +124,20 @@ def compress(
     The recipe is validated before anything is loaded or trained. The output folder is written
     atomically: it appears complete, or (on any error) not at all.
 
+    Classifiers, regressors, segmenters and models with several outputs are trained and scored
+    output by output: the recipe's `task` (metric and loss per output), else the loss and
+    metrics the model was compiled with, else the labels decide (class ids or one-hot rows:
+    cross-entropy and accuracy, per pixel for a dense map; real values: mean squared error,
+    scored by mean absolute error). What cannot be scored is refused before any training.
+
     Args:
-        model: the float Keras classifier, or a `.keras` file.
+        model: the float Keras model, or a `.keras` / `.h5` file or a Keras 2 SavedModel
+            folder (read with `tfcompress.load_model`).
         data: `(x, y)` arrays, a dict or `.npz` file with `x` and `y` (and optionally `x_test`,
-            `y_test`), or `"digits"` for the built-in digits data. Without a test split, the
-            recipe's `training.holdout` share is held out for measuring accuracy.
+            `y_test`), or `"digits"` for the built-in digits data. A model with several
+            outputs takes one label array per output: `y_NAME` (and `y_test_NAME`) arrays, or
+            `y` as a dict by output name (or a list in output order). Without a test split,
+            the recipe's `training.holdout` share is held out for measuring the scores.
         recipe: a YAML file, YAML text, a dict or a `Recipe` (see `docs/guide/recipes.md`).
         output_dir: the folder to write: `model.tflite`, `report.md`, `report.html` (plots
             embedded) and `recipe.yaml` (the exact recipe used, every default filled in).
@@ -107,8 +152,9 @@ def compress(
     Raises:
         RecipeError: the recipe is invalid (the message names the line and what is allowed).
         FileExistsError: `output_dir` is not empty and `overwrite` is False.
-        ValueError: the model is not what the recipe trains (one output of class scores with
-            integer labels); the message says what to use instead.
+        ValueError: an output the recipe cannot train or score (labels missing or of the
+            wrong shape, several inputs, distill on a model that is not a classifier); the
+            message names the output and what to set instead.
 
     Example:
         >>> import tempfile
@@ -125,15 +171,17 @@ def compress(
     _check_output(output, overwrite)
     x_train, y_train, x_test, y_test = _load_data(data, recipe.training)
     float_model = _load_model(model, safe_mode, custom_objects)
-    _check_task(float_model, y_train)
+    y_train = _labels_by_output(float_model, y_train)
+    y_test = _labels_by_output(float_model, y_test)
+    tasks = _tasks_of(float_model, y_train, recipe)  # an unsupported task is refused here
+    _check_steps(recipe, tasks, float_model)
     training = recipe.training
     keras.utils.set_random_seed(training["seed"])
-    from_logits = _from_logits(float_model, training["from_logits"])
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+    y_train_fit = _label_structure(float_model, tasks, y_train)
 
-    float_accuracy = _keras_accuracy(float_model, x_test, y_test)
+    float_scores = _keras_scores(float_model, tasks, x_test, y_test)
     say(
-        f"input model '{float_model.name}': Keras accuracy {float_accuracy:.4f} on {len(y_test)} held-out samples"
+        f"input model '{float_model.name}': Keras {_scores_text(float_scores, tasks)} on {_count(y_test)} held-out samples"
     )
     state = _State(clone_with_weights(float_model))
     trainable = recipe.steps[:-1]
@@ -141,11 +189,12 @@ def compress(
     for number, step in enumerate(trainable, start=1):
         say(f"[{number}/{len(recipe.steps)}] {step.name} {_options_text(step)}")
         started = time.perf_counter()
-        _STEPS[step.name](state, step, float_model, loss, x_train, y_train, training, say)
-        accuracy = _keras_accuracy(state.model, x_test, y_test)
+        _STEPS[step.name](state, step, float_model, tasks, x_train, y_train_fit, training, say)
+        scores = _keras_scores(state.model, tasks, x_test, y_test)
         seconds = time.perf_counter() - started
-        say(f"      {step.name} done in {seconds:.1f} s: Keras accuracy {accuracy:.4f}")
-        results.append(StepResult(step.name, dict(step.options), accuracy, seconds))
+        say(f"      {step.name} done in {seconds:.1f} s: Keras {_scores_text(scores, tasks)}")
+        first = scores[tasks[0].name]
+        results.append(StepResult(step.name, dict(step.options), first, seconds, scores))
 
     convert_step = recipe.convert
     mode = convert_step.options["mode"]
@@ -162,20 +211,33 @@ def compress(
     float_flatbuffer = tfc.convert(float_model, mode="float32")
     say("measuring the files on LiteRT...")
     report = tfc.inspect(flatbuffer)
+    tflite_scores = _tflite_scores(flatbuffer, tasks, x_test, y_test)
+    float_tflite_scores = _tflite_scores(float_flatbuffer, tasks, x_test, y_test)
+    scores = [
+        OutputScore(
+            task.name,
+            task.metric,
+            float_scores[task.name],
+            float_tflite_scores[task.name],
+            tflite_scores[task.name],
+        )
+        for task in tasks
+    ]
     result = CompressResult(
         output_dir=output,
         tflite_path=output / "model.tflite",
         mode=mode,
-        tflite_accuracy=tfc.evaluate_tflite(flatbuffer, x_test, y_test),
-        float_accuracy=float_accuracy,
-        float_tflite_accuracy=tfc.evaluate_tflite(float_flatbuffer, x_test, y_test),
+        tflite_accuracy=scores[0].tflite,
+        float_accuracy=scores[0].float_keras,
+        float_tflite_accuracy=scores[0].float_tflite,
         tflite_bytes=len(flatbuffer),
         float_tflite_bytes=len(float_flatbuffer),
-        holdout_samples=len(y_test),
+        holdout_samples=_count(y_test),
         steps=results,
         layer_sparsity=_layer_sparsity(report),
         edgetpu=tfc.edgetpu_report(report).to_dict() if mode in ("int8", "edgetpu") else None,
         float_ops=sorted(set(report.float_ops)),
+        scores=scores,
     )
     _write_atomically(
         output,
@@ -187,8 +249,8 @@ def compress(
         ),
     )
     say(
-        f"wrote {output}/: model.tflite ({len(flatbuffer):,} bytes, {mode}, LiteRT accuracy "
-        f"{result.tflite_accuracy:.4f}), report.md, report.html, recipe.yaml"
+        f"wrote {output}/: model.tflite ({len(flatbuffer):,} bytes, {mode}, LiteRT "
+        f"{_scores_text(tflite_scores, tasks)}), report.md, report.html, recipe.yaml"
     )
     return result
 
@@ -233,7 +295,7 @@ def custom_objects_of(module_name: str | None) -> dict | None:
 # -- the steps -----------------------------------------------------------------------------------
 
 
-def _prune(state: _State, step: Step, teacher, loss, x, y, training, say: Log) -> None:
+def _prune(state: _State, step: Step, teacher, tasks, x, y, training, say: Log) -> None:
     options = step.options
     end_step = max(1, _steps_per_epoch(x, training) * options["epochs"] * 2 // 3)
     schedule = tfc.pruning.PolynomialDecay(
@@ -244,12 +306,12 @@ def _prune(state: _State, step: Step, teacher, loss, x, y, training, say: Log) -
         frequency=min(options["frequency"], end_step),
     )
     pruned = tfc.prune_low_magnitude(state.model, schedule=schedule)
-    _fit(pruned, loss, x, y, options, training, say, [tfc.pruning.UpdatePruningStep()])
+    _fit(pruned, tasks, x, y, options, training, say, [tfc.pruning.UpdatePruningStep()])
     state.model = tfc.strip_pruning(pruned)
     state.pruned = True
 
 
-def _cluster(state: _State, step: Step, teacher, loss, x, y, training, say: Log) -> None:
+def _cluster(state: _State, step: Step, teacher, tasks, x, y, training, say: Log) -> None:
     options = step.options
     clustered = tfc.cluster_weights(
         state.model,
@@ -257,27 +319,27 @@ def _cluster(state: _State, step: Step, teacher, loss, x, y, training, say: Log)
         init=options["init"],
         preserve_sparsity=state.pruned,
     )
-    _fit(clustered, loss, x, y, options, training, say, [])
+    _fit(clustered, tasks, x, y, options, training, say, [])
     state.model = tfc.strip_clustering(clustered)
     state.clustered = True
 
 
-def _qat(state: _State, step: Step, teacher, loss, x, y, training, say: Log) -> None:
+def _qat(state: _State, step: Step, teacher, tasks, x, y, training, say: Log) -> None:
     if state.clustered:
         quantized = tfc.sharing.quantize_clustered_model(state.model)
     else:
         quantized = tfc.quantize_model(state.model)
-    _fit(quantized, loss, x, y, step.options, training, say, _keep_zeros(state))
+    _fit(quantized, tasks, x, y, step.options, training, say, _keep_zeros(state))
     state.model = quantized
 
 
-def _distill(state: _State, step: Step, teacher, loss, x, y, training, say: Log) -> None:
+def _distill(state: _State, step: Step, teacher, tasks, x, y, training, say: Log) -> None:
     options = step.options
     distiller = tfc.Distiller(teacher=clone_with_weights(teacher), student=state.model)
     distiller.compile(
         optimizer=keras.optimizers.Adam(options["learning_rate"]),
         metrics=["accuracy"],
-        student_loss_fn=loss,
+        student_loss_fn=tasks[0].loss,
         alpha=options["alpha"],
         temperature=options["temperature"],
     )
@@ -299,9 +361,11 @@ def _keep_zeros(state: _State) -> list[keras.callbacks.Callback]:
     return [tfc.pruning.PreserveSparsity()] if state.pruned and not state.clustered else []
 
 
-def _fit(model, loss, x, y, options, training, say: Log, callbacks: list) -> None:
+def _fit(model, tasks: list[_Task], x, y, options, training, say: Log, callbacks: list) -> None:
     model.compile(
-        optimizer=keras.optimizers.Adam(options["learning_rate"]), loss=loss, metrics=["accuracy"]
+        optimizer=keras.optimizers.Adam(options["learning_rate"]),
+        loss=_structure(model, tasks, [task.loss for task in tasks]),
+        metrics=_structure(model, tasks, [[task.keras_metric] for task in tasks]),
     )
     model.fit(
         x,
@@ -321,7 +385,9 @@ class _EpochLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         figures = ", ".join(
-            f"{key} {value:.4f}" for key, value in logs.items() if key in ("loss", "accuracy")
+            f"{key} {value:.4f}"
+            for key, value in logs.items()
+            if key == "loss" or key.endswith(("accuracy", "mae", "mse"))
         )
         self.say(f"      epoch {epoch + 1}: {figures}")
 
@@ -337,39 +403,344 @@ def _steps_per_epoch(x: np.ndarray, training: dict) -> int:
     return -(-len(x) // training["batch_size"])
 
 
-def _keras_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
-    # direct calls, not predict(): predict traces a new function per model and warns about it
-    batches = [model(x[i : i + 256], training=False) for i in range(0, len(x), 256)]
-    predicted = np.concatenate([keras.ops.convert_to_numpy(b) for b in batches]).argmax(axis=-1)
-    return float(np.mean(predicted == np.asarray(y).reshape(-1)))
+# -- the task: what each output learns and how it is scored ---------------------------------------
+
+_METRIC_NAMES = {
+    "accuracy": "accuracy",
+    "acc": "accuracy",
+    "sparse_categorical_accuracy": "accuracy",
+    "categorical_accuracy": "accuracy",
+    "binary_accuracy": "accuracy",
+    "mae": "mae",
+    "mean_absolute_error": "mae",
+    "mse": "mse",
+    "mean_squared_error": "mse",
+}
+_PROBABILITY_LOSSES = {
+    "sparse_categorical_crossentropy": keras.losses.SparseCategoricalCrossentropy,
+    "categorical_crossentropy": keras.losses.CategoricalCrossentropy,
+    "binary_crossentropy": keras.losses.BinaryCrossentropy,
+}
+_TASK_HELP = (
+    "Set the recipe's task (task: {metric: {OUTPUT: accuracy|mae|mse}, loss: {OUTPUT: LOSS}}), "
+    "or compress it with the Python API (tfcompress.quantize_model, prune_low_magnitude, "
+    "cluster_weights with your own loss and fit), then tfcompress convert"
+)
 
 
-def _from_logits(model: keras.Model, setting: Any) -> bool:
-    if setting != "auto":
-        return bool(setting)
-    activation = getattr(model.layers[-1], "activation", None)
-    name = getattr(activation, "__name__", "")
-    return not (name == "softmax" or type(model.layers[-1]).__name__ == "Softmax")
+def _output_names(model: keras.Model) -> list[str]:
+    """The outputs' names: a dict output's keys, else the model's output names, in order."""
+    output = model.output
+    if isinstance(output, dict):
+        return list(output)
+    return list(model.output_names)
 
 
-def _check_task(model: keras.Model, labels: np.ndarray) -> None:
-    """The recipe trains classifiers: one output of class scores, one integer label per sample."""
-    outputs = keras.tree.flatten(model.output)
-    scores = outputs[0].shape
-    why = None
-    if len(outputs) != 1:
-        why = f"it has {len(outputs)} outputs"
-    elif len(scores) != 2 or not scores[-1] or scores[-1] < 2:
-        why = f"its output has shape {tuple(scores)}, not (batch, classes)"
-    elif labels.ndim != 1 or not np.all(np.mod(labels, 1) == 0):
-        why = f"its labels have shape {tuple(labels.shape)}, not one class id per sample"
-    if why:
-        raise ValueError(
-            f"tfcompress compress trains classifiers (one output of class scores, integer labels), "
-            f"and '{model.name}' is not one: {why}. Compress it with the Python API instead "
-            "(tfcompress.quantize_model, prune_low_magnitude, cluster_weights with your own loss "
-            "and fit), then tfcompress convert."
+def _refuse(model: keras.Model, why: str) -> None:
+    raise ValueError(
+        f"tfcompress compress cannot train and score '{model.name}': {why}. {_TASK_HELP}."
+    )
+
+
+def _labels_by_output(model: keras.Model, labels: Labels) -> dict[str, np.ndarray]:
+    """The labels of each output, by output name (one array for a one-output model)."""
+    names = _output_names(model)
+    if not isinstance(labels, Mapping):
+        if len(names) != 1:
+            _refuse(
+                model,
+                f"it has {len(names)} outputs ({', '.join(names)}) and the data one label array; "
+                "give one per output: y_NAME arrays in the .npz (np.savez(path, x=x, "
+                + ", ".join(f"y_{n}=..." for n in names)
+                + ")) or y={name: array} in Python",
+            )
+        return {names[0]: np.asarray(labels)}
+    given = dict(labels)
+    if sorted(given) == [str(i) for i in range(len(names))]:  # a list of arrays, in output order
+        given = {name: given[str(i)] for i, name in enumerate(names)}
+    if len(names) == 1 and len(given) == 1:
+        return {names[0]: np.asarray(next(iter(given.values())))}
+    missing = [name for name in names if name not in given]
+    if missing:
+        _refuse(
+            model,
+            f"output(s) {', '.join(repr(n) for n in missing)} have no labels (the data has "
+            f"{', '.join(repr(k) for k in given) or 'none'}); give y_NAME for each output "
+            f"({', '.join(names)})",
         )
+    unknown = [key for key in given if key not in names]
+    if unknown:
+        _refuse(
+            model,
+            f"the data has labels {', '.join(repr(k) for k in unknown)} for no output; its "
+            f"outputs are {', '.join(names)}",
+        )
+    return {name: np.asarray(given[name]) for name in names}
+
+
+def _tasks_of(model: keras.Model, labels: dict[str, np.ndarray], recipe: Recipe) -> list[_Task]:
+    """How each output is trained and scored: the recipe's task, else the model's compile
+    config, else what the labels are. Refuses (ValueError) what cannot be scored."""
+    if len(model.inputs) != 1:
+        _refuse(model, f"it has {len(model.inputs)} inputs; the data gives one array x")
+    names = _output_names(model)
+    outputs = keras.tree.flatten(model.output) if not isinstance(model.output, dict) else None
+    compiled = _compile_config(model)
+    tasks = []
+    for position, name in enumerate(names):
+        tensor = model.output[name] if outputs is None else outputs[position]
+        shape = tuple(tensor.shape)
+        probabilities = _gives_probabilities(model, name, position, recipe.training["from_logits"])
+        metric = _chosen(recipe.task["metric"], name) or "auto"
+        if metric == "auto":
+            metric = _METRIC_NAMES.get(str(_chosen(compiled.get("metrics"), name)))
+        y = labels[name]
+        kind = _label_kind(shape, y)
+        metric = metric or ("accuracy" if kind in ("ids", "one_hot", "binary") else "mae")
+        if metric == "accuracy" and kind not in ("ids", "one_hot", "binary"):
+            _refuse(
+                model,
+                f"output '{name}' is scored by accuracy, but its labels (shape {y.shape}, dtype "
+                f"{y.dtype}) are not class ids or one-hot rows for outputs of shape {shape}",
+            )
+        if kind == "other":
+            _refuse(
+                model,
+                f"output '{name}' gives shape {shape}, and its labels have shape "
+                f"{(None, *y.shape[1:])}, which fits neither class ids (one per sample or pixel), "
+                "one-hot rows, nor one target per output value",
+            )
+        loss_name = _chosen(recipe.task["loss"], name) or "auto"
+        if loss_name == "auto":
+            loss_name = _known_loss(_chosen(compiled.get("loss"), name))
+        loss = _loss(model, name, loss_name, metric, kind, probabilities)
+        keras_metric = "accuracy" if metric == "accuracy" else metric
+        tasks.append(_Task(name, position, metric, loss, keras_metric))
+    return tasks
+
+
+def _check_steps(recipe: Recipe, tasks: list[_Task], model: keras.Model) -> None:
+    single_classifier = len(tasks) == 1 and tasks[0].metric == "accuracy"
+    if not single_classifier and any(step.name == "distill" for step in recipe.steps):
+        _refuse(
+            model,
+            "the distill step matches the teacher's class probabilities, so it needs one output "
+            "of class scores (this model's outputs are scored by "
+            + ", ".join(f"{task.name}: {task.metric}" for task in tasks)
+            + "); remove the distill step",
+        )
+
+
+def _chosen(setting: Any, name: str) -> Any:
+    """One output's entry of a task or compile setting: the whole value, or the output's by name."""
+    if isinstance(setting, Mapping):
+        if "class_name" in setting:  # a serialized Keras object
+            return _serialized_name(setting)
+        return _chosen(setting.get(name), name)
+    if isinstance(setting, list | tuple):
+        return _chosen(setting[0], name) if setting else None
+    return setting
+
+
+def _known_loss(name: Any) -> str:
+    """A compile config's loss name when Keras knows it, else "auto" (chosen from the labels)."""
+    if not isinstance(name, str):
+        return "auto"
+    if name in _PROBABILITY_LOSSES:
+        return name
+    try:
+        keras.losses.get(name)
+    except (ValueError, TypeError):
+        return "auto"
+    return name
+
+
+def _serialized_name(setting: Mapping) -> str | None:
+    config = setting.get("config")
+    if isinstance(config, Mapping) and isinstance(config.get("name"), str):
+        return config["name"]
+    return str(setting.get("class_name")) if setting.get("class_name") else None
+
+
+def _compile_config(model: keras.Model) -> dict[str, Any]:
+    """Loss and metrics the model was compiled with, per output where it has several."""
+    if not getattr(model, "compiled", False):
+        return {}
+    try:
+        config = model.get_compile_config() or {}
+    except Exception:  # noqa: BLE001 - a compile config that cannot be read is no config
+        return {}
+    names = _output_names(model)
+    return {key: _per_output(config.get(key), names) for key in ("loss", "metrics")}
+
+
+def _per_output(value: Any, names: list[str]) -> Any:
+    """A compile setting as {output name: entry} when it is given per output (list or dict)."""
+    if isinstance(value, list | tuple) and len(names) > 1 and len(value) == len(names):
+        return {
+            name: entry[0] if isinstance(entry, list | tuple) and entry else entry
+            for name, entry in zip(names, value, strict=True)
+        }
+    if isinstance(value, Mapping) and "class_name" not in value:
+        return {
+            name: entry[0] if isinstance(entry, list | tuple) and entry else entry
+            for name, entry in value.items()
+        }
+    if isinstance(value, list | tuple) and value:
+        return value[0]
+    return value
+
+
+def _label_kind(shape: tuple, y: np.ndarray) -> str:
+    """ids (one class id per sample or pixel), one_hot, binary (0/1 for one output), real
+    (one target per output value) or other (fits nothing)."""
+    samples = len(y)
+    values = int(np.prod([d or 1 for d in shape[1:]]))
+    whole = np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)
+    if not whole and np.issubdtype(y.dtype, np.floating) and y.size:
+        whole = bool(np.all(np.mod(y, 1) == 0))
+    classes = shape[-1] if len(shape) > 1 else 1
+    if whole and classes and classes > 1:
+        if y.size * classes == samples * values and (y.ndim == 1 or y.shape[-1] != classes):
+            return "ids"
+        if tuple(y.shape[1:]) == tuple(shape[1:]) and bool(np.all((y == 0) | (y == 1))):
+            return "one_hot"
+    if whole and classes == 1 and bool(np.all((y == 0) | (y == 1))) and y.size == samples * values:
+        return "binary"
+    if y.size == samples * values:
+        return "real"
+    return "other"
+
+
+def _output_layer(model: keras.Model, name: str, position: int) -> Any:
+    for candidate in (
+        name,
+        model.output_names[position] if position < len(model.output_names) else None,
+    ):
+        try:
+            return model.get_layer(candidate)
+        except (ValueError, TypeError):
+            continue
+    return None
+
+
+def _gives_probabilities(model: keras.Model, name: str, position: int, setting: Any) -> bool:
+    if setting != "auto":
+        return not bool(setting)
+    layer = _output_layer(model, name, position)
+    activation = getattr(getattr(layer, "activation", None), "__name__", "")
+    return activation in ("softmax", "sigmoid") or isinstance(layer, keras.layers.Softmax)
+
+
+def _loss(
+    model: keras.Model, name: str, loss_name: str, metric: str, kind: str, probabilities: bool
+) -> Any:
+    if loss_name == "auto":
+        if metric != "accuracy":
+            return keras.losses.MeanSquaredError()
+        loss_name = {
+            "ids": "sparse_categorical_crossentropy",
+            "one_hot": "categorical_crossentropy",
+            "binary": "binary_crossentropy",
+        }[kind]
+    if loss_name in _PROBABILITY_LOSSES:
+        return _PROBABILITY_LOSSES[loss_name](from_logits=not probabilities)
+    try:
+        return keras.losses.get(loss_name)
+    except (ValueError, TypeError) as error:
+        _refuse(
+            model,
+            f"output '{name}' names the loss {loss_name!r}, which Keras does not know ({error})",
+        )
+
+
+def _score(metric: str, outputs: np.ndarray, y: np.ndarray, probabilities: bool = True) -> float:
+    """Accuracy (top-1, per pixel for a dense map; 0/1 for one output), or mae / mse."""
+    outputs = np.asarray(outputs, "float32")
+    if metric == "accuracy":
+        if outputs.shape[-1] > 1:
+            predicted = outputs.argmax(axis=-1)
+            labels = y.argmax(axis=-1) if y.shape == outputs.shape else y.reshape(predicted.shape)
+        else:
+            predicted = outputs[..., 0] > (0.5 if probabilities else 0.0)
+            labels = y.reshape(predicted.shape) > 0.5
+        return float(np.mean(predicted == labels))
+    error = outputs.reshape(len(y), -1) - np.asarray(y, "float32").reshape(len(y), -1)
+    return float(np.mean(np.abs(error)) if metric == "mae" else np.mean(error**2))
+
+
+def _per_task(raw: Any, tasks: list[_Task]) -> dict[str, np.ndarray]:
+    """A model's outputs (array, list or dict) by task name."""
+    if isinstance(raw, Mapping):
+        return {task.name: raw[task.name] for task in tasks}
+    if isinstance(raw, list | tuple):
+        return {task.name: raw[task.position] for task in tasks}
+    return {tasks[0].name: raw}
+
+
+def _structure(model: keras.Model, tasks: list[_Task], values: list[Any]) -> Any:
+    """`values` (one per task) in the structure of the model's outputs: dict, list or one."""
+    if isinstance(model.output, Mapping):
+        return {task.name: value for task, value in zip(tasks, values, strict=True)}
+    if isinstance(model.output, list | tuple):
+        ordered = [None] * len(tasks)
+        for task, value in zip(tasks, values, strict=True):
+            ordered[task.position] = value
+        return ordered
+    return values[0]
+
+
+def _label_structure(model: keras.Model, tasks: list[_Task], labels: dict[str, np.ndarray]) -> Any:
+    return _structure(model, tasks, [labels[task.name] for task in tasks])
+
+
+def _probabilities(task: _Task) -> bool:
+    return not getattr(task.loss, "from_logits", False)
+
+
+def _keras_scores(
+    model: keras.Model, tasks: list[_Task], x: np.ndarray, y: dict[str, np.ndarray]
+) -> dict[str, float]:
+    # direct calls, not predict(): predict traces a new function per model and warns about it
+    batches = [
+        _per_task(model(x[i : i + 256], training=False), tasks) for i in range(0, len(x), 256)
+    ]
+    return {
+        task.name: _score(
+            task.metric,
+            np.concatenate([keras.ops.convert_to_numpy(b[task.name]) for b in batches]),
+            y[task.name],
+            _probabilities(task),
+        )
+        for task in tasks
+    }
+
+
+def _tflite_scores(
+    flatbuffer: bytes, tasks: list[_Task], x: np.ndarray, y: dict[str, np.ndarray]
+) -> dict[str, float]:
+    names = tfc.inspect(flatbuffer).output_names
+    outputs = run_tflite(flatbuffer, x)
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    scores = {}
+    for task in tasks:
+        position = names.index(task.name) if task.name in names else task.position
+        scores[task.name] = _score(
+            task.metric, outputs[position], y[task.name], _probabilities(task)
+        )
+    return scores
+
+
+def _scores_text(scores: dict[str, float], tasks: list[_Task]) -> str:
+    if len(tasks) == 1:
+        return f"{tasks[0].metric} {scores[tasks[0].name]:.4f}"
+    return ", ".join(f"{task.name} {task.metric} {scores[task.name]:.4f}" for task in tasks)
+
+
+def _count(labels: Labels) -> int:
+    if isinstance(labels, Mapping):
+        return len(next(iter(labels.values())))
+    return len(labels)
 
 
 def _load_model(
@@ -380,13 +751,12 @@ def _load_model(
     if isinstance(model, keras.Model):
         return model
     path = Path(model)
-    if not path.is_file():
-        raise FileNotFoundError(f"Model file '{path}' does not exist: pass a .keras file.")
-    if path.suffix != ".keras":
-        raise ValueError(
-            f"Model '{path}' is not a .keras file; save it with model.save('model.keras') first."
+    if not path.exists():
+        raise FileNotFoundError(
+            f"Model file '{path}' does not exist: pass a .keras or .h5 file or a SavedModel folder."
         )
-    return tfc.load_model(path, compile=False, safe_mode=safe_mode, custom_objects=custom_objects)
+    # compiled when the file says how: its loss and metrics tell what each output learns
+    return tfc.load_model(path, compile=True, safe_mode=safe_mode, custom_objects=custom_objects)
 
 
 def _load_data(
@@ -409,23 +779,50 @@ def _load_data(
             )
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
-    missing = [name for name in ("x", "y") if name not in arrays]
-    if missing:
+    y = _labels_in(arrays, "y")
+    if "x" not in arrays or y is None:
         raise ValueError(
-            f"The data has arrays {sorted(arrays)}; it needs 'x' (inputs) and 'y' (integer labels), "
-            "and may have 'x_test' and 'y_test': np.savez(path, x=inputs, y=labels)."
+            f"The data has arrays {sorted(arrays)}; it needs 'x' (inputs) and 'y' (labels: class "
+            "ids, one-hot rows or targets; y_NAME per output for a model with several), and may "
+            "have 'x_test' and 'y_test': np.savez(path, x=inputs, y=labels)."
         )
-    x, y = np.asarray(arrays["x"], "float32"), np.asarray(arrays["y"])
-    if len(x) != len(y):
-        raise ValueError(f"The data's x has {len(x)} samples but y has {len(y)}.")
-    if "x_test" in arrays and "y_test" in arrays:
-        return x, y, np.asarray(arrays["x_test"], "float32"), np.asarray(arrays["y_test"])
+    x = np.asarray(arrays["x"], "float32")
+    for name, labels in y.items() if isinstance(y, dict) else [("y", y)]:
+        if len(labels) != len(x):
+            raise ValueError(f"The data's x has {len(x)} samples but {name} has {len(labels)}.")
+    y_test = _labels_in(arrays, "y_test")
+    if "x_test" in arrays and y_test is not None:
+        return x, y, np.asarray(arrays["x_test"], "float32"), y_test
     order = np.random.default_rng(training["seed"]).permutation(len(x))
     held = max(1, int(round(len(x) * training["holdout"])))
     if held >= len(x):
         raise ValueError(f"training.holdout {training['holdout']} leaves no training data.")
     test, train = order[:held], order[held:]
-    return x[train], y[train], x[test], y[test]
+    return x[train], _take(y, train), x[test], _take(y, test)
+
+
+def _labels_in(arrays: Mapping[str, Any], key: str) -> Labels | None:
+    """`arrays[key]` (an array, or a dict of arrays by output), or the `KEY_NAME` arrays by NAME."""
+    if key in arrays:
+        value = arrays[key]
+        if isinstance(value, Mapping):
+            return {name: np.asarray(labels) for name, labels in value.items()}
+        if isinstance(value, list | tuple):
+            return {str(i): np.asarray(labels) for i, labels in enumerate(value)}
+        return np.asarray(value)
+    prefix = f"{key}_"
+    named = {
+        name[len(prefix) :]: np.asarray(value)
+        for name, value in arrays.items()
+        if name.startswith(prefix) and not (key == "y" and name.startswith("y_test"))
+    }
+    return named or None
+
+
+def _take(labels: Labels, rows: np.ndarray) -> Labels:
+    if isinstance(labels, dict):
+        return {name: values[rows] for name, values in labels.items()}
+    return labels[rows]
 
 
 def _layer_sparsity(report: Any) -> dict[str, float]:

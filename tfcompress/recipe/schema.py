@@ -102,7 +102,30 @@ TRAINING: dict[str, Option] = {
     "seed": _with_default(_integer(0), 0),
 }
 
-TOP_LEVEL = ("steps", "training")
+TOP_LEVEL = ("steps", "training", "task")
+
+METRICS = ("auto", "accuracy", "mae", "mse")
+# what the model learns and how each output is scored; "auto" reads the model's compile config,
+# then the labels (whole-number class ids or one-hot rows: accuracy, per pixel for a dense map;
+# real values: mae)
+TASK: dict[str, Option] = {
+    "metric": Option(
+        "auto",
+        lambda v: (
+            v in METRICS or (isinstance(v, Mapping) and v and all(m in METRICS for m in v.values()))
+        ),
+        f"one of {', '.join(METRICS)}, or a mapping of output name to one of them",
+    ),
+    "loss": Option(
+        "auto",
+        lambda v: (
+            (isinstance(v, str) and bool(v))
+            or (isinstance(v, Mapping) and v and all(isinstance(m, str) for m in v.values()))
+        ),
+        "auto, a Keras loss name (mse, sparse_categorical_crossentropy, ...), or a mapping of "
+        "output name to one",
+    ),
+}
 
 
 class RecipeError(ValueError):
@@ -133,12 +156,14 @@ class Recipe:
     steps: list[Step]
     training: dict[str, Any] = field(default_factory=dict)
     origin: str = "the recipe"
+    task: dict[str, Any] = field(default_factory=lambda: {"metric": "auto", "loss": "auto"})
 
     def to_dict(self) -> dict[str, Any]:
         """The recipe as plain data, every default written out (what `recipe.yaml` holds)."""
         return {
             "steps": [{step.name: dict(step.options)} for step in self.steps],
             "training": dict(self.training),
+            "task": {key: _plain(value) for key, value in self.task.items()},
         }
 
     def to_yaml(self) -> str:
@@ -271,7 +296,14 @@ def parse_recipe(data: Any, lines: _Lines | None = None) -> Recipe:
             f"{', '.join(TRAINING)}, got {_kind(raw_training)}."
         )
     training = _fill(raw_training, TRAINING, "training", lines, ("training",))
-    return Recipe(steps=steps, training=training, origin=lines.origin)
+    raw_task = data.get("task") or {}
+    if not isinstance(raw_task, Mapping):
+        raise RecipeError(
+            f"{lines.at('task')}: 'task' must be a mapping of {', '.join(TASK)}, got "
+            f"{_kind(raw_task)}. Example: task: {{metric: {{digit: accuracy, size: mae}}}}"
+        )
+    task = _fill(raw_task, TASK, "task", lines, ("task",))
+    return Recipe(steps=steps, training=training, origin=lines.origin, task=task)
 
 
 def _parse_step(raw: Any, index: int, lines: _Lines) -> Step:
@@ -359,6 +391,10 @@ def _check_order(steps: list[Step], lines: _Lines) -> None:
 def _line_number(lines: _Lines, *path: str | int) -> int | None:
     text = lines.at(*path)
     return int(text.rsplit(" ", 1)[-1]) if " line " in text else None
+
+
+def _plain(value: Any) -> Any:
+    return dict(value) if isinstance(value, Mapping) else value
 
 
 def _kind(value: Any) -> str:
