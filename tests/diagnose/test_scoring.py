@@ -12,7 +12,14 @@ from tfcompress.data import Split
 from tfcompress.diagnose.auto import auto_quantize
 from tfcompress.diagnose.debug import debug_quantization
 from tfcompress.diagnose.keep_float import quantize_keeping, search_keep_float, suggest_keep_float
-from tfcompress.diagnose.scoring import Score, Scorer, check_runtime, run_file, split_rows
+from tfcompress.diagnose.scoring import (
+    Score,
+    Scorer,
+    check_runtime,
+    run_file,
+    split_data,
+    split_rows,
+)
 from tfcompress.export import convert
 from tfcompress.tflite.fidelity import keras_outputs
 from tfcompress.tflite.runtime import run_tflite
@@ -26,6 +33,14 @@ def test_every_third_row_is_held_out() -> None:
     assert not set(search) & set(held)
     with pytest.raises(ValueError, match="validation_data"):
         split_rows(2)
+    # without representative_data, calibration rows come out of the search rows, never shared
+    rows = split_data([np.arange(12.0)], [np.arange(12)], None, calibrate_from_data=True)
+    assert rows.calibration_x[0].tolist() == [0, 3, 6, 9]
+    assert rows.search_x[0].tolist() == [1, 4, 7, 10] == rows.search_labels[0].tolist()
+    assert rows.held_x[0].tolist() == [2, 5, 8, 11]
+    assert rows.rule == "4 calibration rows, 4 search rows, 4 held-out rows (every 3rd row of data)"
+    given = split_data([np.arange(4.0)], [None], ([np.arange(3.0)], [None]))
+    assert given.search_x[0].tolist() == [0, 1, 2, 3] and given.calibration_x is None
     with pytest.raises(ValueError, match="runtime='tpu'.*'xnnpack'.*'micro'"):
         check_runtime("tpu")
 

@@ -109,9 +109,9 @@ class KeepFloatSuggestion:
 
 
 def prepare_rows(
-    model: Any, data: Any, labels: Any, validation_data: Any
-) -> tuple[Rows, list[np.ndarray]]:
-    """The search and held-out rows of `data` (or `validation_data`), and all of `data`'s inputs.
+    model: Any, data: Any, labels: Any, validation_data: Any, calibrate_from_data: bool
+) -> Rows:
+    """The calibration, search and held-out rows of `data` (`scoring.split_data`'s rule).
 
     `data` and `validation_data` may be `(inputs, labels)` pairs.
     """
@@ -131,7 +131,7 @@ def prepare_rows(
                 "Give labels for both data and validation_data, or for neither: the target is "
                 "the same figure on both."
             )
-    return split_data(x, labels_per_output(labels, names), validation), x
+    return split_data(x, labels_per_output(labels, names), validation, calibrate_from_data)
 
 
 def _feed(x: list[np.ndarray]) -> Any:
@@ -243,9 +243,10 @@ def suggest_keep_float(
 ) -> KeepFloatSuggestion:
     """Pick the fewest layers to keep float so that the file meets a target on every output.
 
-    The data is split: candidates are compared on the *search rows* (every row but each third
-    one) and the chosen set is reported on the *held-out rows* (each third row), which neither
-    the search nor the calibration saw; `validation_data` replaces the split. The layers are
+    The data is split: candidates are compared on the *search rows* and the chosen set is
+    reported on the *held-out rows* (each third row, or `validation_data`), which neither the
+    search nor the calibration saw; without `representative_data`, calibration rows are taken
+    from `data` too, apart from the search rows (`tfcompress.diagnose.scoring`). The layers are
     tried greedily in the debugger's order (worst isolated impact on the model's outputs
     first); once the target is met on the search rows, layers that turn out unnecessary are
     dropped again. A layer TF's quantizer keeps integer whatever the denylist says (a max
@@ -264,7 +265,8 @@ def suggest_keep_float(
             of accuracy or agreement).
         min_sqnr_db: the least SQNR (dB) of a values output against the Keras model.
         mode: `"int8"` or `"edgetpu"`.
-        representative_data: calibration inputs; the search rows when not given.
+        representative_data: calibration inputs. Without them, rows 0, 3, 6, ... of `data`
+            calibrate and only rows 1, 4, 7, ... are searched (never the same rows).
         validation_data: held-out inputs (or an `(inputs, labels)` pair); then all of `data`
             is searched.
         runtime: what runs the files: `"xnnpack"` (LiteRT with XNNPACK, the default: what
@@ -294,7 +296,7 @@ def suggest_keep_float(
     if max_layers is not None and max_layers < 0:
         raise ValueError(f"max_layers must be >= 0 or None, got {max_layers!r}.")
     check_runtime(runtime)
-    rows, _ = prepare_rows(model, data, labels, validation_data)
+    rows = prepare_rows(model, data, labels, validation_data, representative_data is None)
     targets = {
         "max_accuracy_drop": max_accuracy_drop,
         "min_sqnr_db": min_sqnr_db,
@@ -302,7 +304,7 @@ def suggest_keep_float(
     }
     search = Scorer(model, rows.search_x, rows.search_labels, held_out=False, **targets)
     held = Scorer(model, rows.held_x, rows.held_labels, held_out=True, **targets)
-    calibration = _feed(rows.search_x) if representative_data is None else representative_data
+    calibration = representative_data if rows.calibration_x is None else _feed(rows.calibration_x)
     calibrated = calibrate(model, mode, calibration, **convert_options)
     ranking: list[str] = []
     if max_layers != 0:

@@ -1,10 +1,13 @@
 """How `suggest_keep_float` and `auto_quantize` judge a file: every output, held-out rows, a runtime.
 
-**Rows.** The data a search gets is split in two: the *search rows*, on which the candidates are
-compared and chosen (and, unless `representative_data` is given, calibrated), and the *held-out
-rows*, on which only the chosen file is reported. The rule: every third row (rows 2, 5, 8, ...)
-is held out, so data sorted by class or by time still lands on both sides. With
-`validation_data=`, all of `data` is searched and the validation rows are held out.
+**Rows.** A search never chooses on the rows it calibrates with, and never reports the rows it
+chose on. The data it gets is split by position, so data sorted by class or by time lands on
+every side: every third row (rows 2, 5, 8, ...) is *held out*: only the chosen file runs on
+them, for the figure reported. The other rows are the *search rows*, on which the candidates
+are compared and chosen; when no `representative_data` is given, half of them (rows 0, 3, 6,
+...) calibrate instead and the search keeps rows 1, 4, 7, .... With `validation_data=`, its
+rows are the held-out ones and `data` is searched (its even rows calibrate when no
+`representative_data` is given).
 
 **Outputs.** Every output of the model is scored, each by its kind
 (`tfcompress.tflite.fidelity.output_kinds`):
@@ -285,13 +288,18 @@ class Score:
 
 @dataclass
 class Rows:
-    """The inputs and labels of the search rows and of the held-out rows, and the rule used."""
+    """The inputs and labels of the search rows and of the held-out rows, and the rule used.
+
+    `calibration_x` holds the calibration rows taken from the data (None when
+    `representative_data` was given).
+    """
 
     search_x: list[np.ndarray]
     held_x: list[np.ndarray]
     search_labels: list[np.ndarray | None]
     held_labels: list[np.ndarray | None]
     rule: str
+    calibration_x: list[np.ndarray] | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -299,8 +307,17 @@ def split_data(
     x: list[np.ndarray],
     labels: list[np.ndarray | None],
     validation: tuple[list[np.ndarray], list[np.ndarray | None]] | None,
+    calibrate_from_data: bool = False,
 ) -> Rows:
-    """Split `x` and its labels into search and held-out rows (`validation` replaces the rule)."""
+    """Split `x` and its labels into search and held-out rows (`validation` replaces the rule);
+    with `calibrate_from_data`, calibration rows are taken out of the search rows too.
+
+    Example:
+        >>> import numpy as np
+        >>> rows = split_data([np.arange(9.0)], [None], None, calibrate_from_data=True)
+        >>> rows.calibration_x[0].tolist(), rows.search_x[0].tolist(), rows.held_x[0].tolist()
+        ([0.0, 3.0, 6.0], [1.0, 4.0, 7.0], [2.0, 5.0, 8.0])
+    """
     count = len(x[0])
     for position, given in enumerate(labels):
         if given is not None and len(given) != count:
@@ -309,21 +326,32 @@ def split_data(
             )
     if validation is not None:
         held_x, held_labels = validation
-        rule = (
-            f"{count} search rows (all of data), {len(held_x[0])} held-out rows (validation_data)"
-        )
-        return Rows(x, held_x, labels, held_labels, rule)
-    search, held = split_rows(count)
-    rule = (
-        f"{len(search)} search rows, {len(held)} held-out rows (every {HELD_OUT_EVERY}rd row of "
-        "data)"
-    )
+        search = np.arange(count)
+        source = "validation_data"
+    else:
+        search, held = split_rows(count)
+        held_x = [a[held] for a in x]
+        held_labels = [None if y is None else y[held] for y in labels]
+        source = f"every {HELD_OUT_EVERY}rd row of data"
+    calibration_x = None
+    calibration = ""
+    if calibrate_from_data:
+        if len(search) < 2:
+            raise ValueError(
+                f"{count} rows of data leave no row to calibrate on apart from the search: pass "
+                "more rows or representative_data."
+            )
+        calibration_x = [a[search[0::2]] for a in x]
+        search = search[1::2]
+        calibration = f"{len(calibration_x[0])} calibration rows, "
+    rule = f"{calibration}{len(search)} search rows, {len(held_x[0])} held-out rows ({source})"
     return Rows(
         [a[search] for a in x],
-        [a[held] for a in x],
+        held_x,
         [None if y is None else y[search] for y in labels],
-        [None if y is None else y[held] for y in labels],
+        held_labels,
         rule,
+        calibration_x,
     )
 
 
