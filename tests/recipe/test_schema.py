@@ -88,3 +88,11 @@ def test_example_recipe_is_valid_and_the_guide_lists_every_option():
         assert f"`{name}`" in guide
         for option in options:
             assert f"`{option}`" in guide, (name, option)
+
+
+def test_task_takes_a_metric_and_loss_per_output_and_names_the_line_of_a_wrong_one():
+    recipe = load_recipe("steps: [qat]\ntask:\n  metric: {digit: accuracy, size: mae}\n")
+    assert recipe.task == {"metric": {"digit": "accuracy", "size": "mae"}, "loss": "auto"}
+    assert load_recipe(recipe.to_yaml()).to_dict() == recipe.to_dict()
+    with pytest.raises(RecipeError, match=r"line 3: 'task' option 'metric' must be one of auto"):
+        load_recipe("steps: [qat]\ntask:\n  metric: {size: rmse}\n")

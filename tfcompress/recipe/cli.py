@@ -7,9 +7,14 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `tfcompress compress MODEL --data DATA.npz --recipe RECIPE.yaml -o OUT/`."""
-    parser.add_argument("model", help="the float model: a .keras file")
     parser.add_argument(
-        "--data", required=True, help="DATA.npz with arrays x and y (training data), or 'digits'"
+        "model", help="the float model: a .keras or .h5 file, or a Keras 2 SavedModel folder"
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="DATA.npz with arrays x and y (y_NAME for each output of a model with several), "
+        "optionally x_test and y_test; or 'digits'",
     )
     parser.add_argument("--recipe", required=True, help="RECIPE.yaml: the steps and their options")
     parser.add_argument("-o", "--output", required=True, help="folder for the file and the report")
