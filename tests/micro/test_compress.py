@@ -15,7 +15,10 @@ from tfcompress.micro.compress import (
     lut_decode,
     lut_encode,
     pack_indices,
+    prune_decode,
+    prune_encode,
     unpack_indices,
+    zero_values,
 )
 from tfcompress.micro.firmware import registered_ops
 from tfcompress.micro.runner import attempt
@@ -111,11 +114,11 @@ def test_check_reports_the_tables_and_compares_with_litert_on_the_decoded_file(d
     small = tfc.micro.compress(dense_int8)
     report = tfc.micro.check(small, X)
 
-    assert report.runs and report.lut_tensors == 1
+    assert report.runs and report.compressed_tensors == 1
     assert report.flash_bytes == len(small)
     assert report.uncompressed_flash_bytes == len(tfc.micro.decompress(small))
     assert report.outputs and report.outputs[0].max_difference <= 1
-    assert "look-up tables" in report.summary()
+    assert "decoded by TFLM_DECODE" in report.summary()
 
 
 def test_export_writes_a_compressed_file_and_registers_tflms_decode_op(dense_int8, tmp_path):
@@ -123,7 +126,7 @@ def test_export_writes_a_compressed_file_and_registers_tflms_decode_op(dense_int
     files = tfc.micro.export(small, tmp_path, name="wide")
 
     assert registered_ops(files.ops_header.read_text())["CUSTOM:TFLM_DECODE"] == "AddDecode"
-    assert files.report.runs and files.report.lut_tensors == 1
+    assert files.report.runs and files.report.compressed_tensors == 1
     assert f"wide_len = {len(small)};" in files.source.read_text()
 
 
@@ -192,3 +195,51 @@ def test_tables_decode_to_the_same_bits_along_each_channel_axis(axis):
 def test_too_many_values_for_the_widest_index_is_no_table():
     assert lut_encode(np.arange(129, dtype=np.int16)) is None
     assert lut_encode(np.arange(128, dtype=np.int16)).bits == 7
+
+
+@pytest.fixture(scope="module")
+def pruned_int8() -> bytes:
+    """An 80 % sparse (unclustered) Dense kernel: many distinct values, mostly zeros."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((8, 8, 2)), keras.layers.Flatten(), keras.layers.Dense(64, name="sparse")]
+    )
+    kernel, bias = model.get_weights()
+    kernel[RNG.random(kernel.shape) < 0.8] = 0.0
+    model.set_weights([kernel, bias])
+    return tfc.convert(model, "int8", X)
+
+
+def test_a_pruned_kernel_gets_the_zero_mask_and_the_same_outputs_on_tflm(pruned_int8):
+    small = tfc.micro.compress(pruned_int8)
+    inputs = _quantized_inputs(pruned_int8)
+
+    compressed, plain = attempt(small, 1 << 20, inputs), attempt(pruned_int8, 1 << 20, inputs)
+    assert compressed.ok, compressed.message + compressed.log
+    assert np.array_equal(compressed.outputs[0], plain.outputs[0])
+    assert len(small) < 0.6 * len(pruned_int8)  # 1/8 mask + 20 % of the weights
+    back = tfc.inspect(tfc.micro.decompress(small))
+    original = tfc.inspect(pruned_int8)
+    for ours, theirs in zip(back.tensors, original.tensors, strict=True):
+        if theirs.buffer is not None:
+            assert ours.buffer.tobytes() == theirs.buffer.tobytes(), theirs.name
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float32", "int32"])
+def test_zero_masks_round_trip_bit_for_bit(dtype):
+    array = RNG.integers(-3, 4, (6, 5)).astype(dtype)
+    if dtype == "float32":
+        array[0, 0] = -0.0  # not a zero for the mask: its bits differ
+    zeros = zero_values([6, 5], [0], None)
+    mask, ancillary = prune_encode(array, zeros)
+
+    assert prune_decode(mask, ancillary, zeros, array.dtype).tobytes() == array.tobytes()
+
+
+def test_zero_masks_use_each_channels_zero_point():
+    array = np.array([[1, 1, 4], [-2, 7, -2]], np.int8)
+    zeros = zero_values([2, 3], [1, -2], 0)
+    mask, ancillary = prune_encode(array, zeros)
+
+    assert mask == bytes([0b00101000]) and ancillary[16:] == np.int8([4, 7]).tobytes()
+    assert np.array_equal(prune_decode(mask, ancillary, zeros, np.dtype("i1")), array)

@@ -5,11 +5,12 @@ quantization each output channel still holds at most that many. TensorFlow Lite 
 decodes such tensors at run time with its `TFLM_DECODE` operator: the tensor's data becomes
 bit-packed indices (4 bits each for 16 values) and a small ancillary tensor holds the value
 table (one table per channel for per-channel quantized weights). `compress` rewrites a file
-that way, so its flash shrinks; `decompress` is the exact inverse (LiteRT, which has no
-`TFLM_DECODE` kernel, runs the decompressed file).
+that way, so its flash shrinks; a pruned tensor can get TFLM's prune encoding instead (a bit
+per weight saying whether it is zero, then the non-zero weights). `decompress` is the exact
+inverse (LiteRT, which has no `TFLM_DECODE` kernel, runs the decompressed file).
 
-The format is TFLM's (`tensorflow/lite/micro/compression/` and `kernels/decode_state_lut.cc`
-in tflite-micro), written here by our own flatbuffer editing; the choices (DECODE operators
+The format is TFLM's (`tensorflow/lite/micro/compression/` and `kernels/decode_state_lut.cc`,
+`decode_state_prune.cc` in tflite-micro), written here by our own flatbuffer editing; the choices (DECODE operators
 rather than the older compression metadata, which weights, the limits) are in
 docs/dev/decisions/2026-12-06-tflm-compression.md.
 
@@ -34,6 +35,7 @@ MAX_INDEX_BITS = 7  # TFLM's LUT decoder reads indices of 1 to 7 bits
 MAX_TABLE = 128  # and value tables of at most 128 entries per channel
 _HEADER = 16  # the DECODE common metadata that starts every ancillary tensor
 _LUT = 0  # decode type of look-up tables
+_PRUNE = 2  # decode type of pruned tensors: a bit mask and the values the mask keeps
 _VERSION = 1  # version of the common metadata and of the LUT format
 # What a compressed tensor costs beyond its indices and table: two tensor tables, a DECODE op
 # and a buffer entry, in bytes (measured on converter files; it decides only tiny tensors).
@@ -207,10 +209,58 @@ def ancillary_bytes(lut: LookUpTable) -> bytes:
     return bytes(header) + tables.astype(tables.dtype.newbyteorder("<")).tobytes()
 
 
+def zero_values(shape: list[int], zero_points: list[int], channel_axis: int | None) -> np.ndarray:
+    """Each element's zero point (what a pruned weight holds), as TFLM's prune decoder fills it.
+
+    Example:
+        >>> from tfcompress.micro.compress import zero_values
+        >>> zero_values([2, 3], [1, -2], 0).tolist()
+        [[1, 1, 1], [-2, -2, -2]]
+    """
+    points = np.asarray(zero_points if zero_points else [0], np.int64)
+    if channel_axis is None or len(points) == 1:
+        return np.full(shape, points[0], np.int64)
+    view = [1] * len(shape)
+    view[channel_axis] = len(points)
+    return np.broadcast_to(points.reshape(view), shape).copy()
+
+
+def prune_encode(array: np.ndarray, zeros: np.ndarray) -> tuple[bytes, bytes]:
+    """(bit mask, ancillary tensor) of TFLM's prune decoding: a 1 bit (most significant first)
+    for each element that differs from its zero point, whose value follows in the table.
+
+    Example:
+        >>> import numpy as np
+        >>> from tfcompress.micro.compress import prune_encode
+        >>> mask, ancillary = prune_encode(np.array([0, 5, 0, 0, -3], np.int8), np.zeros(5, int))
+        >>> mask.hex(), ancillary[0], ancillary[16:].hex()
+        ('48', 2, '05fd')
+    """
+    array = np.ascontiguousarray(array)
+    raw = array.view(f"u{array.dtype.itemsize}")
+    kept = raw.reshape(-1) != zeros.astype(array.dtype).view(raw.dtype).reshape(-1)
+    header = bytearray(_HEADER)
+    header[0], header[1], header[4] = _PRUNE, _VERSION, _VERSION
+    values = array.reshape(-1)[kept]
+    table = values.astype(values.dtype.newbyteorder("<")).tobytes()
+    return np.packbits(kept).tobytes(), bytes(header) + table
+
+
+def prune_decode(mask: bytes, ancillary: bytes, zeros: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The tensor `prune_encode` described, of `zeros`' shape (the inverse of `prune_encode`)."""
+    count = zeros.size
+    kept = np.unpackbits(np.frombuffer(mask, np.uint8))[:count].astype(bool)
+    values = np.frombuffer(ancillary[_HEADER:], np.dtype(dtype).newbyteorder("<"))
+    if kept.size < count or values.size < kept.sum():
+        raise MicroError("a pruned tensor's mask or values are damaged.")
+    result = zeros.astype(dtype).reshape(-1)
+    result[kept] = values[: kept.sum()]
+    return result.reshape(zeros.shape)
+
+
 @dataclass
 class _Candidate:
     index: int
-    lut: LookUpTable
     encoded: bytes
     ancillary: bytes
     consumers: list[int]
@@ -228,9 +278,11 @@ def compress(
     CONCATENATION with at most 2**`max_bits` distinct values per table (per output channel for
     per-channel quantized weights; at most 128, TFLM's limit) becomes bit-packed indices plus its
     value tables, decoded by a `TFLM_DECODE` op just before each op that reads it. A 16-cluster
-    model's kernels take 4 bits per weight instead of 8. Tensors that would not shrink (biases:
-    one value per channel) stay as they are. The outputs on TFLM are the same bits: the decoded
-    tensors are the original ones, exactly.
+    model's kernels take 4 bits per weight instead of 8. A tensor mostly of zeros (a pruned
+    model) is stored as TFLM's prune encoding instead where that is smaller: one bit per weight
+    saying whether it is zero, then the weights that are not. Tensors that would not shrink
+    (biases: one value per channel) stay as they are. The outputs on TFLM are the same bits: the
+    decoded tensors are the original ones, exactly.
 
     The file needs TFLM's DECODE kernel: `MicroMutableOpResolver::AddDecode()` (what
     `tfc.micro.export` registers for such a file), in TFLM sources from late 2025 on. The
@@ -295,10 +347,12 @@ def compress(
         widest = widest or reason
     if not any(chosen.values()):
         raise MicroError(
-            f"{origin} has no weight tensor that look-up tables would shrink{widest}. Cluster the "
+            f"{origin} has no weight tensor that look-up tables or a zero mask would "
+            f"shrink{widest}. Cluster the "
             "model before converting it (tfc.strip_clustering(tfc.cluster_weights(model, "
             "number_of_clusters=16)), then fine-tune), so that each kernel holds at most "
-            f"2**{max_bits} distinct values per output channel."
+            f"2**{max_bits} distinct values per output channel, or prune it "
+            "(tfc.prune_low_magnitude, then tfc.strip_pruning)."
         )
     decode_code = _add_decode_code(model, schema)
     for number, found in chosen.items():
@@ -397,19 +451,41 @@ def _candidates(
         array = np.frombuffer(data, dtype)
         if not decodable or array.size != int(np.prod(shape)):
             continue
+        encodings = []
         lut = lut_encode(array.reshape(shape), axis, max_bits)
-        if lut is None:
-            if len(data) > refused[0]:
-                name = _text(tensor.name)
-                refused = (len(data), f" (the largest, '{name}', has more than {2**max_bits} "
-                           "distinct values per table)")  # fmt: skip
+        if lut is not None:
+            encodings.append((pack_indices(lut.indices, lut.bits), ancillary_bytes(lut)))
+        elif len(data) > refused[0]:
+            name = _text(tensor.name)
+            refused = (len(data), f" (the largest, '{name}', has more than {2**max_bits} "
+                       "distinct values per table)")  # fmt: skip
+        zeros = _zeros_of(tensor, types, shape, axis)
+        if zeros is not None:
+            encodings.append(prune_encode(array.reshape(shape), zeros))
+        if not encodings:
             continue
-        encoded = pack_indices(lut.indices, lut.bits)
-        ancillary = ancillary_bytes(lut)
-        cost = len(encoded) + len(ancillary) + _OVERHEAD * len(readers)
-        if cost < len(data):
-            found.append(_Candidate(index, lut, encoded, ancillary, readers))
+        encoded, ancillary = min(encodings, key=lambda pair: len(pair[0]) + len(pair[1]))
+        if len(encoded) + len(ancillary) + _OVERHEAD * len(readers) < len(data):
+            found.append(_Candidate(index, encoded, ancillary, readers))
     return found, refused[1]
+
+
+def _zeros_of(
+    tensor: Any, types: dict[int, str], shape: list[int], axis: int | None
+) -> np.ndarray | None:
+    """Each element's zero point, or None where TFLM's prune decoder cannot restore the tensor
+    (a type other than int8 with a non-zero zero point)."""
+    quantization = tensor.quantization
+    points = (
+        []
+        if quantization is None or quantization.zeroPoint is None
+        else _ints(quantization.zeroPoint)
+    )
+    if any(points) and types.get(tensor.type) != "INT8":
+        return None
+    if points and len(points) > 1 and not any(points):
+        points = [0]
+    return zero_values(shape, points, axis if len(points) > 1 else None)
 
 
 def _rewrite(model: Any, subgraph: Any, found: list[_Candidate], code: int, schema: Any) -> None:
@@ -525,10 +601,10 @@ def _text(raw: Any) -> str:
 def decompress(model_file: TFLiteSource) -> bytes:
     """The file with every `TFLM_DECODE` look-up table decoded back into a plain constant tensor.
 
-    The inverse of `compress`: each decoded tensor holds exactly the values the look-up table
-    describes, the DECODE ops and the tables are gone, and LiteRT (which has no `TFLM_DECODE`
-    kernel) runs the result. A file without DECODE ops comes back as it is. Reads the LUT
-    decode type only (what `compress` and TFLM's own compression tool write).
+    The inverse of `compress`: each decoded tensor holds exactly the values its look-up table
+    (or zero mask) describes, the DECODE ops and the tables are gone, and LiteRT (which has no
+    `TFLM_DECODE` kernel) runs the result. A file without DECODE ops comes back as it is. Reads
+    the LUT and prune decode types (what `compress` writes), not Huffman or custom ones.
 
     Args:
         model_file: a `.tflite` path or bytes.
@@ -625,16 +701,22 @@ def _decode_tensor(
     ancillary = _data(model, tensors[table_at])
     target = tensors[output]
     dtype = _TYPES.get(types.get(target.type, ""))
-    if len(ancillary) < _HEADER or ancillary[0] != _LUT or dtype is None:
+    if len(ancillary) < _HEADER or ancillary[0] not in (_LUT, _PRUNE) or dtype is None:
         kind = ancillary[0] if ancillary else "none"
         raise MicroError(
             f"{origin}: tensor '{_text(target.name)}' uses decode type {kind}; decompress reads "
-            "look-up tables (type 0) of FLOAT32, INT8, INT16, INT32, INT64 or BOOL tensors only."
+            "look-up tables (type 0) and pruned tensors (type 2) of FLOAT32, INT8, INT16, INT32, "
+            "INT64 or BOOL tensors only."
         )
     bits, stride = ancillary[5] & 0x07, ancillary[6]
     shape = [int(d) for d in (target.shape if target.shape is not None else [])]
     count = int(np.prod(shape))
     decodable, axis = _channel_axis(target, shape)
+    if ancillary[0] == _PRUNE:
+        zeros = _zeros_of(target, types, shape, axis)
+        if not decodable or zeros is None:
+            raise MicroError(f"{origin}: the pruned tensor '{_text(target.name)}' is damaged.")
+        return prune_decode(_data(model, tensors[indices_at]), ancillary, zeros, dtype)
     channels = shape[axis] if axis is not None else 1
     tables = np.frombuffer(ancillary[_HEADER:], dtype)
     if not decodable or bits == 0 or tables.size < channels * stride:

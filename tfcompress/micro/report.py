@@ -118,8 +118,9 @@ class MicroReport:
         sha256: the file's SHA-256 (`export` checks a report against its file with it).
         probes: how many child processes the check ran (one interpreter each).
         notes: anything else worth knowing (a LiteRT failure on the reference side, ...).
-        lut_tensors: how many constant tensors the file stores as look-up tables that TFLM's
-            `TFLM_DECODE` op expands (`tfc.micro.compress`); 0 for a plain file.
+        compressed_tensors: how many constant tensors the file stores compressed (look-up
+            tables or zero masks that TFLM's `TFLM_DECODE` op expands, `tfc.micro.compress`);
+            0 for a plain file.
         uncompressed_flash_bytes: for such a file, the size of the same file with its tables
             decoded (`tfc.micro.decompress`); `flash_bytes` divided by it is what compression
             saves. None for a plain file.
@@ -149,7 +150,7 @@ class MicroReport:
     sha256: str = ""
     probes: int = 0
     notes: list[str] = field(default_factory=list)
-    lut_tensors: int = 0
+    compressed_tensors: int = 0
     uncompressed_flash_bytes: int | None = None
 
     @property
@@ -193,7 +194,7 @@ class MicroReport:
         )
         if self.uncompressed_flash_bytes:
             lines.append(
-                f"  compressed: {self.lut_tensors} tensor(s) as look-up tables, "
+                f"  compressed: {self.compressed_tensors} tensor(s) decoded by TFLM_DECODE, "
                 f"{self.flash_bytes / self.uncompressed_flash_bytes:.2f}x the "
                 f"{self.uncompressed_flash_bytes:,} bytes of the file decoded"
             )
@@ -292,9 +293,9 @@ def check(
         missing_ops=missing,
         tflm_version=f"tflite-micro {tflm_version()}",
         sha256=hashlib.sha256(content).hexdigest(),
-        lut_tensors=_lut_tensors(info),
+        compressed_tensors=_compressed_tensors(info),
     )
-    if report.lut_tensors:
+    if report.compressed_tensors:
         report.uncompressed_flash_bytes = len(decompress(content))
     arena = _first_arena(info)
     while True:
@@ -445,7 +446,7 @@ def _quantize(array: np.ndarray, dtype: str, quantization: Any) -> np.ndarray:
     return np.clip(scaled, info.min, info.max).astype(numpy_type)
 
 
-def _lut_tensors(info: TFLiteReport) -> int:
+def _compressed_tensors(info: TFLiteReport) -> int:
     """How many distinct tensors the file's DECODE ops expand (their index inputs)."""
     encoded = set()
     for subgraph in info.subgraphs:
