@@ -70,3 +70,51 @@ def test_adaround_crash_inside_tensorflow_is_a_conversion_error_and_the_process_
     assert "TF_ENABLE_ONEDNN_OPTS=0" in message and "SIG" in message
     flatbuffer = tfc.convert(model, "int8", data)  # the same process goes on converting
     assert tfc.inspect(flatbuffer).float_ops == []
+
+
+def _prelu_separable_net() -> keras.Model:
+    """Conv-BN-PReLU, SeparableConv-BN-ReLU, a Conv2DTranspose the steps cannot handle, Dense."""
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.PReLU(shared_axes=[1, 2], name="stem_prelu")(x)
+    x = keras.layers.SeparableConv2D(16, 3, padding="same", name="sep")(x)
+    x = keras.layers.ReLU(name="sep_relu")(keras.layers.BatchNormalization(name="sep_bn")(x))
+    x = keras.layers.Conv2DTranspose(4, 3, name="up")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(5, name="head")(x))
+    rng = np.random.default_rng(2)
+    prelu = model.get_layer("stem_prelu")
+    prelu.set_weights([rng.uniform(0.1, 0.5, prelu.get_weights()[0].shape).astype("float32")])
+    for name in ("stem_bn", "sep_bn"):  # channels of very different ranges, as trained nets have
+        gamma, beta, mean, variance = model.get_layer(name).get_weights()
+        gamma = gamma * rng.uniform(0.05, 4.0, gamma.shape).astype("float32")
+        model.get_layer(name).set_weights([gamma, beta, mean, variance])
+    return model
+
+
+def test_equalization_pairs_through_prelu_and_both_halves_of_a_separable_conv() -> None:
+    model = _prelu_separable_net()
+    flat, report = tfc.recovery.equalize(model, return_report=True)
+    assert report.pairs == [("stem", "sep_depthwise"), ("sep_depthwise", "sep_pointwise")]
+    x = np.random.default_rng(0).random((8, 12, 12, 3)).astype("float32")
+    np.testing.assert_allclose(flat(x), model(x), atol=1e-4)
+
+    def spread(network: keras.Model) -> float:  # of the stem's output-channel ranges
+        ranges = np.abs(network.get_layer("stem").get_weights()[0]).max(axis=(0, 1, 2))
+        return float(ranges.max() / ranges.min())
+
+    assert spread(flat) < spread(tfc.recovery.fold_batch_norms(model)) / 2
+
+
+def test_each_step_names_the_layers_it_leaves_alone() -> None:
+    model = _prelu_separable_net()
+    x = np.random.default_rng(0).random((16, 12, 12, 3)).astype("float32")
+    steps = ["equalize", ("adaround", {"iterations": 0}), "bias_correction"]
+    with pytest.warns(UserWarning) as caught:
+        optimized = optimize_model(model, steps, x, check=False)
+    texts = [str(w.message) for w in caught if "leaves these layers" in str(w.message)]
+    assert len(texts) == 3 and all("'up' (Conv2DTranspose" in text for text in texts)
+    assert {"sep_depthwise", "sep_pointwise"} <= {layer.name for layer in optimized.layers}
+    np.testing.assert_allclose(optimized(x), model(x), atol=0.05 * float(np.ptp(model(x))))

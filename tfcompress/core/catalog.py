@@ -48,7 +48,12 @@ class LayerInfo:
         channels: for structured pruning: `"producer"` (makes a channel group), `"channelwise"`
             (keeps channel positions), `"merge"` (joins groups element-wise), or None.
         pass_through: computes nothing at inference (its output is its input, reshaped at most).
-        recovery: PTQ recovery (equalization, bias correction, AdaRound) handles its kernel.
+        recovery: how PTQ recovery (equalization, bias correction, AdaRound) treats it:
+            `"kernel"` (its kernel is equalized, corrected and rounded), `"separable"` (split
+            into its depthwise and 1x1 pointwise convolutions first, the two ops TFLite runs,
+            then handled as two kernels), `"scales"` (a positive per-channel scale passes
+            through it, `f(s * x) = s * f(x)`: equalization pairs the kernels on either side),
+            or `""` (not handled: a layer with weights is named in the steps' warning).
         cluster_qat: cluster-preserving QAT freezes its kernel on one per-tensor scale.
         no_tflite: why TFLite cannot run it in any mode, and what to use instead.
         keep_float: why its int8 ops lose what the model needs, so `convert` keeps it float
@@ -62,7 +67,7 @@ class LayerInfo:
     folds_batchnorm: bool = False
     channels: str | None = None
     pass_through: bool = False
-    recovery: bool = False
+    recovery: str = ""
     cluster_qat: bool = False
     no_tflite: str = ""
     keep_float: str = ""
@@ -101,7 +106,7 @@ CATALOG: dict[type, LayerInfo] = {
         KERNEL,
         folds_batchnorm=True,
         channels="producer",
-        recovery=True,
+        recovery="kernel",
         cluster_qat=True,
     ),
     L.EinsumDense: LayerInfo(_K, "kernel", KERNEL),
@@ -111,7 +116,7 @@ CATALOG: dict[type, LayerInfo] = {
         KERNEL,
         folds_batchnorm=True,
         channels="producer",
-        recovery=True,
+        recovery="kernel",
         cluster_qat=True,
     ),
     L.Conv2D: LayerInfo(
@@ -120,7 +125,7 @@ CATALOG: dict[type, LayerInfo] = {
         KERNEL,
         folds_batchnorm=True,
         channels="producer",
-        recovery=True,
+        recovery="kernel",
         cluster_qat=True,
     ),
     L.Conv3D: LayerInfo(
@@ -131,14 +136,20 @@ CATALOG: dict[type, LayerInfo] = {
         folds_batchnorm=True,
         channels="producer",
     ),
-    L.DepthwiseConv1D: LayerInfo(_DEPTHWISE, "kernel", KERNEL, folds_batchnorm=True, recovery=True),
+    L.DepthwiseConv1D: LayerInfo(
+        _DEPTHWISE, "kernel", KERNEL, folds_batchnorm=True, recovery="kernel"
+    ),
     L.DepthwiseConv2D: LayerInfo(
-        _DEPTHWISE, "kernel", KERNEL, folds_batchnorm=True, recovery=True, cluster_qat=True
+        _DEPTHWISE, "kernel", KERNEL, folds_batchnorm=True, recovery="kernel", cluster_qat=True
     ),
     # quantize_model splits separable convolutions into their depthwise and pointwise parts;
     # a BatchNormalization folds into the pointwise kernel
-    L.SeparableConv1D: LayerInfo(_SEPARABLE, None, KERNEL, folds_batchnorm=True),
-    L.SeparableConv2D: LayerInfo(_SEPARABLE, None, KERNEL, folds_batchnorm=True),
+    L.SeparableConv1D: LayerInfo(
+        _SEPARABLE, None, KERNEL, folds_batchnorm=True, recovery="separable"
+    ),
+    L.SeparableConv2D: LayerInfo(
+        _SEPARABLE, None, KERNEL, folds_batchnorm=True, recovery="separable"
+    ),
     L.Conv1DTranspose: LayerInfo(_K, "kernel", OUTPUT, folds_batchnorm=True),
     L.Conv2DTranspose: LayerInfo(_K, "kernel", KERNEL, folds_batchnorm=True),
     L.Conv3DTranspose: LayerInfo(
@@ -159,8 +170,8 @@ CATALOG: dict[type, LayerInfo] = {
     L.BatchNormalization: LayerInfo(quantize=OUTPUT, channels="channelwise"),
     L.ReLU: LayerInfo(quantize=OUTPUT, channels="channelwise"),
     L.Activation: LayerInfo(quantize=OUTPUT, channels="channelwise"),
-    L.LeakyReLU: LayerInfo(quantize=OUTPUT, channels="channelwise"),
-    L.PReLU: LayerInfo(quantize=OUTPUT, channels="channelwise"),
+    L.LeakyReLU: LayerInfo(quantize=OUTPUT, channels="channelwise", recovery="scales"),
+    L.PReLU: LayerInfo(quantize=OUTPUT, channels="channelwise", recovery="scales"),
     L.ELU: LayerInfo(quantize=OUTPUT, channels="channelwise"),
     L.Softmax: LayerInfo(quantize=OUTPUT, channels="channelwise"),
     L.Dropout: LayerInfo(quantize=PASSTHROUGH, channels="channelwise", pass_through=True),

@@ -7,7 +7,10 @@ gives both the same range `sqrt(r1_c * r2_c)`, which is what a per-tensor weight
 channel with a large range no longer leaves the others a handful of levels.
 
 What may sit between the two layers: folded BatchNorm, Dropout, linear activations, ReLU,
-max/average pooling (all commute with a positive per-channel scale) and zero padding. ReLU6 does
+PReLU and LeakyReLU (`prelu(s * x) = s * prelu(x)` for `s > 0`, with the same slopes: the
+catalog's `recovery="scales"` rows), max/average pooling (all commute with a positive
+per-channel scale) and zero padding. Separable convolutions are split into their depthwise and
+pointwise parts first (`split_separable`), so both are paired. ReLU6 does
 not commute (`min(x / s, 6) != min(x, 6) / s`): with `relu6="skip"` (the default, the float model
 is unchanged) such pairs are left alone and listed in the report; with `relu6="replace"` they are
 turned into ReLU first, which is what the paper does for MobileNetV2 (it changes the float model:
@@ -26,7 +29,13 @@ from tfcompress.core.batchnorm import FoldedBatchNormalization, batch_norm_pairs
 from tfcompress.core.graph import call_count, check_model, producer_of, rebuild
 from tfcompress.core.graph import consumers as graph_consumers
 from tfcompress.core.results import Compressed
-from tfcompress.recovery.weights import DEPTHWISE_LAYERS, KERNEL_LAYERS, why_not_quantizable
+from tfcompress.recovery.weights import (
+    DEPTHWISE_LAYERS,
+    KERNEL_LAYERS,
+    SCALE_LAYERS,
+    split_separable,
+    why_not_quantizable,
+)
 
 L = keras.layers
 _POOLS = (
@@ -70,13 +79,16 @@ class _Chain:
 
 def _activation_kind(activation: Any) -> str:
     name = getattr(activation, "__name__", str(activation))
-    return {"linear": "linear", "relu": "relu", "relu6": "relu6"}.get(name, "other")
+    kinds = {"linear": "linear", "relu": "relu", "relu6": "relu6", "leaky_relu": "scales"}
+    return kinds.get(name, "other")
 
 
 def _between_kind(layer: Any) -> str:
     """How a layer between two kernels treats a positive per-channel scale."""
     if isinstance(layer, FoldedBatchNormalization | L.Dropout | L.Identity):
         return "identity"
+    if isinstance(layer, SCALE_LAYERS):  # PReLU, LeakyReLU: positively homogeneous
+        return "scales"
     if isinstance(layer, L.ReLU):
         if layer.threshold != 0 or layer.negative_slope != 0:
             return "other"
@@ -185,9 +197,11 @@ def equalize(
 ) -> keras.Model | Compressed:
     """Cross-layer equalization and high-bias absorption: the same function, flatter weights.
 
-    BatchNormalization is folded first (`fold_batch_norms`). Then, for every pair of kernel
-    layers (Conv, DepthwiseConv with multiplier 1, Dense) where the first feeds only the second
-    through scale-equivariant layers, output channel `c` of the first is divided by
+    Separable convolutions are split into their depthwise and 1x1 pointwise parts
+    (`split_separable`, the two ops TFLite runs) and BatchNormalization is folded
+    (`fold_batch_norms`). Then, for every pair of kernel layers (Conv, DepthwiseConv with
+    multiplier 1, Dense) where the first feeds only the second through scale-equivariant layers
+    (ReLU, PReLU, LeakyReLU, pooling, ...), output channel `c` of the first is divided by
     `sqrt(r1_c / r2_c)` and input channel `c` of the second multiplied by it, for a few sweeps
     (layers in two pairs settle). High-bias absorption then moves the part of each channel's bias
     that the ReLU never cuts into the next layer's bias: with the folded BatchNorm's statistics,
@@ -223,6 +237,7 @@ def equalize(
         raise ValueError(f"equalize: relu6 must be one of {RELU6_CHOICES}; got {relu6!r}.")
     if iterations < 1:
         raise ValueError(f"equalize: iterations must be >= 1; got {iterations!r}.")
+    model = split_separable(model)
     statistics = _batch_norm_statistics(model)
     folded = fold_batch_norms(model)
     chains, skipped = find_chains(folded)

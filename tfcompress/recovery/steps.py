@@ -27,6 +27,7 @@ from tfcompress.io import load_model
 from tfcompress.recovery.bias import bias_correction
 from tfcompress.recovery.equalization import equalize
 from tfcompress.recovery.rounding import adaround
+from tfcompress.recovery.weights import SEPARABLE_LAYERS, split_separable, unhandled_layers
 from tfcompress.tflite.calibration import collect_samples
 from tfcompress.tflite.convert import plain_converter, run_converter
 from tfcompress.tflite.errors import ConversionError
@@ -301,6 +302,9 @@ def _run_steps(
         )
         held_out = None
     four_bit = "adaround" in steps and (grid["bits"] == 4 or grid["layer_bits"] is not None)
+    reference, model = model, split_separable(model)  # the file runs separable convs as two ops
+    grid = {**grid, "layer_bits": _split_names(reference, grid["layer_bits"])}
+    _warn_unhandled(model, [name for name in ("adaround", "bias_correction") if name in steps])
     report.kept += ["fold_bn"] if "fold_bn" in steps else []
     unrounded = fold_batch_norms(model) if ("fold_bn" in steps or "equalize" in steps) else model
     rounded: keras.Model | None = None  # the model whose kernels lie on the grid, if any
@@ -311,7 +315,9 @@ def _run_steps(
             return candidate
         return adaround(candidate, data, **grid, iterations=0)
 
-    current = None if held_out is None else _measure(model, nearest(unrounded), held_out, make_file)
+    current = (
+        None if held_out is None else _measure(reference, nearest(unrounded), held_out, make_file)
+    )
     if current is not None:
         report.held_out_rows, report.runtime = current.rows, current.runtime
         report.plain = _figures(current)
@@ -320,7 +326,7 @@ def _run_steps(
         nonlocal current
         if current is None:
             return True
-        measured = _measure(model, candidate, held_out, make_file)
+        measured = _measure(reference, candidate, held_out, make_file)
         kept = _score(measured) >= _score(current)
         report.checks.append(
             StepCheck(
@@ -347,9 +353,13 @@ def _run_steps(
                 + (f" ({reasons})" if reasons else " (no Conv/Dense chain)")
                 + "; the model is only BatchNorm-folded."
             )
-        elif verdict("equalize", nearest(equalized)):
-            unrounded = equalized
-            report.kept.append("equalize")
+        else:
+            left = {**unhandled_layers(model), **eq_report.skipped}
+            if left:
+                _warn(f"optimize: 'equalize' leaves these layers as they are: {_listed(left)}.")
+            if verdict("equalize", nearest(equalized)):
+                unrounded = equalized
+                report.kept.append("equalize")
     if "adaround" in steps:
         candidate = adaround(unrounded, data, **{**grid, **steps["adaround"]})
         if verdict("adaround", candidate):
@@ -364,6 +374,32 @@ def _run_steps(
             report.kept.append("bias_correction")
     final = rounded if rounded is not None else nearest(unrounded)
     return Compressed(final, report)
+
+
+def _split_names(model: keras.Model, layer_bits: dict[str, int] | None) -> dict | None:
+    """`layer_bits` with each separable convolution's name given to its two parts."""
+    if not layer_bits:
+        return layer_bits
+    separable = {layer.name for layer in model.layers if isinstance(layer, SEPARABLE_LAYERS)}
+    split: dict[str, int] = {}
+    for name, width in layer_bits.items():
+        parts = [f"{name}_depthwise", f"{name}_pointwise"] if name in separable else [name]
+        split.update(dict.fromkeys(parts, width))
+    return split
+
+
+def _listed(reasons: dict[str, str], most: int = 12) -> str:
+    """`'a' (why), 'b' (why)` for the first `most` entries, and how many more."""
+    items = [f"'{name}' ({why})" for name, why in list(reasons.items())[:most]]
+    more = len(reasons) - most
+    return ", ".join(items) + (f" and {more} more" if more > 0 else "")
+
+
+def _warn_unhandled(model: keras.Model, steps: list[str]) -> None:
+    """One warning per step naming the layers with weights whose kernel it leaves alone."""
+    unhandled = unhandled_layers(model)
+    for step in steps if unhandled else []:
+        _warn(f"optimize: '{step}' leaves these layers as they are: {_listed(unhandled)}.")
 
 
 def _warn(message: str) -> None:

@@ -14,11 +14,15 @@ import keras
 import numpy as np
 
 from tfcompress.core import catalog
-from tfcompress.core.graph import rebuild
+from tfcompress.core.graph import fresh_copy, rebuild
 
 L = keras.layers
 #: layers whose kernel the recovery steps quantize, correct and round
-KERNEL_LAYERS = catalog.classes(lambda row: row.recovery)
+KERNEL_LAYERS = catalog.classes(lambda row: row.recovery == "kernel")
+#: layers the steps split into a depthwise and a 1x1 pointwise convolution first
+SEPARABLE_LAYERS = catalog.classes(lambda row: row.recovery == "separable")
+#: layers a positive per-channel scale passes through (equalization pairs across them)
+SCALE_LAYERS = catalog.classes(lambda row: row.recovery == "scales")
 DEPTHWISE_LAYERS = (L.DepthwiseConv1D, L.DepthwiseConv2D)
 
 
@@ -90,6 +94,9 @@ def why_not_quantizable(layer: Any) -> str:
         'not a Dense/Conv/DepthwiseConv layer'
     """
     if not isinstance(layer, KERNEL_LAYERS) or not getattr(layer, "built", False):
+        row = catalog.info(layer)
+        if row is not None and row.quantize == catalog.FLOAT:
+            return f"stays float in the file ({row.float_reason})"
         return "not a Dense/Conv/DepthwiseConv layer"
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         return "channels_first data format"
@@ -197,6 +204,106 @@ def kernel_layers(model: keras.Model) -> tuple[list[Any], dict[str, str]]:
         else:
             handled.append(layer)
     return handled, skipped
+
+
+def unhandled_layers(model: keras.Model) -> dict[str, str]:
+    """`{name: why}` for every layer with weights whose kernel the recovery steps leave alone.
+
+    Separable convolutions are not in it (the steps split them first); layers without weights
+    (activations, pooling) are not either.
+
+    Example:
+        >>> inputs = keras.Input((4, 4, 2))
+        >>> x = keras.layers.Conv2DTranspose(2, 3, name="up")(inputs)
+        >>> unhandled_layers(keras.Model(inputs, keras.layers.Dense(1)(x)))
+        {'up': 'Conv2DTranspose: not a Dense/Conv/DepthwiseConv layer'}
+    """
+    found = {}
+    for layer in model.layers:
+        if isinstance(layer, SEPARABLE_LAYERS) or isinstance(layer, keras.Model):
+            continue
+        if not layer.weights or (catalog.info(layer) and not catalog.info(layer).kernels):
+            continue  # no kernel: BatchNormalization, PReLU, Normalization...
+        reason = why_not_quantizable(layer)
+        if reason:
+            found[layer.name] = f"{type(layer).__name__}: {reason}"
+    return found
+
+
+def split_separable(model: keras.Model) -> keras.Model:
+    """`model` with each separable convolution as its depthwise and its 1x1 pointwise convolution.
+
+    TFLite runs a SeparableConv1D/2D as exactly these two ops (DEPTHWISE_CONV_2D, CONV_2D), so
+    the function and the file are the same; the recovery steps then handle both kernels. The
+    parts are named `<name>_depthwise` and `<name>_pointwise`. A model without separable
+    convolutions is returned as it is.
+
+    Example:
+        >>> inputs = keras.Input((6, 6, 3))
+        >>> model = keras.Model(inputs, keras.layers.SeparableConv2D(4, 3, name="sep")(inputs))
+        >>> split = split_separable(model)
+        >>> [layer.name for layer in split.layers[1:]]
+        ['sep_depthwise', 'sep_pointwise']
+        >>> x = np.random.rand(2, 6, 6, 3).astype("float32")
+        >>> bool(np.allclose(split(x), model(x), atol=1e-5))
+        True
+    """
+    if not any(isinstance(layer, SEPARABLE_LAYERS) for layer in model.layers):
+        return model
+    if isinstance(model, keras.Sequential):  # clone_model's call_function needs a graph
+        model = keras.Model(model.inputs, model.outputs, name=model.name)
+    parts: dict[int, tuple[Any, Any]] = {}
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        return layer if isinstance(layer, SEPARABLE_LAYERS) else fresh_copy(layer)
+
+    def call(layer: keras.layers.Layer, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(layer, SEPARABLE_LAYERS):
+            return layer(*args, **kwargs)
+        if id(layer) not in parts:
+            parts[id(layer)] = _separable_parts(layer, tuple(args[0].shape))
+        depthwise, pointwise = parts[id(layer)]
+        return pointwise(depthwise(args[0]))
+
+    return keras.models.clone_model(model, clone_function=clone, call_function=call)
+
+
+def _separable_parts(layer: Any, input_shape: tuple) -> tuple[Any, Any]:
+    """The DepthwiseConv and the 1x1 Conv that compute `layer`, with its weights."""
+    one_d = isinstance(layer, L.SeparableConv1D)
+    config = layer.get_config()
+    if config.get("data_format", "channels_last") != "channels_last":
+        raise ValueError(
+            f"recovery: separable convolution '{layer.name}' is channels_first; the steps handle "
+            "channels_last models (TFLite's layout)."
+        )
+    depthwise = (L.DepthwiseConv1D if one_d else L.DepthwiseConv2D)(
+        config["kernel_size"],
+        strides=config["strides"],
+        padding=config["padding"],
+        depth_multiplier=config["depth_multiplier"],
+        dilation_rate=config["dilation_rate"],
+        use_bias=False,
+        name=f"{layer.name}_depthwise",
+    )
+    pointwise = (L.Conv1D if one_d else L.Conv2D)(
+        config["filters"],
+        1,
+        activation=config["activation"],
+        use_bias=config["use_bias"],
+        name=f"{layer.name}_pointwise",
+    )
+    depthwise.build(input_shape)
+    depthwise.set_weights([keras.ops.convert_to_numpy(layer.depthwise_kernel)])
+    pointwise.build(depthwise.compute_output_shape(input_shape))
+    pointwise.set_weights(
+        [
+            keras.ops.convert_to_numpy(w)
+            for w in (layer.pointwise_kernel, layer.bias)
+            if w is not None
+        ]
+    )
+    return depthwise, pointwise
 
 
 def with_biases(model: keras.Model, names: set[str] | None = None) -> keras.Model:
