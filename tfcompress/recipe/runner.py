@@ -9,6 +9,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ import keras
 import numpy as np
 
 import tfcompress as tfc
+from tfcompress import legacy
+from tfcompress.core.compat import is_tf_keras
 from tfcompress.core.graph import clone_with_weights
 from tfcompress.recipe.report import write_reports
 from tfcompress.recipe.schema import Recipe, Step, load_recipe
@@ -131,8 +134,9 @@ def compress(
     scored by mean absolute error). What cannot be scored is refused before any training.
 
     Args:
-        model: the float Keras model, or a `.keras` / `.h5` file or a Keras 2 SavedModel
-            folder (read with `tfcompress.load_model`).
+        model: the float Keras model (a `tf_keras` model is rebuilt in Keras 3), or a
+            `.keras` / `.h5` file or a Keras 2 SavedModel folder (read with
+            `tfcompress.load_model`).
         data: `(x, y)` arrays, a dict or `.npz` file with `x` and `y` (and optionally `x_test`,
             `y_test`), or `"digits"` for the built-in digits data. A model with several
             outputs takes one label array per output: `y_NAME` (and `y_test_NAME`) arrays, or
@@ -428,12 +432,23 @@ _TASK_HELP = (
 )
 
 
+def _model_output(model: keras.Model) -> Any:
+    """The model's output tensors (one, a list or a dict); a Sequential model has no `output`
+    until it is called, but it has `outputs`."""
+    try:
+        return model.output
+    except AttributeError:
+        outputs = model.outputs
+        return outputs[0] if len(outputs) == 1 else list(outputs)
+
+
 def _output_names(model: keras.Model) -> list[str]:
     """The outputs' names: a dict output's keys, else the model's output names, in order."""
-    output = model.output
+    output = _model_output(model)
     if isinstance(output, dict):
         return list(output)
-    return list(model.output_names)
+    names = getattr(model, "output_names", None)  # a Sequential model has none: its last layer
+    return list(names) if names else [model.layers[-1].name]
 
 
 def _refuse(model: keras.Model, why: str) -> None:
@@ -484,11 +499,12 @@ def _tasks_of(model: keras.Model, labels: dict[str, np.ndarray], recipe: Recipe)
     if len(model.inputs) != 1:
         _refuse(model, f"it has {len(model.inputs)} inputs; the data gives one array x")
     names = _output_names(model)
-    outputs = keras.tree.flatten(model.output) if not isinstance(model.output, dict) else None
+    structure = _model_output(model)
+    outputs = keras.tree.flatten(structure) if not isinstance(structure, dict) else None
     compiled = _compile_config(model)
     tasks = []
     for position, name in enumerate(names):
-        tensor = model.output[name] if outputs is None else outputs[position]
+        tensor = structure[name] if outputs is None else outputs[position]
         shape = tuple(tensor.shape)
         probabilities = _gives_probabilities(model, name, position, recipe.training["from_logits"])
         metric = _chosen(recipe.task["metric"], name) or "auto"
@@ -613,10 +629,8 @@ def _label_kind(shape: tuple, y: np.ndarray) -> str:
 
 
 def _output_layer(model: keras.Model, name: str, position: int) -> Any:
-    for candidate in (
-        name,
-        model.output_names[position] if position < len(model.output_names) else None,
-    ):
+    names = _output_names(model)
+    for candidate in (name, names[position] if position < len(names) else None):
         try:
             return model.get_layer(candidate)
         except (ValueError, TypeError):
@@ -680,9 +694,10 @@ def _per_task(raw: Any, tasks: list[_Task]) -> dict[str, np.ndarray]:
 
 def _structure(model: keras.Model, tasks: list[_Task], values: list[Any]) -> Any:
     """`values` (one per task) in the structure of the model's outputs: dict, list or one."""
-    if isinstance(model.output, Mapping):
+    structure = _model_output(model)
+    if isinstance(structure, Mapping):
         return {task.name: value for task, value in zip(tasks, values, strict=True)}
-    if isinstance(model.output, list | tuple):
+    if isinstance(structure, list | tuple):
         ordered = [None] * len(tasks)
         for task, value in zip(tasks, values, strict=True):
             ordered[task.position] = value
@@ -750,13 +765,20 @@ def _load_model(
 ) -> keras.Model:
     if isinstance(model, keras.Model):
         return model
+    if is_tf_keras(model):  # a Keras 2 model in memory: the same Keras 3 rebuild as its file
+        return legacy.rebuild(model, custom_objects=custom_objects, safe_mode=safe_mode)
     path = Path(model)
     if not path.exists():
         raise FileNotFoundError(
             f"Model file '{path}' does not exist: pass a .keras or .h5 file or a SavedModel folder."
         )
-    # compiled when the file says how: its loss and metrics tell what each output learns
-    return tfc.load_model(path, compile=True, safe_mode=safe_mode, custom_objects=custom_objects)
+    # compiled when the file says how: its loss and metrics tell what each output learns (the
+    # saved optimizer state is not used: every step compiles its own optimizer)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        return tfc.load_model(
+            path, compile=True, safe_mode=safe_mode, custom_objects=custom_objects
+        )
 
 
 def _load_data(
