@@ -231,9 +231,10 @@ CATALOG: dict[type, LayerInfo] = {
     L.LayerNormalization: LayerInfo(quantize=OUTPUT),
     L.Normalization: LayerInfo(quantize=OUTPUT),
     L.Rescaling: LayerInfo(quantize=OUTPUT),
-    L.Resizing: LayerInfo(quantize=OUTPUT),
-    L.UpSampling1D: LayerInfo(quantize=OUTPUT),
-    L.UpSampling2D: LayerInfo(quantize=OUTPUT),
+    # TFLite's int8 resize kernels keep the input's scale: no range of their own in QAT either
+    L.Resizing: LayerInfo(quantize=PASSTHROUGH),
+    L.UpSampling1D: LayerInfo(quantize=PASSTHROUGH),
+    L.UpSampling2D: LayerInfo(quantize=PASSTHROUGH),
     L.UpSampling3D: LayerInfo(quantize=OUTPUT),
     L.Concatenate: LayerInfo(quantize=OUTPUT),
     L.CenterCrop: LayerInfo(quantize=OUTPUT),
