@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 
 from tfcompress.core import graph
 
@@ -99,3 +100,78 @@ def test_rebuild_copies_lambdas_and_layers_that_build_on_first_call():
     np.testing.assert_array_equal(copy.predict(ids, verbose=0), model.predict(ids, verbose=0))
     assert copy.get_layer("embed") is not model.get_layer("embed")
     assert graph.call_count(copy.get_layer("embed")) == 1  # building it added no call
+
+
+# -- traced_model: a subclassed model's call() as a functional graph of its layers ------------
+
+
+class _Positions(keras.layers.Layer):
+    """keras.io's token-and-position embedding: positions come from ops.arange, not the input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens = keras.layers.Embedding(20, 4)
+        self.positions = keras.layers.Embedding(6, 4)
+
+    def call(self, x):
+        return self.tokens(x) + self.positions(keras.ops.arange(0, keras.ops.shape(x)[-1], 1))
+
+
+class _Text(keras.Model):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = _Positions()
+        self.head = keras.layers.Dense(2)
+
+    def call(self, x):
+        return self.head(keras.ops.mean(self.embed(x), axis=1))
+
+
+class _Branches(keras.Model):
+    def __init__(self) -> None:
+        super().__init__(name="branches")
+        self.a, self.b = keras.layers.Dense(2), keras.layers.Dense(2)
+
+    def call(self, x, training=None):
+        return self.b(x) if training else self.a(x)
+
+
+class _TwoInputs(keras.Model):
+    def __init__(self) -> None:
+        super().__init__(name="two_inputs")
+        self.dense = keras.layers.Dense(2)
+
+    def call(self, x, y):
+        return self.dense(x) + y
+
+
+def test_a_composite_layer_calling_a_layer_on_constants_stays_whole():
+    model = _Text()
+    ids = np.array([[1, 2, 3, 4, 5, 6]], "int32")
+    model(ids)
+    with pytest.raises(ValueError, match=r"recorded no input shape.*model\.build"):
+        graph.traced_model(model, "test")
+    model.build((None, 6))  # Keras could not trace the first call, so it recorded no shape
+    traced = graph.traced_model(model, "test")
+    assert [type(layer).__name__ for layer in traced.layers] == [
+        "InputLayer",
+        "_Positions",
+        "Dense",
+    ]
+    assert len(traced.weights) == len(model.weights)
+    np.testing.assert_allclose(traced(ids), model(ids), atol=1e-6)
+
+
+def test_a_branch_on_training_is_traced_at_inference_with_a_warning():
+    model = _Branches()
+    model(np.ones((1, 3), "float32"))
+    with pytest.warns(UserWarning, match="'branches' takes another path with training=True"):
+        traced = graph.traced_model(model, "test")
+    assert [layer.name for layer in traced.layers][1:] == [model.a.name]
+
+
+def test_a_call_of_several_inputs_is_refused_with_the_fix():
+    model = _TwoInputs()
+    model(np.ones((1, 3), "float32"), np.ones((1, 2), "float32"))
+    with pytest.raises(ValueError, match=r"'two_inputs' takes 2 inputs \(x, y\).*one argument"):
+        graph.traced_model(model, "test")

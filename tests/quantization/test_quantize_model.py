@@ -285,11 +285,11 @@ class Subclassed(keras.Model):
         return self.dense(inputs)
 
 
-def test_subclassed_model_error_names_the_alternative() -> None:
+def test_subclassed_model_is_quantized_as_the_graph_of_its_layers() -> None:
     model = Subclassed()
     model(np.zeros((1, 3), "float32"))
-    with pytest.raises(ValueError, match="subclassed.*functional or Sequential"):
-        quantize_model(model)
+    kinds = [type(layer).__name__ for layer in quantize_model(model).layers]
+    assert kinds == ["InputLayer", "ActivationQuantizer", "QuantizeWrapper", "ActivationQuantizer"]
 
 
 def test_unbuilt_model_error_says_to_give_an_input_shape() -> None:

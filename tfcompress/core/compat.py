@@ -194,3 +194,12 @@ def copy_lambda(layer: Any) -> Any:
         name=layer.name,
         dtype=layer.dtype_policy,
     )
+
+
+def is_library_layer(layer: Any) -> bool:
+    """True for a layer whose class Keras or tfcompress defines (not one of the user's own).
+
+    Tracing a subclassed model runs the `call` of the user's composite layers only; a library
+    layer holding sublayers (MultiHeadAttention, Bidirectional, a training wrapper) stays whole.
+    """
+    return type(layer).__module__.split(".")[0] in ("keras", "tfcompress")

@@ -10,7 +10,14 @@ import keras
 import numpy as np
 
 from tfcompress.core import catalog, compat
-from tfcompress.core.graph import check_model, fresh_copy, rebuild, selected_layers
+from tfcompress.core.graph import (
+    check_model,
+    fresh_copy,
+    needs_tracing,
+    rebuild,
+    selected_layers,
+    traced_model,
+)
 from tfcompress.io import model_from
 from tfcompress.layers import FusedBatchNormalization
 from tfcompress.pruning.allocation import (
@@ -22,6 +29,7 @@ from tfcompress.pruning.allocation import (
 from tfcompress.pruning.schedules import ConstantSparsity, PruningSchedule, is_real, plain_number
 from tfcompress.pruning.wrapper import (
     LEGACY_ROUTE,
+    PrunableLayer,
     PruneLowMagnitude,
     prunable_attributes,
     prunable_variables,
@@ -164,6 +172,8 @@ def prune_low_magnitude(
         return PruneLowMagnitude(model_or_layer, **options)
     allocation = check_allocation(allocation)
     model = model_or_layer
+    if needs_tracing(model, keep=_pruned_whole):  # subclassed: the graph of its layers
+        model = traced_model(model, "prune_low_magnitude", keep=_pruned_whole)
     check_model(
         model,
         "prune_low_magnitude",
@@ -203,6 +213,11 @@ def prune_low_magnitude(
     if allocation != "uniform" and sparsity_n_m is None:
         _allocate(pruned, schedule, allocation)
     return pruned
+
+
+def _pruned_whole(layer: keras.layers.Layer) -> bool:
+    """A composite layer that names its own prunable weights is wrapped as one layer."""
+    return isinstance(layer, PrunableLayer)
 
 
 def _custom_kernels(layer: keras.layers.Layer) -> bool:

@@ -21,8 +21,10 @@ from tfcompress.core.batchnorm import folds_into, is_linear
 from tfcompress.core.graph import (
     functional_graph,
     is_graph_model,
+    needs_tracing,
     nodes_inputs_first,
     tensor_readers,
+    traced_model,
 )
 from tfcompress.core.wrappers import walk_layers
 from tfcompress.io import model_from
@@ -139,7 +141,9 @@ def quantize_annotate_model(model: keras.Model) -> keras.Model:
         raise TypeError(
             f"quantize_annotate_model expects a keras.Model; got {type(model).__name__}."
         )
-    for layer in walk_layers(model):
+    # a subclassed model's layers hide inside its composite layers: annotate every one
+    layers = walk_layers(model) if is_graph_model(model) else compat.nested_layers(model)
+    for layer in layers:
         if getattr(layer, _ANNOTATION, None) is None and not isinstance(layer, keras.Model):
             setattr(layer, _ANNOTATION, _REGISTRY_DEFAULT)
     return model
@@ -182,6 +186,7 @@ def quantize_apply(
             "apply it with tfmot.quantization.keras (TF_USE_LEGACY_KERAS=1), or rebuild it in "
             "Keras 3."
         )
+    annotated_model = _traced(annotated_model, "quantize_apply")
     _check_model(annotated_model)
     if not any(
         getattr(layer, _ANNOTATION, None) is not None for layer in walk_layers(annotated_model)
@@ -251,6 +256,7 @@ def quantize_model(
     model = model_from(model, "quantize_model")
     if compat.is_tf_keras(model):
         return _quantize_with_tfmot(model)
+    model = _traced(model, "quantize_model")
     _check_model(model)
     default = QuantizeConfig(
         weight_bits=weight_bits, learned_step=learned_step, activation_bits=activation_bits
@@ -318,6 +324,21 @@ def _quantize_with_tfmot(model: Any) -> Any:
             "pip install 'tfcompress[legacy]' (tensorflow-model-optimization)."
         ) from error
     return tfmot.quantization.keras.quantize_model(model)
+
+
+def _kept_whole(layer: Any) -> bool:
+    """A composite layer with a quantization config of its own is quantized as one layer."""
+    annotated = getattr(layer, _ANNOTATION, None)
+    if annotated is not None and annotated is not _REGISTRY_DEFAULT:
+        return True
+    return get_quantize_config(layer) is not None
+
+
+def _traced(model: Any, what: str) -> Any:
+    """A subclassed model (or a graph holding one) as the functional graph of its layers."""
+    if isinstance(model, keras.Model) and needs_tracing(model, _kept_whole):
+        return traced_model(model, what, _kept_whole)
+    return model
 
 
 def _check_model(model: Any) -> None:
