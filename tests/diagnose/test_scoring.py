@@ -144,3 +144,14 @@ def test_micro_runs_the_file_and_is_named(sensitive_cnn, sensitive_calibrated, d
     assert np.abs(micro - reference).max() <= 2 * scale  # TFLM: LiteRT's kernels within steps
     score = Scorer(sensitive_cnn, x, [None], runtime="micro").score(flatbuffer)
     assert score.runtime == "TensorFlow Lite Micro"
+
+
+def test_output_kinds_can_be_given_and_real_labels_make_values(two_heads, digits) -> None:
+    x = [digits.x_test[:30]]
+    flatbuffer = convert(two_heads, "int8", digits.x_train[:60], keep_float=["size"])
+    guessed = Scorer(two_heads, x, [None, None]).score(flatbuffer)
+    assert [o.metric for o in guessed.outputs] == ["agreement", "sqnr_db"]
+    told = Scorer(two_heads, x, [None, None], kinds={"digit": "values"}).score(flatbuffer)
+    assert [o.metric for o in told.outputs] == ["sqnr_db", "sqnr_db"]
+    with pytest.raises(ValueError, match=r"unknown outputs \['boxes'\].*\['digit', 'size'\]"):
+        Scorer(two_heads, x, [None, None], kinds={"boxes": "values"})

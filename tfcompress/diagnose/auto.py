@@ -238,6 +238,7 @@ def auto_quantize(
     representative_data: Any = None,
     validation_data: Any = None,
     runtime: str = "xnnpack",
+    kinds: dict[str, str] | None = None,
     recovery: bool = True,
     try_int4: bool = True,
     try_int16x8: bool = True,
@@ -268,6 +269,10 @@ def auto_quantize(
             calibrate and only rows 1, 4, 7, ... are searched (never the same rows).
         validation_data: held-out inputs (or an `(inputs, labels)` pair); then all of `data`
             is searched.
+        kinds: `{output name: "classes" or "values"}` where the guess is wrong (an output
+            of box coordinates with a linear activation and no compiled loss is taken for
+            logits); without it, an output whose labels hold real values is "values", else
+            `tfcompress.tflite.fidelity.output_kinds` decides.
         runtime: what runs the files: `"xnnpack"` (LiteRT with XNNPACK, the default: what
             phones run), `"reference"` (LiteRT's reference kernels) or `"micro"` (TensorFlow
             Lite Micro; latency is then not measured).
@@ -313,6 +318,7 @@ def auto_quantize(
         "max_accuracy_drop": float(max_accuracy_drop),
         "min_sqnr_db": float(min_sqnr_db),
         "runtime": runtime,
+        "kinds": kinds,
     }
     search = Scorer(model, rows.search_x, rows.search_labels, held_out=False, **targets)
     held = Scorer(model, rows.held_x, rows.held_labels, held_out=True, **targets)

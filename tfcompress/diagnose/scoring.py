@@ -378,6 +378,7 @@ class Scorer:
         min_sqnr_db: float = MIN_SQNR_DB,
         runtime: str = "xnnpack",
         held_out: bool = True,
+        kinds: dict[str, str] | None = None,
     ) -> None:
         self.x = x
         self.runtime = check_runtime(runtime)
@@ -388,14 +389,15 @@ class Scorer:
         self.names = output_names(model)
         if len(self.names) != len(self.reference):
             self.names = [f"output_{i}" for i in range(len(self.reference))]
-        kinds = output_kinds(model)
-        if len(kinds) != len(self.reference):
-            kinds = [
+        guessed = output_kinds(model)
+        if len(guessed) != len(self.reference):
+            guessed = [
                 "classes" if r.ndim > 1 and r.shape[-1] > 1 else "values" for r in self.reference
             ]
+        chosen = chosen_kinds(guessed, self.names, labels, kinds)
         self.kinds = [
             kind if kind == "values" or (ref.ndim > 1 and ref.shape[-1] > 1) else "values"
-            for kind, ref in zip(kinds, self.reference, strict=True)
+            for kind, ref in zip(chosen, self.reference, strict=True)
         ]
         self.labels = [
             _checked_labels(given, ref, kind, name)
@@ -449,6 +451,45 @@ class Scorer:
             score.mae = float(np.mean(np.abs(out - labels)))
             score.float_mae = float(np.mean(np.abs(ref - labels)))
         return score
+
+
+KINDS = ("classes", "values")
+
+
+def chosen_kinds(
+    guessed: list[str],
+    names: list[str],
+    labels: list[np.ndarray | None],
+    given: dict[str, str] | None,
+) -> list[str]:
+    """Each output's kind: as `given` (by output name), else "values" where its labels hold
+    real values, else as `fidelity.output_kinds` guessed it.
+
+    Example:
+        >>> chosen_kinds(["classes", "classes"], ["box", "face"], [None, None], {"box": "values"})
+        ['values', 'classes']
+    """
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(names))
+    wrong = {name: kind for name, kind in given.items() if kind not in KINDS}
+    if unknown or wrong:
+        raise ValueError(
+            f"kinds takes {{output name: 'classes' or 'values'}}; got unknown outputs {unknown} "
+            f"and kinds {wrong}. The model's outputs are {names}."
+        )
+    kinds = []
+    for name, guess, label in zip(names, guessed, labels, strict=True):
+        if name in given:
+            kinds.append(given[name])
+        elif label is not None and _real_valued(label):
+            kinds.append("values")
+        else:
+            kinds.append(guess)
+    return kinds
+
+
+def _real_valued(labels: np.ndarray) -> bool:
+    return bool(np.issubdtype(labels.dtype, np.floating) and np.any(np.mod(labels, 1) != 0))
 
 
 def _checked_labels(
