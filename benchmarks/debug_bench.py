@@ -6,8 +6,8 @@ depthwise-separable `dwsep`) and seed, the float model is trained, then one midd
 outlier row of weights (`tfcompress.diagnose.outliers.inject_weight_outlier`: the float function is
 unchanged, its int8 weights are not). The script records where `debug_quantization` ranks that
 layer, the float / int8 / keep_float accuracies on the test set, the share of the gap recovered
-by keeping that one layer float, what `suggest_keep_float` picks for a 1 pp target, and the
-debugger's wall time. `--timing` also times the debugger on MobileNetV2 (alpha 0.35, 96x96,
+by keeping that one layer float, what `suggest_keep_float` picks for a 1 pp target (its accuracy
+on the rows it holds out of the search: every third test row), and the debugger's wall time. `--timing` also times the debugger on MobileNetV2 (alpha 0.35, 96x96,
 weights=None) with 200 samples.
 
 Run: .venv/bin/python benchmarks/debug_bench.py [--timing]   (writes benchmarks/results/debug.json)
@@ -99,7 +99,8 @@ def one_run(model: keras.Model, split: Split, arch: str, seed: int, factor: floa
         "gap_pp": round(gap * 100, 2),
         "gap_recovered": None if gap <= 0 else round((kept_accuracy - int8_accuracy) / gap, 4),
         "suggested_keep_float": suggestion.keep_float,
-        "suggested_accuracy": suggestion.accuracy,
+        "suggested_accuracy": suggestion.held_out.outputs[0].value,  # on its held-out rows
+        "suggestion_held_out": suggestion.held_out.describe(),
         "suggestion_target_met": suggestion.target_met,
         "debug_seconds": round(debug_s, 2),
         "debug_rows": len(report.layers),
