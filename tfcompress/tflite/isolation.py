@@ -319,7 +319,8 @@ def run_in_new_process(
     Raises:
         IsolatedCrash: the child was killed by a signal, exited without an answer or ran past
             `timeout`; the message names `what`, the signal and `advice`.
-        ValueError: `fn` or its arguments cannot be sent to a new process.
+        ValueError: `fn` or its arguments cannot be sent to a new process, or it cannot load
+            them (a class it cannot import).
 
     Example:
         >>> import operator
@@ -357,6 +358,13 @@ def run_in_new_process(
         if status != 0 or not answer.exists():
             raise IsolatedCrash(_new_process_message(what, advice, status, printed))
         kind, value, caught = pickle.loads(answer.read_bytes())
+    if kind == "unloadable":
+        raise ValueError(
+            f"{what} runs in a separate Python process, which could not load its input "
+            f"({value}): a custom layer must be importable there (defined in a module, not in "
+            "__main__, and registered with keras.saving.register_keras_serializable); or run it "
+            "in this process (isolate=False)."
+        )
     for text, category, filename, lineno in caught:
         warnings.warn_explicit(text, category, filename, lineno)
     if kind == "error":
@@ -371,11 +379,16 @@ _CHILD_CODE = "import sys; from tfcompress.tflite.isolation import _new_process_
 
 def _new_process_main(task: str, answer: str) -> None:
     """The child of `run_in_new_process`: run the task, write the answer file atomically."""
-    fn, args, kwargs = pickle.loads(Path(task).read_bytes())
+    try:
+        fn, args, kwargs = pickle.loads(Path(task).read_bytes())
+    except Exception as error:  # noqa: BLE001 - a class this interpreter cannot import
+        message: tuple = ("unloadable", f"{type(error).__name__}: {error}", [])
+        Path(answer).write_bytes(pickle.dumps(message))
+        return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         try:
-            message: tuple = ("ok", fn(*args, **kwargs))
+            message = ("ok", fn(*args, **kwargs))
         except Exception as error:  # noqa: BLE001 - everything goes back to the parent
             message = ("error", _picklable(error))
     message = (*message, [_warning_record(w) for w in caught])
