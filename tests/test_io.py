@@ -225,6 +225,7 @@ def test_a_keras2_file_without_tf_keras_names_the_extra(monkeypatch):
 @pytest.fixture(scope="module")
 def keras2_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Keras 2 .h5 files Keras 3 refuses: a TensorFlow call in the graph, a Lambda, a cut copy."""
+    import tensorflow as tf
     import tf_keras
 
     folder = tmp_path_factory.mktemp("keras2")
@@ -232,7 +233,8 @@ def keras2_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     depthwise = tf_keras.layers.Reshape((1, 1, 4))(inputs)
     depthwise = tf_keras.layers.DepthwiseConv2D(1, name="dw")(depthwise)  # Keras 3 refuses it
     hidden = tf_keras.layers.Flatten()(depthwise)
-    tf_keras.Model(inputs, hidden * 2.0).save(folder / "tf_op.h5")
+    scaled = tf_keras.layers.ReLU(6.0)(hidden * 2.0 + 1.0)  # TensorFlow calls: rebuilt as layers
+    tf_keras.Model(inputs, tf.math.reduce_max(scaled, axis=1)).save(folder / "tf_op.h5")
     doubled = tf_keras.layers.Lambda(lambda t: t * 2.0, name="double")(hidden)
     tf_keras.Model(inputs, doubled).save(folder / "lambda.h5")
     whole = (KERAS2 / "keras2_mobilenet.h5").read_bytes()
@@ -241,9 +243,24 @@ def keras2_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_keras2_layer_keras3_cannot_rebuild_is_named_and_the_file_called_intact(keras2_files):
-    with pytest.raises(ModelFileError, match=r"intact.*'tf\.math\.multiply'.*TFOpLambda") as info:
+    with pytest.raises(ModelFileError, match=r"intact.*'tf\.math\.reduce_max'.*TFOpLambda") as info:
         load_model(keras2_files / "tf_op.h5")
     assert "damaged" not in str(info.value) and "load_weights" in str(info.value)
+
+
+def test_elementwise_tensorflow_calls_of_a_keras2_model_become_keras3_layers():
+    import tensorflow as tf
+    import tf_keras
+
+    from tfcompress import legacy
+
+    inputs = tf_keras.Input((4,))
+    a, b = tf_keras.layers.Dense(4)(inputs), tf_keras.layers.Dense(4)(inputs)
+    hard_sigmoid = tf.nn.relu6(a + 3.0) * (1.0 / 6.0)  # as MobileNetV3 writes it
+    outputs = tf.math.sigmoid((2.0 - hard_sigmoid) / 2.0 - b) * b
+    rebuilt = legacy.rebuild(tf_keras.Model(inputs, outputs))  # outputs compared inside
+    kinds = [type(layer).__name__ for layer in rebuilt.layers]
+    assert kinds.count("Rescaling") == 4 and {"ReLU", "Subtract", "Multiply"} <= set(kinds)
 
 
 def test_a_keras2_lambda_file_needs_unsafe_and_then_loads(keras2_files):

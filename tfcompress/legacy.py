@@ -139,7 +139,7 @@ class _Builder:
         dtype = _dtype_name(getattr(legacy.inputs[0], "dtype", "float32"))
         layers = [self.layer(layer) for layer in legacy.layers]
         model = keras.Sequential(
-            [keras.Input(batch_shape=shape, dtype=dtype), *layers], name=legacy.name
+            [keras.Input(batch_shape=shape, dtype=dtype), *layers], name=keras3_name(legacy.name)
         )
         for old, new in zip(legacy.layers, layers, strict=True):
             self.copy_weights(old, new)
@@ -160,19 +160,22 @@ class _Builder:
                     keras.Input(
                         batch_shape=tuple(shape),
                         dtype=_dtype_name(layer_config.get("dtype", "float32")),
-                        name=entry["name"],
+                        name=keras3_name(entry["name"]),
                     )
                 ]
                 continue
-            new = self.layer(old, entry)
-            built.append((old, new))
+            # a recorded TensorFlow call becomes a layer once its node's arguments are known
+            new = None if entry["class_name"] == "TFOpLambda" else self.layer(old, entry)
+            if new is not None:
+                built.append((old, new))
             for index, node in enumerate(entry["inbound_nodes"]):
                 pending.append((entry, new, node, index + offsets.get(entry["name"], 0)))
         while pending:  # a shared layer's later call may need a layer listed after it
             waiting = []
             for entry, new, node, index in pending:
-                if all((ref[0], ref[1]) in tensors for ref in _refs(node)):
-                    tensors[(entry["name"], index)] = self.call(entry, new, node, tensors)
+                if all((ref[0], ref[1]) in tensors for ref in _tensor_refs(node)):
+                    layer = new or self.tf_op(entry, node)
+                    tensors[(entry["name"], index)] = self.call(entry, layer, node, tensors)
                 else:
                     waiting.append((entry, new, node, index))
             if len(waiting) == len(pending):
@@ -192,14 +195,18 @@ class _Builder:
         return keras.Model(
             inputs[0] if single_in and len(inputs) == 1 else inputs,
             outputs[0] if single_out and len(outputs) == 1 else outputs,
-            name=legacy.name,
+            name=keras3_name(legacy.name),
         )
 
     def call(self, entry: dict, layer: Any, node: Any, tensors: dict) -> list[Any]:
-        refs = _refs(node)
-        args = [tensors[(ref[0], ref[1])][ref[2]] for ref in refs]
-        kwargs = dict(refs[0][3]) if refs and len(refs[0]) > 3 and refs[0][3] else {}
-        kwargs = {key: value for key, value in kwargs.items() if not _is_tensor_ref(value)}
+        if entry["class_name"] == "TFOpLambda":  # its tensors, wherever the call had them
+            args = [tensors[(ref[0], ref[1])][ref[2]] for ref in _tensor_refs(node)]
+            kwargs = {}
+        else:
+            refs = _refs(node)
+            args = [tensors[(ref[0], ref[1])][ref[2]] for ref in refs]
+            kwargs = dict(refs[0][3]) if refs and len(refs[0]) > 3 and refs[0][3] else {}
+            kwargs = {key: value for key, value in kwargs.items() if not _is_tensor_ref(value)}
         try:
             outputs = layer(args[0] if len(args) == 1 else args, **kwargs)
         except Exception as error:  # noqa: BLE001 - reported with the layer named
@@ -210,6 +217,43 @@ class _Builder:
                 entry["name"],
             ) from error
         return list(self.keras.tree.flatten(outputs))
+
+    def tf_op(self, entry: dict[str, Any], node: Any) -> Any:
+        """The Keras 3 layer computing a recorded TensorFlow call: `x + 3.0` is a Rescaling,
+        `x * y` a Multiply, `tf.nn.relu6(x)` a ReLU; anything else is refused by name."""
+        layers = self.keras.layers
+        name, function = entry["name"], entry["config"].get("function", "?")
+        refs = _refs(node)
+        first = refs[0] if len(refs) == 1 else None
+        kwargs = dict(first[3]) if first and len(first) > 3 and first[3] else {}
+        kwargs.pop("name", None)
+        other = kwargs.pop("y", None)
+        constant_first = first is not None and first[0] == _CONSTANT
+        layer_name = keras3_name(name)
+        if function in _TF_UNARY and other is None and not kwargs and not constant_first:
+            kind, arguments = _TF_UNARY[function]
+            return getattr(layers, kind)(*arguments, name=layer_name)
+        if function in _TF_BINARY and not kwargs and other is not None:
+            if _is_tensor_ref(other) and not constant_first:
+                if _TF_BINARY[function] is not None:
+                    return getattr(layers, _TF_BINARY[function])(name=layer_name)
+                scale_offset = None
+            elif constant_first and _is_tensor_ref(other) and isinstance(first[2], int | float):
+                scale_offset = _rescaling(function, float(first[2]), constant_first=True)
+            elif not _is_tensor_ref(other) and isinstance(other, int | float):
+                scale_offset = _rescaling(function, float(other), constant_first=False)
+            else:
+                scale_offset = None
+            if scale_offset is not None:
+                scale, offset = scale_offset
+                return layers.Rescaling(scale, offset, name=layer_name)
+        raise LegacyModelError(
+            f"layer '{name}' (TFOpLambda) is the TensorFlow call {function} recorded by Keras 2, "
+            "which has no Keras 3 layer here (elementwise add, subtract, multiply and divide, "
+            "relu, relu6, sigmoid, tanh and silu have)",
+            _REWRITE,
+            name,
+        )
 
     def layer(self, old: Any, entry: dict[str, Any] | None = None) -> Any:
         keras = self.keras
@@ -235,7 +279,9 @@ class _Builder:
                     "safe_mode=False (command line: --unsafe).",
                     name,
                 )
-            return keras.layers.Lambda(old.function, arguments=dict(old.arguments), name=name)
+            return keras.layers.Lambda(
+                old.function, arguments=dict(old.arguments), name=keras3_name(name)
+            )
         cls = self.custom_objects.get(class_name) or getattr(keras.layers, class_name, None)
         if cls is None:
             raise LegacyModelError(
@@ -245,6 +291,7 @@ class _Builder:
                 name,
             )
         config = _translate_config(old.get_config(), cls, name)
+        config["name"] = keras3_name(name)
         try:
             return cls.from_config(config)
         except Exception as error:  # noqa: BLE001 - reported with the layer named
@@ -273,8 +320,13 @@ class _Builder:
 _REWRITE = (
     "Rebuild the model in Keras 3 from your training code and load the weights into it "
     "(model.load_weights('file.h5') reads a Keras 2 .h5 file by layer name), or convert the "
-    "file directly: tfcompress.convert('file.h5') or tfcompress convert"
+    "Keras 2 model as it is: tfcompress.convert(tf_keras.models.load_model('file.h5'), ...)"
 )
+
+
+def keras3_name(name: str) -> str:
+    """The layer's name in Keras 3, which refuses '/' in names ('conv1/bn' -> 'conv1_bn')."""
+    return name.replace("/", "_")
 
 
 def _node_offsets(config: dict[str, Any]) -> dict[str, int]:
@@ -293,6 +345,54 @@ def _node_offsets(config: dict[str, Any]) -> dict[str, int]:
         if entry["class_name"] in _MODEL_CLASSES
         and used.get(entry["name"], 0) >= calls[entry["name"]]
     }
+
+
+_CONSTANT = "_CONSTANT_VALUE"  # tf_keras's stand-in for a constant first argument
+# recorded TensorFlow calls of one tensor, as (Keras 3 layer class, its arguments)
+_TF_UNARY = {
+    "nn.relu": ("ReLU", ()),
+    "nn.relu6": ("ReLU", (6.0,)),
+    "math.sigmoid": ("Activation", ("sigmoid",)),
+    "nn.sigmoid": ("Activation", ("sigmoid",)),
+    "math.tanh": ("Activation", ("tanh",)),
+    "nn.tanh": ("Activation", ("tanh",)),
+    "nn.silu": ("Activation", ("silu",)),
+    "nn.swish": ("Activation", ("silu",)),
+}
+# recorded TensorFlow calls of two tensors, as the Keras 3 merging layer
+_TF_BINARY = {
+    "__operators__.add": "Add",
+    "math.add": "Add",
+    "math.subtract": "Subtract",
+    "math.multiply": "Multiply",
+    "math.truediv": None,
+    "math.divide": None,
+}
+
+
+def _rescaling(function: str, value: float, constant_first: bool) -> tuple[float, float] | None:
+    """(scale, offset) of the Rescaling layer computing `x OP value` (or `value OP x`)."""
+    if function in ("__operators__.add", "math.add"):
+        return 1.0, value
+    if function == "math.multiply":
+        return value, 0.0
+    if function == "math.subtract":
+        return (-1.0, value) if constant_first else (1.0, -value)
+    if function in ("math.truediv", "math.divide") and not constant_first and value != 0:
+        return 1.0 / value, 0.0
+    return None
+
+
+def _tensor_refs(node: Any) -> list[list[Any]]:
+    """The tensors a node reads: its references, then tensors passed as keyword arguments."""
+    found = []
+    for ref in _refs(node):
+        if ref[0] != _CONSTANT:
+            found.append(ref)
+        for value in (ref[3] if len(ref) > 3 and isinstance(ref[3], dict) else {}).values():
+            if _is_tensor_ref(value):
+                found.append(value)
+    return found
 
 
 def _refs(node: Any) -> list[list[Any]]:
@@ -475,7 +575,7 @@ def _first_differing_layer(legacy_model: Any, model: Any, feed: Any) -> str | No
             if type(layer).__name__ != "InputLayer" and len(layer.inbound_nodes) == 1
         ]
         old = tf_keras.Model(legacy_model.input, [legacy_model.get_layer(n).output for n in names])
-        new = keras.Model(model.input, [model.get_layer(n).output for n in names])
+        new = keras.Model(model.input, [model.get_layer(keras3_name(n)).output for n in names])
         for name, a, b in zip(names, _flat(old(feed)), _flat(new(feed)), strict=True):
             if _worst_difference([a], [b]) is not None:
                 return name
