@@ -273,8 +273,11 @@ def convert(
     fidelity = None
     if rows is not None:
         runtime = "reference" if target == "micro" else "xnnpack"
+        # the graph TF's converter traced computes what the model computes, without a first
+        # eager call; recovery steps change the weights, so the file then faces the model itself
+        computed = reference if optimize or reference is None else _Traced(source)
         fidelity = check_fidelity(
-            flatbuffer, reference, rows, runtime, held_out, thresholds, source.name
+            flatbuffer, computed, reference, rows, runtime, held_out, thresholds, source.name
         )
     if fidelity is not None and not fidelity.passed:
         if (
@@ -283,7 +286,7 @@ def convert(
             and compat.is_keras3_model(source.owner)
         ):
             calibrated = _calibrate(converter, source, mode, isolate, timeout)
-        fixes = fixes_that_work(fidelity, reference, calibrated, rows, runtime, keep_float or ())
+        fixes = fixes_that_work(fidelity, computed, calibrated, rows, runtime, keep_float or ())
         report_mismatch(fidelity, source.name, fixes, strict)
     return ConvertedFile(flatbuffer, fidelity)
 
@@ -316,6 +319,26 @@ class _CallOnList:
 
     def __call__(self, inputs: Any, training: bool = False) -> Any:
         return self.fn(list(inputs) if isinstance(inputs, list | tuple) else [inputs])
+
+
+class _Traced:
+    """The converter's traced graph of a model, called as a Keras model is (batch by batch)."""
+
+    def __init__(self, source: TraceableModel) -> None:
+        self.function = source.concrete_function()
+        self.specs = source.input_specs
+
+    def __call__(self, inputs: Any, training: bool = False) -> Any:
+        arrays = list(inputs) if isinstance(inputs, list | tuple) else [inputs]
+        tensors = [tf.constant(a, s.dtype) for a, s in zip(arrays, self.specs, strict=True)]
+        if self.specs[0].shape[0] is None:
+            return self.function(*tensors)
+        step = self.specs[0].shape[0]  # a static batch (micro, Edge TPU): one batch at a time
+        chunks = [
+            self.function(*[t[i : i + step] for t in tensors])
+            for i in range(0, len(arrays[0]), step)
+        ]
+        return tf.nest.map_structure(lambda *parts: tf.concat(parts, 0), *chunks)
 
 
 def check_rows(
@@ -362,13 +385,18 @@ def _stacked(samples: list[Sample]) -> list[np.ndarray]:
 def check_fidelity(
     flatbuffer: bytes,
     reference: Any,
+    model: Any,
     rows: list[np.ndarray],
     runtime: str,
     held_out: bool,
     thresholds: FidelityThresholds | None,
     name: str,
 ) -> Fidelity | None:
-    """Stage: run the file beside its Keras model on `rows` and compare every output."""
+    """Stage: run the file beside its Keras model on `rows` and compare every output.
+
+    `reference` computes the model's outputs (the model, or the graph the converter traced);
+    `model` is the Keras model, which says what each output is.
+    """
     if reference is None:
         return None
     try:
@@ -385,7 +413,7 @@ def check_fidelity(
     names = inspect(flatbuffer).output_names
     if len(names) != len(outputs):
         names = [f"output_{i}" for i in range(len(outputs))]
-    kinds = output_kinds(reference) if hasattr(reference, "outputs") else []
+    kinds = output_kinds(model) if hasattr(model, "outputs") else []
     if len(kinds) != len(outputs):
         kinds = ["classes" if e.ndim > 1 and e.shape[-1] > 1 else "values" for e in expected]
     if len(expected) != len(outputs):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ class TraceableModel:
     fn: Callable[..., Any]
     input_specs: list[tf.TensorSpec]
     owner: Any
+    _concrete: Any = field(default=None, repr=False, compare=False)
 
     def with_batch_size(self, batch_size: int | None) -> TraceableModel:
         specs = [
@@ -34,6 +35,12 @@ class TraceableModel:
         return TraceableModel(self.name, self.fn, specs, self.owner)
 
     def concrete_function(self) -> Any:
+        """The traced graph of `fn` on `input_specs` (traced once, shared by every caller)."""
+        if self._concrete is None:
+            self._concrete = self._trace()
+        return self._concrete
+
+    def _trace(self) -> Any:
         fn = self.fn
 
         @tf.function(input_signature=self.input_specs, autograph=False)
