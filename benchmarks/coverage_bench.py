@@ -139,6 +139,8 @@ def _cell(result: dict | None) -> str:
         compute = [op for op in result["float_ops"] if op not in _IO_OPS]
         return "float: " + (" ".join(compute) if compute else "requantize")
     detail = result.get("detail", "")
+    if result.get("error_steps") is not None and "int8 steps" in detail:
+        return f"no: {result['error_steps']:g} int8 steps"
     return "no: " + detail.split(":")[0][:40] if detail else "no"
 
 
@@ -157,8 +159,9 @@ def write_doc(ours: dict, tfmot: dict) -> None:
         "",
         "Each row is a tiny functional model (input, the layer, Flatten, Dense(10)) trained on a "
         "10-class task. **QAT**: `quantize_model`, one training step, `convert(mode='int8')`: "
-        "*yes* means no float op in the file and top-1 agreement (shown) >= 0.99 between the "
-        "Keras QAT model and the file on LiteRT. **PTQ**: the float model to `convert(mode='int8', "
+        "*yes* means no float op in the file, top-1 agreement (shown) >= 0.99 between the "
+        "Keras QAT model and the file on LiteRT, and logits within 8 int8 output steps of the "
+        "Keras QAT model's. **PTQ**: the float model to `convert(mode='int8', "
         "data)`, no float op and agreement >= 0.97 with the float model (PTQ rounding is not "
         "simulated in training). **Pruning**: `prune_low_magnitude` at 50%, "
         "train, `strip_pruning`, int8: the file's kernels hold >= 48% zeros overall (ours spread "
