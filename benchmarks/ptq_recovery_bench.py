@@ -23,20 +23,39 @@ Recipes: `adam` (Adam, no weight decay, as above) and `adamw` (AdamW, decoupled 
 `--weight-decay` on every weight, BatchNorm's gamma included: the decay that leaves unused
 channels small, as in long ImageNet training). Nothing is edited by hand in these nets.
 
+`--never-worse` measures each recovery step against plain PTQ on rows used neither to calibrate
+nor to check (writes ptq_recovery_never_worse.json): the digits CNN, a mini-Xception-like net
+(SeparableConv2D, PReLU, 1x1 stride-2 shortcuts) trained on 32x32 digits, and, where their
+packages are installed, fer's pretrained mini-Xception and mtcnn's ONet (PReLU, three outputs;
+`benchmarks/pretrained.py`). Per model, seed and weight grid: plain int8, each step alone (after
+BatchNorm folding, unchecked: equalization, bias correction), all steps unchecked, and all steps
+checked (`optimize_model(..., held_out=check rows)`), each converted and scored on the test rows by
+`tfcompress.tflite.fidelity` (top-1 agreement with the float model, SQNR). The check's own
+figures (each step against the file without it, on the check rows) are recorded too. This mode
+runs with `TF_ENABLE_ONEDNN_OPTS=0` (training the mini-Xception-like net crashes TF's oneDNN
+otherwise); AdaRound on fer's net is first run once with oneDNN on in its separate process, to
+record the contained crash.
+
 Run: .venv/bin/python benchmarks/ptq_recovery_bench.py [--seeds 3] [--epochs 15]
      (writes benchmarks/results/ptq_recovery.json)
      .venv/bin/python benchmarks/ptq_recovery_bench.py --dfq [--seeds 3] [--dfq-epochs 12,30]
+     .venv/bin/python benchmarks/ptq_recovery_bench.py --never-worse [--seeds 3] [--models ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+if "--never-worse" in sys.argv:  # training a 1x1 stride-2 convolution crashes TF's oneDNN
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -44,12 +63,15 @@ from _common import write_results  # noqa: E402
 
 import tfcompress as tfc  # noqa: E402
 from tfcompress.data import load_digits  # noqa: E402
+from tfcompress.models import build_digits_cnn  # noqa: E402
 from tfcompress.recovery import (  # noqa: E402
     adaround,
     bias_correction,
     equalize,
     fold_batch_norms,
+    optimize_model,
 )
+from tfcompress.tflite.fidelity import measure_fidelity  # noqa: E402
 
 SIZE = 32
 CALIBRATION = 200
@@ -239,6 +261,196 @@ def run_seed(seed: int, epochs: int, iterations: int) -> dict:
     return row
 
 
+# -- never worse than plain PTQ ---------------------------------------------------------------
+
+NEVER_WORSE_MODELS = ("digits_cnn", "sepconv_prelu", "fer_mini_xception", "mtcnn_onet")
+ALL_STEPS = ["fold_bn", "equalize", "adaround", "bias_correction"]
+
+
+def _mini_xception(seed: int) -> keras.Model:
+    """SeparableConv2D-BN-PReLU blocks with 1x1 stride-2 shortcuts, as mini-Xception has."""
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    inputs = keras.Input((SIZE, SIZE, 1))
+    x = layers.Conv2D(8, 3, use_bias=False, name="stem")(inputs)
+    x = layers.PReLU(shared_axes=[1, 2], name="stem_prelu")(layers.BatchNormalization()(x))
+    for i, width in enumerate((16, 32)):
+        shortcut = layers.Conv2D(width, 1, strides=2, padding="same", use_bias=False)(x)
+        shortcut = layers.BatchNormalization()(shortcut)
+        x = layers.SeparableConv2D(width, 3, padding="same", use_bias=False, name=f"sep{i}a")(x)
+        x = layers.PReLU(shared_axes=[1, 2])(layers.BatchNormalization()(x))
+        x = layers.SeparableConv2D(width, 3, padding="same", use_bias=False, name=f"sep{i}b")(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.MaxPooling2D(3, strides=2, padding="same")(x)
+        x = layers.Add()([x, shortcut])
+    x = layers.Conv2D(10, 3, padding="same", name="head")(x)
+    outputs = layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, outputs, name="sepconv_prelu")
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.9
+    return model
+
+
+@functools.lru_cache(maxsize=1)  # both weight grids of one model and seed share it
+def _never_worse_case(name: str, seed: int, epochs: int) -> dict:
+    """`{model, calibration, check, test}`: three disjoint sets of rows."""
+    if name in ("digits_cnn", "sepconv_prelu"):
+        split = load_digits()
+        grey = (lambda x: x) if name == "digits_cnn" else (lambda x: _images(x)[..., :1])
+        x_train, x_test = grey(split.x_train), grey(split.x_test)
+        keras.utils.set_random_seed(seed)
+        model = build_digits_cnn() if name == "digits_cnn" else _mini_xception(seed)
+        model.compile(
+            keras.optimizers.Adam(3e-3),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        model.fit(x_train, split.y_train, epochs=epochs, batch_size=64, verbose=0)
+        order = np.random.default_rng(seed).permutation(len(x_train))
+        calibration, check = x_train[order[:CALIBRATION]], x_train[order[CALIBRATION:][:200]]
+        return {"model": model, "calibration": calibration, "check": check, "test": x_test}
+    import pretrained  # the other benchmarks' loaders of packaged pretrained models
+
+    item = (
+        pretrained.load_fer(seed)
+        if name == "fer_mini_xception"
+        else pretrained.load_mtcnn("onet", seed)
+    )
+    half = len(item.held_out) // 2
+    return {
+        "model": item.model,
+        "calibration": item.calibration,
+        "check": item.held_out[:half],
+        "test": item.held_out[half:],
+        "package": f"{item.package} {item.version}",
+    }
+
+
+def _figures(flatbuffer: bytes, model: keras.Model, test: np.ndarray) -> dict:
+    fidelity = measure_fidelity(flatbuffer, model, test)
+    agreements = [o.agreement for o in fidelity.outputs if o.agreement is not None]
+    return {
+        "agreement": round(float(np.mean(agreements)), 4) if agreements else None,
+        "sqnr_db": round(float(np.mean([o.sqnr_db for o in fidelity.outputs])), 2),
+    }
+
+
+def never_worse_row(name: str, seed: int, per_channel: bool, epochs: int, iterations: int) -> dict:
+    case = _never_worse_case(name, seed, epochs)
+    model, calib, check, test = case["model"], case["calibration"], case["check"], case["test"]
+    count = len(calib)
+
+    def file_of(m: keras.Model) -> bytes:
+        return tfc.convert(m, "int8", calib, num_samples=count, per_channel=per_channel)
+
+    row: dict = {
+        "model": name,
+        "seed": seed,
+        "per_channel": per_channel,
+        "rows": {"calibration": count, "check": len(check), "test": len(test)},
+    }
+    row["plain"] = _figures(file_of(model), model, test)
+    adaround_step = ("adaround", {"iterations": iterations})
+    every = ["fold_bn", "equalize", adaround_step, "bias_correction"]
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        checked, report = optimize_model(
+            model, every, calib, per_channel=per_channel, held_out=check, return_report=True
+        )
+    row["all_checked"] = _figures(file_of(checked), model, test)
+    row["all_checked"]["seconds"] = round(time.perf_counter() - start, 1)
+    row["all_checked"]["kept"] = report.kept
+    row["all_checked"]["dropped"] = report.dropped
+    alone = [
+        ("equalize", ["fold_bn", "equalize"]),
+        ("bias_correction", ["fold_bn", "bias_correction"]),
+    ]
+    if report.dropped:  # otherwise the unchecked steps make the same model (AdaRound is seeded)
+        alone.append(("all_unchecked", every))
+    else:
+        row["all_unchecked"] = {**row["all_checked"], "same_model_as_checked": True}
+    for label, steps in alone:
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            optimized = optimize_model(model, steps, calib, per_channel=per_channel, check=False)
+        row[label] = _figures(file_of(optimized), model, test)
+        row[label]["seconds"] = round(time.perf_counter() - start, 1)
+    row["check_rows"] = {  # each step against the file without it, on the check rows
+        "plain": report.plain,
+        **{c.step: {"with": c.score_with, "without": c.score_without} for c in report.checks},
+    }
+    row["not_handled_warnings"] = sorted(
+        {str(w.message)[:200] for w in caught if "leaves these layers" in str(w.message)}
+    )
+    score = lambda f: (f.get("agreement") or 0.0, f.get("sqnr_db", -1e9))  # noqa: E731
+    row["checked_not_worse_than_plain"] = score(row["all_checked"]) >= score(row["plain"])
+    if "package" in case:
+        row["package"] = case["package"]
+    print(json.dumps(row), file=sys.stderr, flush=True)
+    return row
+
+
+def main_never_worse(args: argparse.Namespace) -> None:
+    models = [m for m in args.models.split(",") if m]
+    grids = [g == "per_channel" for g in args.grids.split(",")]
+    crash = None
+    rows, skipped = [], {}
+    for seed in range(args.seeds):  # seed-major: a run cut short has every model's first seeds
+        for name in models:
+            if name in skipped:
+                continue
+            try:
+                if name == "fer_mini_xception" and crash is None:
+                    crash = _onednn_crash_probe(args.iterations)
+                for per_channel in grids:
+                    rows.append(never_worse_row(name, seed, per_channel, 8, args.iterations))
+            except Exception as error:  # noqa: BLE001 - a package that is not installed
+                if type(error).__name__ != "MissingPackage":
+                    raise
+                skipped[name] = str(error)
+            write_results(
+                "ptq_recovery_never_worse",
+                {
+                    "models": models,
+                    "seeds_asked": args.seeds,
+                    "adaround_iterations": args.iterations,
+                    "metric": "top-1 agreement with the float model on the test rows (then SQNR)",
+                    "runtime": "LiteRT (XNNPACK)",
+                    "onednn_crash_probe": crash,
+                    "skipped": skipped,
+                    "rows": rows,
+                },
+            )
+
+
+def _onednn_crash_probe(iterations: int) -> dict:
+    """AdaRound on fer's net with oneDNN on in its process; contained, this process goes on."""
+    case = _never_worse_case("fer_mini_xception", 0, 0)
+    before = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"  # read by AdaRound's separate process only
+    probe: dict = {"adaround_process": "TF_ENABLE_ONEDNN_OPTS=1"}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tfc.convert(
+                case["model"],
+                "int8",
+                case["calibration"],
+                optimize=["fold_bn", ("adaround", {"iterations": iterations})],
+            )
+        probe["result"] = "no crash"
+    except tfc.ConversionError as error:
+        probe["result"] = str(error).split("\n")[0][:400]
+    finally:
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = before or "0"
+    probe["this_process_went_on"] = True
+    probe["then"] = f"TF_ENABLE_ONEDNN_OPTS={os.environ['TF_ENABLE_ONEDNN_OPTS']} for the rows"
+    print(json.dumps(probe), file=sys.stderr, flush=True)
+    return probe
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -248,9 +460,15 @@ def main() -> None:
     parser.add_argument("--dfq-epochs", default="12,30", help="points of one training run")
     parser.add_argument("--recipes", default="adam,adamw", help="adam, adamw or both")
     parser.add_argument("--weight-decay", type=float, default=0.5, help="AdamW's (decoupled)")
+    parser.add_argument("--never-worse", action="store_true", help="each step against plain PTQ")
+    parser.add_argument("--models", default=",".join(NEVER_WORSE_MODELS))
+    parser.add_argument("--grids", default="per_channel", help="per_channel and/or per_tensor")
     args = parser.parse_args()
     if args.dfq:
         main_dfq(args)
+        return
+    if args.never_worse:
+        main_never_worse(args)
         return
     rows = []
     for seed in range(args.seeds):  # the file is rewritten after each seed: a long run keeps some

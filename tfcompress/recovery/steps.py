@@ -209,6 +209,7 @@ def optimize_model(
     bits: int = 8,
     layer_bits: dict[str, int] | None = None,
     check: bool = True,
+    held_out: Any = None,
     return_report: bool = False,
 ) -> keras.Model | Compressed:
     """Apply the chosen recovery steps to `model` in the fixed order `STEPS`; return the new model.
@@ -231,6 +232,8 @@ def optimize_model(
         layer_bits: `{layer name: 4 or 8}` for the layers whose width differs from `bits`
             (AdaRound and bias correction round and emulate those layers at that width).
         check: measure each step on held-out rows and drop those that lose.
+        held_out: the rows to check on (a validation set): then all of `data` calibrates and
+            optimizes. Default: the last quarter of `data`, as above.
         return_report: return a `Compressed` result: `.model` and `.report`, a `RecoveryReport`
             (steps kept, dropped, and their figures).
 
@@ -246,11 +249,13 @@ def optimize_model(
         (None, 2)
     """
     steps = parse_steps(optimize)
-    held_out = None
-    if data is not None and check:
-        rows = as_rows(data, model)
-        if rows is not None:
-            data, held_out = split_held_out(rows, len(rows))
+    rows = None if data is None else as_rows(data, model)
+    if not check or rows is None:
+        held_out = None
+    elif held_out is not None:
+        data, held_out = rows, as_rows(held_out, model)
+    else:
+        data, held_out = split_held_out(rows, len(rows))
     grid = {"bits": bits, "per_channel": per_channel, "layer_bits": layer_bits}
     make_file = None
     if held_out is not None:
@@ -448,8 +453,8 @@ def prepare_for_convert(
         >>> inputs = keras.Input((4,))
         >>> model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
         >>> _, data, four_bit = prepare_for_convert(
-        ...     model, ["adaround"], np.ones((8, 4)), mode="int8", per_channel=True,
-        ...     int4_weights=True, num_samples=6)
+        ...     model, [("adaround", {"iterations": 0})], np.ones((8, 4)), mode="int8",
+        ...     per_channel=True, int4_weights=True, num_samples=6)
         >>> data.shape, four_bit
         ((6, 4), True)
     """
