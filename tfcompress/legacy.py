@@ -54,7 +54,12 @@ class LegacyModelError(ValueError):
 
 
 def has_tf_keras() -> bool:
-    """Whether `tf_keras` (Keras 2, the `legacy` extra) is installed; it is not imported."""
+    """Whether `tf_keras` (Keras 2, the `legacy` extra) is installed; it is not imported.
+
+    Example:
+        >>> isinstance(has_tf_keras(), bool)
+        True
+    """
     import importlib.util
 
     return importlib.util.find_spec("tf_keras") is not None
@@ -65,6 +70,13 @@ def load_with_tf_keras(path: str | os.PathLike) -> Any:
 
     Raises:
         LegacyModelError: tf_keras is not installed.
+
+    Example:
+        >>> import tempfile, tf_keras
+        >>> path = tempfile.mkdtemp() + "/old.h5"
+        >>> tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(2)]).save(path)
+        >>> type(load_with_tf_keras(path)).__module__.startswith("tf_keras")
+        True
     """
     if not has_tf_keras():
         raise LegacyModelError(
@@ -128,8 +140,10 @@ class _Builder:
         self.safe_mode = safe_mode
 
     def model(self, legacy: Any) -> Any:
+        import tf_keras
+
         config = legacy.get_config()
-        if type(legacy).__name__ == "Sequential" or "input_layers" not in config:
+        if isinstance(legacy, tf_keras.Sequential) or "input_layers" not in config:
             return self.sequential(legacy)
         return self.functional(legacy, config)
 
@@ -572,7 +586,7 @@ def _first_differing_layer(legacy_model: Any, model: Any, feed: Any) -> str | No
         names = [
             layer.name
             for layer in legacy_model.layers
-            if type(layer).__name__ != "InputLayer" and len(layer.inbound_nodes) == 1
+            if not isinstance(layer, tf_keras.layers.InputLayer) and len(layer.inbound_nodes) == 1
         ]
         old = tf_keras.Model(legacy_model.input, [legacy_model.get_layer(n).output for n in names])
         new = keras.Model(model.input, [model.get_layer(keras3_name(n)).output for n in names])
