@@ -198,6 +198,14 @@ def test_a_keras2_file_keras3_refuses_loads_as_a_keras3_model_with_its_outputs(
     np.testing.assert_allclose(got, keras2_expected["y"], rtol=1e-5, atol=1e-6)
 
 
+def test_a_keras2_h5_file_compiled_with_builtins_comes_back_compiled(keras2_files):
+    with pytest.warns(UserWarning, match="compiled with the file's loss, metrics"):
+        model = load_model(keras2_files / "compiled.h5")
+    config = model.get_compile_config()
+    assert config["loss"] == "mse" and "mae" in str(config["metrics"])
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.01)
+
+
 def test_every_tool_works_on_a_rebuilt_keras2_model(keras2_loaded, keras2_expected):
     model = keras2_loaded["keras2_mobilenet.h5"]
     x = keras2_expected["x"]
@@ -237,6 +245,9 @@ def keras2_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tf_keras.Model(inputs, tf.math.reduce_max(scaled, axis=1)).save(folder / "tf_op.h5")
     doubled = tf_keras.layers.Lambda(lambda t: t * 2.0, name="double")(hidden)
     tf_keras.Model(inputs, doubled).save(folder / "lambda.h5")
+    compiled = tf_keras.Model(inputs, depthwise)
+    compiled.compile(tf_keras.optimizers.SGD(0.01), "mse", metrics=["mae"])
+    compiled.save(folder / "compiled.h5")
     whole = (KERAS2 / "keras2_mobilenet.h5").read_bytes()
     (folder / "cut.h5").write_bytes(whole[: len(whole) // 2])
     return folder

@@ -200,7 +200,9 @@ def load_model(
         custom_objects: your own custom classes, as for Keras (Keras 3 classes: for a Keras 2
             file, the class that rebuilds each custom layer, by its class name).
         compile: restore the optimizer, loss and metrics when the file has them (a rebuilt
-            Keras 2 model comes back uncompiled).
+            Keras 2 `.h5` model is compiled with the file's loss, metrics and optimizer
+            settings where Keras 3 knows them by name, without the optimizer's state; a rebuilt
+            SavedModel comes back uncompiled).
         safe_mode: refuse `Lambda` layers' Python code (Keras's default).
 
     Returns:
@@ -222,7 +224,7 @@ def load_model(
     path = Path(path)
     suffix = path.suffix.lower()
     if legacy.is_savedmodel_dir(path):
-        return _load_keras2(path, "a TF 2.x SavedModel", custom_objects, safe_mode)
+        return _load_keras2(path, "a TF 2.x SavedModel", custom_objects, safe_mode, compile)
     if suffix == ".keras":
         check_keras_archive(path)
     elif suffix in (".h5", ".hdf5"):
@@ -244,7 +246,9 @@ def load_model(
         )
     except Exception as error:  # noqa: BLE001 - every cause is reported, chained
         if written_by is not None and written_by.startswith("2"):
-            return _load_keras2(path, f"a Keras {written_by} .h5 file", custom_objects, safe_mode)
+            return _load_keras2(
+                path, f"a Keras {written_by} .h5 file", custom_objects, safe_mode, compile
+            )
         reason, advice = _explain(error, hdf5=suffix != ".keras")
         raise ModelFileError(path, reason, advice) from error
 
@@ -277,7 +281,11 @@ def _model_config_text(path: Path) -> str:
 
 
 def _load_keras2(
-    path: Path, what: str, custom_objects: dict[str, Any] | None, safe_mode: bool
+    path: Path,
+    what: str,
+    custom_objects: dict[str, Any] | None,
+    safe_mode: bool,
+    compile: bool = True,
 ) -> Any:
     """Load a Keras 2 file with tf_keras and rebuild it in Keras 3 (same weights, same outputs)."""
     if path.is_dir() and not (path / "keras_metadata.pb").is_file():
@@ -315,13 +323,37 @@ def _load_keras2(
         raise ModelFileError(
             path, f"it is {what}, intact, but {error.reason}", error.advice
         ) from error
+    training_config = _training_config(path) if compile else None
+    compiled = training_config is not None and legacy.compile_as_saved(model, training_config)
     warnings.warn(
         f"'{path}' is {what}, which Keras 3 cannot read: tfcompress loaded it with tf_keras and "
         f"rebuilt it as the Keras 3 model '{model.name}' with the same weights (its outputs were "
-        "checked against tf_keras's). It is not compiled: compile it before fit.",
+        "checked against tf_keras's). "
+        + (
+            "It is compiled with the file's loss, metrics and optimizer settings (not its "
+            "optimizer state)."
+            if compiled
+            else "It is not compiled: compile it before fit."
+        ),
         stacklevel=3,
     )
     return model
+
+
+def _training_config(path: Path) -> dict[str, Any] | None:
+    """The loss, metrics and optimizer a Keras 2 `.h5` file was compiled with (None: none)."""
+    if path.is_dir():
+        return None
+    import h5py
+
+    with h5py.File(path, "r") as file:
+        text = file.attrs.get("training_config")
+    if text is None:
+        return None
+    try:
+        return json.loads(text.decode() if isinstance(text, bytes) else text)
+    except ValueError:
+        return None
 
 
 def load_weights(model: Any, path: str | os.PathLike, **kwargs: Any) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LegacyModelError", "has_tf_keras", "load_with_tf_keras", "rebuild"]
+__all__ = ["LegacyModelError", "compile_as_saved", "has_tf_keras", "load_with_tf_keras", "rebuild"]
 
 LEGACY_EXTRA = "pip install 'tfcompress[legacy]' (it installs tf_keras)"
 _MODEL_CLASSES = ("Functional", "Model", "Sequential")
@@ -127,6 +127,62 @@ def rebuild(
     if check:
         check_same_outputs(legacy_model, model)
     return model
+
+
+def compile_as_saved(model: Any, training_config: dict[str, Any]) -> bool:
+    """Compile a rebuilt model with the loss, metrics and optimizer a Keras 2 `.h5` file names.
+
+    Only what Keras 3 knows by name is taken (built-in losses, metrics and optimizers, with the
+    optimizer's settings Keras 3 has); anything else leaves the model uncompiled.
+
+    Args:
+        model: the Keras 3 model (from `rebuild`).
+        training_config: the file's `training_config` (the JSON the `.h5` file holds).
+
+    Returns:
+        Whether the model was compiled.
+
+    Example:
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> compile_as_saved(model, {"loss": "mse", "metrics": [["mae"]],
+        ...                          "optimizer_config": {"class_name": "Adam",
+        ...                                               "config": {"learning_rate": 0.01}}})
+        True
+        >>> round(float(model.optimizer.learning_rate), 4)
+        0.01
+    """
+    import keras
+
+    try:
+        loss = training_config.get("loss")
+        metrics = _metric_names(training_config.get("metrics"))
+        optimizer_config = training_config.get("optimizer_config") or {}
+        cls = getattr(keras.optimizers, str(optimizer_config.get("class_name", "")).split(">")[-1])
+        accepted = _accepted_keys(cls) or set()
+        settings = {
+            key: value
+            for key, value in (optimizer_config.get("config") or {}).items()
+            if key in accepted and key != "name"
+        }
+        if isinstance(loss, str):
+            keras.losses.get(loss)  # an unknown name fails here, not at the first fit
+        model.compile(optimizer=cls(**settings), loss=loss, metrics=metrics)
+    except Exception:  # noqa: BLE001 - a training setup Keras 3 cannot take: left uncompiled
+        return False
+    return True
+
+
+def _metric_names(metrics: Any) -> Any:
+    """Keras 2 metric configs ({"class_name": "MeanMetricWrapper", "config": {"name": ...}}) as
+    the names Keras 3 takes, in the same structure (one list, one list per output, a dict)."""
+    if isinstance(metrics, dict) and "config" in metrics:
+        return metrics["config"].get("name")
+    if isinstance(metrics, dict):
+        return {key: _metric_names(value) for key, value in metrics.items()}
+    if isinstance(metrics, list):
+        return [_metric_names(value) for value in metrics]
+    return metrics
 
 
 class _Builder:
