@@ -118,8 +118,11 @@ def _jitter_pixels(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(image, 0.0, 255.0).astype(np.float32)
 
 
-def face_crops(count: int, size: int, rng: np.random.Generator, gray: bool) -> np.ndarray:
-    """`count` crops of Grace Hopper's face: shifted, scaled, rotated, flipped, relit; 0..255."""
+def face_crops(
+    count: int, size: int, rng: np.random.Generator, gray: bool, shift: float = 0.07
+) -> np.ndarray:
+    """`count` crops of Grace Hopper's face: shifted (by `shift` of the face's side, standard
+    deviation), scaled, rotated, flipped, relit; 0..255."""
     from PIL import Image, ImageFilter
 
     source = photo("grace_hopper.jpg")
@@ -127,8 +130,8 @@ def face_crops(count: int, size: int, rng: np.random.Generator, gray: bool) -> n
     rows = []
     for _ in range(count):
         scale = rng.uniform(0.8, 1.3)
-        cx = left + side / 2 + rng.normal(0, 0.07) * side
-        cy = top + side / 2 + rng.normal(0, 0.07) * side
+        cx = left + side / 2 + rng.normal(0, shift) * side
+        cy = top + side / 2 + rng.normal(0, shift) * side
         half = side * scale / 2
         # crop a larger box, rotate it about its centre, then keep the middle
         box = (int(cx - 2 * half), int(cy - 2 * half), int(cx + 2 * half), int(cy + 2 * half))
@@ -265,8 +268,8 @@ def _mtcnn_net(kind: str, weights: list[np.ndarray]) -> Any:
 def load_mtcnn(kind: str, seed: int, rows: int = 320) -> Pretrained:
     """mtcnn 0.1.1's RNet (24x24) or ONet (48x48) on face and background crops.
 
-    Half the rows are jittered face boxes (as the previous stage proposes them), half crops of
-    scenes; inputs are scaled by (x - 127.5) / 128 and transposed (x and y swapped), as mtcnn
+    A third of the rows are jittered face boxes, a third boxes that hold part of the face (as the
+    previous stage proposes them), a third crops of scenes; inputs are scaled by (x - 127.5) / 128 and transposed (x and y swapped), as mtcnn
     feeds its networks.
     """
     version = _version("mtcnn", "mtcnn==0.1.1")
@@ -280,10 +283,12 @@ def load_mtcnn(kind: str, seed: int, rows: int = 320) -> Pretrained:
     model = _mtcnn_net(kind, weights)
     size = 24 if kind == "rnet" else 48
     rng = np.random.default_rng(POOL_SEED)
+    third = rows // 3
     pool = np.concatenate(
         [
-            face_crops(rows // 2, size, rng, gray=False),
-            background_crops(rows - rows // 2, size, rng),
+            face_crops(third, size, rng, gray=False),
+            face_crops(third, size, rng, gray=False, shift=0.45),
+            background_crops(rows - 2 * third, size, rng),
         ]
     )
     pool = np.transpose((pool - 127.5) * 0.0078125, (0, 2, 1, 3)).astype(np.float32)
