@@ -159,7 +159,12 @@ def compile_as_saved(model: Any, training_config: dict[str, Any]) -> bool:
         metrics = _metric_names(training_config.get("metrics"))
         optimizer_config = training_config.get("optimizer_config") or {}
         cls = getattr(keras.optimizers, str(optimizer_config.get("class_name", "")).split(">")[-1])
-        accepted = _accepted_keys(cls) or set()
+        accepted = {  # every keyword any class of the optimizer names
+            parameter
+            for klass in cls.__mro__
+            if "__init__" in vars(klass)
+            for parameter in inspect.signature(klass.__init__).parameters
+        }
         settings = {
             key: value
             for key, value in (optimizer_config.get("config") or {}).items()
