@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from tfcompress.core import compat
 from tfcompress.models import build_digits_cnn
+from tfcompress.quantization import QuantizeWrapper
 from tfcompress.tflite.runtime import run_tflite
 
 
@@ -33,6 +34,18 @@ def test_nested_layers_reach_inside_models_and_wrappers():
     outer = keras.Model(inputs, [inner(inputs), wrapped(keras.layers.Reshape((1, 3))(inputs))])
     names = {layer.name for layer in compat.nested_layers(outer)}
     assert {"inner_dense", "td_dense"} <= names
+
+
+class _UserLayer(keras.layers.Layer):
+    pass
+
+
+def test_keras_and_tfcompress_layers_are_told_from_the_users():
+    dense = keras.layers.Dense(2)
+    dense.build((None, 3))
+    assert compat.is_library_layer(keras.layers.MultiHeadAttention(2, 2))
+    assert compat.is_library_layer(QuantizeWrapper(dense))
+    assert not compat.is_library_layer(_UserLayer())
 
 
 def test_a_built_layer_takes_new_state_only_when_unlocked():

@@ -115,7 +115,9 @@ def prune_low_magnitude(
     models are pruned recursively. The input model is not modified.
 
     Args:
-        model_or_layer: a built functional or Sequential model, or a single layer.
+        model_or_layer: a built functional, Sequential or subclassed model, or a single layer.
+            A subclassed model's `call` is traced into the functional graph of its layers
+            (`tfcompress.core.graph.traced_model`), which is what gets pruned and returned.
         schedule: when and how much to prune; default `ConstantSparsity(0.5, begin_step=0)`.
         layers: names of the layers to prune; by default every prunable layer. Naming a layer that
             cannot be pruned is an error.

@@ -233,7 +233,9 @@ def quantize_model(
     `tfcompress.convert(qat, mode="int8")`.
 
     Args:
-        model: a built Keras 3 functional or Sequential model (nested models are inlined).
+        model: a built Keras 3 functional, Sequential or subclassed model (nested models are
+            inlined; a subclassed model's `call` is traced into the graph of its layers by
+            `tfcompress.core.graph.traced_model`, docs/dev/decisions/2026-12-06-subclassed-models.md).
         strict: raise on a layer the registry does not know, instead of keeping it in float.
         weight_bits: default bits per weight (1-8; 1 is binary, 2 ternary) for layers without an
             annotated config. Every choice is stored as int8 in the file.
