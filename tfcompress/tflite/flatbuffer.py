@@ -37,7 +37,12 @@ def load_bytes(source: TFLiteSource) -> tuple[bytes, str]:
 
 
 def read_model(data: bytes, origin: str = "the TFLite model") -> Any:
-    """Parse a flatbuffer with the TFLite schema, refusing anything truncated, corrupted or foreign."""
+    """Parse a flatbuffer with the TFLite schema, refusing anything truncated, corrupted or foreign.
+
+    Weights that the file stores after the flatbuffer, by offset (LiteRT's quantizer writes such
+    files, and TF's converter above 2 GB), are read into their buffers, so a rewrite of the
+    returned model (`pack`) keeps them.
+    """
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise TFLiteFileError(
             f"{origin} is not a TFLite flatbuffer (it lacks the 'TFL3' identifier): pass a .tflite "
@@ -47,6 +52,7 @@ def read_model(data: bytes, origin: str = "the TFLite model") -> Any:
     try:
         model = schema.ModelT.InitFromPackedBuf(data, 0)
         _check_complete(model, len(data))
+        _inline_offset_buffers(model, data)
     except TFLiteFileError:
         raise
     except Exception as error:  # struct.error, IndexError...: the bytes end or point nowhere
@@ -55,6 +61,15 @@ def read_model(data: bytes, origin: str = "the TFLite model") -> Any:
             "model again or copy the file again."
         ) from error
     return model
+
+
+def _inline_offset_buffers(model: Any, data: bytes) -> None:
+    for buffer in model.buffers or []:
+        offset = getattr(buffer, "offset", 0) or 0
+        if offset > 1:  # (1 marks an empty buffer in the offset scheme)
+            buffer.data = np.frombuffer(data, np.uint8, count=buffer.size, offset=offset)
+        if offset:
+            buffer.offset, buffer.size = 0, 0
 
 
 def pack(model: Any, size_hint: int = 1024) -> bytes:
@@ -94,8 +109,7 @@ def share_vectors(flatbuffer: bytes) -> bytes:
         >>> len(share_vectors(flat)) <= len(flat)
         True
     """
-    schema = compat.tflite_schema()
-    shared = pack(schema.ModelT.InitFromPackedBuf(flatbuffer, 0), len(flatbuffer))
+    shared = pack(read_model(flatbuffer), len(flatbuffer))
     return shared if len(shared) < len(flatbuffer) else flatbuffer
 
 
@@ -676,8 +690,7 @@ def name_outputs(flatbuffer: bytes, names: list[str]) -> bytes:
         >>> tfc.inspect(name_outputs(tfc.convert(model), ["score"])).output_names
         ['score']
     """
-    schema = compat.tflite_schema()
-    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    model = read_model(flatbuffer)
     main = model.subgraphs[0]
     if len(names) != len(main.outputs):
         raise ValueError(f"{len(names)} names for {len(main.outputs)} outputs of the file.")

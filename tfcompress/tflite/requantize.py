@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from tfcompress.core import compat
-from tfcompress.tflite.flatbuffer import pack
+from tfcompress.tflite.flatbuffer import pack, read_model
 
 _SAME_SCALE = 1e-6  # relative: float32 rounding of one scale computed in two places
 _INTEGER = {"INT8", "UINT8", "INT16"}
@@ -37,7 +37,7 @@ def fold_float_requantize(flatbuffer: bytes) -> tuple[bytes, int]:
         0
     """
     schema = compat.tflite_schema()
-    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
+    model = read_model(flatbuffer)
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
 
