@@ -436,6 +436,7 @@ def prepare_for_convert(
     num_samples: int,
     safe_mode: bool = True,
     custom_objects: dict | None = None,
+    check: bool = True,
 ) -> tuple[keras.Model, Any, bool]:
     """What `convert(..., optimize=...)` converts: the optimized model, its data, 4-bit or not.
 
@@ -443,6 +444,8 @@ def prepare_for_convert(
     when more rows are given); each data-driven step is checked on the held-out rows against the
     file without it and dropped, with a warning, when it loses (see `optimize_model`). AdaRound
     runs in a separate process: a crash inside TensorFlow becomes a `ConversionError`.
+    `check=False` runs the steps unchecked on the first `num_samples` rows (a caller that
+    compares files itself, such as `auto_quantize`).
 
     Returns `(model, data, four_bit)`; `data` holds the calibration rows only; with `four_bit`
     the converted file's filters are turned into 4-bit levels (`four_bit_levels`) before any
@@ -502,11 +505,10 @@ def prepare_for_convert(
     held_out = None
     if data is not None:
         specs = [_tf_spec(tensor) for tensor in model.inputs]
-        count = num_samples + MAX_HELD_OUT
+        count = num_samples + (MAX_HELD_OUT if check else 0)
         samples = collect_samples(data, specs, count, model.name, inputs_rescaled(model))
-        data, held_out = split_held_out(
-            np.concatenate([sample[0] for sample in samples]), num_samples
-        )
+        rows = np.concatenate([sample[0] for sample in samples])
+        data, held_out = split_held_out(rows, num_samples) if check else (rows, None)
     four_bit = "adaround" in steps and (bits == 4 or layer_bits is not None)
     grid = {"bits": bits, "per_channel": per_channel, "layer_bits": layer_bits}
 
@@ -521,7 +523,7 @@ def prepare_for_convert(
         )
 
     try:
-        optimized = _run_steps(model, steps, data, held_out, grid, make_file, check=True).model
+        optimized = _run_steps(model, steps, data, held_out, grid, make_file, check).model
     except IsolatedCrash as error:
         raise ConversionError(f"optimize: step 'adaround' failed. {error}") from None
     except ValueError as error:
