@@ -12,6 +12,7 @@ import tensorflow as tf
 import tfcompress as tfc
 from tests.harness.subclassed import TinyNet, WithCustom, built
 from tests.outputs import inference
+from tfcompress.core import compat, graph
 from tfcompress.data import Split
 from tfcompress.quantization import ActivationQuantizer, QuantizeWrapper
 from tfcompress.tflite.runtime import run_tflite
@@ -64,7 +65,9 @@ def test_a_functional_model_around_a_subclassed_one_is_quantized() -> None:
     inputs = keras.Input((8, 8, 1))
     outer = keras.Model(inputs, built(TinyNet(), (1, 8, 8, 1))(inputs))
     qat = tfc.quantize_model(outer)
-    assert sum(isinstance(layer, QuantizeWrapper) for layer in qat.layers) == 4
+    wrappers = [layer for layer in qat.layers if isinstance(layer, QuantizeWrapper)]
+    assert len(wrappers) == 4
+    assert sum(wrapper.batchnorm is not None for wrapper in wrappers) == 2
     assert tfc.quantization.is_quantization_aware(qat)
 
 
@@ -72,6 +75,8 @@ def test_the_subclassed_model_is_left_as_it_was(digits: Split) -> None:
     model = built(TinyNet(), (1, 8, 8, 1))
     before = inference(model, digits.x_test[:8])
     tfc.quantize_model(model)
+    tfc.quantize_model(model)  # twice: the second trace is the same as the first
+    assert all(len(graph.inbound_nodes(layer)) == 0 for layer in compat.nested_layers(model))
     assert type(model.blocks[0]).__module__ == "tests.harness.subclassed"
     np.testing.assert_array_equal(inference(model, digits.x_test[:8]), before)
 

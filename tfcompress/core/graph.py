@@ -225,8 +225,10 @@ def selected_layers(model: keras.Model, layers: Any, what: str) -> set[str] | No
 
 
 def inputs_rescaled(model: Any) -> list[bool]:
-    """For each input of `model`: whether only `Rescaling` layers read it (it scales it itself).
+    """For each input of `model`: whether it reaches only `Rescaling` layers (it scales it itself).
 
+    Layers that keep the values as they are on the way (random augmentation, which is the
+    identity at inference, reshapes, crops: the catalog's pass-through role) may come first.
     Such a model takes raw integer images as `model.predict` does (cast to float, then scaled by
     the model), so calibration data may be uint8 too.
 
@@ -241,11 +243,23 @@ def inputs_rescaled(model: Any) -> list[bool]:
     if graph is None:
         return []
     readers = tensor_readers(graph)
-    return [
-        bool(readers[id(tensor)])
-        and all(isinstance(layer, keras.layers.Rescaling) for layer, _ in readers[id(tensor)])
-        for tensor in graph.inputs
-    ]
+
+    def rescaled(tensor: Any) -> bool:
+        found = readers[id(tensor)]
+        return bool(found) and all(
+            isinstance(layer, keras.layers.Rescaling)
+            or (
+                layer is not None
+                and (catalog.info(layer) or _NO_ROW).quantize == catalog.PASSTHROUGH
+                and all(rescaled(out) for out in node.output_tensors)
+            )
+            for layer, node in found
+        )
+
+    return [rescaled(tensor) for tensor in graph.inputs]
+
+
+_NO_ROW = catalog.LayerInfo()
 
 
 # -- subclassed models: their call() traced into a functional graph ----------------------------
@@ -306,9 +320,10 @@ def traced_model(
     nested functional model inside it runs too, so their layers become nodes instead of one
     opaque node. Layers for which `keep(layer)` is true stay whole, and so does a composite
     layer whose own `call` cannot be recorded (it calls a layer on values that do not come from
-    its inputs, e.g. position embeddings of `ops.arange`). The traced model shares `model`'s
-    layers and weights (the techniques copy them); `model` itself is not changed. Its outputs
-    are checked against `model`'s on one random batch.
+    its inputs, e.g. position embeddings of `ops.arange`). The traced model holds copies of
+    `model`'s layers with the same weights (and the `_tfcompress_*` marks techniques put on
+    layers); `model` and its layers are left as they were. Its outputs are checked against
+    `model`'s on one random batch.
 
     It works where `call` is what the functional API can record: layers and `keras.ops` between
     them, Python loops over lists of layers, no `if` on tensor values, no `tf.*` functions.
@@ -348,6 +363,7 @@ def traced_model(
             "of their own (a keras.layers.Layer with add_weight) and call that layer."
         )
     kept: set[int] = set()
+    marks = _node_marks(model)
     while True:
         traced = _trace(model, what, lambda layer: id(layer) in kept or keep(layer))
         used = {id(v) for v in traced.weights}
@@ -362,6 +378,7 @@ def traced_model(
         ]
         if not lossy:
             break
+        _forget_nodes_since(marks)
         kept.update(id(layer) for layer in lossy)
     unused = [v.path for v in model.weights if id(v) not in used]
     if unused:
@@ -373,7 +390,40 @@ def traced_model(
         )
     _check_same_outputs(model, traced, what)
     _warn_if_training_branches(model, traced, what, lambda layer: id(layer) in kept or keep(layer))
+    # layers of its own: the user's layers keep no node of the trace, and a layer also called
+    # in another graph (the functional model around a subclassed one) is called once here, so
+    # call counts (BatchNorm folding) hold
+    traced = keras.models.clone_model(traced, clone_function=_copy_with_marks)
+    _forget_nodes_since(marks)
     return traced
+
+
+def _node_marks(model: keras.Model) -> list[tuple[Any, int, int]]:
+    """How many graph nodes each layer of `model` has now (to forget those a trace adds)."""
+    return [
+        (layer, len(layer._inbound_nodes), len(layer._outbound_nodes))
+        for layer in compat.nested_layers(model)
+    ]
+
+
+def _forget_nodes_since(marks: list[tuple[Any, int, int]]) -> None:
+    """Drop the nodes a discarded trace added to the user's layers."""
+    for layer, inbound, outbound in marks:
+        del layer._inbound_nodes[inbound:]
+        del layer._outbound_nodes[outbound:]
+
+
+def _copy_with_marks(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """A fresh copy of `layer` keeping the marks techniques put on it (`_tfcompress_*`
+    attributes: quantization annotations); `layer` itself where it cannot be copied."""
+    try:
+        copy = fresh_copy(layer)
+    except Exception:  # noqa: BLE001 - a custom layer without a working get_config
+        return layer
+    for name, value in vars(layer).items():
+        if name.startswith("_tfcompress_"):
+            setattr(copy, name, value)
+    return copy
 
 
 def _warn_if_training_branches(
@@ -382,10 +432,13 @@ def _warn_if_training_branches(
     """Warn when `call(training=True)` records other operations than the traced graph holds."""
     if is_graph_model(model) or "training" not in inspect.signature(type(model).call).parameters:
         return
+    marks = _node_marks(model)
     try:
         training = _trace(model, what, keep, training=True)
     except ValueError:
         return
+    finally:
+        _forget_nodes_since(marks)
 
     def operations(graph: keras.Model) -> list[str]:
         # the same layers, and keras.ops made anew by each trace: the same kinds of them
