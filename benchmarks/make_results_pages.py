@@ -675,6 +675,28 @@ def resume_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def legacy_files_table(data: dict) -> str:
+    """Keras 2 files: read by plain Keras 3, and by tfc.load_model (rebuilt, outputs compared)."""
+    lines = [
+        f"{data['files']} Keras 2 files: plain Keras 3 reads {data['keras3_reads']}, "
+        f"`tfc.load_model` reads {data['tfc_load_model_reads']}; largest difference from "
+        f"tf_keras's outputs on a held-out batch: {data['worst_max_abs_difference']:.2g}.",
+        "",
+        "| architecture | format | plain Keras 3 | `tfc.load_model` | max abs difference | s |",
+        "|---|---|---|---|---:|---:|",
+    ]
+    for row in data["rows"]:
+        keras3 = "reads" if row["keras3_load_model"] == "read" else "refuses"
+        ours = "reads" if row["tfc_load_model"] == "read" else row["tfc_load_model"][:80]
+        difference = row.get("max_abs_difference")
+        shown = "" if difference is None else f"{difference:.2g}"
+        lines.append(
+            f"| {row['architecture']} | {row['format']} | {keras3} | {ours} | {shown} | "
+            f"{row['seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def files_table(data: dict) -> str:
     """Damaged model files: what loading each one says."""
     damaged = data["damaged_files"]
@@ -1004,6 +1026,7 @@ PAGES: list[tuple[str, str, str, list[Section]]] = [
             ("Two workers against one process", "multiworker", multiworker_table),
             ("Killed and resumed", "resume", resume_table),
             ("Damaged model files", "files", files_table),
+            ("Keras 2 / TF 2.x files", "legacy_files", legacy_files_table),
         ],
     ),
     (
