@@ -122,6 +122,7 @@ def test_metrics_come_from_the_recipe_task_then_the_compile_config_then_the_labe
         ("accuracy_of_real_values", r"scored by accuracy.*not class ids"),
         ("distill_a_regressor", r"distill step.*value: mae"),
         ("two_inputs", r"it has 2 inputs"),
+        ("task_names_no_output", r"task metric names the output\(s\) 'sizee'.*outputs are value"),
     ],
 )
 def test_what_cannot_be_scored_is_refused_before_any_training(images, tmp_path, case, message):
@@ -138,6 +139,8 @@ def test_what_cannot_be_scored_is_refused_before_any_training(images, tmp_path, 
         recipe = {**QAT_INT8, "task": {"metric": "accuracy"}}
     elif case == "distill_a_regressor":
         recipe = {"steps": [{"distill": {"epochs": 1}}]}
+    elif case == "task_names_no_output":
+        recipe = {**QAT_INT8, "task": {"metric": {"sizee": "mae"}}}
     elif case == "two_inputs":
         a, b = keras.Input((8, 8, 1)), keras.Input((8, 8, 1))
         model = keras.Model([a, b], keras.layers.Dense(1)(keras.layers.Flatten()(a + b)))

@@ -499,6 +499,14 @@ def _tasks_of(model: keras.Model, labels: dict[str, np.ndarray], recipe: Recipe)
     if len(model.inputs) != 1:
         _refuse(model, f"it has {len(model.inputs)} inputs; the data gives one array x")
     names = _output_names(model)
+    for key, setting in recipe.task.items():
+        unknown = [n for n in setting if n not in names] if isinstance(setting, Mapping) else []
+        if unknown:
+            _refuse(
+                model,
+                f"the recipe's task {key} names the output(s) {', '.join(map(repr, unknown))}, "
+                f"which it does not have; its outputs are {', '.join(names)}",
+            )
     structure = _model_output(model)
     outputs = keras.tree.flatten(structure) if not isinstance(structure, dict) else None
     compiled = _compile_config(model)
