@@ -35,6 +35,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -425,28 +426,38 @@ def main() -> None:
         runs[name] = {}
         tasks += [(name, seed) for seed in seeds]
 
+    lock = threading.Lock()
+
+    def save(complete: bool) -> None:
+        ordered = {name: dict(sorted(by_seed.items())) for name, by_seed in runs.items()}
+        write_results(
+            "pretrained" + ("_quick" if args.quick else ""),
+            {
+                "complete": complete,
+                "cells": list(QUICK_CELLS if args.quick else CELLS),
+                "runtimes": {"default": XNNPACK, "tfc_int8 also": [REFERENCE, MICRO]},
+                "cell_timeout_s": args.cell_timeout,
+                "models": models,
+                "skipped": skipped,
+                "summary": summarize(ordered),
+                "runs": ordered,
+                "wall_seconds": round(time.perf_counter() - started, 1),
+            },
+        )
+
     def one(task: tuple[str, int]) -> None:
         name, seed = task
         print(f"{name} seed {seed} ...", file=sys.stderr, flush=True)
-        runs[name][seed] = run_model_seed(name, seed, args.quick, args.cell_timeout)
+        result = run_model_seed(name, seed, args.quick, args.cell_timeout)
+        with lock:  # the results so far are written after each model and seed
+            runs[name][seed] = result
+            save(complete=False)
 
-    # the longest model first, so that the other worker takes the rest meanwhile
-    tasks.sort(key=lambda task: task[0] != "basic_pitch")
+    # seed by seed, the slowest model first: an interrupted run still has every model
+    tasks.sort(key=lambda task: (task[1], task[0] != "basic_pitch"))
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(one, tasks))
-    runs = {name: dict(sorted(by_seed.items())) for name, by_seed in runs.items()}
-    write_results(
-        "pretrained" + ("_quick" if args.quick else ""),
-        {
-            "cells": list(QUICK_CELLS if args.quick else CELLS),
-            "runtimes": {"default": XNNPACK, "tfc_int8 also": [REFERENCE, MICRO]},
-            "models": models,
-            "skipped": skipped,
-            "summary": summarize(runs),
-            "runs": runs,
-            "wall_seconds": round(time.perf_counter() - started, 1),
-        },
-    )
+    save(complete=True)
 
 
 if __name__ == "__main__":
