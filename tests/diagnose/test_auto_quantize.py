@@ -18,14 +18,6 @@ pytestmark = pytest.mark.xdist_group("auto-quantize")
 TARGET = 0.01
 
 
-def int4_tensors(flatbuffer: bytes) -> int:
-    from tfcompress.core import compat
-    from tfcompress.tflite.flatbuffer import read_model
-
-    int4 = compat.tflite_schema().TensorType.INT4
-    return sum(t.type == int4 for g in read_model(flatbuffer).subgraphs for t in g.tensors)
-
-
 @pytest.fixture(scope="session")
 def result(sensitive_cnn, digits: Split) -> AutoQuantizeResult:
     return auto_quantize(
@@ -33,6 +25,7 @@ def result(sensitive_cnn, digits: Split) -> AutoQuantizeResult:
         (digits.x_test, digits.y_test),
         max_accuracy_drop=TARGET,
         representative_data=digits.x_train[:100],
+        try_int4=False,  # AdaRound runs in a process of its own: one run, not two
     )
 
 
@@ -69,9 +62,7 @@ def test_chosen_file_is_the_smallest_that_meets_the_target(result) -> None:
 
 def test_each_recovery_step_is_a_candidate_of_its_own(result) -> None:
     names = [c.name for c in result.candidates]
-    assert names[:5] == [
-        "int8", "int8+equalize", "int8+bias_correction", "int8+adaround", "int4+adaround"
-    ]  # fmt: skip
+    assert names[:4] == ["int8", "int8+equalize", "int8+bias_correction", "int8+adaround"]
     by_name = {c.name: c for c in result.candidates}
     assert by_name["int8+equalize"].settings == {"optimize": ["fold_bn", "equalize"]}
     # AdaRound is added to the step that measured best on the search rows, not to all of them
@@ -79,10 +70,6 @@ def test_each_recovery_step_is_a_candidate_of_its_own(result) -> None:
     assert by_name["int8+adaround"].settings["optimize"] == [
         *best.settings.get("optimize", ["fold_bn"]), "adaround"
     ]  # fmt: skip
-    if by_name["int4+adaround"].meets_target or not by_name["int8+adaround"].meets_target:
-        return  # the per-layer 4 vs 8-bit choice is only needed between the two
-    mixed = [c for c in result.candidates if c.name.startswith("int4[")]
-    assert mixed and 0 < int4_tensors(mixed[0].flatbuffer) < 5
 
 
 def test_trade_off_is_reported_as_table_json_and_plot(result, tmp_path) -> None:

@@ -57,6 +57,8 @@ class Candidate:
         latency_ms: median latency of one inference on the runtime (None when not measured).
         meets_target: whether it meets the target on the search rows.
         error: why the candidate could not be built (then it has no figures).
+        notes: what `convert` said about the recovery steps (a step it dropped because it
+            made the file worse on convert's own held-out rows, a step with nothing to do).
     """
 
     name: str
@@ -68,6 +70,7 @@ class Candidate:
     meets_target: bool = False
     error: str | None = None
     flatbuffer: bytes = field(default=b"", repr=False)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def slack(self) -> float:
@@ -85,6 +88,7 @@ class Candidate:
             "latency_ms": self.latency_ms,
             "meets_target": self.meets_target,
             "error": self.error,
+            "notes": list(self.notes),
         }
 
 
@@ -169,6 +173,7 @@ class AutoQuantizeResult:
                 f"{mark} {c.name:<34} {c.slack:>+13.4f} {c.size_bytes / 1024:>9.1f} "
                 f"{latency:>11}  {'met' if c.meets_target else 'missed'}"
             )
+            lines += [f"    ({note})" for note in c.notes if "dropped" in note]
         lines.append(f"chosen: {self.choice}; target {verdict} on the held-out rows")
         if self.held_out is not None:
             lines.append(self.held_out.describe())
@@ -345,12 +350,15 @@ def auto_quantize(
         options = {**convert_options, **settings}
         file_mode = options.pop("mode", mode)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # float-op and fidelity warnings: figures say it
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")  # float-op and fidelity warnings: figures say it
                 flatbuffer = convert(model, file_mode, calibration, **options)
         except Exception as error:  # noqa: BLE001 - a candidate that fails is reported, not fatal
             return Candidate(name, settings, error=f"{type(error).__name__}: {error}")
-        return measure(name, settings, flatbuffer)
+        candidate = measure(name, settings, flatbuffer)
+        said = [str(w.message) for w in caught if str(w.message).startswith("optimize:")]
+        candidate.notes.extend(dict.fromkeys(said))
+        return candidate
 
     candidates = [build("int8", {})]
     base = candidates[0]
