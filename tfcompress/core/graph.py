@@ -227,8 +227,9 @@ def selected_layers(model: keras.Model, layers: Any, what: str) -> set[str] | No
 def inputs_rescaled(model: Any) -> list[bool]:
     """For each input of `model`: whether it reaches only `Rescaling` layers (it scales it itself).
 
-    Layers that keep the values as they are on the way (random augmentation, which is the
-    identity at inference, reshapes, crops: the catalog's pass-through role) may come first.
+    Layers that keep the values' scale on the way (random augmentation, which is the identity at
+    inference, reshapes, crops: the catalog's pass-through role; a QAT model's fake quant, whose
+    class says `keeps_value_scale`) may come first.
     Such a model takes raw integer images as `model.predict` does (cast to float, then scaled by
     the model), so calibration data may be uint8 too.
 
@@ -250,7 +251,10 @@ def inputs_rescaled(model: Any) -> list[bool]:
             isinstance(layer, keras.layers.Rescaling)
             or (
                 layer is not None
-                and (catalog.info(layer) or _NO_ROW).quantize == catalog.PASSTHROUGH
+                and (
+                    (catalog.info(layer) or _NO_ROW).quantize == catalog.PASSTHROUGH
+                    or getattr(layer, "keeps_value_scale", False)
+                )
                 and all(rescaled(out) for out in node.output_tensors)
             )
             for layer, node in found

@@ -282,6 +282,8 @@ class ActivationQuantizer(keras.layers.Layer):
         [-1.0, 3.0]
     """
 
+    keeps_value_scale = True  # rounds its input, never rescales it (core.graph.inputs_rescaled)
+
     def __init__(
         self,
         num_bits: int = 8,

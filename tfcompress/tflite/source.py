@@ -84,10 +84,13 @@ def _keras_input_specs(model: Any) -> list[tf.TensorSpec]:
     except AttributeError:
         inputs = None
     if not inputs:
+        built = _built_input_specs(model)
+        if built:
+            return built
         raise ConversionError(
             f"Model '{model.name}' ({type(model).__name__}) has no input signature: it is a subclassed "
-            "or unbuilt model. Pass input_signature=[tf.TensorSpec((None, H, W, C), tf.float32)] to "
-            "convert(), or build it as a functional/Sequential model with keras.Input."
+            "model that was never called, or an unbuilt one. Call it once on a batch (model(x[:1])), "
+            "or pass input_signature=[tf.TensorSpec((None, H, W, C), tf.float32)] to convert()."
         )
     specs = []
     for tensor in inputs:
@@ -96,6 +99,20 @@ def _keras_input_specs(model: Any) -> list[tf.TensorSpec]:
         name = name.split(":")[0] if isinstance(name, str) else None
         specs.append(tf.TensorSpec(tuple(tensor.shape), dtype, name))
     return specs
+
+
+def _built_input_specs(model: Any) -> list[tf.TensorSpec]:
+    """The float32 input specs of a subclassed model from the shape Keras recorded when it was
+    built (one input; several when its call takes them as a list); [] when none was recorded."""
+    config = model.get_build_config() if getattr(model, "built", False) else None
+    shapes = (config or {}).get("input_shape")
+    if shapes is None:
+        return []
+    if isinstance(shapes, list | tuple) and shapes and isinstance(shapes[0], list | tuple):
+        shapes = list(shapes)
+    else:
+        shapes = [shapes]
+    return [tf.TensorSpec((None, *tuple(shape)[1:]), tf.float32) for shape in shapes]
 
 
 def with_token_ids_as_int32(source: TraceableModel) -> TraceableModel:
@@ -117,8 +134,8 @@ def with_token_ids_as_int32(source: TraceableModel) -> TraceableModel:
     import keras
 
     model = source.owner
-    if not compat.is_keras3_model(model):
-        return source
+    if not compat.is_keras3_model(model) or not getattr(model, "inputs", None):
+        return source  # a subclassed model: its inputs are what it was built with
     readers: dict[int, list[Any]] = {id(tensor): [] for tensor in model.inputs}
     for layer in model.layers:
         # every call of the layer in the model (a shared Embedding reads several inputs)
