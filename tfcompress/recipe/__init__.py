@@ -20,7 +20,7 @@ from tfcompress.recipe.schema import Recipe, RecipeError, Step, load_recipe, par
 
 __all__ = [
     "CompressResult",
-    "OutputScore",
+    "OutputResult",
     "Recipe",
     "RecipeError",
     "Step",
@@ -31,7 +31,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:  # the runner imports TensorFlow: load it on first use only
-    if name in ("compress", "CompressResult", "OutputScore"):
+    if name in ("compress", "CompressResult", "OutputResult"):
         from tfcompress.recipe import runner
 
         return getattr(runner, name)

@@ -37,7 +37,7 @@ Labels = np.ndarray | dict[str, np.ndarray]
 class StepResult:
     """What one step did: its name, options, Keras score on the held-out data, seconds.
 
-    `keras_accuracy` is the first output's score (its metric: `OutputScore.metric`);
+    `keras_accuracy` is the first output's score (its metric: `OutputResult.metric`);
     `keras_scores` holds every output's, by output name.
     """
 
@@ -49,7 +49,7 @@ class StepResult:
 
 
 @dataclass
-class OutputScore:
+class OutputResult:
     """One output's figures on the held-out data: the input model in Keras and as a float32
     TFLite file, and the compressed file on LiteRT (`metric`: accuracy, or mae/mse, lower is
     better)."""
@@ -84,7 +84,7 @@ class CompressResult:
         float_accuracy: the input model's Keras accuracy on the same data.
         tflite_bytes: size of the file; `float_tflite_bytes` the input model as float32 TFLite.
         steps: one `StepResult` per training step.
-        scores: every output's figures (`OutputScore`); the `*_accuracy` fields are the first
+        scores: every output's figures (`OutputResult`); the `*_accuracy` fields are the first
             output's, in its metric (accuracy, or mae/mse for a regression output).
     """
 
@@ -101,7 +101,7 @@ class CompressResult:
     layer_sparsity: dict[str, float] = field(default_factory=dict)
     edgetpu: dict[str, Any] | None = None
     float_ops: list[str] = field(default_factory=list)
-    scores: list[OutputScore] = field(default_factory=list)
+    scores: list[OutputResult] = field(default_factory=list)
 
 
 @dataclass
@@ -218,7 +218,7 @@ def compress(
     tflite_scores = _tflite_scores(flatbuffer, tasks, x_test, y_test)
     float_tflite_scores = _tflite_scores(float_flatbuffer, tasks, x_test, y_test)
     scores = [
-        OutputScore(
+        OutputResult(
             task.name,
             task.metric,
             float_scores[task.name],
