@@ -817,8 +817,8 @@ def _without_fake_quant(
 def _float_by_default(source: TraceableModel) -> list[str] | None:
     """Layers an integer file keeps float unless told otherwise (spectrograms), said in a warning."""
     owner = source.owner
-    if not compat.is_keras3_model(owner) or is_quantization_aware(owner):
-        return None
+    if not compat.is_keras3_model(owner):
+        return None  # a QAT model too: its fake quant around a spectrogram does not save it
     chosen = [layer for layer in owner.layers if (catalog.info(layer) or _NO_ROW).keep_float]
     if not chosen:
         return None

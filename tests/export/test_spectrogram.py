@@ -55,3 +55,17 @@ def test_a_spectrogram_front_end_is_kept_float_and_the_file_agrees(kind):
     assert len(tfc.inspect(quantized).float_ops) < len(tfc.inspect(flatbuffer).float_ops)
     quantized_agreement = np.mean(run_tflite(quantized, held_out).argmax(-1) == expected)
     assert agreement >= 0.97 and agreement >= quantized_agreement + 0.15
+
+
+def test_a_quantization_aware_model_keeps_its_front_end_float_too():
+    shape, front = FRONT_ENDS["MelSpectrogram"]
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape)
+    model = keras.Model(inputs, L.Dense(4)(L.Flatten()(front()(inputs))))
+    x, y = _tones(shape, count=400)
+    qat = tfc.quantize_model(model)
+    qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qat.fit(x[:200], y[:200], epochs=4, verbose=0)
+    with pytest.warns(UserWarning, match=r"keeps \['front'\]"):
+        flatbuffer = tfc.convert(qat, "int8", x[:200], validation_data=x[200:])
+    assert flatbuffer.fidelity.outputs[0].agreement >= 0.99
