@@ -299,13 +299,14 @@ def _run_steps(
         )
     report = RecoveryReport(steps=list(steps))
     checked = [name for name in steps if name in CHECKED_STEPS]
-    if check and checked and (held_out is None or make_file is None):
+    if check and checked and data is not None and (held_out is None or make_file is None):
         _warn(
             f"optimize: {', '.join(repr(n) for n in checked)} not checked against plain PTQ: "
             f"the data leaves fewer than {MIN_HELD_OUT} rows to hold out (pass at least "
             f"{int(MIN_HELD_OUT / HELD_OUT_SHARE)} rows, or more rows than num_samples)."
         )
-        held_out = None
+    if held_out is None or make_file is None:
+        held_out = None  # nothing to measure on: the steps run as asked
     four_bit = "adaround" in steps and (grid["bits"] == 4 or grid["layer_bits"] is not None)
     reference, model = model, split_separable(model)  # the file runs separable convs as two ops
     grid = {**grid, "layer_bits": _split_names(reference, grid["layer_bits"])}
