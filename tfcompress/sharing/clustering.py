@@ -20,8 +20,10 @@ from tfcompress.core.graph import (
     TRANSPOSED,
     check_model,
     fresh_copy,
+    needs_tracing,
     rebuild,
     selected_layers,
+    traced_model,
 )
 from tfcompress.core.wrappers import TrainingLayer
 from tfcompress.io import model_from
@@ -73,6 +75,11 @@ def normalize_init(init: Any) -> str:
             f"init must be one of {', '.join(INITS)} or a CentroidInitialization; got {init!r}."
         )
     return text
+
+
+def _clustered_whole(layer: keras.layers.Layer) -> bool:
+    """A composite layer that names its own clusterable weights is wrapped as one layer."""
+    return isinstance(layer, ClusterableLayer)
 
 
 class ClusterableLayer(abc.ABC):
@@ -666,6 +673,8 @@ def cluster_weights(
             )
         return wrap(model_or_layer)
     model = model_or_layer
+    if needs_tracing(model, keep=_clustered_whole):  # subclassed: the graph of its layers
+        model = traced_model(model, "cluster_weights", keep=_clustered_whole)
     check_model(model, "cluster_weights")
     names = selected_layers(model, layers, "cluster_weights")
     if any(isinstance(layer, ClusterWeights | ClusterCustomWeights) for layer in model.layers):
