@@ -284,6 +284,7 @@ def convert(
             mode in ("int8", "edgetpu")
             and calibrated is None
             and compat.is_keras3_model(source.owner)
+            and not is_quantization_aware(source.owner)  # fake quant fixes every range
         ):
             calibrated = _calibrate(converter, source, mode, isolate, timeout)
         fixes = fixes_that_work(fidelity, computed, calibrated, rows, runtime, keep_float or ())

@@ -20,7 +20,8 @@ from tfcompress.converter import run_tflite
 AGREEMENT = 0.99  # top-1 agreement between the Keras QAT model and its int8 file
 # the largest logit error between the Keras QAT model and its int8 file, in int8 output steps:
 # a simulation that rounds where the file does stays within a few steps; a gap fails the row
-# even where the clusters are far enough apart to keep the top-1 class
+# even where the clusters are far enough apart to keep the top-1 class (the rows measure the
+# files themselves: convert's own check is off)
 MAX_QAT_STEPS = 8.0
 PTQ_AGREEMENT = 0.97  # between the float model and its int8 file: rounding is not simulated
 SPARSITY = 0.5
@@ -150,7 +151,7 @@ def run_qat(case: Case) -> Outcome:
             warnings.simplefilter("always")
             qat = tfc.quantize_model(model)
             _train(qat, x, y, learning_rate=1e-4, eager=case.layer in _UNROLLED)  # one step
-            flatbuffer = tfc.convert(qat, "int8", x[:64])
+            flatbuffer = tfc.convert(qat, "int8", x[:64], check=False)
         return _integer_outcome(qat, flatbuffer, x_test, caught, AGREEMENT, MAX_QAT_STEPS)
     except Exception as error:  # noqa: BLE001 - a row reports its failure, the matrix goes on
         return _failure(error)
@@ -162,7 +163,7 @@ def run_ptq(case: Case) -> Outcome:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            flatbuffer = tfc.convert(model, "int8", x[:64])
+            flatbuffer = tfc.convert(model, "int8", x[:64], check=False)
         return _integer_outcome(model, flatbuffer, x_test, caught, PTQ_AGREEMENT)
     except Exception as error:  # noqa: BLE001
         return _failure(error)
@@ -210,7 +211,7 @@ def run_pruning(case: Case) -> Outcome:
         pruned = tfc.prune_low_magnitude(model, schedule=schedule)
         _train(pruned, x, y, (tfc.pruning.UpdatePruningStep(),), batch=_SAMPLES // 2)
         stripped = tfc.strip_pruning(pruned)
-        flatbuffer = tfc.convert(stripped, "int8", x[:64])
+        flatbuffer = tfc.convert(stripped, "int8", x[:64], check=False)
         kernels = _weight_tensors(flatbuffer)
         zeros = sum(int((w == 0).sum()) for w in kernels)
         share = zeros / max(sum(w.size for w in kernels), 1)
@@ -229,7 +230,7 @@ def run_clustering(case: Case) -> Outcome:
         clustered = tfc.cluster_weights(model, number_of_clusters=CLUSTERS)
         _train(clustered, x, y)
         plain = tfc.strip_clustering(clustered)
-        flatbuffer = tfc.convert(plain, "int8", x[:64], per_channel=False)
+        flatbuffer = tfc.convert(plain, "int8", x[:64], per_channel=False, check=False)
         counts = [len(np.unique(w)) for w in _weight_tensors(flatbuffer)]
         ok = bool(counts) and max(counts) <= CLUSTERS
         return Outcome(ok, detail=f"unique values per int8 kernel: {counts}")
