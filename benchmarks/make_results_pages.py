@@ -675,6 +675,39 @@ def resume_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def model_kinds_table(data: dict) -> str:
+    """Every model kind through every tool: works on every seed, and the file's worst figure."""
+    cells = list(next(iter(data["kinds"].values())))
+    lines = [
+        "| model kind | " + " | ".join(cells) + " |",
+        "|---|" + "---|" * len(cells),
+    ]
+    for kind, by_cell in data["kinds"].items():
+        row = []
+        for cell in cells:
+            runs = by_cell[cell]
+            errors = [run["error"] for run in runs if run.get("error")]
+            if errors:
+                row.append("fails: " + errors[0].split(":")[0])
+                continue
+            figures = [output for run in runs for output in run.get("outputs", {}).values()]
+            agreements = [f["agreement"] for f in figures if f["agreement"] is not None]
+            sqnr = min(f["sqnr_db"] for f in figures) if figures else None
+            figure = f"{min(agreements):.3f}" if agreements else f"{sqnr:.1f} dB"
+            row.append(("yes" if all(run["works"] for run in runs) else "warns") + f" ({figure})")
+        lines.append(f"| {kind} | " + " | ".join(row) + " |")
+    summary = data["summary"]
+    lines += [
+        "",
+        f"Cells that work on every seed: **{summary['cells_that_work_on_every_seed']}** of "
+        f"{summary['cells']}. A cell works when every call returns and the file matches its "
+        "Keras model on held-out rows (`convert`'s own check; shown: the lowest top-1 agreement "
+        "over the seeds, or the lowest SQNR for value outputs); *warns* is a file below the "
+        "thresholds, which `convert` says, with the fix.",
+    ]
+    return "\n".join(lines)
+
+
 def legacy_files_table(data: dict) -> str:
     """Keras 2 files: read by plain Keras 3, and by tfc.load_model (rebuilt, outputs compared)."""
     lines = [
