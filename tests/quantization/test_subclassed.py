@@ -14,7 +14,13 @@ from tests.harness.subclassed import TinyNet, WithCustom, built
 from tests.outputs import inference
 from tfcompress.core import compat, graph
 from tfcompress.data import Split
-from tfcompress.quantization import ActivationQuantizer, QuantizeWrapper
+from tfcompress.quantization import (
+    ActivationQuantizer,
+    QuantizeWrapper,
+    quantize_annotate_layer,
+    quantize_annotate_model,
+    quantize_apply,
+)
 from tfcompress.tflite.runtime import run_tflite
 
 
@@ -23,10 +29,10 @@ def subclassed_qat(digits: Split) -> keras.Model:
     """A subclassed CNN quantized as a whole and trained for a few steps."""
     keras.utils.set_random_seed(0)
     qat = tfc.quantize_model(built(TinyNet(), (1, 8, 8, 1)))
-    # eager: four steps cost less than tracing a training function
+    # eager: two steps cost less than tracing a training function
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     qat.compile("adam", loss, run_eagerly=True)
-    qat.fit(digits.x_train[:256], digits.y_train[:256], epochs=1, batch_size=64, verbose=0)
+    qat.fit(digits.x_train[:128], digits.y_train[:128], epochs=1, batch_size=64, verbose=0)
     return qat
 
 
@@ -116,3 +122,14 @@ def test_a_call_that_cannot_be_traced_is_refused_with_the_fix() -> None:
 def test_an_unbuilt_subclassed_model_is_refused_with_the_fix() -> None:
     with pytest.raises(ValueError, match=r"not built.*model\(x\[:1\]\)"):
         tfc.quantize_model(TinyNet(name="unbuilt"))
+
+
+def test_quantize_apply_quantizes_only_the_annotated_layers_of_a_subclassed_model() -> None:
+    model = built(TinyNet(), (1, 8, 8, 1))
+    quantize_annotate_layer(model.head)  # annotations survive the trace
+    applied = quantize_apply(model)
+    assert [x.layer.name for x in applied.layers if isinstance(x, QuantizeWrapper)] == [
+        model.head.name
+    ]
+    everything = quantize_apply(quantize_annotate_model(model))
+    assert sum(isinstance(x, QuantizeWrapper) for x in everything.layers) == 4
