@@ -307,3 +307,29 @@ def test_a_savedmodel_without_a_keras_model_says_how_to_use_it(tmp_path):
     tf.saved_model.save(module, str(tmp_path / "plain"))
     with pytest.raises(ModelFileError, match=r"without a Keras model.*TFSMLayer"):
         load_model(tmp_path / "plain")
+
+
+def test_tf23_tensorflow_op_layers_become_keras3_layers():
+    """TF 2.3 and earlier recorded `tf.nn.relu6(x + 3.0)` as TensorFlowOpLayers (a NodeDef)."""
+    import tf_keras
+
+    from tfcompress import legacy
+
+    inputs = tf_keras.Input((4,), name="x")
+    config = tf_keras.Model(inputs, tf_keras.layers.Dense(4, name="dense")(inputs)).get_config()
+
+    def op_layer(op: str, source: str, constants: dict) -> dict:
+        inputs = [f"{source}/out", *(f"{op}/y" for _ in constants)]
+        node_def = {"name": op, "op": op, "input": inputs, "attr": {"T": {"type": "DT_FLOAT"}}}
+        layer = {"name": op, "trainable": True, "dtype": "float32", "node_def": node_def}
+        return {
+            "class_name": "TensorFlowOpLayer",
+            "name": op,
+            "inbound_nodes": [[[source, 0, 0, {}]]],
+            "config": {**layer, "constants": constants},
+        }
+
+    config["layers"] += [op_layer("AddV2", "dense", {"1": 3.0}), op_layer("Relu6", "AddV2", {})]
+    config["output_layers"] = [["Relu6", 0, 0]]
+    rebuilt = legacy.rebuild(tf_keras.Model.from_config(config))  # outputs compared inside
+    assert [type(layer).__name__ for layer in rebuilt.layers][-2:] == ["Rescaling", "ReLU"]

@@ -240,7 +240,8 @@ class _Builder:
                 ]
                 continue
             # a recorded TensorFlow call becomes a layer once its node's arguments are known
-            new = None if entry["class_name"] == "TFOpLambda" else self.layer(old, entry)
+            recorded = entry["class_name"] in ("TFOpLambda", "TensorFlowOpLayer")
+            new = None if recorded else self.layer(old, entry)
             if new is not None:
                 built.append((old, new))
             for index, node in enumerate(entry["inbound_nodes"]):
@@ -297,33 +298,24 @@ class _Builder:
         """The Keras 3 layer computing a recorded TensorFlow call: `x + 3.0` is a Rescaling,
         `x * y` a Multiply, `tf.nn.relu6(x)` a ReLU; anything else is refused by name."""
         layers = self.keras.layers
-        name, function = entry["name"], entry["config"].get("function", "?")
-        refs = _refs(node)
-        first = refs[0] if len(refs) == 1 else None
-        kwargs = dict(first[3]) if first and len(first) > 3 and first[3] else {}
-        kwargs.pop("name", None)
-        other = kwargs.pop("y", None)
-        constant_first = first is not None and first[0] == _CONSTANT
+        name, class_name = entry["name"], entry["class_name"]
+        if class_name == "TensorFlowOpLayer":  # TF 2.3 and earlier: a NodeDef and constants
+            call = _node_def_call(entry["config"], len(_refs(node)))
+        else:
+            call = _op_lambda_call(entry["config"], node)
+        function, scalar, constant_first, tensors = call
         layer_name = keras3_name(name)
-        if function in _TF_UNARY and other is None and not kwargs and not constant_first:
+        if function in _TF_UNARY and tensors == 1 and scalar is None:
             kind, arguments = _TF_UNARY[function]
             return getattr(layers, kind)(*arguments, name=layer_name)
-        if function in _TF_BINARY and not kwargs and other is not None:
-            if _is_tensor_ref(other) and not constant_first:
-                if _TF_BINARY[function] is not None:
-                    return getattr(layers, _TF_BINARY[function])(name=layer_name)
-                scale_offset = None
-            elif constant_first and _is_tensor_ref(other) and isinstance(first[2], int | float):
-                scale_offset = _rescaling(function, float(first[2]), constant_first=True)
-            elif not _is_tensor_ref(other) and isinstance(other, int | float):
-                scale_offset = _rescaling(function, float(other), constant_first=False)
-            else:
-                scale_offset = None
+        if function in _TF_BINARY and tensors == 2 and _TF_BINARY[function] is not None:
+            return getattr(layers, _TF_BINARY[function])(name=layer_name)
+        if function in _TF_BINARY and tensors == 1 and scalar is not None:
+            scale_offset = _rescaling(function, scalar, constant_first)
             if scale_offset is not None:
-                scale, offset = scale_offset
-                return layers.Rescaling(scale, offset, name=layer_name)
+                return layers.Rescaling(*scale_offset, name=layer_name)
         raise LegacyModelError(
-            f"layer '{name}' (TFOpLambda) is the TensorFlow call {function} recorded by Keras 2, "
+            f"layer '{name}' ({class_name}) is the TensorFlow call {function} recorded by Keras 2, "
             "which has no Keras 3 layer here (elementwise add, subtract, multiply and divide, "
             "relu, relu6, sigmoid, tanh and silu have)",
             _REWRITE,
@@ -443,6 +435,65 @@ _TF_BINARY = {
     "math.truediv": None,
     "math.divide": None,
 }
+
+
+# a TF 2.3 TensorFlowOpLayer's NodeDef op, as the TFOpLambda function of the same meaning
+_NODE_DEF_OPS = {
+    "AddV2": "math.add",
+    "Add": "math.add",
+    "Sub": "math.subtract",
+    "Mul": "math.multiply",
+    "RealDiv": "math.truediv",
+    "Relu": "nn.relu",
+    "Relu6": "nn.relu6",
+    "Sigmoid": "math.sigmoid",
+    "Tanh": "math.tanh",
+}
+_UNREAD = "?"  # an argument this translation does not read: the call is refused
+
+
+def _scalar(value: Any) -> float | None:
+    """A Python or one-element constant as a float; None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | float | list | np.ndarray):
+        return None
+    array = np.asarray(value, dtype="float64")
+    return float(array.reshape(-1)[0]) if array.size == 1 else None
+
+
+def _op_lambda_call(config: dict[str, Any], node: Any) -> tuple[str, float | None, bool, int]:
+    """(function, scalar argument, whether the scalar comes first, tensor inputs) of a
+    TFOpLambda node, or a function of "?" when it has arguments this does not read."""
+    function = config.get("function", _UNREAD)
+    refs = _refs(node)
+    if len(refs) != 1:
+        return _UNREAD, None, False, 0
+    first = refs[0]
+    kwargs = dict(first[3]) if len(first) > 3 and first[3] else {}
+    kwargs.pop("name", None)
+    other = kwargs.pop("y", None)
+    if kwargs:
+        return f"{function} (with {', '.join(kwargs)})", None, False, 0
+    constant_first = first[0] == _CONSTANT
+    if other is None:
+        return function, None, False, 0 if constant_first else 1
+    if _is_tensor_ref(other):
+        if constant_first:
+            return function, _scalar(first[2]), True, 1
+        return function, None, False, 2
+    return function, _scalar(other), False, 1
+
+
+def _node_def_call(config: dict[str, Any], tensors: int) -> tuple[str, float | None, bool, int]:
+    """The same for a TensorFlowOpLayer: its op, and its constant where it has one."""
+    op = config.get("node_def", {}).get("op", _UNREAD)
+    function = _NODE_DEF_OPS.get(op, op)
+    constants = {int(index): value for index, value in (config.get("constants") or {}).items()}
+    if not constants:
+        return function, None, False, tensors
+    if len(constants) == 1 and tensors == 1:
+        ((index, value),) = constants.items()
+        return function, _scalar(value), index == 0, 1
+    return function, None, False, 0
 
 
 def _rescaling(function: str, value: float, constant_first: bool) -> tuple[float, float] | None:
