@@ -948,6 +948,120 @@ def readme_convert_table(data: dict) -> str:
 
 # One page per capability: (file name, title, introduction, sections). A section is
 # (heading, JSON file stem, formatter). Introductions say what is measured, never a figure.
+PRETRAINED_LABELS = {
+    "float": "float Keras model",
+    "tf_converter_int8": "TF converter, full int8",
+    "tfc_int8": '`tfc.convert(..., "int8")`',
+    "tfc_int8+fold_bn": '+ `optimize=["fold_bn"]`',
+    "tfc_int8+equalize": '+ `optimize=["equalize"]`',
+    "tfc_int8+adaround": '+ `optimize=["adaround"]`',
+    "tfc_int8+bias_correction": '+ `optimize=["bias_correction"]`',
+    "tfc_int8+all_steps": "+ all four recovery steps",
+    "tfc_int8+keep_float": "+ `keep_float` as `suggest_keep_float` picks it",
+    "auto_quantize": "`tfc.auto_quantize` (1 pp)",
+    "tfc_int16x8": '`tfc.convert(..., "int16x8")`',
+    "ai_edge_quantizer_int8": "AI Edge Quantizer, static int8",
+    "authors_tflite": "the package's own `.tflite`",
+}
+
+
+def _pretrained_figure(entry: dict, key: str, digits: int) -> str:
+    value, span = entry.get(key), entry.get(f"{key}_range")
+    if value is None:
+        return ""
+    text = f"{value:.{digits}f}"
+    if span and len(set(span)) > 1:
+        text += f" ({span[0]:.{digits}f}-{span[1]:.{digits}f})"
+    return text
+
+
+def _pretrained_note(runs: dict, cell: str) -> str:
+    """What the tool chose (keep_float layers, auto_quantize's file) or why the cell failed."""
+    notes = []
+    for seed, cells in runs.items():
+        row = cells.get(cell, {})
+        if "error" in row:
+            notes.append(f"seed {seed}: {row['error'].splitlines()[0][:160]}")
+        elif "keep_float" in row:
+            notes.append(f"seed {seed}: {len(row['keep_float'])} layers float")
+        elif "choice" in row:
+            notes.append(f"seed {seed}: {row['choice']}")
+        elif "skipped" in row:
+            return row["skipped"]
+    return "; ".join(notes)
+
+
+def pretrained_table(data: dict) -> str:
+    """Every tool and alternative on the pretrained models, on held-out rows, mean of the seeds."""
+    lines = [
+        "Agreement with the float Keras model on held-out rows (top-1 class, or F1 of the "
+        "thresholded frames for basic-pitch), SQNR of that output and of the worst output, mean "
+        "over the seeds (range in brackets); every file runs on LiteRT with XNNPACK unless the "
+        "row names another runtime.",
+    ]
+    for name, model in data["models"].items():
+        summary, runs = data["summary"].get(name, {}), data["runs"].get(name, {})
+        outputs = ", ".join(f"{o} ({kind})" for o, kind in model["outputs"].items())
+        lines += [
+            "",
+            f"### {name}",
+            "",
+            f"{model['package']}; input {tuple(model['inputs'])}; outputs {outputs}; headline "
+            f"output `{model['primary_output']}`; {model['calibration_rows']} calibration and "
+            f"{model['held_out_rows']} held-out rows per seed, seeds {model.get('seeds', '?')}. "
+            + "; ".join(note[0].upper() + note[1:] for note in model["notes"])
+            + ".",
+            "",
+            "| file | runtime | agreement | SQNR (dB) | worst output SQNR (dB) | bytes | note |",
+            "|---|---|---:|---:|---:|---:|---|",
+        ]
+        if not summary:
+            lines.append("| not measured yet | | | | | | |")
+        for cell, label in PRETRAINED_LABELS.items():
+            entry = summary.get(cell)
+            if entry is None:
+                continue
+            lines.append(
+                f"| {label} | {entry.get('runtime', '')} | {_pretrained_figure(entry, 'agreement', 3)} "
+                f"| {_pretrained_figure(entry, 'sqnr_db', 1)} "
+                f"| {_pretrained_figure(entry, 'worst_sqnr_db', 1)} "
+                f"| {_pretrained_figure(entry, 'bytes', 0)} | {_pretrained_note(runs, cell)} |"
+            )
+            if cell == "tfc_int8":
+                lines += _pretrained_other_runtimes(runs)
+    if data.get("skipped"):
+        lines += [
+            "",
+            "Not measured here: " + "; ".join(f"{k}: {v}" for k, v in data["skipped"].items()),
+        ]
+    return "\n".join(lines)
+
+
+def _pretrained_other_runtimes(runs: dict) -> list[str]:
+    """The plain int8 file on LiteRT's reference kernels and on TFLite Micro, first seed."""
+    for cells in runs.values():
+        others = cells.get("tfc_int8", {}).get("other_runtimes", [])
+        rows = []
+        for other in others:
+            if "agreement" in other:
+                rows.append(
+                    f"| same file | {other['runtime']} | {other['agreement']:.3f} | "
+                    f"{other['sqnr_db']:.1f} | {other['worst_sqnr_db']:.1f} | | first seed |"
+                )
+            else:
+                status = "runs" if other.get("runs") else f"fails: {other.get('error', '')[:120]}"
+                difference = ", ".join(
+                    f"{k}: {v}" for k, v in other.get("max_difference_from_reference", {}).items()
+                )
+                rows.append(
+                    f"| same file | {other['runtime']} | | | | | {status}, arena "
+                    f"{other.get('arena_bytes')} bytes; largest difference from LiteRT's "
+                    f"reference kernels on {other.get('samples')} rows: {difference or 'n/a'} |"
+                )
+        return rows
+    return []
+
+
 Section = tuple[str, str, Callable[[dict], str]]
 PAGES: list[tuple[str, str, str, list[Section]]] = [
     (
@@ -1074,6 +1188,16 @@ PAGES: list[tuple[str, str, str, list[Section]]] = [
         "Each technique on seven small architectures, tfcompress against tfmot from the same float "
         "model, measured on LiteRT.",
         [("LiteRT accuracy and what the files hold", "zoo", zoo_table)],
+    ),
+    (
+        "pretrained",
+        "Pretrained models from PyPI packages",
+        "Every quantization tool on pretrained models that PyPI packages ship (an emotion "
+        "classifier, a face detector's two stages, a note-transcription network), beside "
+        "TensorFlow's own converter, AI Edge Quantizer and the authors' own files, on held-out "
+        "rows built from packaged photos and synthesized audio. See the "
+        "[guide](../guide/quantization_error.md).",
+        [("Agreement, SQNR and size on held-out rows", "pretrained", pretrained_table)],
     ),
 ]
 
