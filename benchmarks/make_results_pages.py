@@ -1007,6 +1007,117 @@ def readme_convert_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+_MLPERF_FILES = (
+    ("tfcompress", "tfcompress int8"),
+    ("plain", "TF converter int8"),
+    ("plain_per_tensor_dense", "TF converter, per-tensor Dense"),
+    ("compressed", "16 clusters + tfc.micro.compress"),
+)
+
+
+def mlperf_tiny_table(data: dict) -> str:
+    """MLPerf Tiny reference models on TFLM: flash, measured arena, agreement, per file."""
+    lines = [
+        "| model | file | flash (bytes) | TFLM arena (bytes) | max steps vs LiteRT | "
+        "agreement with Keras |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for task in data["tasks"].values():
+        summary = task["summary"]
+        name = f"{task['model']} ({task['parameters']:,} parameters)"
+        for key, label in _MLPERF_FILES:
+            row = summary.get(key, {})
+            if "arena_bytes" not in row:
+                lines.append(f"| {name} | {label} | | | | does not run ({row.get('runs', '')}) |")
+                continue
+            if "auc" in row:
+                agreement = (
+                    f"AUC {row['auc']:.3f} (Keras {summary['keras_score']:.3f}), score "
+                    f"correlation {row['score_correlation']:.3f}, relative error "
+                    f"{row['relative_error']:.3f}"
+                )
+            else:
+                agreement = (
+                    f"top-1 {row['top1_agreement']:.3f}, accuracy {row['accuracy']:.3f} "
+                    f"(Keras {summary['keras_score']:.3f})"
+                )
+            lines.append(
+                f"| {name} | {label} | {row['flash_bytes']:,} | {row['arena_bytes']:,} | "
+                f"{row['max_steps_vs_litert']} | {agreement} |"
+            )
+    seeds = len(data["settings"]["seeds"])
+    lines += [
+        "",
+        f"Mean over {seeds} seed{'s' if seeds != 1 else ''} (flash, arena and steps: the "
+        "largest), on the held-out rows "
+        f"of the stand-in data; calibration on {data['settings']['calibration_rows']} training "
+        f"rows; {data['settings']['tflm']}.",
+    ]
+    references = data.get("mlperf_reference_files", {})
+    if references:
+        lines += [
+            "",
+            "MLPerf Tiny's own pretrained int8 files (TF 2.3-era), for comparison:",
+            "",
+            "| file | flash (bytes) | TFLM arena (bytes) |",
+            "|---|---:|---:|",
+        ]
+        for reference in references.values():
+            lines.append(
+                f"| `{reference['file'].split('/')[-1]}` | {reference['flash_bytes']:,} | "
+                f"{reference['arena_bytes']:,} |"
+            )
+    return "\n".join(lines)
+
+
+def micro_coverage_summary(data: dict) -> str:
+    """One sentence: how many int8 models run on TFLM, how close to LiteRT, why the rest do not."""
+    summary = data["summary"]
+    fixes = summary["refused_by_fix"]
+    return (
+        f"{summary['run_on_tflm']} of the {summary['convert_to_int8']} models that convert to "
+        f"int8 run on TFLM ({summary['rows']} models: the coverage matrix's rows and the zoo; "
+        f"{len(summary['no_int8'])} do not convert to int8); {summary['within_one_step']} of them "
+        f"are within one int8 step of LiteRT's reference kernels, none more than "
+        f"{summary['max_steps_vs_litert']:g}. Of the "
+        f"{summary['refused']} refused, {fixes['rewrite']} need a rewrite into layers TFLM runs, "
+        f"{fixes['keep_float']} a layer kept in float, and {fixes['tflm_limit']} meet a TFLM limit."
+    )
+
+
+def micro_coverage_table(data: dict) -> str:
+    """How many coverage-matrix rows and zoo models run on TFLM, and why the others do not."""
+    lines = [
+        micro_coverage_summary(data),
+        "",
+        "| op TFLM refused | fix | models | what to do |",
+        "|---|---|---|---|",
+    ]
+    for op, entry in sorted(data["summary"]["refused_by_op"].items()):
+        models = ", ".join(f"`{row}`" for row in entry["rows"])
+        lines.append(f"| {op} | {entry['fix']} | {models} | {entry['advice']} |")
+    return "\n".join(lines)
+
+
+def mlperf_tiny_guide_table(data: dict) -> str:
+    """The microcontroller guide's short table: each MLPerf Tiny model, tfcompress against TF."""
+    references = data.get("mlperf_reference_files", {})
+    lines = [
+        "| model | tfcompress: flash / arena (bytes) | TF converter: flash / arena | "
+        "MLPerf Tiny's TF 2.3 file: arena | TFLM vs LiteRT (steps) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for key, task in data["tasks"].items():
+        ours, plain = task["summary"]["tfcompress"], task["summary"]["plain"]
+        reference = references.get(key, {}).get("arena_bytes")
+        lines.append(
+            f"| {task['model']} | {ours['flash_bytes']:,} / {ours['arena_bytes']:,} | "
+            f"{plain['flash_bytes']:,} / {plain['arena_bytes']:,} | "
+            f"{f'{reference:,}' if reference else 'n/a'} | {ours['max_steps_vs_litert']} |"
+        )
+    return "\n".join(lines)
+
+
 # One page per capability: (file name, title, introduction, sections). A section is
 # (heading, JSON file stem, formatter). Introductions say what is measured, never a figure.
 PRETRAINED_LABELS = {
@@ -1265,6 +1376,17 @@ PAGES: list[tuple[str, str, str, list[Section]]] = [
         "[guide](../guide/quantization_error.md).",
         [("Agreement, SQNR and size on held-out rows", "pretrained", pretrained_table)],
     ),
+    (
+        "micro",
+        "Microcontrollers (TensorFlow Lite Micro)",
+        "The MLPerf Tiny reference models and every coverage-matrix and zoo model on TFLM's "
+        "interpreter: flash, measured tensor arena, and outputs against LiteRT's reference "
+        "kernels. See the [microcontroller guide](../guide/microcontrollers.md).",
+        [
+            ("MLPerf Tiny reference models", "mlperf_tiny", mlperf_tiny_table),
+            ("Which int8 files run on TFLM", "micro_coverage", micro_coverage_table),
+        ],
+    ),
 ]
 
 # README.md: `<!-- results:NAME -->` ... `<!-- /results:NAME -->`, NAME the JSON file stem
@@ -1337,6 +1459,24 @@ def readme_text(text: str) -> str:
     return text
 
 
+# Guides quote a few figures between the same markers: {guide file: {NAME: formatter}}
+GUIDE_TABLES: dict[str, dict[str, Callable[[dict], str]]] = {
+    "microcontrollers.md": {
+        "mlperf_tiny": mlperf_tiny_guide_table,
+        "micro_coverage": micro_coverage_summary,
+    },
+}
+
+
+def guide_text(text: str, tables: dict[str, Callable[[dict], str]]) -> str:
+    """`text` with the figures between each `<!-- results:NAME -->` pair formatted anew."""
+    for name, formatter in tables.items():
+        pattern = re.compile(rf"(<!-- results:{name} -->\n).*?(<!-- /results:{name} -->)", re.S)
+        table = formatter(_load(name))
+        text = pattern.sub(lambda m, t=table: m.group(1) + t + "\n" + m.group(2), text)
+    return text
+
+
 def outputs() -> dict[Path, str]:
     """Every file this script writes, with its content."""
     pages = {DOCS / "index.md": index_text()}
@@ -1344,6 +1484,9 @@ def outputs() -> dict[Path, str]:
         pages[DOCS / f"{name}.md"] = page_text(title, intro, sections)
     readme = ROOT / "README.md"
     pages[readme] = readme_text(readme.read_text())
+    for name, tables in GUIDE_TABLES.items():
+        guide = ROOT / "docs" / "guide" / name
+        pages[guide] = guide_text(guide.read_text(), tables)
     return pages
 
 
