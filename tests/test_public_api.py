@@ -109,6 +109,8 @@ PUBLIC_API = {
         "MicroUnavailableError",
         "OutputDifference",
         "check",
+        "compress",
+        "decompress",
         "export",
     ],
     "tfcompress.models": ["build_digits_cnn", "compile_classifier"],
@@ -200,6 +202,7 @@ PUBLIC_API = {
     ],
     "tfcompress.recipe": [
         "CompressResult",
+        "OutputResult",
         "Recipe",
         "RecipeError",
         "Step",
