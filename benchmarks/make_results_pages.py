@@ -990,6 +990,24 @@ def distill_defaults_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def micro_compress_table(data: dict) -> str:
+    """Flash of clustered and pruned int8 files compressed for TFLM, mean of the seeds."""
+    lines = [
+        "| model | weights | int8 scales | int8 flash | compressed | ratio (worst seed) "
+        "| arena growth | TFLM outputs identical |",
+        "|---|---:|---|---:|---:|---:|---:|---|",
+    ]
+    for row in data["summary"]:
+        scales = "per channel" if row["per_channel"] else "per tensor"
+        lines.append(
+            f"| {row['model']} | {row['variant']} | {scales} | {row['int8_flash_bytes']:,} "
+            f"| {row['compressed_flash_bytes']:,} | {row['flash_ratio_mean']:.3f} "
+            f"({row['flash_ratio_max']:.3f}) | +{row['arena_growth_bytes_max']:,} "
+            f"| {'yes' if row['tflm_identical_all'] else 'NO'} ({row['seeds']} seeds) |"
+        )
+    return "\n".join(lines)
+
+
 def readme_convert_table(data: dict) -> str:
     """The README's one results table: the digits CNN in every conversion mode."""
     digits = data["digits_cnn"]
@@ -1313,7 +1331,14 @@ PAGES: list[tuple[str, str, str, list[Section]]] = [
         "Clustering and factorization",
         "Weight clustering side by side with tfmot, and low-rank factorization. See the "
         "[clustering and factorization guide](../guide/sharing.md).",
-        [("Clustering and factorization of the digits CNN", "sharing", sharing_table)],
+        [
+            ("Clustering and factorization of the digits CNN", "sharing", sharing_table),
+            (
+                "Clustered and pruned files compressed for TFLM",
+                "micro_compress",
+                micro_compress_table,
+            ),
+        ],
     ),
     (
         "quantization_error",
