@@ -28,7 +28,7 @@ ALLOWED: dict[str, set[str] | None] = {
     "sharing": {"core", "tflite", "quantization", "collab", "io"},
     "collab": {"core", "quantization"},
     "distillation": {"core"},
-    "export": {"core", "tflite", "quantization", "recovery", "micro"},
+    "export": {"core", "tflite", "quantization", "recovery", "micro", "io"},
     "diagnose": {"core", "tflite", "quantization", "recovery", "export", "io", "micro"},
 }
 # the number of imports of the package's own modules inside functions may only go down

@@ -23,6 +23,7 @@ import tensorflow as tf
 from tfcompress.core import catalog, compat
 from tfcompress.core.graph import inputs_rescaled
 from tfcompress.core.wrappers import strip_training_layers, training_layers, walk_layers
+from tfcompress.io import ModelFileError, load_model
 from tfcompress.micro.report import check as micro_check
 from tfcompress.micro.rewrite import micro_friendly
 from tfcompress.quantization.integer_friendly import integer_friendly_source
@@ -241,6 +242,8 @@ def convert(
         sparsity=sparsity,
         progress=progress,
     )
+    if target == "micro":  # TFLM keeps a multiplier and a shift per channel of a per-channel FC
+        compat.disable_per_channel_dense(converter)
     if keep_float is None and mode in ("int8", "edgetpu"):
         keep_float = _float_by_default(source)
     calibrated = None
@@ -306,6 +309,14 @@ def _reference_of(
         return model, model
     if not isinstance(model, str | os.PathLike):
         return None, model  # load_source names what it takes
+    if str(model).lower().endswith((".h5", ".hdf5")):  # Keras 2 files too, rebuilt in Keras 3
+        try:
+            keras_model = load_model(
+                model, custom_objects=custom_objects, compile=False, safe_mode=safe_mode
+            )
+        except ModelFileError as error:
+            raise ConversionError(str(error)) from error
+        return keras_model, keras_model
     loaded = load_source(model, input_signature, safe_mode, custom_objects)
     if compat.is_keras3_model(loaded.owner) or compat.is_tf_keras(loaded.owner):
         return loaded.owner, loaded.owner

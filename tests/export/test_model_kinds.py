@@ -3,6 +3,8 @@ once, uint8 images into a model that augments and rescales them itself, QAT incl
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -61,3 +63,14 @@ def test_uint8_images_reach_rescaling_through_augmentation_and_fake_quant(images
     qat.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     qat.fit(images, np.zeros(len(images), "int32"), epochs=1, verbose=0)
     assert tfc.inspect(tfc.convert(qat, "int8", images, num_samples=64)).float_ops == []
+
+
+def test_a_keras_2_h5_file_converts_as_its_rebuilt_model():
+    path = Path(__file__).parent.parent / "fixtures" / "keras_files" / "keras2_mobilenet.h5"
+    with pytest.warns(UserWarning, match="rebuilt"):
+        model = tfc.load_model(path)
+    x = np.random.default_rng(0).random((48, *model.input_shape[1:])).astype("float32")
+    with pytest.warns(UserWarning, match="rebuilt"):
+        converted = tfc.convert(path, "int8", x, num_samples=32)
+    assert tfc.inspect(converted).float_ops == [] and converted.fidelity.held_out
+    assert converted == tfc.convert(model, "int8", x, num_samples=32, check=False)

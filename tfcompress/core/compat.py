@@ -68,12 +68,15 @@ def litert_interpreter_class() -> type:
         return _tf().lite.Interpreter
 
 
-def litert_op_resolver(builtin_only: bool) -> Any:
-    """OpResolverType for the LiteRT interpreter: XNNPACK (default) or plain builtin kernels."""
+def litert_op_resolver(builtin_only: bool, reference: bool = False) -> Any:
+    """OpResolverType for the LiteRT interpreter: XNNPACK (default), the builtin (optimized)
+    kernels, or the reference kernels (`reference`: plain C++, what TFLM's kernels follow)."""
     try:
         from ai_edge_litert.interpreter import OpResolverType
     except ImportError:  # pragma: no cover
         from tensorflow.lite.python.interpreter import OpResolverType
+    if reference:
+        return OpResolverType.BUILTIN_REF
     if builtin_only:
         return OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     return OpResolverType.AUTO

@@ -482,8 +482,8 @@ def _differences(
 
 
 def _reference_outputs(content: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """Raw outputs of LiteRT's builtin reference kernels (no XNNPACK), one chunk per batch."""
-    interpreter = make_interpreter(content, builtin_only=True)
+    """Raw outputs of LiteRT's reference kernels (BUILTIN_REF), one chunk per batch."""
+    interpreter = make_interpreter(content, reference=True)
     details = interpreter.get_input_details()
     batch = int(details[0]["shape"][0]) if details else 1
     count = len(inputs[0])

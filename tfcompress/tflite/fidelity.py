@@ -35,6 +35,7 @@ __all__ = [
 
 RUNTIMES = {
     "xnnpack": "LiteRT (XNNPACK)",
+    "builtin": "LiteRT (builtin kernels, no XNNPACK)",
     "reference": "LiteRT (reference kernels)",
     "micro": "TensorFlow Lite Micro",
 }
@@ -175,13 +176,19 @@ def keras_outputs(model: Any, x: Sequence[np.ndarray], batch_size: int = 256) ->
 def file_outputs(
     flatbuffer: TFLiteSource, x: Sequence[np.ndarray], runtime: str = "xnnpack"
 ) -> list[np.ndarray]:
-    """The file's dequantized outputs on `x`, on LiteRT with XNNPACK or its reference kernels."""
-    if runtime not in ("xnnpack", "reference"):
+    """The file's dequantized outputs on `x`, on LiteRT: with XNNPACK, its optimized builtin
+    kernels or its reference kernels."""
+    if runtime not in ("xnnpack", "builtin", "reference"):
         raise ValueError(
-            f"runtime={runtime!r}: file_outputs runs LiteRT ('xnnpack' or 'reference'); "
-            "TensorFlow Lite Micro runs through tfcompress.micro."
+            f"runtime={runtime!r}: file_outputs runs LiteRT ('xnnpack', 'builtin' or "
+            "'reference'); TensorFlow Lite Micro runs through tfcompress.micro."
         )
-    outputs = run_tflite(flatbuffer, list(x), builtin_only=runtime == "reference")
+    outputs = run_tflite(
+        flatbuffer,
+        list(x),
+        builtin_only=runtime == "builtin",
+        reference=runtime == "reference",
+    )
     return outputs if isinstance(outputs, list) else [outputs]
 
 
@@ -313,8 +320,8 @@ def measure_fidelity(
         flatbuffer: the `.tflite` bytes or path.
         model: the Keras model the file was converted from.
         x: inputs as `model.predict` takes them (an array, or a list of arrays).
-        runtime: "xnnpack" (LiteRT's default CPU path) or "reference" (LiteRT's builtin
-            reference kernels).
+        runtime: "xnnpack" (LiteRT's default CPU path), "builtin" (its optimized builtin
+            kernels) or "reference" (its reference kernels, which TFLM's kernels follow).
         held_out: whether `x` was kept out of the calibration (reported, not checked).
         thresholds: what `passed` is judged with.
 

@@ -20,8 +20,11 @@ from tfcompress.tflite.flatbuffer import TFLiteSource, inspect, load_bytes, read
 _METRICS = ("accuracy", "mae", "mse")
 
 
-def make_interpreter(source: TFLiteSource, threads: int = 1, builtin_only: bool = False) -> Any:
-    """A LiteRT interpreter for a validated flatbuffer (XNNPACK unless `builtin_only`)."""
+def make_interpreter(
+    source: TFLiteSource, threads: int = 1, builtin_only: bool = False, reference: bool = False
+) -> Any:
+    """A LiteRT interpreter for a validated flatbuffer: XNNPACK, unless `builtin_only` (LiteRT's
+    optimized builtin kernels) or `reference` (its reference kernels, which TFLM's follow)."""
     data, origin = load_bytes(source)
     read_model(data, origin)  # a corrupted file gets a clear error, never a crash of the process
     interpreter_class = compat.litert_interpreter_class()
@@ -30,7 +33,7 @@ def make_interpreter(source: TFLiteSource, threads: int = 1, builtin_only: bool 
             interpreter = interpreter_class(
                 model_content=data,
                 num_threads=threads,
-                experimental_op_resolver_type=compat.litert_op_resolver(builtin_only),
+                experimental_op_resolver_type=compat.litert_op_resolver(builtin_only, reference),
             )
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as error:
@@ -106,8 +109,12 @@ def run_tflite(
     threads: int = 1,
     builtin_only: bool = False,
     progress: bool = False,
+    reference: bool = False,
 ) -> np.ndarray | list[np.ndarray]:
     """Run a TFLite model on float inputs and return float outputs.
+
+    `builtin_only` runs LiteRT's optimized builtin kernels instead of XNNPACK; `reference` its
+    reference kernels (what TensorFlow Lite Micro's kernels follow).
 
     Integer inputs and outputs are quantized and dequantized with the tensors' own scale and
     zero point, so an int8 model is called exactly like the Keras model it came from.
@@ -119,7 +126,7 @@ def run_tflite(
         >>> tfc.converter.run_tflite(flatbuffer, np.zeros((3, 8, 8, 1), np.float32)).shape
         (3, 10)
     """
-    interpreter = make_interpreter(source, threads, builtin_only)
+    interpreter = make_interpreter(source, threads, builtin_only, reference)
     inputs = x if isinstance(x, list | tuple) else [x]
     input_details = interpreter.get_input_details()
     if len(inputs) != len(input_details):
