@@ -352,7 +352,7 @@ def auto_quantize(
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")  # float-op and fidelity warnings: figures say it
-                flatbuffer = convert(model, file_mode, calibration, **options)
+                flatbuffer = convert(model, file_mode, calibration, check=False, **options)
         except Exception as error:  # noqa: BLE001 - a candidate that fails is reported, not fatal
             return Candidate(name, settings, error=f"{type(error).__name__}: {error}")
         candidate = measure(name, settings, flatbuffer)

@@ -195,10 +195,11 @@ def file_outputs(
 def output_kinds(model: Any) -> list[str]:
     """'classes' or 'values' for each output of a Keras model, in the file's order.
 
-    An output is "values" when it has one value per row (or per pixel), when its loss in the
-    model's compile settings is a regression loss, or when its layer ends in a linear
-    activation and the loss says nothing; otherwise (softmax, sigmoid, a classification loss,
-    logits of several classes) it is "classes".
+    An output is "values" when it has one value per row (or per pixel) or when its loss in the
+    model's compile settings is a regression loss; otherwise (a classification loss, or several
+    values per row and no loss that says otherwise: logits, softmax, sigmoid) it is "classes".
+    Several regression values of an uncompiled model are taken for classes: compile it, or
+    judge them with the SQNR that every output reports.
 
     Example:
         >>> import keras
