@@ -1379,6 +1379,16 @@ PAGES: list[tuple[str, str, str, list[Section]]] = [
         ],
     ),
     (
+        "model_kinds",
+        "The model kinds users bring",
+        "A U-Net, a multi-output net, a regression net, a subclassed model, a custom layer, a "
+        "`Lambda`, audio front ends, Rescaling with augmentation and a keras.io-style transformer, "
+        "each through PTQ, QAT, pruning, clustering and the microcontroller target; every file "
+        "checked against its Keras model on held-out rows by `convert` itself. See the "
+        "[conversion guide](../guide/conversion.md).",
+        [("Every kind through every tool", "model_kinds", model_kinds_table)],
+    ),
+    (
         "coverage",
         "Coverage of Keras layers",
         "How many rows of the [coverage matrix](../reference/coverage.md) each technique passes.",

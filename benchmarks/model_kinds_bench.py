@@ -26,6 +26,7 @@ Run: .venv/bin/python benchmarks/model_kinds_bench.py [--quick] [--kinds unet,re
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import traceback
@@ -358,6 +359,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one seed, one epoch")
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="replace only the kinds run in results/model_kinds.json (same seeds and epochs)",
+    )
     args = parser.parse_args()
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     epochs = 1 if args.quick else 5
@@ -368,10 +374,14 @@ def main() -> None:
         results[name] = {cell: [run[cell] for run in runs] for cell in CELLS}
         done = {cell: all(r["works"] for r in results[name][cell]) for cell in CELLS}
         print(name, done, flush=True)
-    write_results(
-        "model_kinds",
-        {"seeds": seeds, "epochs": epochs, "summary": summarize(results), "kinds": results},
-    )
+    payload: dict[str, Any] = {"seeds": seeds, "epochs": epochs}
+    if args.update:
+        saved = json.loads((Path(__file__).parent / "results" / "model_kinds.json").read_text())
+        if (saved["seeds"], saved["epochs"]) != (seeds, epochs):
+            parser.error("--update needs the seeds and epochs of the saved results")
+        results = {**saved["kinds"], **results}
+        payload["updated_kinds"] = kinds
+    write_results("model_kinds", {**payload, "summary": summarize(results), "kinds": results})
 
 
 if __name__ == "__main__":
