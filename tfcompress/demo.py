@@ -21,6 +21,7 @@ from typing import Any
 
 import keras
 
+from tfcompress.core.optional import available, require
 from tfcompress.data import Split, calibration_sample, load_digits
 from tfcompress.demos import distillation, pruning, qat, sharing
 from tfcompress.export import convert, save_tflite
@@ -116,12 +117,16 @@ def run_demo(
     }
     _write_text(out / "report.json", json.dumps(report, indent=2))
     _write_text(out / "report.md", markdown_table(report))
-    _plot(rows, keras_accuracy, out / "accuracy_vs_size.png")
+    plotted = available("matplotlib")
+    if plotted:
+        _plot(rows, keras_accuracy, out / "accuracy_vs_size.png")
     log("")
     log(markdown_table(report))
-    log(
-        f"Wrote {len(rows)} .tflite files, report.json, report.md and accuracy_vs_size.png to {out}/"
-    )
+    plot = " and accuracy_vs_size.png" if plotted else ""
+    files = "report.json, report.md" + plot if plot else "report.json and report.md"
+    log(f"Wrote {len(rows)} .tflite files, {files} to {out}/")
+    if not plotted:
+        log("No plot: it needs matplotlib (pip install 'tfcompress[plots]').")
     return report
 
 
@@ -270,8 +275,7 @@ def plot_accuracy_vs_size(
         >>> len(figure.axes[0].texts)
         2
     """
-    import matplotlib
-
+    matplotlib = require("matplotlib", "plot_accuracy_vs_size")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

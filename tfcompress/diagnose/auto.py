@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tfcompress.core.optional import require
 from tfcompress.diagnose.bit_widths import choose_int4_layers
 from tfcompress.diagnose.debug import debug_quantization, keras_model_of
 from tfcompress.diagnose.keep_float import prepare_rows, search_keep_float
@@ -189,8 +190,7 @@ class AutoQuantizeResult:
     def plot(self, path: str | Path) -> Path:
         """A PNG of the worst output's margin (search rows) against file size, Pareto front
         joined."""
-        import matplotlib
-
+        matplotlib = require("matplotlib", "AutoQuantizeResult.plot")
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 

@@ -42,6 +42,7 @@ import numpy as np
 
 from tfcompress.core import compat
 from tfcompress.core.graph import inputs_rescaled
+from tfcompress.core.optional import require
 from tfcompress.diagnose.scoring import check_runtime, output_names, run_file
 from tfcompress.export import calibrate
 from tfcompress.io import load_model
@@ -204,8 +205,7 @@ class QuantizationDebugReport:
 
     def plot(self, path: str | Path) -> Path:
         """Write a PNG bar chart of accumulated and isolated SQNR per layer (network order)."""
-        import matplotlib
-
+        matplotlib = require("matplotlib", "QuantizationDebugReport.plot")
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 

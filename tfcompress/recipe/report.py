@@ -8,6 +8,7 @@ import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tfcompress.core.optional import available
 from tfcompress.demo import plot_accuracy_vs_size, save_figure
 
 if TYPE_CHECKING:
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from tfcompress.recipe.schema import Recipe
 
 PLOTS = ("accuracy_vs_size.png", "layer_sparsity.png", "edgetpu_map.png")
+NO_PLOTS = "No plots: they need matplotlib (pip install 'tfcompress[plots]')."
 
 
 def write_reports(
@@ -38,14 +40,17 @@ def write_reports(
         (f"output ({result.mode})", len(gzip.compress(flatbuffer, 9)), result.tflite_accuracy),
     ]
     metric = _metrics(result)[0]
-    if metric == "accuracy":
-        figure = plot_accuracy_vs_size(points, result.float_accuracy, "accuracy against size")
-    else:
-        figure = _error_vs_size_figure(points, result.float_accuracy, _first_label(result))
-    save_figure(figure, folder / PLOTS[0])
-    save_figure(_sparsity_figure(result.layer_sparsity), folder / PLOTS[1])
-    save_figure(_edgetpu_figure(result.edgetpu, result.mode), folder / PLOTS[2])
-    (folder / "report.md").write_text(markdown_report(result, recipe))
+
+    def figure() -> Any:
+        if metric == "accuracy":
+            return plot_accuracy_vs_size(points, result.float_accuracy, "accuracy against size")
+        return _error_vs_size_figure(points, result.float_accuracy, _first_label(result))
+
+    if available("matplotlib"):  # the plots extra; the report says how to get them
+        save_figure(figure(), folder / PLOTS[0])
+        save_figure(_sparsity_figure(result.layer_sparsity), folder / PLOTS[1])
+        save_figure(_edgetpu_figure(result.edgetpu, result.mode), folder / PLOTS[2])
+    (folder / "report.md").write_text(markdown_report(result, recipe, folder))
     (folder / "report.html").write_text(html_report(result, recipe, folder))
 
 
@@ -111,7 +116,7 @@ def _step_score(result: CompressResult, step: Any) -> str:
     return f"{step.keras_accuracy:.4f}"
 
 
-def markdown_report(result: CompressResult, recipe: Recipe) -> str:
+def markdown_report(result: CompressResult, recipe: Recipe, folder: Path | None = None) -> str:
     """The report as Markdown (the plots are the PNG files beside it)."""
     lines = ["# tfcompress compress report", "", "| | |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in _summary_rows(result)]
@@ -129,7 +134,8 @@ def markdown_report(result: CompressResult, recipe: Recipe) -> str:
             f"{step.seconds:.1f} |"
         )
     lines += ["", "## Plots", ""]
-    lines += [f"![{name.removesuffix('.png')}]({name})" for name in PLOTS]
+    drawn = [name for name in PLOTS if folder is not None and (folder / name).exists()]
+    lines += [f"![{name.removesuffix('.png')}]({name})" for name in drawn] or [NO_PLOTS]
     lines += [
         "",
         "## Recipe used (every default filled in)",
@@ -172,11 +178,15 @@ def html_report(result: CompressResult, recipe: Recipe, folder: Path) -> str:
         )
         outputs = f"<h2>Outputs</h2><table><tr>{header}</tr>{body}</table>"
     after = "Keras scores after" if len(result.scores) > 1 else f"Keras {_metrics(result)[0]} after"
-    images = "".join(
-        f"<h3>{escape(name.removesuffix('.png').replace('_', ' '))}</h3>"
-        f'<img alt="{escape(name)}" src="data:image/png;base64,'
-        f'{base64.b64encode((folder / name).read_bytes()).decode("ascii")}">'
-        for name in PLOTS
+    images = (
+        "".join(
+            f"<h3>{escape(name.removesuffix('.png').replace('_', ' '))}</h3>"
+            f'<img alt="{escape(name)}" src="data:image/png;base64,'
+            f'{base64.b64encode((folder / name).read_bytes()).decode("ascii")}">'
+            for name in PLOTS
+            if (folder / name).exists()
+        )
+        or f"<p>{escape(NO_PLOTS)}</p>"
     )
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
