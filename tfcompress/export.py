@@ -283,14 +283,19 @@ def convert(
             flatbuffer, computed, reference, rows, runtime, held_out, thresholds, source.name
         )
     if fidelity is not None and not fidelity.passed:
-        if (
-            mode in ("int8", "edgetpu")
-            and calibrated is None
-            and compat.is_keras3_model(source.owner)
-            and not is_quantization_aware(source.owner)  # fake quant fixes every range
-        ):
-            calibrated = _calibrate(converter, source, mode, isolate, timeout)
-        fixes = fixes_that_work(fidelity, computed, calibrated, rows, runtime, keep_float or ())
+        try:  # the search for a fix never costs the user the file
+            if (
+                mode in ("int8", "edgetpu")
+                and calibrated is None
+                and compat.is_keras3_model(source.owner)
+                and getattr(source.owner, "outputs", None)  # a graph the layer map can read
+                and not is_quantization_aware(source.owner)  # fake quant fixes every range
+            ):
+                calibrated = _calibrate(converter, source, mode, isolate, timeout)
+            fixes = fixes_that_work(fidelity, computed, calibrated, rows, runtime, keep_float or ())
+        except Exception as error:  # noqa: BLE001 - said in the warning instead
+            _log.info("no float-layer search for '%s': %s", source.name, error)
+            fixes = []
         report_mismatch(fidelity, source.name, fixes, strict)
     return ConvertedFile(flatbuffer, fidelity)
 

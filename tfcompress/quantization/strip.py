@@ -42,7 +42,8 @@ def untrained_ranges(model: Any) -> list[str]:
     seen = [v for v in model.non_trainable_weights if v.path.endswith("seen")]
     if not seen or any(float(keras.ops.convert_to_numpy(v)) > 0 for v in seen):
         return []
-    return list(dict.fromkeys(variable.path.split("/")[0] for variable in seen))
+    # the layer's own scope: a name scope Keras left open elsewhere may prefix the path
+    return list(dict.fromkeys(variable.path.split("/")[-2] for variable in seen))
 
 
 def _quantized_integer_friendly(layer: Any) -> bool:
