@@ -275,7 +275,8 @@ def convert(
         _check_on_micro(flatbuffer, source.name, mode)
     fidelity = None
     if rows is not None:
-        runtime = "reference" if target == "micro" else "xnnpack"
+        # TFLM follows the reference kernels; XNNPACK takes no sparse-encoded tensors
+        runtime = "reference" if target == "micro" else "builtin" if sparsity else "xnnpack"
         # the graph TF's converter traced computes what the model computes, without a first
         # eager call; recovery steps change the weights, so the file then faces the model itself
         computed = reference if optimize or reference is None else _Traced(source)
