@@ -50,7 +50,7 @@ from tfcompress.tflite.fidelity import (
     compare_outputs,
     file_outputs,
     keras_outputs,
-    output_kinds,
+    measure_fidelity,
 )
 from tfcompress.tflite.flatbuffer import inspect, name_outputs, read_model, share_vectors
 from tfcompress.tflite.four_bit import four_bit_levels
@@ -418,8 +418,9 @@ def check_fidelity(
     if reference is None:
         return None
     try:
-        expected = keras_outputs(reference, rows)
-        outputs = file_outputs(flatbuffer, rows, runtime)
+        return measure_fidelity(
+            flatbuffer, reference, rows, runtime, held_out, thresholds, kinds_from=model
+        )
     except Exception as error:  # the check must not lose the file; it says what it could not do
         warnings.warn(
             f"convert could not check the file of '{name}' against the model "
@@ -428,20 +429,6 @@ def check_fidelity(
             stacklevel=3,
         )
         return None
-    names = inspect(flatbuffer).output_names
-    if len(names) != len(outputs):
-        names = [f"output_{i}" for i in range(len(outputs))]
-    kinds = output_kinds(model) if hasattr(model, "outputs") else []
-    if len(kinds) != len(outputs):
-        kinds = ["classes" if e.ndim > 1 and e.shape[-1] > 1 else "values" for e in expected]
-    if len(expected) != len(outputs):
-        warnings.warn(
-            f"convert could not check the file of '{name}': it has {len(outputs)} outputs and "
-            f"the model {len(expected)}.",
-            stacklevel=3,
-        )
-        return None
-    return compare_outputs(expected, outputs, names, kinds, runtime, held_out, thresholds)
 
 
 def report_mismatch(fidelity: Fidelity, name: str, fixes: list[str], strict: bool) -> None:

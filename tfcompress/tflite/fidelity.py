@@ -314,6 +314,7 @@ def measure_fidelity(
     runtime: str = "xnnpack",
     held_out: bool = True,
     thresholds: FidelityThresholds | None = None,
+    kinds_from: Any = None,
 ) -> Fidelity:
     """Run a Keras model and its TFLite file on the same inputs and compare every output.
 
@@ -325,6 +326,9 @@ def measure_fidelity(
             kernels) or "reference" (its reference kernels, which TFLM's kernels follow).
         held_out: whether `x` was kept out of the calibration (reported, not checked).
         thresholds: what `passed` is judged with.
+        kinds_from: the Keras model whose outputs and compile settings say what each output
+            is (`output_kinds`), when `model` is another callable computing its outputs (the
+            graph TF's converter traced); `model` itself by default.
 
     Example:
         >>> import tfcompress as tfc
@@ -343,8 +347,8 @@ def measure_fidelity(
     names = inspect(flatbuffer).output_names
     if len(names) != len(outputs):
         names = [f"output_{i}" for i in range(len(outputs))]
-    kinds = output_kinds(model) if len(reference) == len(outputs) else ["values"] * len(outputs)
-    if len(kinds) != len(outputs):
+    kinds = output_kinds(model if kinds_from is None else kinds_from)
+    if len(kinds) != len(reference):  # no graph to read (a subclassed model): by shape
         kinds = ["classes" if r.ndim > 1 and r.shape[-1] > 1 else "values" for r in reference]
     return compare_outputs(reference, outputs, names, kinds, runtime, held_out, thresholds)
 
