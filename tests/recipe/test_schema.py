@@ -25,7 +25,15 @@ def test_valid_recipe_gets_every_default_and_round_trips_through_yaml():
 def test_missing_convert_is_added_last_with_its_defaults():
     recipe = load_recipe({"steps": ["qat"]})
     assert recipe.to_dict()["steps"][-1] == {
-        "convert": {"mode": "int8", "num_samples": 200, "sparsity": False}
+        "convert": {
+            "mode": "int8",
+            "num_samples": 200,
+            "sparsity": False,
+            "target": "phone",
+            "max_flash": None,
+            "max_arena": None,
+            "micro_compress": False,
+        }
     }
 
 

@@ -16,6 +16,13 @@ in TF's converter) and the fewest layers kept float on top of the best 8-bit can
 (`suggest_keep_float`), named for what it is ("int8 with 3 of 9 ops float"). Every candidate
 is a real file measured on the runtime asked for (LiteRT with XNNPACK by default): every
 output's figure, size and latency.
+
+With `target="micro"` every candidate is converted for TensorFlow Lite Micro (static batch 1,
+checked on TFLM), scored on TFLM, and its flash and tensor arena are measured there
+(`tfcompress.micro.check`); `max_flash` and `max_arena` are budgets a candidate must fit to be
+chosen. With `max_flash`, each candidate whose weights hold few distinct values per channel
+(a clustered or pruned model) is also tried stored as TFLM look-up tables
+(`tfcompress.micro.compress`, named "<candidate>+lut").
 """
 
 from __future__ import annotations
@@ -32,6 +39,9 @@ from tfcompress.diagnose.debug import debug_quantization, keras_model_of
 from tfcompress.diagnose.keep_float import prepare_rows, search_keep_float
 from tfcompress.diagnose.scoring import MIN_SQNR_DB, Score, Scorer, check_runtime
 from tfcompress.export import calibrate, convert
+from tfcompress.micro import MicroError
+from tfcompress.micro import check as micro_check
+from tfcompress.micro import compress as micro_compress
 from tfcompress.recovery.weights import kernel_layers
 from tfcompress.tflite.fidelity import RUNTIMES
 from tfcompress.tflite.flatbuffer import inspect
@@ -39,6 +49,8 @@ from tfcompress.tflite.runtime import benchmark_tflite
 
 #: the recovery steps tried one by one on top of BatchNorm folding (each is its own candidate)
 STEPS = ("equalize", "bias_correction")
+#: where the files run: LiteRT (phones, desktops, Linux boards) or TensorFlow Lite Micro
+TARGETS = ("phone", "micro")
 _QDQ_OPS = ("QUANTIZE", "DEQUANTIZE")
 
 
@@ -60,6 +72,13 @@ class Candidate:
         error: why the candidate could not be built (then it has no figures).
         notes: what `convert` said about the recovery steps (a step it dropped because it
             made the file worse on convert's own held-out rows, a step with nothing to do).
+        flash_bytes: with `target="micro"`, the flash the model takes on TFLM (the file's
+            size), from `tfcompress.micro.check`; None otherwise.
+        arena_bytes: with `target="micro"`, the smallest tensor arena TFLM allocates and
+            invokes the file with, measured by `tfcompress.micro.check`; None otherwise.
+        over_budget: the budgets the file exceeds, each with the measured figure
+            ("arena 42,528 bytes > max_arena 40,000 (+2,528)"); a candidate over a budget is
+            never chosen while another one fits.
     """
 
     name: str
@@ -72,6 +91,14 @@ class Candidate:
     error: str | None = None
     flatbuffer: bytes = field(default=b"", repr=False)
     notes: list[str] = field(default_factory=list)
+    flash_bytes: int | None = None
+    arena_bytes: int | None = None
+    over_budget: list[str] = field(default_factory=list)
+
+    @property
+    def eligible(self) -> bool:
+        """Built, meeting the target on the search rows and within every budget."""
+        return self.error is None and self.meets_target and not self.over_budget
 
     @property
     def slack(self) -> float:
@@ -90,6 +117,9 @@ class Candidate:
             "meets_target": self.meets_target,
             "error": self.error,
             "notes": list(self.notes),
+            "flash_bytes": self.flash_bytes,
+            "arena_bytes": self.arena_bytes,
+            "over_budget": list(self.over_budget),
         }
 
 
@@ -115,6 +145,12 @@ class AutoQuantizeResult:
         runtime: the runtime every figure was measured on.
         rows: the rule that split the data into search and held-out rows.
         notes: anything else worth knowing.
+        target: where the files run: "phone" (LiteRT) or "micro" (TensorFlow Lite Micro).
+        max_flash: the flash budget in bytes (`target="micro"`), or None.
+        max_arena: the tensor arena budget in bytes (`target="micro"`), or None.
+        budgets_met: whether the chosen file fits `max_flash` and `max_arena` (True without
+            budgets). When no candidate meets the target within the budgets, the best one within
+            them is chosen (else the one nearest them) and a note says which came closest.
 
     Example:
         >>> result = AutoQuantizeResult(b"", "int8", {}, 0.01, 20.0, True, None, [])
@@ -133,6 +169,10 @@ class AutoQuantizeResult:
     runtime: str = RUNTIMES["xnnpack"]
     rows: str = ""
     notes: list[str] = field(default_factory=list)
+    target: str = "phone"
+    max_flash: int | None = None
+    max_arena: int | None = None
+    budgets_met: bool = True
 
     @property
     def chosen(self) -> Candidate:
@@ -150,6 +190,12 @@ class AutoQuantizeResult:
             "runtime": self.runtime,
             "rows": self.rows,
             "size_bytes": len(self.flatbuffer),
+            "target": self.target,
+            "max_flash": self.max_flash,
+            "max_arena": self.max_arena,
+            "budgets_met": self.budgets_met,
+            "flash_bytes": self.chosen.flash_bytes if self.candidates else None,
+            "arena_bytes": self.chosen.arena_bytes if self.candidates else None,
             "held_out": None if self.held_out is None else self.held_out.to_dict(),
             "notes": self.notes,
             "candidates": [c.to_dict() for c in self.candidates],
@@ -157,25 +203,41 @@ class AutoQuantizeResult:
 
     def summary(self) -> str:
         """The trade-off as a text table (search-row margins), the chosen file marked with `*`,
-        then the chosen file's held-out figures."""
+        then the chosen file's held-out figures. With `target="micro"`, each file's flash and
+        tensor arena measured on TFLM, and the budgets it exceeds."""
         verdict = "met" if self.target_met else "NOT met"
+        micro = self.target == "micro"
+        last = "arena KB" if micro else "latency ms"
         lines = [
             f"target: classes outputs lose <= {self.max_accuracy_drop:.4f}, values outputs keep "
             f">= {self.min_sqnr_db:.1f} dB SQNR; on {self.runtime}; {self.rows}",
-            f"  {'candidate':<34} {'search margin':>13} {'size KB':>9} {'latency ms':>11}  search",
         ]
+        if micro:
+            lines.append(f"budgets: {_budgets_text(self.max_flash, self.max_arena)}")
+        size = "flash KB" if micro else "size KB"
+        lines.append(f"  {'candidate':<34} {'search margin':>13} {size:>9} {last:>11}  search")
         for c in self.candidates:
             mark = "*" if c.name == self.choice else " "
             if c.error is not None:
                 lines.append(f"{mark} {c.name:<34} failed: {c.error[:60]}")
                 continue
-            latency = "-" if c.latency_ms is None else f"{c.latency_ms:.3f}"
+            extra = c.arena_bytes if micro else c.latency_ms
+            extra_text = (
+                "-" if extra is None else f"{extra / 1024:.1f}" if micro else f"{extra:.3f}"
+            )
+            status = "met" if c.meets_target else "missed"
+            if c.over_budget:
+                status += ", over " + " and ".join(b.split(" ", 1)[0] for b in c.over_budget)
             lines.append(
                 f"{mark} {c.name:<34} {c.slack:>+13.4f} {c.size_bytes / 1024:>9.1f} "
-                f"{latency:>11}  {'met' if c.meets_target else 'missed'}"
+                f"{extra_text:>11}  {status}"
             )
             lines += [f"    ({note})" for note in c.notes if "dropped" in note]
-        lines.append(f"chosen: {self.choice}; target {verdict} on the held-out rows")
+            lines += [f"    ({over})" for over in c.over_budget]
+        budgets = ""
+        if self.max_flash is not None or self.max_arena is not None:
+            budgets = "; within the budgets" if self.budgets_met else "; budgets NOT met"
+        lines.append(f"chosen: {self.choice}; target {verdict} on the held-out rows{budgets}")
         if self.held_out is not None:
             lines.append(self.held_out.describe())
         lines += [f"note: {note}" for note in self.notes]
@@ -242,12 +304,15 @@ def auto_quantize(
     mode: str = "int8",
     representative_data: Any = None,
     validation_data: Any = None,
-    runtime: str = "xnnpack",
+    runtime: str | None = None,
     kinds: dict[str, str] | None = None,
     recovery: bool = True,
     try_int4: bool = True,
     try_int16x8: bool = True,
     measure_latency: bool = True,
+    target: str = "phone",
+    max_flash: int | None = None,
+    max_arena: int | None = None,
     **convert_options: Any,
 ) -> AutoQuantizeResult:
     """The smallest integer file that meets the target on every output, judged on held-out rows.
@@ -280,7 +345,7 @@ def auto_quantize(
             `tfcompress.tflite.fidelity.output_kinds` decides.
         runtime: what runs the files: `"xnnpack"` (LiteRT with XNNPACK, the default: what
             phones run), `"reference"` (LiteRT's reference kernels) or `"micro"` (TensorFlow
-            Lite Micro; latency is then not measured).
+            Lite Micro; latency is then not measured, and the default with `target="micro"`).
         recovery: try the PTQ recovery steps (`tfcompress.recovery`) as candidates; False
             searches plain int8, int16x8 and the float fallback only (faster; for models the
             steps refuse).
@@ -290,11 +355,28 @@ def auto_quantize(
         try_int16x8: when no 8-bit candidate meets the target, also try 16-bit activations
             (`mode="int16x8"`; `mode="int8"` only).
         measure_latency: time each file (`tfcompress.benchmark_tflite`, 1 thread).
+        target: `"phone"` (LiteRT) or `"micro"`: every candidate is converted with
+            `target="micro"` (static batch 1, refused when TFLM cannot run it), scored on
+            TensorFlow Lite Micro, and its flash and tensor arena are measured there
+            (`tfcompress.micro.check`; `Candidate.flash_bytes`, `Candidate.arena_bytes`).
+        max_flash: with `target="micro"`, the most bytes of flash the model may take (the
+            file's size; TFLM's code comes on top). A candidate above it is not chosen. Also
+            tries each candidate stored as TFLM look-up tables ("+lut",
+            `tfcompress.micro.compress`), which shrinks the files of clustered or pruned models.
+        max_arena: with `target="micro"`, the largest tensor arena in bytes (the smallest
+            arena TFLM runs the file with, measured by bisection; add your margin for optimized
+            kernels). A candidate above it is not chosen. INT4 weights and look-up tables are
+            expanded in the arena, so the smallest file is not always the one that fits.
         **convert_options: other `tfcompress.convert` keywords (`num_samples`, `per_channel`).
 
     Returns:
-        An `AutoQuantizeResult`: `.flatbuffer`, `.held_out`, `.summary()`, `.to_dict()`,
-        `.plot(path)`.
+        An `AutoQuantizeResult`: `.flatbuffer`, `.held_out`, `.budgets_met`, `.summary()`,
+        `.to_dict()`, `.plot(path)`.
+
+    Raises:
+        ValueError: a target or mode out of range, `max_flash` or `max_arena` without
+            `target="micro"` or not a positive number of bytes, or `target="micro"` with a
+            runtime other than `"micro"`.
 
     Example:
         >>> import tfcompress as tfc
@@ -305,6 +387,10 @@ def auto_quantize(
         ...                            recovery=False, measure_latency=False)
         >>> result.choice, result.target_met, result.held_out.rows
         ('int8', True, 20)
+        >>> micro = tfc.auto_quantize(build_digits_cnn(), x, max_accuracy_drop=1.0,
+        ...                           recovery=False, target="micro", max_arena=50_000)
+        >>> micro.chosen.arena_bytes <= 50_000, micro.budgets_met
+        (True, True)
     """
 
     if isinstance(max_accuracy_drop, bool) or not 0 <= float(max_accuracy_drop) <= 1:
@@ -316,7 +402,7 @@ def auto_quantize(
             f"auto_quantize searches integer files: mode must be 'int8' or 'edgetpu', got "
             f"{mode!r}. For a float file use tfcompress.convert(model, mode='float16')."
         )
-    check_runtime(runtime)
+    runtime = _check_target(target, mode, runtime, max_flash, max_arena)
     model = keras_model_of(model, convert_options.get("custom_objects"))
     rows = prepare_rows(model, data, labels, validation_data, representative_data is None)
     targets = {
@@ -342,11 +428,16 @@ def auto_quantize(
             latency = benchmark_tflite(
                 flatbuffer, threads=1, runs=50, builtin_only=runtime == "reference"
             ).median_ms
-        return Candidate(
+        candidate = Candidate(
             name, settings, found, None, len(flatbuffer), latency, found.met, None, flatbuffer
         )
+        if target == "micro":
+            _measure_on_micro(candidate, max_flash, max_arena)
+        return candidate
 
     def build(name: str, settings: dict[str, Any]) -> Candidate:
+        if target == "micro":
+            settings = {**settings, "target": "micro"}
         options = {**convert_options, **settings}
         file_mode = options.pop("mode", mode)
         try:
@@ -385,14 +476,19 @@ def auto_quantize(
             candidates.append(build("int16x8", {"mode": "int16x8"}))
         best = _best(eight_bit) or eight_bit[0]
         fallback, fallback_notes = _keep_float_candidate(
-            best, model, mode, calibration, search, measure, runtime, convert_options
-        )
+            best, model, mode, calibration, search, measure, runtime, convert_options,
+            build if target == "micro" else None,
+        )  # fmt: skip
         candidates.append(fallback)
         notes += fallback_notes
-    chosen = _choose(candidates)
+    if target == "micro" and max_flash is not None:
+        candidates += _look_up_table_candidates(candidates, measure)
+    chosen = _choose(candidates, max_flash, max_arena)
     if chosen is None:
         errors = "; ".join(f"{c.name}: {c.error}" for c in candidates)
         raise RuntimeError(f"auto_quantize could not build any integer file: {errors}")
+    if (max_flash is not None or max_arena is not None) and not chosen.eligible:
+        notes.append(_nothing_fits(candidates, chosen, max_flash, max_arena))
     chosen.held_out = held.score(chosen.flatbuffer)
     if chosen.meets_target and not chosen.held_out.met:
         notes.append(
@@ -403,8 +499,137 @@ def auto_quantize(
     return AutoQuantizeResult(
         chosen.flatbuffer, chosen.name, chosen.settings, float(max_accuracy_drop),
         float(min_sqnr_db), chosen.held_out.met, chosen.held_out, candidates, RUNTIMES[runtime],
-        rows.rule, notes,
+        rows.rule, notes, target, max_flash, max_arena, not chosen.over_budget,
     )  # fmt: skip
+
+
+def _check_target(
+    target: str, mode: str, runtime: str | None, max_flash: Any, max_arena: Any
+) -> str:
+    """The runtime to score on, once the target and the budgets are checked."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(map(repr, TARGETS))}; got {target!r}.")
+    for name, budget in (("max_flash", max_flash), ("max_arena", max_arena)):
+        if budget is None:
+            continue
+        if target != "micro":
+            raise ValueError(
+                f"{name} is a budget measured on TensorFlow Lite Micro: pass target='micro' "
+                f"with it (target={target!r} runs the files on LiteRT, where it means nothing)."
+            )
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
+            raise ValueError(f"{name} must be a positive number of bytes; got {budget!r}.")
+    if target == "micro":
+        if mode != "int8":
+            raise ValueError(
+                f"target='micro' searches int8 files (and int16x8 ones); mode={mode!r} is for "
+                "the Edge TPU. Use mode='int8'."
+            )
+        if runtime not in (None, "micro"):
+            raise ValueError(
+                f"target='micro' scores every file on TensorFlow Lite Micro; runtime={runtime!r} "
+                "contradicts it. Leave runtime out (or pass runtime='micro')."
+            )
+        return "micro"
+    return check_runtime(runtime or "xnnpack")
+
+
+def _measure_on_micro(candidate: Candidate, max_flash: int | None, max_arena: int | None) -> None:
+    """Flash and arena measured on TFLM (`tfcompress.micro.check`), and the budgets exceeded."""
+    report = micro_check(candidate.flatbuffer)
+    if not report.runs:
+        candidate.error = f"TensorFlow Lite Micro cannot run it: {report.error[:200]}"
+        return
+    candidate.flash_bytes, candidate.arena_bytes = report.flash_bytes, report.arena_bytes
+    candidate.over_budget = over_budget(
+        report.flash_bytes, report.arena_bytes, max_flash, max_arena
+    )
+
+
+def over_budget(
+    flash_bytes: int, arena_bytes: int | None, max_flash: int | None, max_arena: int | None
+) -> list[str]:
+    """The budgets a file measured on TFLM exceeds, each with its figure and the excess.
+
+    Example:
+        >>> over_budget(67_168, 9_728, 50_000, 40_000)
+        ['flash 67,168 bytes > max_flash 50,000 (+17,168)']
+    """
+    exceeded = []
+    for name, measured, budget in (
+        ("flash", flash_bytes, max_flash),
+        ("arena", arena_bytes, max_arena),
+    ):
+        if budget is not None and measured is not None and measured > budget:
+            exceeded.append(
+                f"{name} {measured:,} bytes > max_{name} {budget:,} (+{measured - budget:,})"
+            )
+    return exceeded
+
+
+def _budgets_text(max_flash: int | None, max_arena: int | None) -> str:
+    flash = "none" if max_flash is None else f"<= {max_flash:,} bytes"
+    arena = "none" if max_arena is None else f"<= {max_arena:,} bytes"
+    return f"flash {flash}, arena {arena} (measured on TFLM)"
+
+
+def _overshoot(candidate: Candidate, max_flash: int | None, max_arena: int | None) -> float:
+    """How far over its worst budget a file is, as a share of that budget (0: within)."""
+    worst = 0.0
+    for measured, budget in (
+        (candidate.flash_bytes, max_flash),
+        (candidate.arena_bytes, max_arena),
+    ):
+        if measured is not None and budget is not None:
+            worst = max(worst, measured / budget - 1.0)
+    return worst
+
+
+def _look_up_table_candidates(candidates: list[Candidate], measure: Any) -> list[Candidate]:
+    """Each candidate meeting the target, stored as TFLM look-up tables where that shrinks it.
+
+    A weight tensor with at most 128 distinct values per channel (a clustered model, 4-bit
+    levels) becomes bit-packed indices; the decoded tensors are the original ones, so the
+    outputs stay the same and only flash and arena change. Files without such tensors are left
+    out.
+    """
+    found = []
+    for candidate in list(candidates):
+        if not candidate.meets_target or candidate.error is not None:
+            continue
+        try:
+            small = micro_compress(candidate.flatbuffer)
+        except MicroError:  # no tensor with few enough values: nothing to gain
+            continue
+        if len(small) < len(candidate.flatbuffer):
+            found.append(measure(f"{candidate.name}+lut", candidate.settings, small))
+    return found
+
+
+def _nothing_fits(
+    candidates: list[Candidate], chosen: Candidate, max_flash: int | None, max_arena: int | None
+) -> str:
+    """Which candidates came closest when none meets the target within the budgets."""
+    accurate = [c for c in candidates if c.error is None and c.meets_target]
+    if chosen.over_budget:
+        said = [f"No candidate fits the budgets; the nearest is '{chosen.name}': "
+                + "; ".join(chosen.over_budget)]  # fmt: skip
+    else:
+        said = [
+            "No candidate meets the accuracy target within the budgets; within them, "
+            f"'{chosen.name}' comes closest: {chosen.search.worst.describe()} (search rows)"
+        ]
+    nearest = min(accurate, key=lambda c: _overshoot(c, max_flash, max_arena), default=None)
+    if nearest is not None and nearest is not chosen:
+        said.append(
+            f"Of the files meeting the accuracy target, '{nearest.name}' is nearest the budgets: "
+            + "; ".join(nearest.over_budget)
+        )
+    said.append(
+        "Loosen a budget or the target, or make the model smaller (prune, or cluster: "
+        "clustered weights are also tried as TFLM look-up tables when max_flash is given)"
+    )
+    return ". ".join(said) + "."
 
 
 def _best(candidates: list[Candidate]) -> Candidate | None:
@@ -437,8 +662,13 @@ def _keep_float_candidate(
     measure: Any,
     runtime: str,
     convert_options: dict[str, Any],
+    rebuild: Any = None,
 ) -> tuple[Candidate, list[str]]:
-    """Float fallback for the fewest layers, on top of the best 8-bit candidate."""
+    """Float fallback for the fewest layers, on top of the best 8-bit candidate.
+
+    The layers are searched on the calibrated file; with `rebuild` (`target="micro"`) the
+    chosen set is converted again for the target, and that file is measured.
+    """
     name = f"{best.name} with layers float"
     try:
         with warnings.catch_warnings():
@@ -458,12 +688,20 @@ def _keep_float_candidate(
     except Exception as error:  # noqa: BLE001
         return Candidate(name, best.settings, error=f"{type(error).__name__}: {error}"), []
     settings = {**best.settings, "keep_float": keep}
+    if rebuild is not None:
+        settings.pop("target", None)
+        rebuilt = rebuild(name, settings)
+        if rebuilt.error is None:
+            rebuilt.name = float_ops_name(best.name, rebuilt.flatbuffer)
+        flatbuffer = None
     notes = []
     if dropped:
         notes.append(
             f"{dropped}: TF's quantizer keeps these layers integer whatever the denylist says, "
             "so the float fallback leaves them out."
         )
+    if flatbuffer is None:
+        return rebuilt, notes
     return measure(float_ops_name(best.name, flatbuffer), settings, flatbuffer), notes
 
 
@@ -507,11 +745,17 @@ def _mixed_int4_candidates(
     return built
 
 
-def _choose(candidates: list[Candidate]) -> Candidate | None:
+def _choose(
+    candidates: list[Candidate], max_flash: int | None = None, max_arena: int | None = None
+) -> Candidate | None:
     built = [c for c in candidates if c.error is None]
     if not built:
         return None
-    meeting = [c for c in built if c.meets_target]
+    meeting = [c for c in built if c.eligible]
     if meeting:  # the smallest file; among equal sizes the one with more margin
         return min(meeting, key=lambda c: (c.size_bytes, -c.slack))
-    return max(built, key=lambda c: (c.slack, -(c.size_bytes or 0)))
+    fitting = [c for c in built if not c.over_budget]
+    if fitting:  # the best margin within the budgets
+        return max(fitting, key=lambda c: (c.slack, -(c.size_bytes or 0)))
+    nearest = min(built, key=lambda c: (_overshoot(c, max_flash, max_arena), -c.slack))
+    return nearest  # none fits the budgets

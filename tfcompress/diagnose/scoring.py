@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from tfcompress.micro.compress import DECODE_OP, decompress
 from tfcompress.micro.runner import attempt
 from tfcompress.tflite.fidelity import (
     RUNTIMES,
@@ -71,6 +72,9 @@ def check_runtime(runtime: str) -> str:
 def run_file(flatbuffer: bytes, x: Sequence[np.ndarray], runtime: str) -> list[np.ndarray]:
     """The file's dequantized outputs on `x` (one array per input), computed on `runtime`.
 
+    On `"micro"` a file with TFLM look-up tables (`tfcompress.micro.compress`) runs as it is:
+    TFLM decodes them.
+
     Example:
         >>> import numpy as np, tfcompress as tfc
         >>> from tfcompress.models import build_digits_cnn
@@ -81,7 +85,9 @@ def run_file(flatbuffer: bytes, x: Sequence[np.ndarray], runtime: str) -> list[n
     """
     if check_runtime(runtime) != "micro":
         return file_outputs(flatbuffer, list(x), runtime)
-    interpreter = make_interpreter(flatbuffer, builtin_only=True)  # the tensors' scales
+    # the tensors' scales; LiteRT reads a file with TFLM look-up tables only once decoded
+    readable = decompress(flatbuffer) if DECODE_OP.encode() in flatbuffer else flatbuffer
+    interpreter = make_interpreter(readable, builtin_only=True)
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
     quantized = [_quantize(np.asarray(a), d) for a, d in zip(x, inputs, strict=True)]
     ran = attempt(flatbuffer, _MICRO_ARENA, quantized, counts=(len(inputs), len(outputs)))

@@ -31,7 +31,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:  # the runner imports TensorFlow: load it on first use only
-    if name in ("compress", "CompressResult", "OutputResult"):
+    if name in ("compress", "CompressResult", "OutputResult", "BudgetError"):
         from tfcompress.recipe import runner
 
         return getattr(runner, name)

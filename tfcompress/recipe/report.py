@@ -76,6 +76,8 @@ def _summary_rows(result: CompressResult) -> list[tuple[str, str]]:
         ("held-out samples", f"{result.holdout_samples:,}"),
         ("float ops left", ", ".join(result.float_ops) or "none (full integer)"),
     ]
+    if result.target == "micro":
+        rows += _micro_rows(result)
     if result.edgetpu is not None:
         tpu = result.edgetpu
         rows.append(
@@ -85,6 +87,28 @@ def _summary_rows(result: CompressResult) -> list[tuple[str, str]]:
             )
         )
     return rows
+
+
+def _micro_rows(result: CompressResult) -> list[tuple[str, str]]:
+    """Flash and arena measured on TFLM, beside the recipe's budgets."""
+
+    def budget(value: int | None) -> str:
+        return "" if value is None else f" (budget {value:,})"
+
+    return [
+        ("target", "TensorFlow Lite Micro (static batch 1)"),
+        ("flash on TFLM (model only)", f"{result.flash_bytes:,} bytes{budget(result.max_flash)}"),
+        (
+            "tensor arena on TFLM (measured)",
+            f"{result.arena_bytes:,} bytes{budget(result.max_arena)}; "
+            f"{result.recommended_arena_bytes:,} recommended (+25 %)",
+        ),
+        *(
+            [("TFLM look-up tables", f"{result.compressed_tensors} weight tensor(s)")]
+            if result.compressed_tensors
+            else []
+        ),
+    ]
 
 
 OUTPUT_COLUMNS = (

@@ -22,6 +22,7 @@ import tfcompress as tfc
 from tfcompress import legacy
 from tfcompress.core.compat import is_tf_keras
 from tfcompress.core.graph import clone_with_weights
+from tfcompress.diagnose.auto import over_budget
 from tfcompress.recipe.report import write_reports
 from tfcompress.recipe.schema import Recipe, Step, load_recipe
 from tfcompress.tflite.runtime import run_tflite
@@ -86,6 +87,16 @@ class CompressResult:
         steps: one `StepResult` per training step.
         scores: every output's figures (`OutputResult`); the `*_accuracy` fields are the first
             output's, in its metric (accuracy, or mae/mse for a regression output).
+        target: where the file runs: "phone" (LiteRT) or "micro" (TensorFlow Lite Micro).
+        flash_bytes: with target micro, the flash the model takes on TFLM (the file's size,
+            TFLM's code on top), measured by `tfcompress.micro.check`; None otherwise.
+        arena_bytes: with target micro, the smallest tensor arena TFLM runs the file with,
+            measured by `tfcompress.micro.check` (bisected); None otherwise.
+        recommended_arena_bytes: `arena_bytes` plus 25 % for optimized kernels' scratch.
+        max_flash: the recipe's flash budget (None: no budget); the file fits it.
+        max_arena: the recipe's arena budget (None: no budget); the file fits it.
+        compressed_tensors: with `micro_compress`, how many weight tensors the file stores as
+            TFLM look-up tables (0: none had few enough values; the file is the plain one).
     """
 
     output_dir: Path
@@ -102,6 +113,13 @@ class CompressResult:
     edgetpu: dict[str, Any] | None = None
     float_ops: list[str] = field(default_factory=list)
     scores: list[OutputResult] = field(default_factory=list)
+    target: str = "phone"
+    flash_bytes: int | None = None
+    arena_bytes: int | None = None
+    recommended_arena_bytes: int | None = None
+    max_flash: int | None = None
+    max_arena: int | None = None
+    compressed_tensors: int = 0
 
 
 @dataclass
@@ -155,6 +173,9 @@ def compress(
 
     Raises:
         RecipeError: the recipe is invalid (the message names the line and what is allowed).
+        BudgetError: with `target: micro`, the converted file takes more flash or tensor arena
+            on TensorFlow Lite Micro than the convert step's `max_flash` or `max_arena` (the
+            message names the budget and the measured figure); nothing is written.
         FileExistsError: `output_dir` is not empty and `overwrite` is False.
         ValueError: an output the recipe cannot train or score (labels missing or of the
             wrong shape, several inputs, distill on a model that is not a classifier); the
@@ -202,6 +223,7 @@ def compress(
 
     convert_step = recipe.convert
     mode = convert_step.options["mode"]
+    target = convert_step.options["target"]
     say(f"[{len(recipe.steps)}/{len(recipe.steps)}] convert {_options_text(convert_step)}")
     calibration = tfc.data.calibration_sample(x_train, convert_step.options["num_samples"])
     flatbuffer = tfc.convert(
@@ -211,11 +233,18 @@ def compress(
         num_samples=convert_step.options["num_samples"],
         sparsity=convert_step.options["sparsity"],
         per_channel=not state.clustered,  # keep k shared values per kernel in the int8 file
+        target=target,
+    )
+    plain = flatbuffer  # what LiteRT runs: the file without TFLM's look-up tables
+    if convert_step.options["micro_compress"]:
+        flatbuffer = _micro_compressed(flatbuffer, say)
+    micro = (
+        _check_micro_budgets(flatbuffer, convert_step, output, say) if target == "micro" else None
     )
     float_flatbuffer = tfc.convert(float_model, mode="float32")
     say("measuring the files on LiteRT...")
-    report = tfc.inspect(flatbuffer)
-    tflite_scores = _tflite_scores(flatbuffer, tasks, x_test, y_test)
+    report = tfc.inspect(plain)
+    tflite_scores = _tflite_scores(plain, tasks, x_test, y_test)
     float_tflite_scores = _tflite_scores(float_flatbuffer, tasks, x_test, y_test)
     scores = [
         OutputResult(
@@ -242,6 +271,13 @@ def compress(
         edgetpu=tfc.edgetpu_report(report).to_dict() if mode in ("int8", "edgetpu") else None,
         float_ops=sorted(set(report.float_ops)),
         scores=scores,
+        target=target,
+        flash_bytes=None if micro is None else micro.flash_bytes,
+        arena_bytes=None if micro is None else micro.arena_bytes,
+        recommended_arena_bytes=None if micro is None else micro.recommended_arena_bytes,
+        max_flash=convert_step.options["max_flash"],
+        max_arena=convert_step.options["max_arena"],
+        compressed_tensors=0 if micro is None else micro.compressed_tensors,
     )
     _write_atomically(
         output,
@@ -257,6 +293,44 @@ def compress(
         f"{_scores_text(tflite_scores, tasks)}), report.md, report.html, recipe.yaml"
     )
     return result
+
+
+def _micro_compressed(flatbuffer: bytes, say: Log) -> bytes:
+    """The file with its few-valued weights as TFLM look-up tables, or as it is when none has."""
+    try:
+        small = tfc.micro.compress(flatbuffer)
+    except tfc.micro.MicroError as error:
+        say(f"      micro_compress: the file is kept as it is: {error}")
+        return flatbuffer
+    say(f"      micro_compress: {len(flatbuffer):,} -> {len(small):,} bytes (TFLM look-up tables)")
+    return small
+
+
+class BudgetError(ValueError):
+    """The converted file does not fit the recipe's `max_flash` or `max_arena` on TFLM."""
+
+
+def _check_micro_budgets(flatbuffer: bytes, step: Step, output: Path, say: Log) -> Any:
+    """The file's flash and arena measured on TFLM (`tfc.micro.check`), within the budgets."""
+    say("measuring flash and tensor arena on TensorFlow Lite Micro...")
+    report = tfc.micro.check(flatbuffer)
+    options = step.options
+    exceeded = over_budget(
+        report.flash_bytes, report.arena_bytes, options["max_flash"], options["max_arena"]
+    )
+    if exceeded:
+        raise BudgetError(
+            f"The {options['mode']} file exceeds the convert step's budget on TensorFlow Lite "
+            f"Micro: {'; '.join(exceeded)} (measured by tfc.micro.check). Nothing was written "
+            f"to {output}. Add a prune or cluster step, or loosen the budget; "
+            "tfc.auto_quantize(model, data, target='micro', max_flash=..., max_arena=...) "
+            "searches the integer files that fit."
+        )
+    say(
+        f"      on TFLM: flash {report.flash_bytes:,} bytes, tensor arena "
+        f"{report.arena_bytes:,} bytes measured"
+    )
+    return report
 
 
 def run_from_cli(args: argparse.Namespace) -> int:

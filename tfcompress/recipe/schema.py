@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 
 MODES = ("float32", "dynamic", "float16", "int8", "int16x8", "edgetpu")
+TARGETS = ("phone", "micro")
+MICRO_MODES = ("int8", "int16x8", "float32")  # what TFLM's kernels run
 CLUSTER_INITS = ("kmeans++", "linear", "density")
 STEP_ORDER_HELP = (
     "prune and cluster come before qat (QAT is the last training that moves weights), "
@@ -56,6 +58,14 @@ def _integer(low: int) -> Option:
     )
 
 
+def _bytes_or_none() -> Option:
+    return Option(
+        None,
+        lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
+        "a number of bytes >= 1, or null for no budget",
+    )
+
+
 def _choice(values: tuple[str, ...]) -> Option:
     return Option(None, lambda v: v in values, "one of " + ", ".join(values))
 
@@ -92,6 +102,10 @@ STEPS: dict[str, dict[str, Option]] = {
         "mode": _with_default(_choice(MODES), "int8"),
         "num_samples": _with_default(_integer(1), 200),
         "sparsity": _BOOL,
+        "target": _with_default(_choice(TARGETS), "phone"),
+        "max_flash": _bytes_or_none(),
+        "max_arena": _bytes_or_none(),
+        "micro_compress": _BOOL,
     },
 }
 
@@ -329,6 +343,8 @@ def _parse_step(raw: Any, index: int, lines: _Lines) -> Step:
             f"of {', '.join(STEPS[name])}, got {_kind(options)}."
         )
     filled = _fill(options, STEPS[name], name, lines, ("steps", index, name))
+    if name == "convert":
+        _check_target(filled, lines, ("steps", index, name))
     if name == "prune" and filled["initial_sparsity"] > filled["final_sparsity"]:
         raise RecipeError(
             f"{lines.at('steps', index, name, 'initial_sparsity')}: prune initial_sparsity "
@@ -336,6 +352,34 @@ def _parse_step(raw: Any, index: int, lines: _Lines) -> Step:
             "pruning only removes weights, so initial_sparsity must be <= final_sparsity."
         )
     return Step(name, filled, line=_line_number(lines, "steps", index))
+
+
+def _check_target(options: dict[str, Any], lines: _Lines, path: tuple) -> None:
+    """Budgets and look-up tables only with target micro, and a mode TFLM runs."""
+    if options["target"] != "micro":
+        if options["micro_compress"]:
+            raise RecipeError(
+                f"{lines.at(*path, 'micro_compress')}: 'convert' option 'micro_compress' writes "
+                "look-up tables that only TensorFlow Lite Micro decodes; add 'target: micro' to "
+                "the convert step (or remove micro_compress)."
+            )
+        for budget in ("max_flash", "max_arena"):
+            if options[budget] is not None:
+                raise RecipeError(
+                    f"{lines.at(*path, budget)}: 'convert' option {budget!r} is a budget measured "
+                    "on TensorFlow Lite Micro; add 'target: micro' to the convert step (or remove "
+                    f"{budget})."
+                )
+    elif options["mode"] not in MICRO_MODES:
+        raise RecipeError(
+            f"{lines.at(*path, 'mode')}: 'convert' with target micro takes mode "
+            f"{', '.join(MICRO_MODES)}; got {options['mode']!r}."
+        )
+    elif options["micro_compress"] and options["mode"] == "float32":
+        raise RecipeError(
+            f"{lines.at(*path, 'micro_compress')}: 'convert' option 'micro_compress' needs an "
+            "integer file (mode int8 or int16x8); got mode 'float32'."
+        )
 
 
 def _fill(
