@@ -25,6 +25,7 @@ from tfcompress.core.graph import inputs_rescaled
 from tfcompress.core.wrappers import strip_training_layers, training_layers, walk_layers
 from tfcompress.io import ModelFileError, load_model
 from tfcompress.micro.report import check as micro_check
+from tfcompress.micro.report import int16_mismatches
 from tfcompress.micro.rewrite import micro_friendly
 from tfcompress.quantization.integer_friendly import integer_friendly_source
 from tfcompress.quantization.masking import IntegerGlobalAveragePooling1D
@@ -536,11 +537,16 @@ def micro_ready(source: TraceableModel) -> TraceableModel:
 
 
 def _check_on_micro(flatbuffer: bytes, name: str, mode: str) -> None:
-    """The file must run on TFLM's interpreter: otherwise say which op, which layer, what to do."""
+    """The file must run on TFLM's interpreter: otherwise say which op, which layer, what to do.
+
+    An int16x8 file is refused, too, where it holds an op TFLM runs on int16 tensors with values
+    far from LiteRT's reference kernels (`tfcompress.micro.ops.INT16_MISMATCHES`).
+    """
     report = micro_check(flatbuffer)
-    if report.runs:
+    mismatched = int16_mismatches(inspect(flatbuffer)) if report.runs else []
+    if report.runs and not mismatched:
         return
-    failing = report.failing_op
+    failing = mismatched[0] if report.runs else report.failing_op
     where = (
         f"op {failing.name} (layer '{failing.layer}')"
         if failing and failing.layer
@@ -549,9 +555,12 @@ def _check_on_micro(flatbuffer: bytes, name: str, mode: str) -> None:
         else "the file"
     )
     advice = failing.advice if failing else report.error
-    raise ConversionError(
-        f"The {mode} file of '{name}' does not run on TensorFlow Lite Micro: {where}. {advice}"
+    how = (
+        "runs on TensorFlow Lite Micro with values far from LiteRT's reference kernels"
+        if report.runs
+        else "does not run on TensorFlow Lite Micro"
     )
+    raise ConversionError(f"The {mode} file of '{name}' {how}: {where}. {advice}")
 
 
 def calibrate(

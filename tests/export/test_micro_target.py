@@ -75,3 +75,61 @@ def test_micro_takes_int8_int16x8_and_float32_only(mode):
 def test_an_unknown_target_lists_the_targets():
     with pytest.raises(tfc.ConversionError, match="choose one of phone, micro"):
         tfc.convert(_upsampling_model(), "float32", target="mcu")
+
+
+def _int16x8_block_model() -> keras.Model:
+    """Conv2D, DepthwiseConv2D, Add, Concatenate, pooling, LeakyReLU and tanh: int16x8 on TFLM."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 2))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    y = keras.layers.DepthwiseConv2D(3, padding="same")(x)
+    x = keras.layers.LeakyReLU(0.1)(keras.layers.Add()([x, y]))
+    x = keras.layers.Concatenate()([x, keras.layers.Conv2D(2, 1, activation="tanh")(x)])
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.MaxPooling2D()(x))
+    return keras.Model(inputs, keras.layers.Dense(3, activation="sigmoid")(x))
+
+
+def test_int16x8_file_for_micro_runs_on_tflm_close_to_the_reference_kernels(rng):
+    data = rng.random((32, 8, 8, 2), dtype=np.float32)
+
+    micro = tfc.convert(_int16x8_block_model(), "int16x8", data, target="micro")
+
+    info = tfc.inspect(micro)
+    activations = {t.dtype for t in info.tensors if not t.is_constant and t.dtype != "INT32"}
+    assert activations == {"INT16"}
+    weights = {t.dtype for t in info.tensors if t.is_constant and t.dtype not in ("INT32", "INT64")}
+    assert weights == {"INT8"}  # 8-bit weights (16x8 biases are INT64)
+    assert info.tensors[info.inputs[0]].shape[0] == 1
+    report = tfc.micro.check(micro, data)
+    assert report.runs
+    [output] = report.outputs
+    assert output.dtype == "INT16" and output.max_difference <= 3  # int16 steps, of 65,536
+
+
+def test_int16x8_refuses_an_op_tflm_runs_in_int8_only_and_says_to_use_int8(rng):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.GlobalMaxPooling2D(name="pool")(keras.layers.Conv2D(4, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    data = rng.random((16, 6, 6, 2), dtype=np.float32)
+
+    with pytest.raises(
+        tfc.ConversionError,
+        match=r"int16x8 file .* does not run on TensorFlow Lite Micro: op REDUCE_MAX "
+        r"\(layer 'pool'\)\. .*16-bit activations.* Fix: convert with mode='int8'",
+    ):
+        tfc.convert(model, "int16x8", data, target="micro")
+    assert tfc.micro.check(tfc.convert(model, "int8", data, target="micro"), data).runs
+
+
+def test_int16x8_refuses_the_sum_tflm_computes_far_from_the_reference(rng):
+    inputs = keras.Input((6,))
+    unit = keras.layers.UnitNormalization(name="unit")(keras.layers.Dense(8)(inputs))
+    data = rng.normal(size=(16, 6)).astype(np.float32)
+
+    with pytest.raises(
+        tfc.ConversionError,
+        match=r"runs on TensorFlow Lite Micro with values far from LiteRT's reference kernels: "
+        r"op SUM \(layer 'unit'\)\..*mode='int8'",
+    ):
+        tfc.convert(keras.Model(inputs, unit), "int16x8", data, target="micro")

@@ -16,6 +16,7 @@ import tfcompress as tfc
 from tfcompress.micro import MicroError, MicroUnavailableError
 from tfcompress.micro.runner import attempt
 from tfcompress.tflite.flatbuffer import pack, read_model
+from tfcompress.tflite.runtime import make_interpreter
 
 
 def test_digits_int8_runs_on_tflm_within_two_steps_of_litert_reference(digits_int8, digits):
@@ -146,3 +147,74 @@ def test_integers_of_the_input_type_are_taken_as_quantized_and_floats_are_quanti
 def test_data_that_does_not_fit_the_input_is_refused(digits_int8):
     with pytest.raises(ValueError, match=r"expects samples of shape \(8, 8, 1\)"):
         tfc.micro.check(digits_int8, np.zeros((4, 8, 8), np.float32))
+
+
+@pytest.fixture(scope="module")
+def softmax_int16x8() -> tuple[bytes, np.ndarray]:
+    """A tiny classifier ending in Softmax as a TFLM int16x8 file, and inputs to run it on."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 2)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3),
+            keras.layers.Softmax(),
+        ]
+    )
+    x = np.random.default_rng(0).random((32, 8, 8, 2), dtype=np.float32)
+    return tfc.convert(model, "int16x8", x, target="micro"), x
+
+
+def _reference_int16(flatbuffer: bytes, x: np.ndarray) -> np.ndarray:
+    interpreter = make_interpreter(flatbuffer, reference=True)
+    given, taken = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero = given["quantization"]
+    rows = []
+    for row in np.clip(np.round(x / scale + zero), -32768, 32767).astype(np.int16):
+        interpreter.set_tensor(given["index"], row[None])
+        interpreter.invoke()
+        rows.append(interpreter.get_tensor(taken["index"])[0])
+    return np.stack(rows)
+
+
+def test_int16_output_difference_is_counted_in_int16_steps(softmax_int16x8):
+    flatbuffer, x = softmax_int16x8
+    info = tfc.inspect(flatbuffer)
+    quantization = info.tensors[info.inputs[0]].quantization
+    scale, zero = quantization.scale[0], quantization.zero_point[0]
+    quantized = np.clip(np.round(x / scale + zero), -32768, 32767).astype(np.int16)
+    on_tflm = attempt(flatbuffer, 1 << 20, [quantized]).outputs[0]
+
+    [output] = tfc.micro.check(flatbuffer, x).outputs
+
+    assert on_tflm.dtype == np.int16 and (output.dtype, output.unit) == ("INT16", "steps")
+    gap = np.abs(on_tflm.astype(int) - _reference_int16(flatbuffer, x).astype(int))
+    assert output.max_difference == gap.max() <= 3  # of 65,536 steps
+    assert output.differing == pytest.approx(np.mean(gap > 0))
+
+
+def test_logits_before_softmax_are_compared_for_an_output_softmax_writes(softmax_int16x8, rng):
+    flatbuffer, x = softmax_int16x8
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    x_plain = rng.random((16, 4), dtype=np.float32)
+
+    [output] = tfc.micro.check(flatbuffer, x).outputs
+    [no_softmax] = tfc.micro.check(tfc.convert(plain, "int8", x_plain), x_plain).outputs
+
+    assert output.logits_max_difference is not None and output.logits_max_difference <= 1
+    assert no_softmax.logits_max_difference is None
+
+
+def test_int16_sum_runs_on_tflm_but_is_noted_as_far_from_the_reference(rng):
+    inputs = keras.Input((6,))
+    unit = keras.layers.UnitNormalization(name="unit")(keras.layers.Dense(8)(inputs))
+    x = rng.normal(size=(32, 6)).astype(np.float32)
+    flatbuffer = tfc.convert(keras.Model(inputs, unit), "int16x8", x)
+
+    report = tfc.micro.check(flatbuffer, x)
+
+    assert report.runs and report.outputs[0].max_difference > 1000  # int16 steps
+    assert any(
+        "SUM" in note and "'unit'" in note and "mode='int8'" in note for note in report.notes
+    )

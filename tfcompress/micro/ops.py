@@ -7,7 +7,10 @@ package's interpreter registers the same ops). `CUSTOM_RESOLVER_METHODS` does th
 custom ops TFLM ships (its signal library and the SSD post-processing).
 
 `advice(op)` says what to do about an op TFLM lacks: the measured cases first (the Keras layers
-that produce them), a general answer otherwise.
+that produce them), a general answer otherwise. For an int16x8 file (16-bit activations) it
+knows the ops whose TFLM kernel takes int8 but not int16 (`INT16_REFUSALS`), and
+`INT16_MISMATCHES` names the ops TFLM runs in int16 with values far from LiteRT's reference
+kernels (measured by `benchmarks/micro_int16_bench.py`).
 """
 
 from __future__ import annotations
@@ -205,6 +208,43 @@ KNOWN_REFUSALS: dict[str, tuple[str, str]] = {
 }
 
 
+_INT8_INSTEAD = "convert with mode='int8', where TFLM runs it"
+# op whose TFLM kernel runs int8 but refuses the int16 activations of an int16x8 file ->
+# (the Keras layers it comes from, what to do); measured on TF 2.21 / Keras 3.15 with
+# tfc.convert(model, "int16x8", data, target="micro") (benchmarks/micro_int16_bench.py)
+INT16_REFUSALS: dict[str, tuple[str, str]] = {
+    "REDUCE_MAX": (
+        "GlobalMaxPooling1D/2D/3D (and keras.ops.max over an axis)",
+        f"{_INT8_INSTEAD}; or use MaxPooling2D with the whole feature map as pool size "
+        "(MAX_POOL_2D runs in int16), or GlobalAveragePooling",
+    ),
+    "GATHER": (
+        "AdaptiveMaxPooling1D/2D (and keras.ops.take)",
+        f"{_INT8_INSTEAD}; or use MaxPooling with a fixed pool size",
+    ),
+    "RESIZE_BILINEAR": (
+        'Resizing(interpolation="bilinear") (the default)',
+        f'{_INT8_INSTEAD}; or use Resizing(interpolation="nearest") '
+        "(RESIZE_NEAREST_NEIGHBOR runs in int16)",
+    ),
+    "EXP": (
+        "the elu, selu, softplus and mish activations (and ELU layers); TFLM's EXP takes "
+        "float32 only",
+        "use relu, relu6, leaky_relu, tanh or sigmoid (TFLM runs them in int16); or convert "
+        "with mode='int8' and keep_float=['{layer}'] (TFLM then runs EXP in float)",
+    ),
+}
+# op TFLM runs on int16 tensors with values far from LiteRT's reference kernels -> (source, fix)
+INT16_MISMATCHES: dict[str, tuple[str, str]] = {
+    "SUM": (
+        "TFLM's int16 SUM gives values thousands of int16 steps away from LiteRT's reference "
+        "kernels (UnitNormalization and AdditiveAttention sum; so does keras.ops.sum)",
+        f"{_INT8_INSTEAD} (its int8 SUM matches the reference kernels); or compute a mean "
+        "instead of the sum (MEAN runs in int16) and scale after it",
+    ),
+}
+
+
 def resolver_method(op: str) -> str | None:
     """The `MicroMutableOpResolver` method that registers `op` (an `inspect` op name), or None.
 
@@ -224,12 +264,14 @@ def resolver_method(op: str) -> str | None:
     return RESOLVER_METHODS.get(op)
 
 
-def advice(op: str, layer: str = "") -> str:
+def advice(op: str, layer: str = "", dtype: str = "") -> str:
     """Where an op TFLM cannot run usually comes from, and what to do about it.
 
     Args:
         op: the op name, as `tfc.inspect` names ops.
         layer: the Keras layer the op comes from, when known (advice may name it).
+        dtype: the type of the op's output in the file (`"INT16"` for an int16x8 file, whose
+            advice differs: `keep_float` is an int8 option), when known.
 
     Returns:
         One or two sentences for a report: for an op TFLM lacks, or one whose TFLM kernel
@@ -239,9 +281,13 @@ def advice(op: str, layer: str = "") -> str:
         >>> from tfcompress.micro.ops import advice
         >>> "Resizing" in advice("TILE"), "keep_float=['act']" in advice("EXP", "act")
         (True, True)
+        >>> "mode='int8'" in advice("REDUCE_MAX", "pool", "INT16")
+        True
     """
     name = op.removeprefix("CUSTOM:")
     layer_text = layer or "<layer>"
+    if dtype == "INT16" and resolver_method(op) is not None:
+        return _int16_advice(op, layer_text)
     if resolver_method(op) is not None:
         if op in KNOWN_REFUSALS:
             source, fix = KNOWN_REFUSALS[op]
@@ -269,3 +315,31 @@ def advice(op: str, layer: str = "") -> str:
         f"TFLM has no {op} kernel: replace the layer that produces it by layers whose ops TFLM "
         "has (tfcompress.micro.ops.RESOLVER_METHODS lists them), or compute it outside the model."
     )
+
+
+def _int16_advice(op: str, layer: str) -> str:
+    if op in INT16_MISMATCHES:
+        source, fix = INT16_MISMATCHES[op]
+        return f"{source}. Fix: {fix.format(layer=layer)}."
+    if op in INT16_REFUSALS:
+        source, fix = INT16_REFUSALS[op]
+        return (
+            f"TFLM's {op} kernel refuses the 16-bit activations of an int16x8 file; {op} comes "
+            f"from {source}. Fix: {fix.format(layer=layer)}."
+        )
+    return (
+        f"TFLM has a {op} kernel, but it refuses the 16-bit activations of an int16x8 file: "
+        f"convert with mode='int8' (with keep_float=['{layer}'] if TFLM has the float kernel), "
+        f"or replace the layer '{layer}'."
+    )
+
+
+def int16_mismatch(op: str) -> bool:
+    """Whether TFLM runs `op` on int16 tensors with values far from LiteRT's reference kernels.
+
+    Example:
+        >>> from tfcompress.micro.ops import int16_mismatch
+        >>> int16_mismatch("SUM"), int16_mismatch("MEAN")
+        (True, False)
+    """
+    return op in INT16_MISMATCHES

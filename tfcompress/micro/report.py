@@ -28,6 +28,7 @@ from tfcompress.tflite.flatbuffer import (
     TFLiteSource,
     inspect,
     load_bytes,
+    pack,
     read_model,
 )
 from tfcompress.tflite.runtime import make_interpreter
@@ -81,6 +82,11 @@ class OutputDifference:
         unit: `"steps"` or `"absolute"`.
         differing: the share of values that differ at all.
         samples: how many samples were compared.
+        logits_max_difference: for an output that a SOFTMAX op writes, the largest difference
+            of that op's input (the logits), in the logits' own steps; None for other outputs.
+            TFLM's and LiteRT's SOFTMAX agree on the same logits, but one step of a logit
+            moves the probabilities by several of their (1/256) steps
+            (docs/dev/decisions/2026-12-06-tflm-vs-reference.md).
 
     Example:
         >>> from tfcompress.micro import OutputDifference
@@ -94,6 +100,7 @@ class OutputDifference:
     unit: str
     differing: float
     samples: int
+    logits_max_difference: float | None = None
 
 
 @dataclass
@@ -202,9 +209,14 @@ class MicroReport:
         lines.append(f"  ops ({self.resolver_size} distinct): {counts}")
         for difference in self.outputs:
             unit = "step(s)" if difference.unit == "steps" else "(absolute)"
+            logits = (
+                f" (its logits, before SOFTMAX: at most {difference.logits_max_difference:g})"
+                if difference.logits_max_difference is not None
+                else ""
+            )
             lines.append(
                 f"  output '{difference.output}' ({difference.dtype}): at most "
-                f"{difference.max_difference:g} {unit} from LiteRT's reference kernels, "
+                f"{difference.max_difference:g} {unit} from LiteRT's reference kernels{logits}, "
                 f"{difference.differing:.1%} of values differ, {difference.samples} samples"
             )
         lines.extend(f"  note: {note}" for note in self.notes)
@@ -240,8 +252,8 @@ def check(
             real values (floats, or integers of another type, such as uint8 images for an int8
             file) are quantized with the input's scale and zero point; integers of the file's
             own input type are taken as already quantized. Given, TFLM and LiteRT's reference
-            kernels (`builtin_only=True`) run every sample; `outputs` holds their largest
-            difference. For a file with look-up tables (`tfc.micro.compress`), LiteRT runs it
+            kernels (LiteRT's `BUILTIN_REF` resolver) run every sample; `outputs` holds their
+            largest difference (and, for an output a SOFTMAX writes, that of its logits). For a file with look-up tables (`tfc.micro.compress`), LiteRT runs it
             decoded (`tfc.micro.decompress`), since it has no `TFLM_DECODE` kernel.
         arena_margin: share of the measured arena added to the recommended one (0.25: +25 %).
         timeout: seconds each child process may run.
@@ -297,6 +309,7 @@ def check(
     )
     if report.compressed_tensors:
         report.uncompressed_flash_bytes = len(decompress(content))
+    report.notes.extend(_int16_mismatch_notes(info))
     arena = _first_arena(info)
     while True:
         loaded = attempt(content, arena, inputs, record=True, counts=counts, timeout=timeout)
@@ -316,9 +329,44 @@ def check(
     report.arena_bytes = measured
     report.recommended_arena_bytes = recommended_arena(measured, arena_margin)
     if inputs is not None:
-        report.outputs, notes = _differences(content, info, inputs, loaded.outputs)
+        report.outputs, notes = _differences(content, info, inputs, loaded.outputs, arena)
         report.notes.extend(notes)
     return report
+
+
+def int16_mismatches(info: TFLiteReport) -> list[FailingOp]:
+    """The ops of a file that TFLM runs on int16 tensors with values far from LiteRT's
+    reference kernels (`tfcompress.micro.ops.INT16_MISMATCHES`), each with its layer and fix.
+
+    Example:
+        >>> import keras, numpy as np, tfcompress as tfc
+        >>> from tfcompress.micro.report import int16_mismatches
+        >>> inputs = keras.Input((4,))
+        >>> summed = keras.layers.Lambda(lambda t: keras.ops.sum(t, -1, keepdims=True))(inputs)
+        >>> model = keras.Model(inputs, summed)
+        >>> x = np.random.default_rng(0).random((8, 4), dtype=np.float32)
+        >>> flatbuffer = tfc.convert(model, "int16x8", x, check=False)
+        >>> [op.name for op in int16_mismatches(tfc.inspect(flatbuffer))]
+        ['SUM']
+    """
+    found = []
+    for subgraph in info.subgraphs:
+        for op in subgraph.ops:
+            if micro_ops.int16_mismatch(op.name) and op.outputs:
+                if subgraph.tensors[op.outputs[0]].dtype == "INT16":
+                    found.append(_failing(op, subgraph))
+    return found
+
+
+def _int16_mismatch_notes(info: TFLiteReport) -> list[str]:
+    return [
+        f"op {op.name} (op {op.index}{_from_layer(op)}) runs on int16 tensors, but {op.advice}"
+        for op in int16_mismatches(info)
+    ]
+
+
+def _from_layer(op: FailingOp) -> str:
+    return f", from Keras layer '{op.layer}'" if op.layer else ""
 
 
 def recommended_arena(measured: int, margin: float) -> int:
@@ -382,17 +430,24 @@ def _describe(info: TFLiteReport, matches: Any) -> FailingOp | None:
     for subgraph in info.subgraphs:
         for op in subgraph.ops:
             if matches(op):
-                tensor = subgraph.tensors[op.outputs[0]].name if op.outputs else ""
-                layer = layer_of(tensor)
-                return FailingOp(
-                    name=op.name,
-                    index=op.index,
-                    subgraph=subgraph.index,
-                    layer=layer,
-                    tensor=tensor,
-                    advice=micro_ops.advice(op.name, layer),
-                )
+                return _failing(op, subgraph)
     return None
+
+
+def _failing(op: Any, subgraph: Any) -> FailingOp:
+    """A `FailingOp` for `op` of `subgraph`: its layer, and advice for its output's type."""
+    output = subgraph.tensors[op.outputs[0]] if op.outputs else None
+    tensor = output.name if output is not None else ""
+    layer = layer_of(tensor)
+    dtype = output.dtype if output is not None else ""
+    return FailingOp(
+        name=op.name,
+        index=op.index,
+        subgraph=subgraph.index,
+        layer=layer,
+        tensor=tensor,
+        advice=micro_ops.advice(op.name, layer, dtype),
+    )
 
 
 def layer_of(tensor_name: str) -> str:
@@ -457,28 +512,78 @@ def _compressed_tensors(info: TFLiteReport) -> int:
 
 
 def _differences(
-    content: bytes, info: TFLiteReport, inputs: list[np.ndarray], micro: list[np.ndarray]
+    content: bytes,
+    info: TFLiteReport,
+    inputs: list[np.ndarray],
+    micro: list[np.ndarray],
+    arena: int,
 ) -> tuple[list[OutputDifference], list[str]]:
+    logits = _softmax_logits(info)
+    notes: list[str] = []
     try:  # LiteRT has no DECODE kernel: it runs the file with its look-up tables decoded
         reference = _reference_outputs(decompress(content), inputs)
     except TFLiteFileError as error:
         return [], [f"LiteRT's reference kernels could not run the file to compare: {error}"]
+    gaps = [_gap(ours, theirs) for ours, theirs in zip(micro, reference, strict=True)]
+    logit_gaps: dict[int, np.ndarray] = {}
+    if logits:
+        logit_gaps, notes = _logit_gaps(content, info, inputs, logits, arena)
     differences = []
-    for position, (ours, theirs) in enumerate(zip(micro, reference, strict=True)):
+    for position, (ours, gap) in enumerate(zip(micro, gaps, strict=True)):
         tensor = info.tensors[info.outputs[position]]
-        integer = np.issubdtype(ours.dtype, np.integer)
-        gap = np.abs(ours.astype(np.float64) - theirs.astype(np.float64))
+        logit_gap = logit_gaps.get(position)
         differences.append(
             OutputDifference(
                 output=info.output_names[position] if info.output_names else tensor.name,
                 dtype=tensor.dtype,
-                max_difference=float(gap.max()) if gap.size else 0.0,
-                unit="steps" if integer else "absolute",
+                max_difference=_largest(gap),
+                unit="steps" if np.issubdtype(ours.dtype, np.integer) else "absolute",
                 differing=float(np.mean(gap > 0)) if gap.size else 0.0,
                 samples=len(inputs[0]),
+                logits_max_difference=None if logit_gap is None else _largest(logit_gap),
             )
         )
-    return differences, []
+    return differences, notes
+
+
+def _gap(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:
+    return np.abs(ours.astype(np.float64) - theirs.astype(np.float64))
+
+
+def _largest(gap: np.ndarray) -> float:
+    return float(gap.max()) if gap.size else 0.0
+
+
+def _softmax_logits(info: TFLiteReport) -> dict[int, int]:
+    """Output position -> the tensor a SOFTMAX op takes, for each output a SOFTMAX writes."""
+    found = {}
+    for op in info.subgraphs[0].ops if info.subgraphs else []:
+        if op.name == "SOFTMAX" and op.outputs and op.outputs[0] in info.outputs:
+            found[list(info.outputs).index(op.outputs[0])] = op.inputs[0]
+    return found
+
+
+def _logit_gaps(
+    content: bytes, info: TFLiteReport, inputs: list[np.ndarray], logits: dict[int, int], arena: int
+) -> tuple[dict[int, np.ndarray], list[str]]:
+    """Run a copy of the file whose outputs include the logits on TFLM and on LiteRT's
+    reference kernels: the difference of each SOFTMAX's input."""
+    model = read_model(content)
+    model.subgraphs[0].outputs = [*model.subgraphs[0].outputs, *logits.values()]
+    widened = pack(model, len(content))
+    counts = (len(info.inputs), len(info.outputs) + len(logits))
+    ran = attempt(widened, 2 * arena, inputs, counts=counts)
+    if not ran.ok:
+        return {}, [f"TFLM did not run the file with its logits as outputs: {ran.message}"]
+    try:
+        reference = _reference_outputs(decompress(widened), inputs)
+    except TFLiteFileError as error:
+        return {}, [f"LiteRT could not run the file with its logits as outputs: {error}"]
+    first = len(info.outputs)
+    return {
+        position: _gap(ran.outputs[first + extra], reference[first + extra])
+        for extra, position in enumerate(logits)
+    }, []
 
 
 def _reference_outputs(content: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
