@@ -15,6 +15,12 @@ pytestmark = pytest.mark.xdist_group("auto-quantize-micro")
 NO_LIMIT = 10**6  # a flash budget every file fits: it turns the look-up-table candidates on
 
 
+def batch_of(flatbuffer: bytes) -> int:
+    """The batch size of the file's first input."""
+    info = tfc.inspect(flatbuffer)
+    return info.tensors[info.inputs[0]].shape[0]
+
+
 @pytest.fixture(scope="session")
 def clustered_cnn(trained_digits_cnn: keras.Model, digits: Split) -> keras.Model:
     """The trained digits CNN with 16 shared values per kernel: its file shrinks as TFLM LUTs."""
@@ -62,7 +68,7 @@ def test_each_file_is_scored_on_tflm_with_flash_and_arena_measured_there(unconst
         assert candidate.arena_bytes == report.arena_bytes
         assert candidate.settings["target"] == "micro"
     # a static batch of 1, as convert(target="micro") writes it
-    assert tfc.inspect(unconstrained.candidates[0].flatbuffer).tensors[0].shape[0] == 1
+    assert batch_of(unconstrained.candidates[0].flatbuffer) == 1
     assert unconstrained.held_out.runtime == "TensorFlow Lite Micro"
 
 
@@ -135,3 +141,15 @@ def test_phone_target_measures_no_flash_or_arena(trained_digits_cnn, digits):
 def test_bad_target_and_budgets_are_refused_naming_the_argument(digits, options, words):
     with pytest.raises(ValueError, match=words):
         auto_quantize("never_loaded.keras", digits.x_test, **options)
+
+
+def test_float_fallback_is_rebuilt_for_tflm_and_measured_there(sensitive_cnn, digits):
+    found = auto_quantize(
+        sensitive_cnn, digits.x_test, digits.y_test, representative_data=digits.x_train[:100],
+        recovery=False, target="micro", max_arena=50_000,
+    )  # fmt: skip
+    assert found.choice == "int8 with 1 of 7 ops float" and found.budgets_met
+    assert found.settings == {"keep_float": ["fc1"], "target": "micro"}
+    report = tfc.micro.check(found.flatbuffer)
+    assert found.chosen.arena_bytes == report.arena_bytes and report.runs
+    assert batch_of(found.flatbuffer) == 1  # rebuilt with batch 1

@@ -145,6 +145,12 @@ def compress(
     The recipe is validated before anything is loaded or trained. The output folder is written
     atomically: it appears complete, or (on any error) not at all.
 
+    With `target: micro` in the convert step, the file is converted for TensorFlow Lite Micro
+    (`tfc.convert(..., target="micro")`), optionally stored as TFLM look-up tables
+    (`micro_compress`), and its flash and tensor arena are measured there
+    (`tfc.micro.check`): `CompressResult.flash_bytes` and `.arena_bytes`, and the report. A
+    file over the step's `max_flash` or `max_arena` raises `BudgetError`.
+
     Classifiers, regressors, segmenters and models with several outputs are trained and scored
     output by output: the recipe's `task` (metric and loss per output), else the loss and
     metrics the model was compiled with, else the labels decide (class ids or one-hot rows:
