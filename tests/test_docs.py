@@ -1,5 +1,5 @@
-"""The examples in the docstrings and the README's tour run as written; the documentation's code
-blocks parse, the README stays short, and the results pages match the benchmarks' JSON."""
+"""The examples in the docstrings run as written (the README's and the guides': test_docs_examples.py);
+the documentation's code blocks parse, the README stays short, and the results pages match the benchmarks' JSON."""
 
 from __future__ import annotations
 
@@ -39,15 +39,6 @@ def test_docstring_examples_run(module_name, tmp_path, monkeypatch):
         runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.failed == 0, f"{result.failed} docstring example(s) failed in {module_name}"
-
-
-def test_readme_tour_runs(tmp_path, monkeypatch):
-    text = (ROOT / "README.md").read_text()
-    tour = text.split("## A 10-line tour", 1)[1]
-    code = re.search(r"```python\n(.*?)```", tour, re.S).group(1)
-    monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md tour", "exec"), {})  # noqa: S102 - the README is ours
-    assert (tmp_path / "tflite_models" / "digits_int8.tflite").stat().st_size > 0
 
 
 README_MAX_LINES = 250

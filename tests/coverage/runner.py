@@ -28,9 +28,11 @@ SPARSITY = 0.5
 CLUSTERS = 8
 _SAMPLES = 128
 _PRETRAIN_EPOCHS = 10
-# rows whose QAT model unrolls a recurrence: tracing its training step costs 10-20x running the
-# one step eagerly; the traced QAT training of these layers is tests/quantization/test_recurrent.py
-_UNROLLED = {"LSTM", "GRU", "SimpleRNN", "Bidirectional", "RNN"}
+# QAT, pruning and clustering train each row one step, eagerly: tracing a training step costs
+# 4-6x running it once (10-20x for an unrolled recurrence), and the file is what a row checks.
+# Traced training of the wrapped layers: tests/quantization/test_quantize_model.py,
+# tests/quantization/test_recurrent.py, tests/pruning/, tests/sharing/ and tests/contracts/.
+_ONE_STEP_EAGERLY = True
 
 
 @dataclass
@@ -150,7 +152,7 @@ def run_qat(case: Case) -> Outcome:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             qat = tfc.quantize_model(model)
-            _train(qat, x, y, learning_rate=1e-4, eager=case.layer in _UNROLLED)  # one step
+            _train(qat, x, y, learning_rate=1e-4, eager=_ONE_STEP_EAGERLY)  # one step
             flatbuffer = tfc.convert(qat, "int8", x[:64], check=False)
         return _integer_outcome(qat, flatbuffer, x_test, caught, AGREEMENT, MAX_QAT_STEPS)
     except Exception as error:  # noqa: BLE001 - a row reports its failure, the matrix goes on
@@ -209,7 +211,14 @@ def run_pruning(case: Case) -> Outcome:
     try:
         schedule = tfc.pruning.ConstantSparsity(SPARSITY, begin_step=0, frequency=1)
         pruned = tfc.prune_low_magnitude(model, schedule=schedule)
-        _train(pruned, x, y, (tfc.pruning.UpdatePruningStep(),), batch=_SAMPLES // 2)
+        _train(
+            pruned,
+            x,
+            y,
+            (tfc.pruning.UpdatePruningStep(),),
+            batch=_SAMPLES // 2,
+            eager=_ONE_STEP_EAGERLY,
+        )
         stripped = tfc.strip_pruning(pruned)
         flatbuffer = tfc.convert(stripped, "int8", x[:64], check=False)
         kernels = _weight_tensors(flatbuffer)
@@ -228,7 +237,7 @@ def run_clustering(case: Case) -> Outcome:
     model, x, y, _ = trained_model(case)
     try:
         clustered = tfc.cluster_weights(model, number_of_clusters=CLUSTERS)
-        _train(clustered, x, y)
+        _train(clustered, x, y, eager=_ONE_STEP_EAGERLY)
         plain = tfc.strip_clustering(clustered)
         flatbuffer = tfc.convert(plain, "int8", x[:64], per_channel=False, check=False)
         counts = [len(np.unique(w)) for w in _weight_tensors(flatbuffer)]

@@ -1,0 +1,174 @@
+"""Every python example of the README and the user guides runs as written.
+
+The blocks of one page run in order, in one namespace, like a script: a block may use what an
+earlier block of its page made. The names a page takes from the reader (`model`, `x`, `y`,
+`x_test`, a teacher, a file to load, ...) are given by `_namespace`: a small digits CNN with
+softmax outputs trained briefly, its data, and the files the pages open. Latency targets are
+timed with a deterministic timer (the file size), so an example never depends on the machine's
+speed.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfcompress as tfc
+from tfcompress.data import Split, load_digits
+from tfcompress.models import build_digits_cnn, compile_classifier
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "keras_files"
+ROWS = 256  # training rows the pages' `x` and `y` hold: every `fit` in a page stays short
+HELD_OUT = 64
+
+
+def _python_blocks(path: Path) -> list[tuple[int, str]]:
+    """(line number, code) of every fenced python block of a markdown file."""
+    text = path.read_text()
+    blocks = []
+    for match in re.finditer(r"^([ \t]*)```python[^\n]*\n(.*?)^\1```", text, re.S | re.M):
+        line = text.count("\n", 0, match.start()) + 1
+        blocks.append((line, textwrap.dedent(match.group(2))))
+    return blocks
+
+
+PAGES = [
+    path
+    for path in [ROOT / "README.md", *sorted(ROOT.glob("docs/guide/*.md"))]
+    if _python_blocks(path)
+]
+
+
+def _classifier(width: int = 8, name: str = "digits_cnn", logits: bool = False) -> keras.Model:
+    """The digits CNN, compiled: softmax outputs named `probs` (as the guides compile it with
+    `"sparse_categorical_crossentropy"`), or logits (what the Distiller's default loss takes)."""
+    model = build_digits_cnn(width=width, name=name)
+    if logits:
+        return compile_classifier(model)
+    probs = keras.layers.Softmax(name="probs")(model.output)
+    model = keras.Model(model.input, probs, name=name)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.fixture(scope="module")
+def split() -> Split:
+    return load_digits()
+
+
+@pytest.fixture(scope="module")
+def weights(split: Split) -> dict[str, list[np.ndarray]]:
+    """Trained weights of the pages' model (width 8) and teacher (width 16)."""
+    found = {}
+    for width in (8, 16):
+        keras.utils.set_random_seed(width)
+        model = _classifier(width)
+        model.fit(split.x_train[:ROWS], split.y_train[:ROWS], epochs=4, verbose=0)
+        found[f"width{width}"] = model.get_weights()
+    return found
+
+
+class ResidualBlock(keras.layers.Layer):
+    """A reader's own layer of layers (docs/guide/qat.md's subclassed model uses it)."""
+
+    def __init__(self, filters: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")
+        self.add = keras.layers.Add()
+
+    def call(self, x: Any, training: bool = False) -> Any:
+        return self.add([x, self.conv(x)])
+
+
+def _namespace(split: Split, weights: dict, folder: Path) -> dict[str, Any]:
+    """The names the pages take from their reader, fresh for each page."""
+
+    def trained(width: int, name: str, logits: bool = False) -> keras.Model:
+        model = _classifier(width, name, logits)
+        model.set_weights(weights[f"width{width}"])
+        return model
+
+    x, y = split.x_train[:ROWS], split.y_train[:ROWS]
+    x_test, y_test = split.x_test[:HELD_OUT], split.y_test[:HELD_OUT]
+    model = trained(8, "digits_cnn")
+    qat4 = tfc.quantize_model(trained(8, "qat4"), weight_bits=4)
+    qat4.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    qat4.fit(x, y, epochs=1, verbose=0)
+    clustered = tfc.strip_clustering(tfc.cluster_weights(trained(8, "clustered"), 16))
+    keras.Model(model.input, model.output).save(folder / "checkpoint.keras")  # not compiled
+    shutil.copy(FIXTURES / "keras2_mobilenet.h5", folder / "mobilenet_tf23.h5")
+    shutil.copy(ROOT / "docs" / "example_recipe.yaml", folder / "recipe.yaml")
+    legacy_shape = (16, 8, 8, 3)  # inputs of tests/fixtures/keras_files/keras2_mobilenet.h5
+    return {
+        "keras": keras,
+        "tf": tf,
+        "np": np,
+        "tfc": tfc,
+        "model": model,
+        "teacher": trained(16, "teacher", logits=True),
+        "student": trained(8, "student", logits=True),
+        "teacher_a": trained(16, "teacher_a", logits=True),
+        "teacher_b": trained(16, "teacher_b", logits=True),
+        "build_model": lambda: _classifier(8, "built"),
+        "loss": "sparse_categorical_crossentropy",
+        "GLOBAL_BATCH": 64,
+        "EPOCHS": 2,
+        "index": 0,
+        "x": x,
+        "y": y,
+        "x_train": x,
+        "y_train": y,
+        "x_val": x_test,
+        "y_val": y_test,
+        "x_test": x_test,
+        "y_test": y_test,
+        "x_cal": x[:128],
+        "x_calib": x[:128],
+        "split": split,
+        "qat4": qat4,
+        "clustered_int8": tfc.convert(clustered, "int8", x[:128], per_channel=False),
+        "calibration_images": np.random.default_rng(0).uniform(size=legacy_shape).astype("float32"),
+        "ResidualBlock": ResidualBlock,
+    }
+
+
+def _size_as_latency(flatbuffer: bytes, *args: Any, **kwargs: Any) -> SimpleNamespace:
+    """A deterministic stand-in for a LiteRT timing: the file's size in kilobytes, as ms."""
+    return SimpleNamespace(median_ms=len(flatbuffer) / 1024)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_page_examples_run_in_order(page, split, weights, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    from tfcompress.pruning import latency
+
+    monkeypatch.setattr(latency, "benchmark_tflite", _size_as_latency)
+    namespace = _namespace(split, weights, tmp_path)
+    for line, code in _python_blocks(page):
+        where = f"{page.relative_to(ROOT)}:{line}"
+        try:
+            exec(compile(code, where, "exec"), namespace)  # noqa: S102 - the docs are ours
+        except Exception as error:  # noqa: BLE001 - name the block that failed
+            pytest.fail(f"the example at {where} failed: {type(error).__name__}: {error}")
+    if page.name == "README.md":  # the tour's file
+        assert (tmp_path / "tflite_models" / "digits_int8.tflite").stat().st_size > 0
+
+
+def _tour(path: Path) -> str:
+    return _python_blocks(path)[0][1]
+
+
+def test_the_documentation_home_shows_the_readme_tour():
+    # docs/index.md repeats the README's tour word for word (it runs once, with the README)
+    assert _tour(ROOT / "docs" / "index.md") == _tour(ROOT / "README.md")
