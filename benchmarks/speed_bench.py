@@ -250,11 +250,14 @@ def section_channels(spec: dict, ratio: float = 0.55) -> dict:
     model = _build(spec["main"], keras)
     data = _inputs(model, spec["calibration"])
     start = time.perf_counter()
-    small = prune_channels(
-        model, latency_ratio=ratio, latency_mode="int8", representative_data=data
+    small, report = prune_channels(
+        model,
+        latency_ratio=ratio,
+        latency_mode="int8",
+        representative_data=data,
+        return_report=True,
     )
     search_s = time.perf_counter() - start
-    report = small.channel_pruning_report
     dense8 = tfc.convert(model, "int8", data)
     small8 = tfc.convert(small, "int8", data)
     latency = {}
@@ -293,11 +296,10 @@ def _architecture(name: str, spec: dict, macs_ratio: float = 0.6) -> dict:
     data = _inputs(model, spec["calibration"])
     start = time.perf_counter()
     try:
-        small = prune_channels(model, macs_ratio=macs_ratio)
+        small, report = prune_channels(model, macs_ratio=macs_ratio, return_report=True)
     except ValueError as error:
         return {"error": str(error)[:500]}
     search_s = time.perf_counter() - start
-    report = small.channel_pruning_report
     flat = tfc.convert(small, "int8", data)
     shape = run_tflite(flat, data[:2]).shape
     return {
@@ -326,10 +328,14 @@ def _accuracy_cost(ratio: float) -> dict:
     model = compile_classifier(build_digits_cnn(width=32))
     model.fit(split.x_train, split.y_train, epochs=30, batch_size=64, verbose=0)
     calib = split.x_train[:200]
-    small = prune_channels(
-        model, latency_ratio=ratio, latency_mode="int8", representative_data=calib
+    small, report = prune_channels(
+        model,
+        latency_ratio=ratio,
+        latency_mode="int8",
+        representative_data=calib,
+        return_report=True,
     )
-    out: dict[str, Any] = {"int8_search_reached": small.channel_pruning_report.reached}
+    out: dict[str, Any] = {"int8_search_reached": report.reached}
     small = compile_classifier(small)
     small.fit(split.x_train, split.y_train, epochs=10, batch_size=64, verbose=0)
     gradual = _gradual(split, 1.0 - (small.count_params() / model.count_params()) ** 0.5)

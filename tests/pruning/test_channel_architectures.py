@@ -28,7 +28,13 @@ def test_sequential_model_is_pruned_by_channel() -> None:
     assert small.get_layer("a").filters == 4 and small.get_layer("b").filters == 4
     x = np.random.default_rng(1).random((2, 8, 8, 1)).astype("float32")
     assert small.predict(x, verbose=0).shape == (2, 3)
-    assert prune_channels(model, macs_ratio=0.5).channel_pruning_report.reached <= 0.5
+    assert prune_channels(model, macs_ratio=0.5, return_report=True).report.reached <= 0.5
+    # a fraction has its report too, and the model is a plain model with no report on it
+    same, report = prune_channels(model, 0.5, return_report=True)
+    assert report.target_kind == "fraction" and report.reached == 0.5
+    assert report.kept == {"a": [4, 8], "b": [4, 8]} and "out" in report.left_whole
+    assert report.pruned_macs < report.dense_macs
+    assert not hasattr(same, "channel_pruning_report")
     unbuilt = keras.Sequential([keras.layers.Dense(3)])
     with pytest.raises(ValueError, match="built functional or Sequential"):
         prune_channels(unbuilt, 0.5)
@@ -39,8 +45,7 @@ def test_efficientnet_prunes_aligned_through_se_blocks() -> None:
     # MobileNetV2/V3 and ResNet50 at 224: `benchmarks/speed_bench.py --only channels`
     keras.utils.set_random_seed(2)
     model = keras.applications.EfficientNetB0(input_shape=(32, 32, 3), weights=None, classes=10)
-    small = prune_channels(model, macs_ratio=0.6)
-    report = small.channel_pruning_report
+    small, report = prune_channels(model, macs_ratio=0.6, return_report=True)
     assert 0.55 <= report.reached <= 0.6
     # only the classifier is left whole, and why is said; the SE blocks' Reshape is not
     assert len(report.left_whole) == 1

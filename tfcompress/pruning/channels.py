@@ -10,7 +10,8 @@ from typing import Any
 
 import keras
 
-from tfcompress.pruning.latency import LatencyFn, prune_to_target
+from tfcompress.core.results import Compressed
+from tfcompress.pruning.latency import LatencyFn, channel_report, prune_to_target
 from tfcompress.pruning.structured import _keep_indices, _trace, apply_keep
 
 
@@ -26,7 +27,8 @@ def prune_channels(
     latency_mode: str = "float32",
     representative_data: Any = None,
     latency_of: LatencyFn | None = None,
-) -> keras.Model:
+    return_report: bool = False,
+) -> keras.Model | Compressed:
     """Remove filters/neurons: `fraction` of every channel group, or as many as a target needs.
 
     Give exactly one of `fraction`, `latency_ms`, `latency_ratio`, `macs_ratio` (`fraction=0.5`
@@ -52,11 +54,13 @@ def prune_channels(
             another runtime (the phone, via its own benchmark tool); by default the median of
             LiteRT runs on this machine with `threads` threads.
 
+        return_report: return a `Compressed` result instead: `.model` and `.report`, a
+            `ChannelPruningReport` (the latency or MACs reached, the channels kept per group,
+            the groups left whole and why); it unpacks as `small, report = ...`.
+
     Returns:
         A smaller plain Keras model (fewer parameters and FLOPs). Fine-tune it briefly: it
-        computes a different function than `model`. With a target, its
-        `channel_pruning_report` attribute (`ChannelPruningReport`) tells the latency or MACs
-        reached and the channel groups left whole, and why.
+        computes a different function than `model`.
 
     Raises:
         ValueError: a bad argument, or a target the model cannot reach (the message says the
@@ -69,8 +73,8 @@ def prune_channels(
         >>> small = prune_channels(model, 0.5)
         >>> small.count_params() < 0.3 * model.count_params()
         True
-        >>> fewer = prune_channels(model, macs_ratio=0.5)
-        >>> fewer.channel_pruning_report.reached <= 0.5
+        >>> fewer, report = prune_channels(model, macs_ratio=0.5, return_report=True)
+        >>> report.reached <= 0.5
         True
     """
     if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
@@ -90,7 +94,7 @@ def prune_channels(
             f"prune_channels takes one target; got {', '.join(given)}. Keep one of them."
         )
     if given and given[0] != "fraction":
-        return prune_to_target(
+        result = prune_to_target(
             model,
             given[0],
             float(targets[given[0]]),  # type: ignore[arg-type]
@@ -100,6 +104,7 @@ def prune_channels(
             representative_data=representative_data,
             latency_of=latency_of,
         )
+        return result if return_report else result.model
     fraction = 0.5 if fraction is None else fraction
     if (
         isinstance(fraction, bool)
@@ -108,4 +113,16 @@ def prune_channels(
     ):
         raise ValueError(f"fraction must be a number in [0, 1); got {fraction!r}.")
     groups, of_tensor = _trace(model)
-    return apply_keep(model, groups, of_tensor, _keep_indices(groups, float(fraction)))
+    keep = _keep_indices(groups, float(fraction))
+    small = apply_keep(model, groups, of_tensor, keep)
+    if not return_report:
+        return small
+    counts = {g: _channel_count(groups, g) for g in keep}
+    removed = 1.0 - sum(k.size for k in keep.values()) / max(sum(counts.values()), 1)
+    report = channel_report(model, small, groups, keep, counts, "fraction", fraction, removed)
+    return Compressed(small, report)
+
+
+def _channel_count(groups: Any, group: int) -> int:
+    """Channels of a group before pruning: the output channels of its first producer."""
+    return int(groups.producers[group][0].output.shape[-1])

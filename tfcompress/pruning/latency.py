@@ -42,6 +42,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from tfcompress.core.results import Compressed
 from tfcompress.export import convert
 from tfcompress.pruning.structured import (
     _channel_scores,
@@ -62,12 +63,13 @@ _TIMING_SAMPLES = 16
 
 @dataclass
 class ChannelPruningReport:
-    """What `prune_channels` reached for a latency or MACs target.
+    """What `prune_channels` removed, and what it reached for a target.
 
     Attributes:
-        target_kind: `"latency_ms"`, `"latency_ratio"` or `"macs_ratio"`.
+        target_kind: `"fraction"`, `"latency_ms"`, `"latency_ratio"` or `"macs_ratio"`.
         target: the target as given.
-        reached: the same quantity measured on the pruned model (ms, or a ratio of the dense one).
+        reached: the same quantity measured on the pruned model (ms, or a ratio of the dense one;
+            for a fraction, the share of the prunable groups' channels removed).
         dense_ms: median latency of the unpruned model (latency targets; else None).
         pruned_ms: median latency of the pruned model (latency targets; else None).
         dense_macs: multiply-accumulates of the unpruned model; pruned_macs: of the pruned one.
@@ -79,8 +81,9 @@ class ChannelPruningReport:
     Example:
         >>> from tfcompress.models import build_digits_cnn
         >>> from tfcompress.pruning import prune_channels
-        >>> small = prune_channels(build_digits_cnn(width=16), macs_ratio=0.6)
-        >>> report = small.channel_pruning_report
+        >>> small, report = prune_channels(
+        ...     build_digits_cnn(width=16), macs_ratio=0.6, return_report=True
+        ... )
         >>> report.reached <= 0.6, "logits" in report.left_whole
         (True, True)
     """
@@ -270,6 +273,35 @@ def _check_target(kind: str, value: float, max_fraction: float, mode: str, data:
         )
 
 
+def channel_report(
+    model: keras.Model,
+    small: keras.Model,
+    groups: Any,
+    keep: dict[int, np.ndarray],
+    counts: dict[int, int],
+    kind: str,
+    target: float,
+    reached: float,
+    **extra: Any,
+) -> ChannelPruningReport:
+    """The `ChannelPruningReport` of `small`, made from `model` by keeping `keep` of each group
+    (`counts`: the group's channels before pruning)."""
+    kept = {
+        ", ".join(layer.name for layer in groups.producers[g]): [int(k.size), counts[g]]
+        for g, k in keep.items()
+    }
+    return ChannelPruningReport(
+        target_kind=kind,
+        target=target,
+        reached=reached,
+        dense_macs=sum(layer_macs(layer) for layer in model.layers),
+        pruned_macs=sum(layer_macs(layer) for layer in small.layers),
+        kept=kept,
+        left_whole=groups.left_whole(),
+        **extra,
+    )
+
+
 def prune_to_target(
     model: keras.Model,
     kind: str,
@@ -280,7 +312,7 @@ def prune_to_target(
     mode: str = "float32",
     representative_data: Any = None,
     latency_of: LatencyFn | None = None,
-) -> keras.Model:
+) -> Compressed:
     """`prune_channels` with a `latency_ms`, `latency_ratio` or `macs_ratio` target.
 
     Args:
@@ -296,15 +328,16 @@ def prune_to_target(
             the target device); the median of LiteRT runs on this machine when None.
 
     Returns:
-        The pruned model, with a `channel_pruning_report` attribute (`ChannelPruningReport`).
+        A `Compressed` result: `.model`, the pruned model, and `.report`, its
+        `ChannelPruningReport`.
 
     Raises:
         ValueError: a bad argument, or a target the model cannot reach (says the best reached).
 
     Example:
         >>> from tfcompress.models import build_digits_cnn
-        >>> small = prune_to_target(build_digits_cnn(width=16), "macs_ratio", 0.5)
-        >>> small.channel_pruning_report.pruned_macs < small.channel_pruning_report.dense_macs
+        >>> small, report = prune_to_target(build_digits_cnn(width=16), "macs_ratio", 0.5)
+        >>> report.pruned_macs < report.dense_macs
         True
     """
     _check_target(kind, value, max_fraction, mode, representative_data)
@@ -320,7 +353,6 @@ def prune_to_target(
         for group in {item.in_group, item.out_group} - {None}:
             unit_cost[group] += item.cost / scores[group].size  # type: ignore[index]
     layers_total = sum(item.cost for item in costs)
-    dense_macs = sum(layer_macs(layer) for layer in model.layers)
     left_whole = groups.left_whole()
     if not scores:
         raise ValueError(
@@ -328,26 +360,12 @@ def prune_to_target(
             + "; ".join(f"{names} ({why})" for names, why in left_whole.items())
         )
 
-    def finish(keep: dict[int, np.ndarray], reached: float, **extra: Any) -> keras.Model:
+    def finish(keep: dict[int, np.ndarray], reached: float, **extra: Any) -> Compressed:
         small = apply_keep(model, groups, of_tensor, keep)
-        kept = {
-            ", ".join(layer.name for layer in groups.producers[g]): [
-                int(k.size),
-                int(scores[g].size),
-            ]
-            for g, k in keep.items()
-        }
-        small.channel_pruning_report = ChannelPruningReport(
-            target_kind=kind,
-            target=value,
-            reached=reached,
-            dense_macs=dense_macs,
-            pruned_macs=sum(layer_macs(layer) for layer in small.layers),
-            kept=kept,
-            left_whole=left_whole,
-            **extra,
+        counts = {g: int(scores[g].size) for g in keep}
+        return Compressed(
+            small, channel_report(model, small, groups, keep, counts, kind, value, reached, **extra)
         )
-        return small
 
     if not latency:
         goal = value * layers_total
