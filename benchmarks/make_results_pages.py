@@ -1117,6 +1117,50 @@ def micro_coverage_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def micro_int16_summary(data: dict) -> str:
+    """One sentence: how many int16x8 models run on TFLM, and which ops it refuses in int16."""
+    summary = data["summary"]
+    refused = ", ".join(f"`{op}`" for op in summary["ops_refused"])
+    return (
+        f"{summary['run_on_tflm']} of the {summary['convert_to_int16x8']} coverage-matrix models "
+        f"that convert to int16x8 run on TFLM ({summary['rows']} models with float inputs; "
+        f"{len(summary['no_int16x8'])} do not convert to int16x8), with {len(summary['ops_run'])} "
+        f'distinct ops in 16-bit; `target="micro"` refuses the rest at {refused}.'
+    )
+
+
+_INT16_REASONS = {
+    "no_tflm_kernel": "TFLM has no kernel for it",
+    "kernel_refuses_types": "TFLM's kernel refuses its int16 tensors",
+    "wrong_values": "runs, far from the reference kernels",
+}
+
+
+def micro_int16_table(data: dict) -> str:
+    """Per op: the int16x8 models TFLM ran it in, their largest output difference from LiteRT's
+    reference kernels in int16 steps, and the models refused at it, with why."""
+    why = {
+        row["op"]: _INT16_REASONS.get(row.get("why", ""), "")
+        for row in data["rows"].values()
+        if row["status"] == "refused" and row.get("op")
+    }
+    lines = [
+        micro_int16_summary(data),
+        "",
+        "| op | models TFLM ran it in | their largest output difference (int16 steps) | "
+        "refused in | why |",
+        "|---|---:|---:|---|---|",
+    ]
+    for op, entry in data["ops"].items():
+        steps = entry["max_steps_vs_litert"]
+        refused = ", ".join(f"`{row}`" for row in entry["refused_in"])
+        lines.append(
+            f"| {op} | {len(entry['runs_in'])} | {'' if steps is None else f'{steps:g}'} | "
+            f"{refused} | {why.get(op, '') if refused else ''} |"
+        )
+    return "\n".join(lines)
+
+
 def mlperf_tiny_guide_table(data: dict) -> str:
     """The microcontroller guide's short table: each MLPerf Tiny model, tfcompress against TF."""
     references = data.get("mlperf_reference_files", {})
@@ -1420,6 +1464,7 @@ PAGES: list[tuple[str, str, str, list[Section]]] = [
         [
             ("MLPerf Tiny reference models", "mlperf_tiny", mlperf_tiny_table),
             ("Which int8 files run on TFLM", "micro_coverage", micro_coverage_table),
+            ("Which ops TFLM runs in int16x8", "micro_int16", micro_int16_table),
         ],
     ),
 ]
@@ -1499,6 +1544,7 @@ GUIDE_TABLES: dict[str, dict[str, Callable[[dict], str]]] = {
     "microcontrollers.md": {
         "mlperf_tiny": mlperf_tiny_guide_table,
         "micro_coverage": micro_coverage_summary,
+        "micro_int16": micro_int16_summary,
     },
 }
 

@@ -7,9 +7,10 @@ rewrites what it can, fixes the batch to 1 and refuses a file TFLM cannot run, n
 and the layer. A
 file that runs is compared with LiteRT's reference kernels on held-out inputs
 (`tfc.micro.check(file, x)`: the largest difference in int16 steps of the output). The table
-`ops` says, per TFLite op, in which rows it ran and in which it was refused; a refusal is
-`no_int16_kernel` (TFLM's kernel takes int8, not int16) or `wrong_values` (TFLM runs it, far
-from the reference kernels: `tfcompress.micro.ops.INT16_MISMATCHES`).
+`ops` says, per TFLite op, in which rows it ran (with the largest output difference of those
+rows) and in which it was refused; a refusal is `no_tflm_kernel`, `kernel_refuses_types` (TFLM's
+kernel does not take the op's int16 tensors) or `wrong_values` (TFLM runs it, far from the
+reference kernels: `tfcompress.micro.ops.INT16_MISMATCHES`).
 
 Run: .venv/bin/python benchmarks/micro_int16_bench.py [--rows Conv2D,Dense]
 (writes benchmarks/results/micro_int16.json; about 5 minutes on 2 cores)
@@ -35,12 +36,26 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tfcompress as tfc  # noqa: E402
+from tfcompress.micro import ops as micro_ops  # noqa: E402
 
 CALIBRATION = 64
 HELD_OUT = 64
 _REFUSED = re.compile(
     r"(does not run on|runs on) TensorFlow Lite Micro[^:]*: (?:op (\S+)(?: \(layer '([^']*)'\))?)?"
 )
+
+
+def refusal_reason(op: str, *, runs: bool) -> str:
+    """`wrong_values` (TFLM runs the op, far from the reference kernels), `no_tflm_kernel`, or
+    `kernel_refuses_types` (TFLM's kernel does not take the op's int16 tensors).
+
+    Example:
+        >>> refusal_reason("TILE", runs=False), refusal_reason("REDUCE_MAX", runs=False)
+        ('no_tflm_kernel', 'kernel_refuses_types')
+    """
+    if runs:
+        return "wrong_values"
+    return "no_tflm_kernel" if micro_ops.resolver_method(op) is None else "kernel_refuses_types"
 
 
 def run_one(model: keras.Model, x: np.ndarray, x_test: np.ndarray) -> dict[str, Any]:
@@ -57,7 +72,7 @@ def run_one(model: keras.Model, x: np.ndarray, x_test: np.ndarray) -> dict[str, 
             return {"status": "no_int16x8", "detail": text.splitlines()[0][:300]}
         return {
             "status": "refused",
-            "why": "no_int16_kernel" if found.group(1) == "does not run on" else "wrong_values",
+            "why": refusal_reason(found.group(2) or "", runs=found.group(1) == "runs on"),
             "op": found.group(2) or "",
             "layer": found.group(3) or "",
             "message": text[:600],
