@@ -13,8 +13,6 @@ import numpy as np
 
 from tfcompress.core import catalog
 from tfcompress.core.graph import (
-    DEPTHWISE,
-    TRANSPOSED,
     call_count,
     inbound_nodes,
     outbound_nodes,
@@ -77,9 +75,9 @@ def fold_into_kernel(layer: Any, batchnorm: Any, kernel: Any, bias: Any | None) 
 
 def channel_scale(layer: Any, kernel: Any, scale: Any) -> Any:
     """`scale` (one value per output channel) shaped to multiply `layer`'s kernel."""
-    if isinstance(layer, DEPTHWISE):
+    if catalog.is_depthwise(layer):
         return keras.ops.reshape(scale, tuple(kernel.shape[-2:]))  # (..., in, multiplier)
-    if isinstance(layer, TRANSPOSED):
+    if catalog.is_transposed(layer):
         return keras.ops.reshape(scale, (-1, 1))  # (..., out, in)
     return scale
 

@@ -34,6 +34,10 @@ OUTPUT = "output"  # fake-quantize its output only
 PASSTHROUGH = "passthrough"  # same scale in and out (pooling, reshape, padding, dropout, ...)
 FLOAT = "float"  # TFLite has no integer kernel: stays float inside an int8 file
 
+# kernel layouts (the last axes of a kernel; every other kernel ends in its output channels)
+DEPTHWISE = "depthwise"  # (..., in, multiplier)
+TRANSPOSED = "transposed"  # (..., out, in)
+
 
 @dataclass(frozen=True)
 class LayerInfo:
@@ -58,6 +62,9 @@ class LayerInfo:
         no_tflite: why TFLite cannot run it in any mode, and what to use instead.
         keep_float: why its int8 ops lose what the model needs, so `convert` keeps it float
             inside an integer file unless told otherwise.
+        kernel_layout: how its kernel's last axes are laid out, for code that scales, groups or
+            slices a kernel by channel: `"depthwise"` (..., in, multiplier), `"transposed"`
+            (..., out, in), or `""` (..., out: every other kernel).
     """
 
     kernels: tuple[str, ...] = ()
@@ -71,6 +78,7 @@ class LayerInfo:
     cluster_qat: bool = False
     no_tflite: str = ""
     keep_float: str = ""
+    kernel_layout: str = ""
 
 
 _K = ("kernel",)
@@ -137,10 +145,21 @@ CATALOG: dict[type, LayerInfo] = {
         channels="producer",
     ),
     L.DepthwiseConv1D: LayerInfo(
-        _DEPTHWISE, "kernel", KERNEL, folds_batchnorm=True, recovery="kernel"
+        _DEPTHWISE,
+        "kernel",
+        KERNEL,
+        folds_batchnorm=True,
+        recovery="kernel",
+        kernel_layout=DEPTHWISE,
     ),
     L.DepthwiseConv2D: LayerInfo(
-        _DEPTHWISE, "kernel", KERNEL, folds_batchnorm=True, recovery="kernel", cluster_qat=True
+        _DEPTHWISE,
+        "kernel",
+        KERNEL,
+        folds_batchnorm=True,
+        recovery="kernel",
+        cluster_qat=True,
+        kernel_layout=DEPTHWISE,
     ),
     # quantize_model splits separable convolutions into their depthwise and pointwise parts;
     # a BatchNormalization folds into the pointwise kernel
@@ -150,14 +169,19 @@ CATALOG: dict[type, LayerInfo] = {
     L.SeparableConv2D: LayerInfo(
         _SEPARABLE, None, KERNEL, folds_batchnorm=True, recovery="separable"
     ),
-    L.Conv1DTranspose: LayerInfo(_K, "kernel", OUTPUT, folds_batchnorm=True),
-    L.Conv2DTranspose: LayerInfo(_K, "kernel", KERNEL, folds_batchnorm=True),
+    L.Conv1DTranspose: LayerInfo(
+        _K, "kernel", OUTPUT, folds_batchnorm=True, kernel_layout=TRANSPOSED
+    ),
+    L.Conv2DTranspose: LayerInfo(
+        _K, "kernel", KERNEL, folds_batchnorm=True, kernel_layout=TRANSPOSED
+    ),
     L.Conv3DTranspose: LayerInfo(
         _K,
         "kernel",
         FLOAT,
         "TFLite's CONV_3D_TRANSPOSE kernel runs in float only",
         folds_batchnorm=True,
+        kernel_layout=TRANSPOSED,
     ),
     # the table is fake-quantized; GATHER keeps its scale
     L.Embedding: LayerInfo(("embeddings",), "embeddings", KERNEL),
@@ -300,6 +324,30 @@ def tflite_gap(layer: Any) -> str | None:
         )
     row = info(layer)
     return row.no_tflite or None if row is not None else None
+
+
+def is_depthwise(layer: Any) -> bool:
+    """Whether `layer` filters each input channel on its own (kernel `(..., in, multiplier)`).
+
+    Example:
+        >>> import keras
+        >>> is_depthwise(keras.layers.DepthwiseConv2D(3)), is_depthwise(keras.layers.Conv2D(2, 3))
+        (True, False)
+    """
+    row = info(layer)
+    return row is not None and row.kernel_layout == DEPTHWISE
+
+
+def is_transposed(layer: Any) -> bool:
+    """Whether `layer`'s kernel is laid out `(..., out, in)` (the transposed convolutions).
+
+    Example:
+        >>> import keras
+        >>> is_transposed(keras.layers.Conv2DTranspose(2, 3)), is_transposed(keras.layers.Dense(2))
+        (True, False)
+    """
+    row = info(layer)
+    return row is not None and row.kernel_layout == TRANSPOSED
 
 
 def exact_info(layer: Any) -> LayerInfo | None:

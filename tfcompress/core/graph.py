@@ -18,13 +18,6 @@ import numpy as np
 
 from tfcompress.core import catalog, compat
 
-# Kernel layouts, for code that scales or groups a kernel by output channel: depthwise kernels are
-# (..., in, multiplier) and transposed ones (..., out, in); every other kernel ends in `out`.
-DEPTHWISE = keras.layers.DepthwiseConv1D | keras.layers.DepthwiseConv2D
-TRANSPOSED = (
-    keras.layers.Conv1DTranspose | keras.layers.Conv2DTranspose | keras.layers.Conv3DTranspose
-)
-
 
 def functional_graph(model: Any) -> Any | None:
     """The functional graph of `model` (a Sequential model keeps one inside); None when unbuilt.

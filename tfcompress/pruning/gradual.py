@@ -23,6 +23,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from tfcompress.core import catalog
 from tfcompress.pruning.schedules import PruningSchedule
 from tfcompress.pruning.structured import (
     _ChannelGroups,
@@ -33,10 +34,6 @@ from tfcompress.pruning.structured import (
 
 _log = logging.getLogger("tfcompress")
 _CRITERIA = ("l1", "l2")
-
-
-def _is_depthwise(layer: Any) -> bool:
-    return isinstance(layer, keras.layers.DepthwiseConv2D | keras.layers.DepthwiseConv1D)
 
 
 def _channel_variables(
@@ -59,7 +56,7 @@ def _channel_variables(
                 out.setdefault(group, []).append((layer.kernel, -1))
                 if getattr(layer, "bias", None) is not None:
                     out[group].append((layer.bias, 0))
-        elif _is_depthwise(layer) and layer.depth_multiplier == 1:
+        elif catalog.is_depthwise(layer) and layer.depth_multiplier == 1:
             group = root(layer.input)
             if group is not None:
                 out.setdefault(group, []).append((layer.kernel, -2))

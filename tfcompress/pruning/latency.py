@@ -42,6 +42,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from tfcompress.core import catalog
 from tfcompress.core.results import Compressed
 from tfcompress.export import convert
 from tfcompress.pruning.structured import (
@@ -124,15 +125,11 @@ def layer_macs(layer: Any) -> int:
         >>> layer_macs(dense)
         12
     """
-    if isinstance(layer, keras.layers.DepthwiseConv2D | keras.layers.DepthwiseConv1D):
+    if catalog.is_depthwise(layer):
         return int(np.prod(layer.output.shape[1:])) * int(np.prod(layer.kernel.shape[:-2]))
     if _is_producer(layer):
         return int(np.prod(layer.output.shape[1:])) * int(np.prod(layer.kernel.shape[:-1]))
     return 0
-
-
-def _is_depthwise(layer: Any) -> bool:
-    return isinstance(layer, keras.layers.DepthwiseConv2D | keras.layers.DepthwiseConv1D)
 
 
 def _costs(
@@ -153,7 +150,7 @@ def _costs(
     table: dict[str, float] = {}
     costs = []
     for layer in model.layers:
-        if not (_is_producer(layer) or _is_depthwise(layer)):
+        if not (_is_producer(layer) or catalog.is_depthwise(layer)):
             continue
         if latency:
             key = _shape_key(layer)
@@ -163,7 +160,7 @@ def _costs(
         else:
             cost = float(layer_macs(layer))
         costs.append(
-            _Cost(layer, cost, root(layer.input), root(layer.output), _is_depthwise(layer))
+            _Cost(layer, cost, root(layer.input), root(layer.output), catalog.is_depthwise(layer))
         )
     return costs
 

@@ -246,7 +246,7 @@ def _final_sparsity(schedule: PruningSchedule | None, allocation: str) -> float:
 
 
 def _is_depthwise(layer: keras.layers.Layer, path: str) -> bool:
-    if isinstance(layer, keras.layers.DepthwiseConv1D | keras.layers.DepthwiseConv2D):
+    if catalog.is_depthwise(layer):
         return True
     return path.startswith("depthwise")  # the depthwise half of SeparableConv1D/2D
 

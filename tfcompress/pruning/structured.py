@@ -101,7 +101,7 @@ def _graph_of(model: keras.Model) -> Any:
 def _is_channelwise(layer: Any) -> bool:
     if _keeps_channel_axis(layer):
         return True
-    if isinstance(layer, keras.layers.DepthwiseConv2D | keras.layers.DepthwiseConv1D):
+    if catalog.is_depthwise(layer):
         return layer.depth_multiplier == 1
     if isinstance(layer, keras.layers.BatchNormalization):
         return layer.axis in (-1, [-1]) or layer.axis == len(layer.input.shape) - 1
@@ -262,7 +262,7 @@ def _sliced_weights(
     if _is_producer(layer):
         kernel = _take(_take(weights[0], inputs, -2), outputs, -1)
         return [kernel, *(_take(w, outputs, 0) for w in weights[1:])]
-    if isinstance(layer, keras.layers.DepthwiseConv2D | keras.layers.DepthwiseConv1D):
+    if catalog.is_depthwise(layer):
         return [_take(weights[0], inputs, -2), *(_take(w, outputs, 0) for w in weights[1:])]
     if isinstance(layer, keras.layers.BatchNormalization | keras.layers.PReLU):
         return [_take(w, inputs, -1) for w in weights]
@@ -280,7 +280,7 @@ def count_flops(model: keras.Model) -> int:
     """
     macs = 0
     for layer in model.layers:
-        if isinstance(layer, keras.layers.DepthwiseConv2D | keras.layers.DepthwiseConv1D):
+        if catalog.is_depthwise(layer):
             kernel = layer.kernel.shape
             macs += int(np.prod(layer.output.shape[1:])) * int(np.prod(kernel[:-2]))
         elif isinstance(layer, _PRODUCERS):

@@ -8,8 +8,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from tfcompress.core import catalog
 from tfcompress.core.batchnorm import fold_into_kernel
-from tfcompress.core.graph import DEPTHWISE, TRANSPOSED
 from tfcompress.quantization.config import QuantizeConfig
 from tfcompress.quantization.quantizers import ActivationQuantizer, WeightQuantizer
 
@@ -49,7 +49,9 @@ def supports_kernel_wrapping(layer: Any) -> bool:
     if isinstance(layer, L.Embedding):
         # a masking or LoRA Embedding keeps its own call
         return not layer.mask_zero and not getattr(layer, "lora_enabled", False)
-    return isinstance(layer, L.Conv1D | L.Conv2D | L.Conv3D | DEPTHWISE | L.Dense)
+    return isinstance(layer, L.Conv1D | L.Conv2D | L.Conv3D | L.Dense) or catalog.is_depthwise(
+        layer
+    )
 
 
 def _is_conv1d(layer: Any) -> bool:
@@ -127,8 +129,8 @@ class QuantizeWrapper(L.Wrapper):
         # The converter rejects per-channel fake quant on FULLY_CONNECTED, so Dense is per tensor.
         per_channel = (
             self.config.per_channel
-            and isinstance(layer, L.Conv1D | L.Conv2D | L.Conv3D | DEPTHWISE)
-            and not isinstance(layer, TRANSPOSED)
+            and (isinstance(layer, L.Conv1D | L.Conv2D | L.Conv3D) or catalog.is_depthwise(layer))
+            and not catalog.is_transposed(layer)
         )
         self.weight_quantizer = WeightQuantizer(self.config.weight_bits, per_channel)
         # TFLite fuses only relu/relu6 into the kernel op; other activations need a range before.
@@ -177,7 +179,7 @@ class QuantizeWrapper(L.Wrapper):
 
     def _depthwise_flat(self, kernel: Any) -> Any:
         """Depthwise kernels are (h, w, in, multiplier); quantize them per output channel."""
-        if isinstance(self.layer, DEPTHWISE):
+        if catalog.is_depthwise(self.layer):
             shape = kernel.shape
             return ops.reshape(kernel, (*shape[:-2], shape[-2] * shape[-1]))
         return kernel

@@ -25,12 +25,12 @@ from typing import Any
 import keras
 import numpy as np
 
+from tfcompress.core import catalog
 from tfcompress.core.batchnorm import FoldedBatchNormalization, batch_norm_pairs, fold_batch_norms
 from tfcompress.core.graph import call_count, check_model, producer_of, rebuild
 from tfcompress.core.graph import consumers as graph_consumers
 from tfcompress.core.results import Compressed
 from tfcompress.recovery.weights import (
-    DEPTHWISE_LAYERS,
     KERNEL_LAYERS,
     SCALE_LAYERS,
     split_separable,
@@ -122,7 +122,7 @@ def find_chains(model: keras.Model) -> tuple[list[_Chain], dict[str, str]]:
     for first in model.layers:
         if not isinstance(first, KERNEL_LAYERS) or why_not_quantizable(first):
             continue
-        if isinstance(first, DEPTHWISE_LAYERS) and first.depth_multiplier != 1:
+        if catalog.is_depthwise(first) and first.depth_multiplier != 1:
             skipped[first.name] = "depthwise multiplier > 1"
             continue
         kind = _activation_kind(first.activation)
@@ -158,13 +158,13 @@ def find_chains(model: keras.Model) -> tuple[list[_Chain], dict[str, str]]:
 
 
 def _out_ranges(layer: Any, kernel: np.ndarray) -> np.ndarray:
-    if isinstance(layer, DEPTHWISE_LAYERS):  # multiplier 1: channel = input channel
+    if catalog.is_depthwise(layer):  # multiplier 1: channel = input channel
         return np.abs(kernel).max(axis=tuple(range(kernel.ndim - 2)) + (kernel.ndim - 1,))
     return np.abs(kernel).reshape(-1, kernel.shape[-1]).max(axis=0)
 
 
 def _scale_out(layer: Any, kernel: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    if isinstance(layer, DEPTHWISE_LAYERS):
+    if catalog.is_depthwise(layer):
         return kernel / scale[:, None]
     return kernel / scale
 
@@ -180,7 +180,7 @@ def _scale_in(kernel: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 def _bias_through(layer: Any, kernel: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """What a constant `shift` per input channel adds to `layer`'s outputs (valid padding)."""
-    if isinstance(layer, DEPTHWISE_LAYERS):
+    if catalog.is_depthwise(layer):
         spatial = tuple(range(kernel.ndim - 2))
         return (kernel.sum(axis=spatial) * shift[:, None]).reshape(-1)
     moved = np.moveaxis(kernel, -2, 0)

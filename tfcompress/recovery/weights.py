@@ -23,7 +23,6 @@ KERNEL_LAYERS = catalog.classes(lambda row: row.recovery == "kernel")
 SEPARABLE_LAYERS = catalog.classes(lambda row: row.recovery == "separable")
 #: layers a positive per-channel scale passes through (equalization pairs across them)
 SCALE_LAYERS = catalog.classes(lambda row: row.recovery == "scales")
-DEPTHWISE_LAYERS = (L.DepthwiseConv1D, L.DepthwiseConv2D)
 
 
 def check_bits(bits: int, what: str) -> int:
@@ -114,7 +113,7 @@ def channel_axes(layer: Any, kernel: np.ndarray) -> tuple[int, ...]:
         >>> channel_axes(keras.layers.DepthwiseConv2D(3), np.zeros((3, 3, 8, 1)))
         (0, 1)
     """
-    if isinstance(layer, DEPTHWISE_LAYERS):  # (..., in, multiplier): every (in, m) is a channel
+    if catalog.is_depthwise(layer):  # (..., in, multiplier): every (in, m) is a channel
         return tuple(range(kernel.ndim - 2))
     return tuple(range(kernel.ndim - 1))  # (..., out)
 
@@ -167,7 +166,7 @@ def linear(layer: Any, inputs: Any, kernel: Any) -> Any:
         "data_format": "channels_last",
         "dilation_rate": layer.dilation_rate,
     }
-    if isinstance(layer, DEPTHWISE_LAYERS):
+    if catalog.is_depthwise(layer):
         return ops.depthwise_conv(inputs, kernel, **common)
     return ops.conv(inputs, kernel, **common)
 

@@ -16,8 +16,6 @@ from keras import ops
 from tfcompress.core import catalog, compat
 from tfcompress.core.batchnorm import fold_batch_norms
 from tfcompress.core.graph import (
-    DEPTHWISE,
-    TRANSPOSED,
     check_model,
     fresh_copy,
     needs_tracing,
@@ -286,7 +284,7 @@ class ClusterWeights(TrainingLayer, keras.layers.Wrapper):
 
     def _channel_axis(self) -> int:
         # depthwise kernels are (..., in, multiplier), transposed ones (..., out, in)
-        return -2 if isinstance(self.layer, DEPTHWISE | TRANSPOSED) else -1
+        return -2 if catalog.is_depthwise(self.layer) or catalog.is_transposed(self.layer) else -1
 
     def _channels(self) -> int:
         return int(self._kernel().shape[self._channel_axis()])
@@ -368,11 +366,11 @@ class ClusterWeights(TrainingLayer, keras.layers.Wrapper):
             outputs = ops.matmul(inputs, kernel)
         elif isinstance(layer, L.EinsumDense):
             outputs = ops.einsum(layer.equation, inputs, kernel)
-        elif isinstance(layer, DEPTHWISE):
+        elif catalog.is_depthwise(layer):
             outputs = ops.depthwise_conv(
                 inputs, kernel, layer.strides, layer.padding, layer.data_format, layer.dilation_rate
             )
-        elif isinstance(layer, TRANSPOSED):
+        elif catalog.is_transposed(layer):
             outputs = ops.conv_transpose(
                 inputs,
                 kernel,
