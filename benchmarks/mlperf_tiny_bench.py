@@ -108,8 +108,9 @@ def tflm_outputs(flatbuffer: bytes, x: np.ndarray, arena: int) -> np.ndarray:
 
 
 def litert_outputs(flatbuffer: bytes, x: np.ndarray) -> np.ndarray:
-    """Raw int8 outputs of LiteRT's reference kernels (builtin_only), one row at a time."""
-    interpreter = make_interpreter(flatbuffer, builtin_only=True)
+    """Raw int8 outputs of LiteRT's reference kernels (BUILTIN_REF: what TFLM's kernels follow),
+    one row at a time."""
+    interpreter = make_interpreter(flatbuffer, reference=True)
     inputs, outputs = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     rows = []
     for row in quantized(flatbuffer, x):

@@ -203,6 +203,7 @@ PUBLIC_API = {
         "unroll_recurrent",
     ],
     "tfcompress.recipe": [
+        "BudgetError",
         "CompressResult",
         "OutputResult",
         "Recipe",

@@ -19,6 +19,7 @@ from typing import Any
 from tfcompress.recipe.schema import Recipe, RecipeError, Step, load_recipe, parse_recipe
 
 __all__ = [
+    "BudgetError",
     "CompressResult",
     "OutputResult",
     "Recipe",
