@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -73,10 +74,38 @@ def _data(case: Case, model: keras.Model) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 _TRAINED: dict[str, list[np.ndarray]] = {}
+# the trained weights of every row, written by tests/fixtures/make_coverage_weights.py: a row's
+# pretraining costs about as much as its four checks together
+WEIGHTS = Path(__file__).resolve().parent.parent / "fixtures" / "coverage_weights.npz"
+
+
+def weights_key(case: Case, model: keras.Model) -> str:
+    """What the saved weights of a row must match: its layer classes and weight shapes."""
+    layers = ",".join(type(layer).__name__ for layer in model.layers)
+    shapes = ",".join("x".join(map(str, w.shape)) for w in model.weights)
+    return f"{case.id}|{layers}|{shapes}"
+
+
+def saved_weights(case: Case, model: keras.Model) -> list[np.ndarray] | None:
+    """The row's trained weights from the fixture, or None when it has none for this model."""
+    if not WEIGHTS.exists():
+        return None
+    with np.load(WEIGHTS) as saved:
+        if f"{case.id}/key" not in saved or str(saved[f"{case.id}/key"]) != weights_key(
+            case, model
+        ):
+            return None
+        return [saved[f"{case.id}/{i}"] for i in range(len(model.weights))]
+
+
+def pretrain(case: Case, model: keras.Model, x: np.ndarray, y: np.ndarray) -> None:
+    """A few epochs on the row's teacher task (what the fixture holds the result of)."""
+    _train(model, x, y, epochs=_PRETRAIN_EPOCHS, batch=32, learning_rate=1e-2)
 
 
 def trained_model(case: Case) -> tuple[keras.Model, np.ndarray, np.ndarray, np.ndarray]:
-    """The row's float model trained a few epochs on its teacher task (trained once per row).
+    """The row's float model trained a few epochs on its teacher task (trained once per row, or
+    read from the fixture of trained weights when it holds this row's model).
 
     Trained logits are far apart, as in the models users convert; random ones are nearly tied, so
     any rounding would flip the top-1 class and the agreement would measure chance, not the file.
@@ -85,9 +114,17 @@ def trained_model(case: Case) -> tuple[keras.Model, np.ndarray, np.ndarray, np.n
     model = case.build()
     x, y, x_test = _data(case, model)
     if case.id not in _TRAINED:
-        _train(model, x, y, epochs=_PRETRAIN_EPOCHS, batch=32, learning_rate=1e-2)
-        _TRAINED[case.id] = model.get_weights()
+        weights = saved_weights(case, model)
+        if weights is None:
+            pretrain(case, model, x, y)
+            weights = model.get_weights()
+        _TRAINED[case.id] = weights
     model.set_weights(_TRAINED[case.id])
+    # compiled as pretraining leaves it, whether the weights were trained here or read
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     return model, x, y, x_test
 
 

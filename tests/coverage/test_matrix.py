@@ -7,11 +7,12 @@ layer without a row and without a reason in `SKIPS` fails `test_every_keras_laye
 
 from __future__ import annotations
 
+import keras
 import pytest
 
 from tests.coverage.cases import SKIPS, all_cases, layer_classes
 from tests.coverage.expectations import FLOAT_IN_INT8, KNOWN_GAPS
-from tests.coverage.runner import PTQ_AGREEMENT, TECHNIQUES, Outcome
+from tests.coverage.runner import PTQ_AGREEMENT, TECHNIQUES, WEIGHTS, Outcome, saved_weights
 
 CASES = all_cases()
 PRUNABLE = [case for case in CASES if case.prunable]
@@ -31,6 +32,15 @@ def test_every_keras_layer_has_a_row_or_a_reason():
     assert not missing, f"keras.layers exports layers without a coverage row or a skip: {missing}"
     assert not sorted((covered | set(SKIPS)) - set(classes)), "rows for layers Keras no longer has"
     assert all(len(reason) > 20 for reason in SKIPS.values()), "every skip says why"
+
+
+def test_every_row_has_its_trained_weights_in_the_fixture():
+    keras.utils.set_random_seed(0)
+    stale = [case.id for case in CASES if saved_weights(case, case.build()) is None]
+    assert not stale, (
+        f"rows without trained weights in {WEIGHTS.name} (they train in the test, slower): "
+        f"{stale}; run .venv/bin/python tests/fixtures/make_coverage_weights.py"
+    )
 
 
 def _check(case, technique: str) -> Outcome:
