@@ -298,6 +298,27 @@ def convert(
         except Exception as error:  # noqa: BLE001 - said in the warning instead
             _log.info("no float-layer search for '%s': %s", source.name, error)
             fixes = []
+        if mode == "int8" and target == "phone" and not four_bit and not int4_weights:
+            if not is_quantization_aware(source.owner):  # QAT: 16-bit ranges need QAT again
+
+                def int16x8() -> bytes:
+                    converter16 = plain_converter(
+                        source, "int16x8", representative_data, num_samples=num_samples
+                    )
+                    plain = run_converter(
+                        converter16, source.name, "int16x8", isolate=isolate, timeout=timeout
+                    )
+                    return byte_passes(
+                        plain,
+                        source.name,
+                        "int16x8",
+                        output_names=named_outputs(source.owner),
+                        warn_float_ops=False,
+                    )
+
+                fixes.append(
+                    int16x8_trial(int16x8, fidelity, computed, rows, runtime, len(flatbuffer))
+                )
         report_mismatch(fidelity, source.name, fixes, strict)
     return ConvertedFile(flatbuffer, fidelity)
 
@@ -443,13 +464,54 @@ def report_mismatch(fidelity: Fidelity, name: str, fixes: list[str], strict: boo
         f">= {limits.min_agreement}, SQNR >= {limits.min_sqnr_db} dB or relative error <= "
         f"{limits.max_relative_error}). {tried} Other fixes: "
         "the layers tfcompress.debug_quantization(model, data) ranks worst in float "
-        "(keep_float=[...]); mode='int16x8'; quantization-aware training with data. "
+        "(keep_float=[...]); quantization-aware training with data. "
         "strict=True raises instead of warning; thresholds=FidelityThresholds(...) sets the "
         "limits."
     )
     if strict:
         raise ConversionError(text)
     warnings.warn(text, stacklevel=3)
+
+
+def int16x8_trial(
+    build: Any,
+    fidelity: Fidelity,
+    reference: Any,
+    rows: list[np.ndarray],
+    runtime: str,
+    size: int,
+) -> str:
+    """Stage: `mode="int16x8"` (16-bit activations) tried on the check's rows, and what it gave.
+
+    `build` makes the int16x8 file of the same model and calibration rows; it is run on the
+    same runtime (a key of `RUNTIMES`) and judged with the same thresholds as the int8 file
+    (`size` bytes).
+    """
+    sample = [array[:64] for array in rows]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            flatbuffer = build()
+        outputs = file_outputs(flatbuffer, sample, runtime)
+    except Exception as error:  # noqa: BLE001 - a fix that cannot be built is said, not raised
+        return f"mode='int16x8' could not be made ({type(error).__name__}: {str(error)[:200]})."
+    names = [output.name for output in fidelity.outputs]
+    kinds = [output.kind for output in fidelity.outputs]
+    result = compare_outputs(
+        keras_outputs(reference, sample),
+        outputs,
+        names,
+        kinds,
+        runtime,
+        fidelity.held_out,
+        fidelity.thresholds,
+    )
+    verdict = "brings it back" if result.passed else "does not bring it back"
+    figures = "; ".join(output.describe() for output in result.outputs)
+    return (
+        f"mode='int16x8' {verdict} ({figures}, tried on {result.rows} rows; "
+        f"{len(flatbuffer):,} bytes against {size:,})."
+    )
 
 
 def fixes_that_work(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import keras
@@ -79,12 +80,17 @@ def test_a_file_that_misses_the_model_warns_with_the_layer_to_keep_float(x):
     pattern = r"does not compute.*agreement 0\.\d+ \(\d+ of 200 differ\).*held-out.*XNNPACK"
     with pytest.warns(
         UserWarning, match=pattern + r".*keep_float=\['wide', 'head'\] brings it back"
-    ):
+    ) as caught:
         converted = tfc.convert(model, "int8", x, num_samples=100)
     assert not converted.fidelity.passed
     assert converted.fidelity.outputs[0].agreement < 0.9
     fixed = tfc.convert(model, "int8", x, num_samples=100, keep_float=["wide", "head"])
     assert fixed.fidelity.outputs[0].agreement > 0.95
+    # 16-bit activations are tried too, and the verdict is what the int16x8 file gives
+    (text,) = [str(w.message) for w in caught if "does not compute" in str(w.message)]
+    assert re.search(r"mode='int16x8' brings it back \(.*tried on 64 rows; [\d,]+ bytes", text)
+    sixteen = tfc.convert(model, "int16x8", x, num_samples=100)
+    assert sixteen.fidelity.passed and sixteen.fidelity.outputs[0].agreement > 0.95
 
 
 def test_strict_raises_instead_of_warning_and_thresholds_are_adjustable(x):
