@@ -12,7 +12,10 @@ Cells, each on the kind's float model trained a few epochs on a task built from 
 - qat: `tfc.quantize_model`, one epoch of fit, `convert(qat, "int8", ...)`;
 - pruning: `tfc.prune_low_magnitude` at 50 %, fit with `UpdatePruningStep`, strip, convert;
 - clustering: `tfc.cluster_weights` with 16 clusters, fit, strip, convert per-tensor;
-- micro: `convert(model, "int8", ..., target="micro")` (checked on TensorFlow Lite Micro).
+- micro: `convert(model, "int8", ..., target="micro")` (checked on TensorFlow Lite Micro);
+- recipe: `tfcompress.recipe.compress` with a recipe that prunes to 50 % (1 epoch), trains
+  quantization-aware (1 epoch) and converts to int8; the file is checked against the
+  compressed Keras model on the recipe's held-out rows (`CompressResult.fidelity`).
 
 A cell "works" when every call returns and the file matches its Keras model on the held-out
 rows (`convert`'s own check: `ConvertedFile.fidelity.passed`, on LiteRT with XNNPACK; LiteRT's
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 import traceback
 import warnings
@@ -40,12 +44,21 @@ import numpy as np
 
 import tfcompress as tfc
 from tfcompress.data import load_digits
+from tfcompress.recipe import compress
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_results  # noqa: E402
 
 L = keras.layers
-CELLS = ("ptq", "qat", "pruning", "clustering", "micro")
+CELLS = ("ptq", "qat", "pruning", "clustering", "micro", "recipe")
+RECIPE = {
+    "steps": [
+        {"prune": {"final_sparsity": 0.5, "epochs": 1}},
+        {"qat": {"epochs": 1}},
+        {"convert": {"mode": "int8"}},
+    ],
+    "training": {"batch_size": 32, "holdout": 0.25},
+}
 
 
 @keras.saving.register_keras_serializable(package="model_kinds")
@@ -265,7 +278,7 @@ def _fit(model: keras.Model, x: np.ndarray, y: Any, loss: Any, epochs: int, **kw
 
 
 def _figures(converted: Any) -> dict[str, Any]:
-    fidelity = converted.fidelity
+    fidelity = converted.fidelity  # a ConvertedFile, or the recipe's CompressResult
     if fidelity is None:
         return {"works": False, "error": "no fidelity figures"}
     outputs = {
@@ -295,7 +308,9 @@ def _cell(run: Callable[[], Any]) -> dict[str, Any]:
     return result
 
 
-def run_kind(name: str, seed: int, epochs: int) -> dict[str, dict[str, Any]]:
+def run_kind(
+    name: str, seed: int, epochs: int, only: tuple[str, ...] = CELLS
+) -> dict[str, dict[str, Any]]:
     keras.utils.set_random_seed(seed)
     model, x, y, loss = KINDS[name]()
     order = np.random.default_rng(seed).permutation(len(x))
@@ -332,8 +347,20 @@ def run_kind(name: str, seed: int, epochs: int) -> dict[str, dict[str, Any]]:
     def micro() -> Any:
         return tfc.convert(fresh(), "int8", calibration, validation_data=x_held, target="micro")
 
-    cells = {"ptq": ptq, "qat": qat, "pruning": pruning, "clustering": clustering, "micro": micro}
-    return {cell: _cell(cells[cell]) for cell in CELLS}
+    def recipe() -> Any:
+        fresh().compile(keras.optimizers.Adam(3e-3), loss=loss)  # the recipe reads the loss
+        with tempfile.TemporaryDirectory() as folder:
+            return compress(fresh(), (x_train, y_train), RECIPE, Path(folder) / "out", log=None)
+
+    cells = {
+        "ptq": ptq,
+        "qat": qat,
+        "pruning": pruning,
+        "clustering": clustering,
+        "micro": micro,
+        "recipe": recipe,
+    }
+    return {cell: _cell(cells[cell]) for cell in only}
 
 
 def summarize(results: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
@@ -359,28 +386,34 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one seed, one epoch")
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--cells", default=",".join(CELLS), help="the cells to run")
     parser.add_argument(
         "--update",
         action="store_true",
-        help="replace only the kinds run in results/model_kinds.json (same seeds and epochs)",
+        help="replace only the kinds and cells run in results/model_kinds.json (same seeds and "
+        "epochs)",
     )
     args = parser.parse_args()
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     epochs = 1 if args.quick else 5
     kinds = args.kinds.split(",")
+    only = tuple(args.cells.split(","))
     results: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for name in kinds:
-        runs = [run_kind(name, seed, epochs) for seed in seeds]
-        results[name] = {cell: [run[cell] for run in runs] for cell in CELLS}
-        done = {cell: all(r["works"] for r in results[name][cell]) for cell in CELLS}
+        runs = [run_kind(name, seed, epochs, only) for seed in seeds]
+        results[name] = {cell: [run[cell] for run in runs] for cell in only}
+        done = {cell: all(r["works"] for r in results[name][cell]) for cell in only}
         print(name, done, flush=True)
     payload: dict[str, Any] = {"seeds": seeds, "epochs": epochs}
     if args.update:
         saved = json.loads((Path(__file__).parent / "results" / "model_kinds.json").read_text())
         if (saved["seeds"], saved["epochs"]) != (seeds, epochs):
             parser.error("--update needs the seeds and epochs of the saved results")
-        results = {**saved["kinds"], **results}
-        payload["updated_kinds"] = kinds
+        results = {
+            name: {**saved["kinds"].get(name, {}), **results.get(name, {})}
+            for name in {**saved["kinds"], **results}
+        }
+        payload["updated"] = {"kinds": kinds, "cells": list(only)}
     write_results("model_kinds", {**payload, "summary": summarize(results), "kinds": results})
 
 

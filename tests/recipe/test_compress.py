@@ -39,6 +39,11 @@ def test_report_accuracy_is_the_files_accuracy_on_litert(compressed, digits):
         f"| model.tflite accuracy on LiteRT | {measured:.4f} |" in (out / "report.md").read_text()
     )
     assert f"{measured:.4f}" in (out / "report.html").read_text()
+    # the file is checked against the compressed Keras model on held-out rows, and says so
+    fidelity = result.fidelity
+    assert fidelity.held_out and fidelity.rows == min(200, result.holdout_samples)
+    assert fidelity.passed, fidelity.summary()
+    assert "| model.tflite matches the compressed Keras model |" in (out / "report.md").read_text()
 
 
 def test_file_is_full_integer_and_keeps_the_pruned_zeros(compressed):

@@ -76,6 +76,10 @@ def _summary_rows(result: CompressResult) -> list[tuple[str, str]]:
         ("held-out samples", f"{result.holdout_samples:,}"),
         ("float ops left", ", ".join(result.float_ops) or "none (full integer)"),
     ]
+    if result.fidelity is not None:  # the file against the compressed Keras model
+        verdict = "matches" if result.fidelity.passed else "does NOT match"
+        worst = "; ".join(output.describe() for output in result.fidelity.outputs)
+        rows.append((f"model.tflite {verdict} the compressed Keras model", worst))
     if result.target == "micro":
         rows += _micro_rows(result)
     if result.edgetpu is not None:

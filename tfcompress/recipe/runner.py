@@ -25,6 +25,7 @@ from tfcompress.core.graph import clone_with_weights
 from tfcompress.diagnose.auto import over_budget
 from tfcompress.recipe.report import write_reports
 from tfcompress.recipe.schema import Recipe, Step, load_recipe
+from tfcompress.tflite.fidelity import Fidelity
 from tfcompress.tflite.runtime import run_tflite
 
 Log = Callable[[str], None]
@@ -95,6 +96,8 @@ class CompressResult:
         recommended_arena_bytes: `arena_bytes` plus 25 % for optimized kernels' scratch.
         max_flash: the recipe's flash budget (None: no budget); the file fits it.
         max_arena: the recipe's arena budget (None: no budget); the file fits it.
+        fidelity: the file against the compressed Keras model on (up to 200) held-out rows,
+            every output (`convert`'s check; None for float modes).
         compressed_tensors: with `micro_compress`, how many weight tensors the file stores as
             TFLM look-up tables (0: none had few enough values; the file is the plain one).
     """
@@ -120,6 +123,7 @@ class CompressResult:
     max_flash: int | None = None
     max_arena: int | None = None
     compressed_tensors: int = 0
+    fidelity: Fidelity | None = None
 
 
 @dataclass
@@ -232,15 +236,18 @@ def compress(
     target = convert_step.options["target"]
     say(f"[{len(recipe.steps)}/{len(recipe.steps)}] convert {_options_text(convert_step)}")
     calibration = tfc.data.calibration_sample(x_train, convert_step.options["num_samples"])
+    integer = mode in ("int8", "int16x8", "edgetpu")
     flatbuffer = tfc.convert(
         state.model,
         mode=mode,
-        representative_data=calibration if mode in ("int8", "int16x8", "edgetpu") else None,
+        representative_data=calibration if integer else None,
+        validation_data=x_test[:_CHECK_ROWS] if integer else None,  # the file vs the model
         num_samples=convert_step.options["num_samples"],
         sparsity=convert_step.options["sparsity"],
         per_channel=not state.clustered,  # keep k shared values per kernel in the int8 file
         target=target,
     )
+    fidelity = flatbuffer.fidelity
     plain = flatbuffer  # what LiteRT runs: the file without TFLM's look-up tables
     if convert_step.options["micro_compress"]:
         flatbuffer = _micro_compressed(flatbuffer, say)
@@ -284,6 +291,7 @@ def compress(
         max_flash=convert_step.options["max_flash"],
         max_arena=convert_step.options["max_arena"],
         compressed_tensors=0 if micro is None else micro.compressed_tensors,
+        fidelity=fidelity,
     )
     _write_atomically(
         output,
@@ -438,6 +446,7 @@ def _distill(state: _State, step: Step, teacher, tasks, x, y, training, say: Log
     state.model = distiller.student
 
 
+_CHECK_ROWS = 200  # held-out rows the converted file is checked on against the Keras model
 _STEPS = {"prune": _prune, "cluster": _cluster, "qat": _qat, "distill": _distill}
 
 
