@@ -57,7 +57,7 @@ from tfcompress.tflite.flatbuffer import inspect, name_outputs, read_model, shar
 from tfcompress.tflite.four_bit import four_bit_levels
 from tfcompress.tflite.int4 import pack_int4
 from tfcompress.tflite.isolation import DEFAULT_TIMEOUT_S
-from tfcompress.tflite.requantize import fold_float_requantize
+from tfcompress.tflite.requantize import fold_float_requantize, outputs_before_requantize
 from tfcompress.tflite.save import save_tflite
 from tfcompress.tflite.selective import (
     CalibratedModel,
@@ -784,6 +784,8 @@ def byte_passes(
     """
     if mode in CALIBRATED_MODES:  # the converter's float requantize pairs become integer ops
         flatbuffer, _ = fold_float_requantize(flatbuffer)
+    if mode in ("int8", "int16x8"):  # an output at its own scale, not a later op's
+        flatbuffer, _ = outputs_before_requantize(flatbuffer)
     if output_names:  # the Keras model's output names, not the converter's Identity_N
         flatbuffer = name_outputs(flatbuffer, output_names)
     if mode != "edgetpu":  # the Edge TPU compiler gets the converter's own layout

@@ -73,3 +73,42 @@ def test_a_file_without_a_requantize_pair_is_returned_unchanged():
     flatbuffer = tfc.convert(model, "int8", np.random.default_rng(0).random((16, 4), "float32"))
     folded, rewritten = fold_float_requantize(flatbuffer)
     assert rewritten == 0 and folded == flatbuffer
+
+
+def _output_also_feeding_a_concatenation() -> keras.Model:
+    """A sigmoid output that also feeds a Concatenate with a wide-ranged branch (basic-pitch's
+    note head has this shape)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16,))
+    note = keras.layers.Dense(8, activation="sigmoid", name="note")(inputs)
+    wide = keras.layers.Rescaling(20.0)(keras.layers.Dense(8)(inputs))
+    joined = keras.layers.Concatenate()([note, wide])
+    onset = keras.layers.Dense(4, name="onset")(joined)
+    return keras.Model(inputs, {"note": note, "onset": onset})
+
+
+@pytest.mark.parametrize("mode", ["int8", "int16x8"])
+def test_an_output_that_feeds_a_concatenation_keeps_its_own_scale(mode):
+    model = _output_also_feeding_a_concatenation()
+    x = np.random.default_rng(0).normal(size=(400, 16)).astype("float32")
+    converted = tfc.convert(model, mode, x, num_samples=200)
+    report = tfc.inspect(converted)
+    by_name = {report.tensors[i].name: report.tensors[i] for i in report.outputs}
+    scale = 1 / 256 if mode == "int8" else 1 / 32768  # the sigmoid's own output scale
+    assert by_name["note"].quantization.scale[0] == pytest.approx(scale, rel=1e-6)
+    # the requantized copy still feeds the concatenation, at the concatenation's scale
+    (concat,) = [op for op in report.ops if op.name == "CONCATENATION"]
+    assert report.tensors[concat.inputs[0]].quantization.scale[0] > 10 * scale
+    fidelity = {output.name: output for output in converted.fidelity.outputs}
+    assert fidelity["note"].sqnr_db > 40 and converted.fidelity.passed
+    expected = keras.ops.convert_to_numpy(model(x[200:], training=False)["note"])
+    got = run_tflite(converted, x[200:])[list(by_name).index("note")]  # in the file's order
+    assert np.abs(got - expected).max() < 0.02  # at the concatenation scale: up to 0.3
+
+
+def test_outputs_without_a_requantize_are_left_as_they_are():
+    from tfcompress.tflite.requantize import outputs_before_requantize
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    flat = tfc.convert(model, "int8", np.random.rand(16, 4).astype("float32"), check=False)
+    assert outputs_before_requantize(flat) == (flat, 0)

@@ -105,3 +105,72 @@ def _same_range(a: Any, b: Any) -> bool:
         and np.array_equal(za, zb)
         and bool(np.all(np.abs(sa - sb) <= _SAME_SCALE * np.abs(sb)))
     )
+
+
+def outputs_before_requantize(flatbuffer: bytes) -> tuple[bytes, int]:
+    """`flatbuffer` with each model output read before the requantize a later op forced on it.
+
+    TF's converter gives an op that needs its inputs at one scale (CONCATENATION, for one) that
+    scale on each input, and where an input is also a model output, the output gets it too: a
+    sigmoid output (scale 1/256) that also feeds a concatenation comes out at the
+    concatenation's much coarser scale, behind an int8 -> int8 QUANTIZE. The output is then
+    taken from that QUANTIZE's input, at its own scale; the requantized copy still feeds the
+    ops that need it, so nothing else changes. Only outputs whose requantized copy has other
+    readers are changed (a requantize made for the output alone is the model's own range, as
+    a QAT model trains it), and the output tensors keep their names.
+
+    Returns the new bytes and the number of outputs changed (the input bytes when none).
+
+    Example:
+        >>> import keras, numpy as np
+        >>> import tfcompress as tfc
+        >>> inputs = keras.Input((4,))
+        >>> note = keras.layers.Dense(2, activation="sigmoid")(inputs)
+        >>> wide = keras.layers.Rescaling(50.0)(keras.layers.Dense(2)(inputs))
+        >>> both = keras.layers.Dense(2)(keras.layers.Concatenate()([note, wide]))
+        >>> model = keras.Model(inputs, [note, both])
+        >>> x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+        >>> flat = tfc.convert(model, "int8", x, check=False)
+        >>> report = tfc.inspect(flat)
+        >>> report.tensors[report.outputs[0]].quantization.scale[0] == 1 / 256
+        True
+    """
+    schema = compat.tflite_schema()
+    model = read_model(flatbuffer)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    changed = 0
+    for number, subgraph in enumerate(model.subgraphs or []):
+        operators = list(subgraph.operators or [])
+        producer = {int(out): op for op in operators for out in _ints(op.outputs)}
+        readers: dict[int, int] = {}
+        for op in operators:
+            for index in _ints(op.inputs):
+                readers[int(index)] = readers.get(int(index), 0) + 1
+        outputs = [int(i) for i in _ints(subgraph.outputs)]
+        for position, output in enumerate(outputs):
+            op = producer.get(output)
+            if op is None or not readers.get(output):
+                continue
+            code = model.operatorCodes[op.opcodeIndex]
+            if names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) != "QUANTIZE":
+                continue
+            source = int(_ints(op.inputs)[0])
+            tensors = subgraph.tensors
+            kind = types.get(tensors[source].type)
+            if kind not in _INTEGER or kind != types.get(tensors[output].type):
+                continue
+            if source in outputs or tensors[source].quantization is None:
+                continue
+            outputs[position] = source
+            tensors[source].name, tensors[output].name = tensors[output].name, tensors[source].name
+            for signature in model.signatureDefs or []:
+                if signature.subgraphIndex == number:
+                    for entry in signature.outputs or []:
+                        if entry.tensorIndex == output:
+                            entry.tensorIndex = source
+            changed += 1
+        subgraph.outputs = np.asarray(outputs, dtype=np.int32)
+    if changed == 0:
+        return flatbuffer, 0
+    return pack(model, len(flatbuffer) + 1024), changed
