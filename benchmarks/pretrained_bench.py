@@ -319,16 +319,21 @@ def _read_log(log: Path, results: dict[str, Any]) -> tuple[str | None, float]:
     return running, since
 
 
-def run_model_seed(name: str, seed: int, quick: bool, cell_timeout: float) -> dict:
+def run_model_seed(
+    name: str, seed: int, quick: bool, cell_timeout: float, only: set[str] | None = None
+) -> dict:
     """The cells of one model and seed in a child process; a cell that crashes the child or
-    runs past `cell_timeout` seconds is recorded as such, and the child starts again after it."""
+    runs past `cell_timeout` seconds is recorded as such, and the child starts again after it.
+    `only`: the cells to run (all when None)."""
     results: dict[str, Any] = {}
+    left_out = [cell for cell in CELLS if only is not None and cell not in only]
     with tempfile.TemporaryDirectory() as work:
         log = Path(work) / "cells.jsonl"
         log.touch()
         for _attempt in range(len(CELLS)):
             command = [sys.executable, __file__, "--child", name, str(seed), str(log)]
-            command += ["--skip", ",".join(results)] if results else []
+            skip = [*results, *left_out]
+            command += ["--skip", ",".join(skip)] if skip else []
             command += ["--quick"] if quick else []
             with tempfile.TemporaryFile("w+") as errors:
                 process = subprocess.Popen(
@@ -395,6 +400,12 @@ def main() -> None:
     parser.add_argument(
         "--cell-timeout", type=float, default=CELL_TIMEOUT_S, help="seconds one cell may run"
     )
+    parser.add_argument("--cells", default=None, help="comma-separated cells (default: all)")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="merge the cells run into results/pretrained.json instead of replacing it",
+    )
     args = parser.parse_args()
     if args.child:
         name, seed, log = args.child
@@ -431,8 +442,27 @@ def main() -> None:
 
     lock = threading.Lock()
 
+    only = set(args.cells.split(",")) if args.cells else None
+    saved = (
+        json.loads((Path(__file__).parent / "results" / "pretrained.json").read_text())
+        if args.update
+        else None
+    )
+
     def save(complete: bool) -> None:
-        ordered = {name: dict(sorted(by_seed.items())) for name, by_seed in runs.items()}
+        ordered: dict[str, Any] = {
+            name: {str(seed): cells for seed, cells in sorted(by_seed.items())}
+            for name, by_seed in runs.items()
+        }
+        extra: dict[str, Any] = {}
+        if saved is not None:  # the cells run replace theirs; everything else is kept
+            merged = saved["runs"]
+            for name, by_seed in ordered.items():
+                for seed, cells in by_seed.items():
+                    merged.setdefault(name, {}).setdefault(seed, {}).update(cells)
+            ordered = merged
+            models.update({k: v for k, v in saved["models"].items() if k not in models})
+            extra = {"updated": {"models": sorted(runs), "cells": sorted(only or CELLS)}}
         write_results(
             "pretrained" + ("_quick" if args.quick else ""),
             {
@@ -445,13 +475,14 @@ def main() -> None:
                 "summary": summarize(ordered),
                 "runs": ordered,
                 "wall_seconds": round(time.perf_counter() - started, 1),
+                **extra,
             },
         )
 
     def one(task: tuple[str, int]) -> None:
         name, seed = task
         print(f"{name} seed {seed} ...", file=sys.stderr, flush=True)
-        result = run_model_seed(name, seed, args.quick, args.cell_timeout)
+        result = run_model_seed(name, seed, args.quick, args.cell_timeout, only)
         with lock:  # the results so far are written after each model and seed
             runs[name][seed] = result
             save(complete=False)
