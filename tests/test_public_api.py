@@ -172,6 +172,7 @@ PUBLIC_API = {
         "IntegerLayerNormalization",
         "IntegerMasking",
         "IntegerNormalization",
+        "IntegerPReLU",
         "IntegerRMSNormalization",
         "IntegerUnitNormalization",
         "QuantizeConfig",

@@ -51,3 +51,34 @@ def test_ptq_and_qat_int8_have_no_float_op_and_qat_saves_identically(rng, tmp_pa
     qat.save(path)
     loaded = keras.saving.load_model(path)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), qat.predict(x, verbose=0))
+
+
+def _prelu_model() -> keras.Model:
+    """Two convolutions with PReLU (MTCNN's face detectors are built this way)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 3))
+    hidden = keras.layers.Conv2D(8, 3)(inputs)
+    hidden = keras.layers.PReLU(shared_axes=[1, 2], name="prelu1")(hidden)
+    hidden = keras.layers.Conv2D(8, 3)(hidden)
+    hidden = keras.layers.PReLU(shared_axes=[1, 2], name="prelu2")(hidden)
+    outputs = keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(hidden))
+    model = keras.Model(inputs, outputs)
+    for name in ("prelu1", "prelu2"):
+        layer = model.get_layer(name)
+        alpha = np.random.default_rng(1).uniform(0.05, 0.5, size=layer.alpha.shape)
+        layer.set_weights([alpha.astype("float32")])
+    return model
+
+
+def test_prelu_converts_to_int16x8_as_ops_with_16_bit_kernels():
+    model = _prelu_model()
+    x = np.random.default_rng(0).normal(size=(300, 12, 12, 3)).astype("float32")
+    rewritten = integer_friendly(model, activation_bits=16)
+    assert [type(layer).__name__ for layer in rewritten.layers].count("IntegerPReLU") == 2
+    np.testing.assert_allclose(rewritten(x[:8]), model(x[:8]), atol=1e-6)
+    assert integer_friendly(model) is model  # int8 has a PRELU kernel: nothing to rewrite
+    sixteen = tfc.convert(model, "int16x8", x, num_samples=100)  # TF's converter alone refuses
+    ops = {op.name for op in tfc.inspect(sixteen).ops}
+    assert "PRELU" not in ops and {"MINIMUM", "MUL"} <= ops
+    assert sixteen.fidelity.passed and sixteen.fidelity.outputs[0].agreement >= 0.98
+    assert "PRELU" in {op.name for op in tfc.inspect(tfc.convert(model, "int8", x[:100])).ops}

@@ -19,6 +19,7 @@ from tfcompress.quantization.layers import (
     IntegerGroupNormalization,
     IntegerLayerNormalization,
     IntegerNormalization,
+    IntegerPReLU,
     IntegerRMSNormalization,
     IntegerUnitNormalization,
     integer_elu,
@@ -43,6 +44,8 @@ _REPLACEMENTS: dict[type, type] = {
     L.ELU: IntegerELU,
     L.Masking: IntegerMasking,
 }
+# Replaced only with 16-bit activations: TF's converter has no int16x8 kernel for their op.
+_SIXTEEN_BIT: dict[type, type] = {L.PReLU: IntegerPReLU}
 # Replaced only in a model that masks (a mask they consume is then a 0/1 float, no CAST).
 _MASK_CONSUMERS: dict[type, type] = {L.GlobalAveragePooling1D: IntegerGlobalAveragePooling1D}
 
@@ -122,7 +125,7 @@ def integer_friendly_layer(layer: keras.layers.Layer) -> keras.layers.Layer | No
     return unrolled_layer(layer)
 
 
-def needs_rewrite(model: Any) -> bool:
+def needs_rewrite(model: Any, activation_bits: int = 8) -> bool:
     """True when `model` (or a model nested in it) has a layer `integer_friendly` replaces.
 
     Example:
@@ -131,9 +134,11 @@ def needs_rewrite(model: Any) -> bool:
         False
     """
     for layer in getattr(model, "layers", None) or []:
-        if isinstance(layer, keras.Model) and needs_rewrite(layer):
+        if isinstance(layer, keras.Model) and needs_rewrite(layer, activation_bits):
             return True
         if type(layer) in (*_REPLACEMENTS, *_ADAPTIVE_AVERAGE) or _has_elu_activation(layer):
+            return True
+        if activation_bits == 16 and type(layer) in _SIXTEEN_BIT:
             return True
     return has_recurrent_layers(model)
 
@@ -148,7 +153,8 @@ def integer_friendly(model: keras.Model, activation_bits: int = 8) -> keras.Mode
     `IntegerMasking` and, in a model that masks, `GlobalAveragePooling1D` becomes
     `IntegerGlobalAveragePooling1D` (`tfcompress.quantization.masking`). The copy computes the same
     function with the same weights; a model with nothing to replace is returned as is.
-    `activation_bits=16` (for `convert(mode="int16x8")`) gives the masks their 16-bit form.
+    `activation_bits=16` (for `convert(mode="int16x8")`) gives the masks their 16-bit form and
+    writes PReLU as `IntegerPReLU` (TF's converter has no 16-bit PRELU).
 
     Example:
         >>> import numpy as np
@@ -161,15 +167,17 @@ def integer_friendly(model: keras.Model, activation_bits: int = 8) -> keras.Mode
         >>> bool(np.allclose(rewritten(x), model(x), atol=1e-5))
         True
     """
-    if not needs_rewrite(model):
+    if not needs_rewrite(model, activation_bits):
         return model
     if has_recurrent_layers(model):
         model = unroll_recurrent(model)  # checks static lengths, says what to do
     masked = masks_steps(model)
 
     def replace(layer: keras.layers.Layer) -> keras.layers.Layer | None:
-        if isinstance(layer, keras.Model) and needs_rewrite(layer):
+        if isinstance(layer, keras.Model) and needs_rewrite(layer, activation_bits):
             return integer_friendly(layer, activation_bits)
+        if activation_bits == 16 and type(layer) in _SIXTEEN_BIT:
+            return _copy_as(layer, _SIXTEEN_BIT[type(layer)])
         if type(layer) is L.Masking and activation_bits != 8:
             return IntegerMasking.from_config(
                 {**layer.get_config(), "activation_bits": activation_bits}
@@ -201,9 +209,9 @@ def integer_friendly_source(source: TraceableModel, mode: str) -> TraceableModel
     if not isinstance(model, keras.Model):
         return source
     if mode in INTEGER_MODES:
-        if not needs_rewrite(model):
-            return source
         bits = 16 if mode == "int16x8" else 8
+        if not needs_rewrite(model, bits):
+            return source
         rewrite = lambda model: integer_friendly(model, bits)  # noqa: E731
     else:
         dynamic_batch = any(spec.shape[0] is None for spec in source.input_specs)

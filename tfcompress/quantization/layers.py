@@ -221,6 +221,29 @@ class IntegerELU(keras.layers.ELU):
 
 
 @keras.saving.register_keras_serializable(package="tfcompress")
+class IntegerPReLU(keras.layers.PReLU):
+    """`keras.layers.PReLU` as `max(x, 0) + alpha * min(x, 0)`, for 16-bit activations.
+
+    TF's converter has no int16x8 form of TFLite's PRELU op; RELU, MINIMUM, MUL and ADD have
+    one, so `convert(mode="int16x8")` writes a PReLU model this way. Same arguments and weights
+    as `keras.layers.PReLU`.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.linspace(-3, 3, 12).reshape(2, 6).astype("float32")
+        >>> ours, theirs = IntegerPReLU(), keras.layers.PReLU()
+        >>> ours.build(x.shape); theirs.build(x.shape)
+        >>> ours.set_weights([np.full((6,), 0.25, "float32")])
+        >>> theirs.set_weights(ours.get_weights())
+        >>> bool(np.allclose(ours(x), theirs(x)))
+        True
+    """
+
+    def call(self, inputs: Any) -> Any:
+        return ops.maximum(inputs, 0.0) + self.alpha * ops.minimum(inputs, 0.0)
+
+
+@keras.saving.register_keras_serializable(package="tfcompress")
 class IntegerGroupNormalization(keras.layers.GroupNormalization):
     """`GroupNormalization` written as `(x - mean) * rsqrt(var + eps) * gamma + beta` per group.
 
