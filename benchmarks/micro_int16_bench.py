@@ -5,12 +5,13 @@ For each row of tests/coverage/cases.py with float inputs (a tiny model around o
 them) the model is converted with `tfc.convert(model, "int16x8", data, target="micro")`, which
 rewrites what it can, fixes the batch to 1 and refuses a file TFLM cannot run, naming the op
 and the layer. A
-file that runs is compared with LiteRT's reference kernels on held-out inputs
-(`tfc.micro.check(file, x)`: the largest difference in int16 steps of the output). The table
+file that runs is compared with LiteRT on held-out inputs (`tfc.micro.check(file, x)`: the
+largest difference in int16 steps of the output, from the nearer of LiteRT's reference and
+optimized builtin kernels). The table
 `ops` says, per TFLite op, in which rows it ran (with the largest output difference of those
 rows) and in which it was refused; a refusal is `no_tflm_kernel`, `kernel_refuses_types` (TFLM's
-kernel does not take the op's int16 tensors) or `wrong_values` (TFLM runs it, far from the
-reference kernels: `tfcompress.micro.ops.INT16_MISMATCHES`).
+kernel does not take the op's int16 tensors) or `wrong_values` (TFLM runs it, and `convert`
+refuses it all the same).
 
 Run: .venv/bin/python benchmarks/micro_int16_bench.py [--rows Conv2D,Dense]
 (writes benchmarks/results/micro_int16.json; about 5 minutes on 2 cores)
@@ -46,7 +47,7 @@ _REFUSED = re.compile(
 
 
 def refusal_reason(op: str, *, runs: bool) -> str:
-    """`wrong_values` (TFLM runs the op, far from the reference kernels), `no_tflm_kernel`, or
+    """`wrong_values` (TFLM runs the op, `convert` refuses it), `no_tflm_kernel`, or
     `kernel_refuses_types` (TFLM's kernel does not take the op's int16 tensors).
 
     Example:

@@ -25,7 +25,6 @@ from tfcompress.core.graph import inputs_rescaled
 from tfcompress.core.wrappers import strip_training_layers, training_layers, walk_layers
 from tfcompress.io import ModelFileError, load_model
 from tfcompress.micro.report import check as micro_check
-from tfcompress.micro.report import int16_mismatches
 from tfcompress.micro.rewrite import micro_friendly
 from tfcompress.quantization.integer_friendly import integer_friendly_source
 from tfcompress.quantization.masking import IntegerGlobalAveragePooling1D
@@ -599,16 +598,11 @@ def micro_ready(source: TraceableModel) -> TraceableModel:
 
 
 def _check_on_micro(flatbuffer: bytes, name: str, mode: str) -> None:
-    """The file must run on TFLM's interpreter: otherwise say which op, which layer, what to do.
-
-    An int16x8 file is refused, too, where it holds an op TFLM runs on int16 tensors with values
-    far from LiteRT's reference kernels (`tfcompress.micro.ops.INT16_MISMATCHES`).
-    """
+    """The file must run on TFLM's interpreter: otherwise say which op, which layer, what to do."""
     report = micro_check(flatbuffer)
-    mismatched = int16_mismatches(inspect(flatbuffer)) if report.runs else []
-    if report.runs and not mismatched:
+    if report.runs:
         return
-    failing = mismatched[0] if report.runs else report.failing_op
+    failing = report.failing_op
     where = (
         f"op {failing.name} (layer '{failing.layer}')"
         if failing and failing.layer
@@ -617,12 +611,9 @@ def _check_on_micro(flatbuffer: bytes, name: str, mode: str) -> None:
         else "the file"
     )
     advice = failing.advice if failing else report.error
-    how = (
-        "runs on TensorFlow Lite Micro with values far from LiteRT's reference kernels"
-        if report.runs
-        else "does not run on TensorFlow Lite Micro"
+    raise ConversionError(
+        f"The {mode} file of '{name}' does not run on TensorFlow Lite Micro: {where}. {advice}"
     )
-    raise ConversionError(f"The {mode} file of '{name}' {how}: {where}. {advice}")
 
 
 def calibrate(

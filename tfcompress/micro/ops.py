@@ -8,9 +8,8 @@ custom ops TFLM ships (its signal library and the SSD post-processing).
 
 `advice(op)` says what to do about an op TFLM lacks: the measured cases first (the Keras layers
 that produce them), a general answer otherwise. For an int16x8 file (16-bit activations) it
-knows the ops whose TFLM kernel takes int8 but not int16 (`INT16_REFUSALS`), and
-`INT16_MISMATCHES` names the ops TFLM runs in int16 with values far from LiteRT's reference
-kernels (measured by `benchmarks/micro_int16_bench.py`).
+knows the ops whose TFLM kernel takes int8 but not int16 (`INT16_REFUSALS`, measured by
+`benchmarks/micro_int16_bench.py`).
 """
 
 from __future__ import annotations
@@ -234,15 +233,6 @@ INT16_REFUSALS: dict[str, tuple[str, str]] = {
         "with mode='int8' and keep_float=['{layer}'] (TFLM then runs EXP in float)",
     ),
 }
-# op TFLM runs on int16 tensors with values far from LiteRT's reference kernels -> (source, fix)
-INT16_MISMATCHES: dict[str, tuple[str, str]] = {
-    "SUM": (
-        "TFLM's int16 SUM gives values thousands of int16 steps away from LiteRT's reference "
-        "kernels (UnitNormalization and AdditiveAttention sum; so does keras.ops.sum)",
-        f"{_INT8_INSTEAD} (its int8 SUM matches the reference kernels); or compute a mean "
-        "instead of the sum (MEAN runs in int16) and scale after it",
-    ),
-}
 
 
 def resolver_method(op: str) -> str | None:
@@ -318,9 +308,6 @@ def advice(op: str, layer: str = "", dtype: str = "") -> str:
 
 
 def _int16_advice(op: str, layer: str) -> str:
-    if op in INT16_MISMATCHES:
-        source, fix = INT16_MISMATCHES[op]
-        return f"{source}. Fix: {fix.format(layer=layer)}."
     if op in INT16_REFUSALS:
         source, fix = INT16_REFUSALS[op]
         return (
@@ -332,14 +319,3 @@ def _int16_advice(op: str, layer: str) -> str:
         f"convert with mode='int8' (with keep_float=['{layer}'] if TFLM has the float kernel), "
         f"or replace the layer '{layer}'."
     )
-
-
-def int16_mismatch(op: str) -> bool:
-    """Whether TFLM runs `op` on int16 tensors with values far from LiteRT's reference kernels.
-
-    Example:
-        >>> from tfcompress.micro.ops import int16_mismatch
-        >>> int16_mismatch("SUM"), int16_mismatch("MEAN")
-        (True, False)
-    """
-    return op in INT16_MISMATCHES

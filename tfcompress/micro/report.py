@@ -72,7 +72,14 @@ class FailingOp:
 
 @dataclass
 class OutputDifference:
-    """How far TFLM's values of one output are from LiteRT's reference kernels on the same inputs.
+    """How far TFLM's values of one output are from LiteRT's on the same inputs.
+
+    LiteRT has two sets of builtin kernels: its reference kernels (BUILTIN_REF) and its
+    optimized ones (without XNNPACK). TFLM's kernels follow the reference ones for most ops
+    (convolutions, ADD, pooling) and compute like the optimized ones where LiteRT's reference
+    kernel is off (SUM: its reference kernel is far from the float model, TFLM and the optimized
+    kernel are not). The figure is the smaller of the two differences, and `compared_with` says
+    which (docs/dev/decisions/2026-12-06-tflm-vs-reference.md).
 
     Attributes:
         output: the output's name (its signature key, else its tensor name).
@@ -87,6 +94,7 @@ class OutputDifference:
             TFLM's and LiteRT's SOFTMAX agree on the same logits, but one step of a logit
             moves the probabilities by several of their (1/256) steps
             (docs/dev/decisions/2026-12-06-tflm-vs-reference.md).
+        compared_with: the LiteRT kernels nearest to TFLM's, which the figures are against.
 
     Example:
         >>> from tfcompress.micro import OutputDifference
@@ -101,6 +109,11 @@ class OutputDifference:
     differing: float
     samples: int
     logits_max_difference: float | None = None
+    compared_with: str = "LiteRT's reference kernels"
+
+
+REFERENCE_KERNELS = "LiteRT's reference kernels"
+OPTIMIZED_KERNELS = "LiteRT's optimized builtin kernels"
 
 
 @dataclass
@@ -216,7 +229,7 @@ class MicroReport:
             )
             lines.append(
                 f"  output '{difference.output}' ({difference.dtype}): at most "
-                f"{difference.max_difference:g} {unit} from LiteRT's reference kernels{logits}, "
+                f"{difference.max_difference:g} {unit} from {difference.compared_with}{logits}, "
                 f"{difference.differing:.1%} of values differ, {difference.samples} samples"
             )
         lines.extend(f"  note: {note}" for note in self.notes)
@@ -309,7 +322,6 @@ def check(
     )
     if report.compressed_tensors:
         report.uncompressed_flash_bytes = len(decompress(content))
-    report.notes.extend(_int16_mismatch_notes(info))
     arena = _first_arena(info)
     while True:
         loaded = attempt(content, arena, inputs, record=True, counts=counts, timeout=timeout)
@@ -332,37 +344,6 @@ def check(
         report.outputs, notes = _differences(content, info, inputs, loaded.outputs, arena)
         report.notes.extend(notes)
     return report
-
-
-def int16_mismatches(info: TFLiteReport) -> list[FailingOp]:
-    """The ops of a file that TFLM runs on int16 tensors with values far from LiteRT's
-    reference kernels (`tfcompress.micro.ops.INT16_MISMATCHES`), each with its layer and fix.
-
-    Example:
-        >>> import keras, numpy as np, tfcompress as tfc
-        >>> from tfcompress.micro.report import int16_mismatches
-        >>> inputs = keras.Input((4,))
-        >>> summed = keras.layers.Lambda(lambda t: keras.ops.sum(t, -1, keepdims=True))(inputs)
-        >>> model = keras.Model(inputs, summed)
-        >>> x = np.random.default_rng(0).random((8, 4), dtype=np.float32)
-        >>> flatbuffer = tfc.convert(model, "int16x8", x, check=False)
-        >>> [op.name for op in int16_mismatches(tfc.inspect(flatbuffer))]
-        ['SUM']
-    """
-    found = []
-    for subgraph in info.subgraphs:
-        for op in subgraph.ops:
-            if micro_ops.int16_mismatch(op.name) and op.outputs:
-                if subgraph.tensors[op.outputs[0]].dtype == "INT16":
-                    found.append(_failing(op, subgraph))
-    return found
-
-
-def _int16_mismatch_notes(info: TFLiteReport) -> list[str]:
-    return [
-        f"op {op.name} (op {op.index}{_from_layer(op)}) runs on int16 tensors, but {op.advice}"
-        for op in int16_mismatches(info)
-    ]
 
 
 def _from_layer(op: FailingOp) -> str:
@@ -521,15 +502,15 @@ def _differences(
     logits = _softmax_logits(info)
     notes: list[str] = []
     try:  # LiteRT has no DECODE kernel: it runs the file with its look-up tables decoded
-        reference = _reference_outputs(decompress(content), inputs)
+        litert = _litert_outputs(decompress(content), inputs)
     except TFLiteFileError as error:
-        return [], [f"LiteRT's reference kernels could not run the file to compare: {error}"]
-    gaps = [_gap(ours, theirs) for ours, theirs in zip(micro, reference, strict=True)]
+        return [], [f"LiteRT's builtin kernels could not run the file to compare: {error}"]
     logit_gaps: dict[int, np.ndarray] = {}
     if logits:
         logit_gaps, notes = _logit_gaps(content, info, inputs, logits, arena)
     differences = []
-    for position, (ours, gap) in enumerate(zip(micro, gaps, strict=True)):
+    for position, ours in enumerate(micro):
+        kernels, gap = _nearest({k: outputs[position] for k, outputs in litert.items()}, ours)
         tensor = info.tensors[info.outputs[position]]
         logit_gap = logit_gaps.get(position)
         differences.append(
@@ -541,9 +522,18 @@ def _differences(
                 differing=float(np.mean(gap > 0)) if gap.size else 0.0,
                 samples=len(inputs[0]),
                 logits_max_difference=None if logit_gap is None else _largest(logit_gap),
+                compared_with=kernels,
             )
         )
     return differences, notes
+
+
+def _nearest(theirs: dict[str, np.ndarray], ours: np.ndarray) -> tuple[str, np.ndarray]:
+    """The LiteRT kernel set whose values are nearest to TFLM's (the reference one on a tie),
+    and the difference from it."""
+    gaps = {kernels: _gap(ours, values) for kernels, values in theirs.items()}
+    kernels = min(gaps, key=lambda k: (_largest(gaps[k]), k != REFERENCE_KERNELS))
+    return kernels, gaps[kernels]
 
 
 def _gap(ours: np.ndarray, theirs: np.ndarray) -> np.ndarray:
@@ -576,19 +566,32 @@ def _logit_gaps(
     if not ran.ok:
         return {}, [f"TFLM did not run the file with its logits as outputs: {ran.message}"]
     try:
-        reference = _reference_outputs(decompress(widened), inputs)
+        litert = _litert_outputs(decompress(widened), inputs)
     except TFLiteFileError as error:
         return {}, [f"LiteRT could not run the file with its logits as outputs: {error}"]
     first = len(info.outputs)
+    gaps = {}
+    for extra, position in enumerate(logits):
+        index = first + extra
+        theirs = {kernels: outputs[index] for kernels, outputs in litert.items()}
+        gaps[position] = _nearest(theirs, ran.outputs[index])[1]
+    return gaps, []
+
+
+def _litert_outputs(content: bytes, inputs: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
+    """Raw outputs of LiteRT's reference kernels and of its optimized builtin kernels."""
     return {
-        position: _gap(ran.outputs[first + extra], reference[first + extra])
-        for extra, position in enumerate(logits)
-    }, []
+        REFERENCE_KERNELS: _reference_outputs(content, inputs, reference=True),
+        OPTIMIZED_KERNELS: _reference_outputs(content, inputs, reference=False),
+    }
 
 
-def _reference_outputs(content: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """Raw outputs of LiteRT's reference kernels (BUILTIN_REF), one chunk per batch."""
-    interpreter = make_interpreter(content, reference=True)
+def _reference_outputs(
+    content: bytes, inputs: list[np.ndarray], reference: bool = True
+) -> list[np.ndarray]:
+    """Raw outputs of LiteRT's reference kernels (BUILTIN_REF; else its optimized builtin
+    kernels, without XNNPACK), one chunk per batch."""
+    interpreter = make_interpreter(content, builtin_only=not reference, reference=reference)
     details = interpreter.get_input_details()
     batch = int(details[0]["shape"][0]) if details else 1
     count = len(inputs[0])
