@@ -25,6 +25,7 @@ from tfcompress.core.graph import inputs_rescaled
 from tfcompress.core.wrappers import strip_training_layers, training_layers, walk_layers
 from tfcompress.io import ModelFileError, load_model
 from tfcompress.micro.report import check as micro_check
+from tfcompress.micro.report import run_on_tflm
 from tfcompress.micro.rewrite import micro_friendly
 from tfcompress.quantization.integer_friendly import integer_friendly_source
 from tfcompress.quantization.masking import IntegerGlobalAveragePooling1D
@@ -275,8 +276,8 @@ def convert(
         _check_on_micro(flatbuffer, source.name, mode)
     fidelity = None
     if rows is not None:
-        # TFLM follows the reference kernels; XNNPACK takes no sparse-encoded tensors
-        runtime = "reference" if target == "micro" else "builtin" if sparsity else "xnnpack"
+        # a micro file is checked on TFLM itself; XNNPACK takes no sparse-encoded tensors
+        runtime = "micro" if target == "micro" else "builtin" if sparsity else "xnnpack"
         # the graph TF's converter traced computes what the model computes, without a first
         # eager call; recovery steps change the weights, so the file then faces the model itself
         computed = reference if optimize or reference is None else _Traced(source)
@@ -440,7 +441,14 @@ def check_fidelity(
         return None
     try:
         return measure_fidelity(
-            flatbuffer, reference, rows, runtime, held_out, thresholds, kinds_from=model
+            flatbuffer,
+            reference,
+            rows,
+            runtime,
+            held_out,
+            thresholds,
+            kinds_from=model,
+            outputs_of=run_on_tflm if runtime == "micro" else None,
         )
     except Exception as error:  # the check must not lose the file; it says what it could not do
         warnings.warn(
@@ -472,6 +480,13 @@ def report_mismatch(fidelity: Fidelity, name: str, fixes: list[str], strict: boo
     warnings.warn(text, stacklevel=3)
 
 
+def outputs_on(flatbuffer: bytes, x: list[np.ndarray], runtime: str) -> list[np.ndarray]:
+    """The file's dequantized outputs on `runtime`: LiteRT's (a key of `RUNTIMES`), or TFLM's."""
+    if runtime == "micro":
+        return run_on_tflm(flatbuffer, x)
+    return file_outputs(flatbuffer, x, runtime)
+
+
 def int16x8_trial(
     build: Any,
     fidelity: Fidelity,
@@ -491,7 +506,7 @@ def int16x8_trial(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             flatbuffer = build()
-        outputs = file_outputs(flatbuffer, sample, runtime)
+        outputs = outputs_on(flatbuffer, sample, runtime)
     except Exception as error:  # noqa: BLE001 - a fix that cannot be built is said, not raised
         return f"mode='int16x8' could not be made ({type(error).__name__}: {str(error)[:200]})."
     names = [output.name for output in fidelity.outputs]
@@ -539,7 +554,7 @@ def fixes_that_work(
                 flatbuffer = calibrated.quantize(keep)
         except ConversionError:  # TF's quantizer keeps some layers integer: not a fix
             return None
-        outputs = file_outputs(flatbuffer, sample, runtime)
+        outputs = outputs_on(flatbuffer, sample, runtime)
         kinds = [output.kind for output in fidelity.outputs]
         names = [output.name for output in fidelity.outputs]
         return compare_outputs(

@@ -37,6 +37,9 @@ def test_upsampling_becomes_nearest_resizing_and_the_file_runs_on_tflm(rng):
     # the same integer model: the rewrite computes exactly what UpSampling2D computes
     one_by_one = np.concatenate([run_tflite(micro, sample[None]) for sample in data])
     np.testing.assert_array_equal(one_by_one, run_tflite(phone, data))
+    # convert's own check ran the micro file on TFLM itself, the phone file on XNNPACK
+    assert micro.fidelity.runtime == "TensorFlow Lite Micro" and micro.fidelity.passed
+    assert phone.fidelity.runtime == "LiteRT (XNNPACK)"
 
 
 def test_dense_on_sequences_drops_the_dynamic_batch_arithmetic(rng):

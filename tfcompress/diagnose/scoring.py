@@ -38,8 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from tfcompress.micro.compress import DECODE_OP, decompress
-from tfcompress.micro.runner import attempt
+from tfcompress.micro.report import run_on_tflm
 from tfcompress.tflite.fidelity import (
     RUNTIMES,
     compare_outputs,
@@ -47,13 +46,11 @@ from tfcompress.tflite.fidelity import (
     keras_outputs,
     output_kinds,
 )
-from tfcompress.tflite.runtime import _dequantize, _quantize, make_interpreter
 
 #: every HELD_OUT_EVERY-th row (rows 2, 5, 8, ... for 3) is held out of the search
 HELD_OUT_EVERY = 3
 #: the SQNR (dB) a values output must keep against the Keras model by default
 MIN_SQNR_DB = 20.0
-_MICRO_ARENA = 1 << 26  # 64 MiB: room for any model a search would run on TFLM here
 
 
 def check_runtime(runtime: str) -> str:
@@ -85,15 +82,7 @@ def run_file(flatbuffer: bytes, x: Sequence[np.ndarray], runtime: str) -> list[n
     """
     if check_runtime(runtime) != "micro":
         return file_outputs(flatbuffer, list(x), runtime)
-    # the tensors' scales; LiteRT reads a file with TFLM look-up tables only once decoded
-    readable = decompress(flatbuffer) if DECODE_OP.encode() in flatbuffer else flatbuffer
-    interpreter = make_interpreter(readable, builtin_only=True)
-    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
-    quantized = [_quantize(np.asarray(a), d) for a, d in zip(x, inputs, strict=True)]
-    ran = attempt(flatbuffer, _MICRO_ARENA, quantized, counts=(len(inputs), len(outputs)))
-    if not ran.ok:
-        raise RuntimeError(f"TensorFlow Lite Micro could not run the file: {ran.message[:400]}")
-    return [_dequantize(o, d) for o, d in zip(ran.outputs, outputs, strict=True)]
+    return run_on_tflm(flatbuffer, x)
 
 
 def split_rows(count: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,7 +32,8 @@ from tfcompress.tflite.flatbuffer import (
     pack,
     read_model,
 )
-from tfcompress.tflite.runtime import make_interpreter
+from tfcompress.tflite.runtime import _dequantize, make_interpreter
+from tfcompress.tflite.runtime import _quantize as _quantize_for
 
 DEFAULT_ARENA_MARGIN = 0.25
 ARENA_ALIGNMENT = 16  # TFLM aligns the arena and its tensors to 16 bytes
@@ -614,3 +616,33 @@ def _reference_outputs(
             [interpreter.get_tensor(d["index"])[:rows] for d in interpreter.get_output_details()]
         )
     return [np.concatenate([chunk[i] for chunk in collected]) for i in range(len(collected[0]))]
+
+
+_RUN_ARENA = 1 << 26  # 64 MiB: room for any model run on TFLM on this machine
+
+
+def run_on_tflm(flatbuffer: bytes, x: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The file's dequantized outputs on `x` (one array per input), computed by TFLM's kernels.
+
+    Inputs are quantized and outputs dequantized with the file's own scales, as
+    `tfcompress.converter.run_tflite` does on LiteRT. A file with TFLM look-up tables
+    (`tfcompress.micro.compress`) runs as it is: TFLM decodes them. TFLM runs in a child
+    process, so a crash inside it is an error here.
+
+    Example:
+        >>> import numpy as np, tfcompress as tfc
+        >>> from tfcompress.models import build_digits_cnn
+        >>> x = np.random.default_rng(0).random((4, 8, 8, 1), dtype=np.float32)
+        >>> flatbuffer = tfc.convert(build_digits_cnn(width=4), "int8", x)
+        >>> [a.shape for a in run_on_tflm(flatbuffer, [x])]
+        [(4, 10)]
+    """
+    # the tensors' scales; LiteRT reads a file with TFLM look-up tables only once decoded
+    readable = decompress(flatbuffer) if DECODE_OP.encode() in flatbuffer else flatbuffer
+    interpreter = make_interpreter(readable, builtin_only=True)
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    quantized = [_quantize_for(np.asarray(a), d) for a, d in zip(x, inputs, strict=True)]
+    ran = attempt(flatbuffer, _RUN_ARENA, quantized, counts=(len(inputs), len(outputs)))
+    if not ran.ok:
+        raise RuntimeError(f"TensorFlow Lite Micro could not run the file: {ran.message[:400]}")
+    return [_dequantize(o, d) for o, d in zip(ran.outputs, outputs, strict=True)]

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tfcompress.tflite.flatbuffer import TFLiteSource, inspect
+from tfcompress.tflite.flatbuffer import TFLiteSource, inspect, load_bytes
 from tfcompress.tflite.runtime import run_tflite
 
 __all__ = [
@@ -315,6 +315,7 @@ def measure_fidelity(
     held_out: bool = True,
     thresholds: FidelityThresholds | None = None,
     kinds_from: Any = None,
+    outputs_of: Any = None,
 ) -> Fidelity:
     """Run a Keras model and its TFLite file on the same inputs and compare every output.
 
@@ -329,6 +330,9 @@ def measure_fidelity(
         kinds_from: the Keras model whose outputs and compile settings say what each output
             is (`output_kinds`), when `model` is another callable computing its outputs (the
             graph TF's converter traced); `model` itself by default.
+        outputs_of: computes the file's dequantized outputs, `outputs_of(bytes, arrays)`, on
+            a runtime this module does not run (TensorFlow Lite Micro: `runtime="micro"` with
+            `tfcompress.micro.report.run_on_tflm`); LiteRT's `runtime` when None.
 
     Example:
         >>> import tfcompress as tfc
@@ -343,7 +347,10 @@ def measure_fidelity(
     """
     arrays = list(x) if isinstance(x, list | tuple) else [x]
     reference = keras_outputs(model, arrays)
-    outputs = file_outputs(flatbuffer, arrays, runtime)
+    if outputs_of is not None:
+        outputs = outputs_of(load_bytes(flatbuffer)[0], arrays)
+    else:
+        outputs = file_outputs(flatbuffer, arrays, runtime)
     names = inspect(flatbuffer).output_names
     if len(names) != len(outputs):
         names = [f"output_{i}" for i in range(len(outputs))]
