@@ -173,3 +173,19 @@ def test_the_command_loads_custom_layers_and_lambdas_when_told(tmp_path, monkeyp
     assert main([*args, "--unsafe", "--custom-objects", "my_layers"]) == 0
     assert (out / "model.tflite").stat().st_size > 0
     assert np.isfinite(model.predict(np.ones((1, 8, 8, 1)), verbose=0)).all()
+
+
+def test_a_subclassed_model_is_compressed_as_the_graph_of_its_layers(tmp_path):
+    from tests.harness.subclassed import TinyNet
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).uniform(0, 1, (64, 8, 8, 1)).astype("float32")
+    labels = np.random.default_rng(1).integers(0, 10, 64)
+    net = TinyNet(name="tiny")
+    net(x[:1])
+    net.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    data = {"x": x[:48], "y": labels[:48], "x_test": x[48:], "y_test": labels[48:]}
+    result = _run(net, data, QAT_INT8, tmp_path)
+    assert result.scores[0].metric == "accuracy"  # the loss it was compiled with says classes
+    assert result.fidelity is not None and result.fidelity.outputs  # the file against the model
+    assert run_tflite(result.tflite_path.read_bytes(), x[48:]).shape == (16, 10)

@@ -21,7 +21,7 @@ import numpy as np
 import tfcompress as tfc
 from tfcompress import legacy
 from tfcompress.core.compat import is_tf_keras
-from tfcompress.core.graph import clone_with_weights
+from tfcompress.core.graph import clone_with_weights, needs_tracing, traced_model
 from tfcompress.diagnose.auto import over_budget
 from tfcompress.recipe.report import write_reports
 from tfcompress.recipe.schema import Recipe, Step, load_recipe
@@ -205,7 +205,7 @@ def compress(
     output = Path(output_dir)
     _check_output(output, overwrite)
     x_train, y_train, x_test, y_test = _load_data(data, recipe.training)
-    float_model = _load_model(model, safe_mode, custom_objects)
+    float_model = _functional(_load_model(model, safe_mode, custom_objects))
     y_train = _labels_by_output(float_model, y_train)
     y_test = _labels_by_output(float_model, y_test)
     tasks = _tasks_of(float_model, y_train, recipe)  # an unsupported task is refused here
@@ -853,6 +853,18 @@ def _count(labels: Labels) -> int:
     if isinstance(labels, Mapping):
         return len(next(iter(labels.values())))
     return len(labels)
+
+
+def _functional(model: keras.Model) -> keras.Model:
+    """A subclassed model as the functional graph of its layers (what every step rewrites),
+    compiled as it was."""
+    if not needs_tracing(model):
+        return model
+    traced = traced_model(model, "compress")
+    config = model.get_compile_config() if model.compiled else None
+    if config:
+        traced.compile_from_config(config)
+    return traced
 
 
 def _load_model(
