@@ -11,6 +11,7 @@ is unchanged up to one rounding step; the file then has no float op there.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from tfcompress.tflite.flatbuffer import pack, read_model
 _SAME_SCALE = 1e-6  # relative: float32 rounding of one scale computed in two places
 _INTEGER = {"INT8", "UINT8", "INT16"}
 _REQUANTIZE_VERSION = 2  # QUANTIZE with an integer input (LiteRT's op version rules)
+_RESHAPES = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}  # copy their input's integers as they are
 
 
 def fold_float_requantize(flatbuffer: bytes) -> tuple[bytes, int]:
@@ -114,8 +116,9 @@ def outputs_before_requantize(flatbuffer: bytes) -> tuple[bytes, int]:
     scale on each input, and where an input is also a model output, the output gets it too: a
     sigmoid output (scale 1/256) that also feeds a concatenation comes out at the
     concatenation's much coarser scale, behind an int8 -> int8 QUANTIZE. The output is then
-    taken from that QUANTIZE's input, at its own scale; the requantized copy still feeds the
-    ops that need it, so nothing else changes. Only outputs whose requantized copy has other
+    taken from that QUANTIZE's input, at its own scale (through the reshapes between them, which
+    then carry that scale); the requantized copy still feeds the ops that need it, so nothing
+    else changes. Only outputs whose requantized copy has other
     readers are changed (a requantize made for the output alone is the model's own range, as
     a QAT model trains it), and the output tensors keep their names.
 
@@ -148,19 +151,38 @@ def outputs_before_requantize(flatbuffer: bytes) -> tuple[bytes, int]:
             for index in _ints(op.inputs):
                 readers[int(index)] = readers.get(int(index), 0) + 1
         outputs = [int(i) for i in _ints(subgraph.outputs)]
-        for position, output in enumerate(outputs):
-            op = producer.get(output)
-            if op is None or not readers.get(output):
-                continue
+        tensors = subgraph.tensors
+
+        def name_of(op: Any) -> str:
             code = model.operatorCodes[op.opcodeIndex]
-            if names.get(max(code.builtinCode, code.deprecatedBuiltinCode)) != "QUANTIZE":
+            return names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "")
+
+        for position, output in enumerate(outputs):
+            # back from the output through reshapes, which copy their input's integers
+            chain, tensor = [], output
+            while (op := producer.get(tensor)) is not None and name_of(op) in _RESHAPES:
+                if chain and readers.get(tensor, 0) != 1:
+                    break
+                chain.append(op)
+                tensor = int(_ints(op.inputs)[0])
+            requantize = producer.get(tensor)
+            if requantize is None or name_of(requantize) != "QUANTIZE":
                 continue
-            source = int(_ints(op.inputs)[0])
-            tensors = subgraph.tensors
+            if readers.get(tensor, 0) <= (1 if chain else 0):  # nothing else needs the copy
+                continue
+            source = int(_ints(requantize.inputs)[0])
             kind = types.get(tensors[source].type)
-            if kind not in _INTEGER or kind != types.get(tensors[output].type):
+            if kind not in _INTEGER or kind != types.get(tensors[tensor].type):
                 continue
             if source in outputs or tensors[source].quantization is None:
+                continue
+            if chain:  # the reshapes read the output's own values, at their scale
+                first = chain[-1]
+                first.inputs = np.where(_ints(first.inputs) == tensor, source, _ints(first.inputs))
+                for op in chain:
+                    moved = int(_ints(op.outputs)[0])
+                    tensors[moved].quantization = copy.deepcopy(tensors[source].quantization)
+                changed += 1
                 continue
             outputs[position] = source
             tensors[source].name, tensors[output].name = tensors[output].name, tensors[source].name
