@@ -1096,7 +1096,7 @@ def micro_coverage_summary(data: dict) -> str:
         f"{summary['run_on_tflm']} of the {summary['convert_to_int8']} models that convert to "
         f"int8 run on TFLM ({summary['rows']} models: the coverage matrix's rows and the zoo; "
         f"{len(summary['no_int8'])} do not convert to int8); {summary['within_one_step']} of them "
-        f"are within one int8 step of LiteRT's reference kernels, none more than "
+        f"are within one int8 step of LiteRT's builtin kernels (the nearer of its reference and optimized ones), none more than "
         f"{summary['max_steps_vs_litert']:g}. Of the "
         f"{summary['refused']} refused, {fixes['rewrite']} need a rewrite into layers TFLM runs, "
         f"{fixes['keep_float']} a layer kept in float, and {fixes['tflm_limit']} meet a TFLM limit."
