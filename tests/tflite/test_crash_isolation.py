@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
 
 import keras
@@ -88,10 +89,14 @@ def test_conversion_past_timeout_is_stopped_and_reported():
     with pytest.raises(tfc.ConversionError, match=r"within timeout=0.001 s") as caught:
         tfc.convert(model, "int8", x, timeout=0.001)
     assert "'digits_cnn'" in str(caught.value) and "larger timeout" in str(caught.value)
-    assert _children() == []  # the child was killed and reaped
+    assert _children() == []  # the child was killed and reaped (the AdaRound worker stays)
 
 
 def _children() -> list[int]:
+    """This process's child processes, but the worker `run_in_new_process` keeps for reuse."""
+    from tfcompress.tflite import isolation
+
+    kept = {worker.process.pid for worker in isolation._WORKERS}
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -100,7 +105,7 @@ def _children() -> list[int]:
                     fields = stat.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[1]) == os.getpid():
+            if int(fields[1]) == os.getpid() and int(entry) not in kept:
                 found.append(int(entry))
     return found
 
@@ -137,3 +142,13 @@ def test_new_process_crash_is_reported_by_name_and_results_come_back():
     assert run_in_new_process(divmod, 7, 2, what="divmod", advice="", timeout=60) == (3, 1)
     with pytest.raises(ZeroDivisionError):
         run_in_new_process(divmod, 1, 0, what="divmod", advice="", timeout=60)
+
+
+def test_the_separate_interpreter_is_kept_for_the_next_call_and_replaced_when_it_dies():
+    first = run_in_new_process(os.getpid, what="pid", advice="", timeout=60)
+    assert first != os.getpid()
+    assert run_in_new_process(os.getpid, what="pid", advice="", timeout=60) == first  # reused
+    with pytest.raises(IsolatedCrash, match=r"did not finish within timeout=1 s.*unharmed"):
+        run_in_new_process(time.sleep, 30, what="sleeping", advice="", timeout=1)
+    after = run_in_new_process(os.getpid, what="pid", advice="", timeout=60)
+    assert after not in (first, os.getpid())  # a new interpreter after the stopped one

@@ -22,6 +22,7 @@ child killed by a signal (TensorFlow's oneDNN kernels segfault on some shapes) b
 
 from __future__ import annotations
 
+import atexit
 import gc
 import os
 import pickle
@@ -30,6 +31,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -298,13 +300,15 @@ def run_in_new_process(
     timeout: float | None = DEFAULT_TIMEOUT_S,
     **kwargs: Any,
 ) -> T:
-    """`fn(*args, **kwargs)` in a new Python interpreter; its result (or exception) comes back.
+    """`fn(*args, **kwargs)` in a separate Python interpreter; its result (or exception) comes back.
 
-    The child is started afresh (not forked), so TensorFlow works there; it sees the parent's
-    `sys.path` and environment (`TF_ENABLE_ONEDNN_OPTS=0` set by the user applies). `fn` must
-    be importable by name (a module-level function), and the arguments and result picklable.
-    Warnings the child emits are re-emitted here, an exception it raises is re-raised here;
-    what it prints is kept and shown only when it dies.
+    The interpreter is started afresh (not forked), so TensorFlow works there; it sees this
+    process's `sys.path` and environment (`TF_ENABLE_ONEDNN_OPTS=0` set by the user applies).
+    It stays up for the next call (TensorFlow is imported once, not per call); when a call kills
+    it (a crash inside TensorFlow, a timeout), the error is raised here and the next call starts
+    a new one. `fn` must be importable by name (a module-level function), and the arguments and
+    result picklable. Warnings the child emits are re-emitted here, an exception it raises is
+    re-raised here; what it prints is kept and shown only when it dies.
 
     Args:
         fn: a module-level function.
@@ -331,7 +335,7 @@ def run_in_new_process(
     if timeout is not None and timeout <= 0:
         raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}.")
     with tempfile.TemporaryDirectory(prefix="tfcompress-child-") as folder:
-        task, answer, log = (Path(folder) / name for name in ("task", "answer", "log"))
+        task, answer = (Path(folder) / name for name in ("task", "answer"))
         try:
             task.write_bytes(pickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL))
         except Exception as error:  # noqa: BLE001 - anything unpicklable
@@ -339,25 +343,20 @@ def run_in_new_process(
                 f"{what} runs in a separate process, and its input cannot be sent there "
                 f"({type(error).__name__}: {error}). {advice}"
             ) from error
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
-        command = [sys.executable, "-c", _CHILD_CODE, str(task), str(answer)]
-        with open(log, "wb") as output:
-            child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
-            try:
-                status = child.wait(timeout)
-            except BaseException:  # a timeout or KeyboardInterrupt: do not leave the child behind
-                child.kill()
-                child.wait()
-                if isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
+        with _WORKER_LOCK:
+            for attempt in range(2):
+                worker = _worker()
+                status = worker.run(task, answer, timeout, what, advice)
+                if status is not None or not answer.exists():
                     raise IsolatedCrash(
-                        f"{what} did not finish within timeout={timeout} s; its process was "
-                        f"stopped and yours is unharmed. {advice}"
-                    ) from None
-                raise
-        printed = log.read_bytes().decode(errors="replace")
-        if status != 0 or not answer.exists():
-            raise IsolatedCrash(_new_process_message(what, advice, status, printed))
-        kind, value, caught = pickle.loads(answer.read_bytes())
+                        _new_process_message(what, advice, status or 0, worker.printed())
+                    )
+                kind, value, caught = pickle.loads(answer.read_bytes())
+                if kind != "unloadable" or attempt == 1:
+                    break
+                # started before a module it needs was importable: a fresh interpreter
+                worker.stop()
+                answer.unlink()
     if kind == "unloadable":
         raise ValueError(
             f"{what} runs in a separate Python process, which could not load its input "
@@ -372,9 +371,101 @@ def run_in_new_process(
     return value
 
 
-_CHILD_CODE = "import sys; from tfcompress.tflite.isolation import _new_process_main; " + (
-    "_new_process_main(sys.argv[1], sys.argv[2])"
-)
+_SERVER_CODE = "from tfcompress.tflite.isolation import _serve; _serve()"
+
+
+def _serve() -> None:
+    """The worker of `run_in_new_process`: one task per line of its input (the task and answer
+    paths), "done" on its own output after each; what the tasks print goes to its log."""
+    protocol = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # prints of the tasks go where stderr goes: the log, never the protocol
+    for line in sys.stdin:
+        task, answer = line.rstrip("\n").split("\t")
+        _new_process_main(task, answer)
+        if "keras" in sys.modules:  # the next task starts from a clean Keras state
+            sys.modules["keras"].backend.clear_session()
+        gc.collect()
+        protocol.write("done\n")
+        protocol.flush()
+
+
+class _Worker:
+    """A Python interpreter started afresh that runs `run_in_new_process`'s tasks one by one:
+    TensorFlow is imported once per worker, not once per task. A task that kills it (a signal,
+    a timeout) takes only it down; the next task starts a new one."""
+
+    def __init__(self) -> None:
+        self.log = tempfile.NamedTemporaryFile(prefix="tfcompress-worker-", suffix=".log")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p or os.getcwd() for p in sys.path)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _SERVER_CODE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            env=env,
+            text=True,
+        )
+        self.pid = os.getpid()
+
+    def alive(self) -> bool:
+        return self.pid == os.getpid() and self.process.poll() is None
+
+    def run(
+        self, task: Path, answer: Path, timeout: float | None, what: str, advice: str
+    ) -> int | None:
+        """Run one task; None when it answered, else the worker's exit status (it died)."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        try:
+            self.process.stdin.write(f"{task}\t{answer}\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            return self.process.wait()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            ready, _, _ = select.select([self.process.stdout], [], [], left)
+            if not ready:  # the timeout: do not leave the worker running the task
+                self.stop()
+                raise IsolatedCrash(
+                    f"{what} did not finish within timeout={timeout} s; its process was "
+                    f"stopped and yours is unharmed. {advice}"
+                )
+            line = self.process.stdout.readline()
+            if line == "done\n":
+                return None
+            if not line:  # it died
+                return self.process.wait()
+
+    def printed(self) -> str:
+        self.log.flush()
+        return Path(self.log.name).read_bytes().decode(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.log.close()
+
+
+_WORKER_LOCK = threading.Lock()
+_WORKERS: list[_Worker] = []
+
+
+def _worker() -> _Worker:
+    """This process's worker, started when there is none (or the last one died)."""
+    if _WORKERS and _WORKERS[0].alive():
+        return _WORKERS[0]
+    if _WORKERS and _WORKERS[0].pid == os.getpid():
+        _WORKERS[0].stop()
+    _WORKERS[:] = [_Worker()]
+    return _WORKERS[0]
+
+
+@atexit.register
+def _stop_worker() -> None:
+    for worker in _WORKERS:
+        if worker.pid == os.getpid():
+            worker.stop()
 
 
 def _new_process_main(task: str, answer: str) -> None:
