@@ -14,7 +14,8 @@ system frameworks is unsafe, and Windows, which cannot fork) the converter runs 
 
 Work that runs TensorFlow kernels (AdaRound's gradient steps, any training) cannot be forked: the
 child would lack the thread pools those kernels wait on. `run_in_new_process` runs such a function
-in a new Python interpreter instead, on every platform: the function and its arguments go there
+in a separate Python interpreter instead, on every platform (started once per process and kept
+for the next call until a call kills it): the function and its arguments go there
 pickled (a Keras 3 model pickles as its `.keras` file), the result comes back the same way, and a
 child killed by a signal (TensorFlow's oneDNN kernels segfault on some shapes) becomes an
 `IsolatedCrash` naming the work and what to do.
