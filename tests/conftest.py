@@ -36,3 +36,14 @@ def trained_digits_cnn(digits: Split) -> keras.Model:
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The long tests first (those marked slow, the notebooks): with `pytest -n 2` the two
+    workers then end together, filling the end with short tests, instead of one worker waiting
+    for the other's last long test."""
+
+    def long(item: pytest.Item) -> bool:
+        return item.get_closest_marker("slow") is not None or item.path.suffix == ".ipynb"
+
+    items.sort(key=lambda item: not long(item))  # stable: the order within each part is kept
