@@ -276,3 +276,47 @@ def test_layer_tflite_cannot_run_is_named_with_what_to_use(layer, named):
         tfc.convert(model, "float32")
     with pytest.warns(UserWarning, match=rf"'{made.name}'.*will not convert to TFLite"):
         tfc.quantize_model(model)
+
+
+def test_weights_whose_zero_point_tflite_refuses_name_the_quantizer_setting():
+    """tfmot's guide config (4-bit symmetric weights, narrow_range=False) can end with a zero
+    point other than 0 for some weights (here: the initial weights of seed 43)."""
+    from tfcompress.quantization import (
+        QuantizeConfig,
+        quantize_annotate_layer,
+        quantize_annotate_model,
+        quantize_apply,
+        quantize_scope,
+    )
+    from tfcompress.quantization.quantizers import LastValueQuantizer
+
+    class FourBit(QuantizeConfig):
+        def get_weights_and_quantizers(self, layer):
+            quantizer = LastValueQuantizer(
+                num_bits=4, symmetric=True, narrow_range=False, per_axis=False
+            )
+            return [(layer.kernel, quantizer)]
+
+        def get_activations_and_quantizers(self, layer):
+            return []
+
+        def set_quantize_weights(self, layer, quantize_weights):
+            layer.kernel = quantize_weights[0]
+
+        def set_quantize_activations(self, layer, quantize_activations):
+            pass
+
+        def get_output_quantizers(self, layer):
+            return []
+
+        def get_config(self):
+            return {}
+
+    keras.utils.set_random_seed(43)
+    layer = quantize_annotate_layer(keras.layers.Dense(20, input_shape=(20,)), FourBit())
+    model = quantize_annotate_model(keras.Sequential([layer, keras.layers.Flatten()]))
+    with quantize_scope({"FourBit": FourBit}):
+        qat = quantize_apply(model)
+    qat(np.random.default_rng(0).standard_normal((64, 20)).astype(np.float32), training=True)
+    with pytest.raises(tfc.ConversionError, match="zero point of 0 only.*narrow_range=True"):
+        tfc.convert(qat, "int8")

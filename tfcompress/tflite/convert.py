@@ -173,6 +173,13 @@ def run_converter(
                 "ids an Embedding reads: convert this model with mode='int8' (full integer), "
                 "'float16' or 'dynamic'."
             )
+        if "Unsupported filter quantization zero-point" in str(error):
+            advice = (
+                "TFLite takes weights with a zero point of 0 only; a quantization-aware layer "
+                "whose weight quantizer is symmetric with narrow_range=False (an even number of "
+                "levels, as in 4-bit LastValueQuantizer(symmetric=True, narrow_range=False)) can "
+                "end with another one: use narrow_range=True for its weights."
+            )
         raise ConversionError(
             f"The TFLite converter could not convert '{name}' to mode={mode!r}; its own error is "
             f"below. {advice}\n{summary}" + (_LEGACY_ROUTE if legacy else "")
