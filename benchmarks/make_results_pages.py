@@ -1132,7 +1132,6 @@ def micro_int16_summary(data: dict) -> str:
 _INT16_REASONS = {
     "no_tflm_kernel": "TFLM has no kernel for it",
     "kernel_refuses_types": "TFLM's kernel refuses its int16 tensors",
-    "wrong_values": "runs, refused all the same",
 }
 
 

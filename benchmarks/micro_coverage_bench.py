@@ -94,7 +94,11 @@ def run_one(model: keras.Model, x: np.ndarray, x_test: np.ndarray) -> dict[str, 
     }
 
 
-def coverage_rows(selected: set[str] | None) -> dict[str, dict]:
+def coverage_rows(
+    selected: set[str] | None, run: Any = None, float_only: bool = False
+) -> dict[str, dict]:
+    """`run(model, x, x_test)` (by default `run_one`) on each selected coverage-matrix row
+    (`float_only`: the rows with float inputs only)."""
     from tests.coverage.cases import all_cases
     from tests.coverage.runner import _data
 
@@ -102,10 +106,12 @@ def coverage_rows(selected: set[str] | None) -> dict[str, dict]:
     for case in all_cases():
         if selected and case.layer not in selected and case.id not in selected:
             continue
+        if float_only and case.input_kind != "float":
+            continue
         keras.utils.set_random_seed(0)
         model = case.build()
         x, _, x_test = _data(case, model)
-        results[case.id] = run_one(model, x[:CALIBRATION], x_test[:HELD_OUT])
+        results[case.id] = (run or run_one)(model, x[:CALIBRATION], x_test[:HELD_OUT])
         print(f"{case.id:36s} {results[case.id]}", file=sys.stderr, flush=True)
     return results
 

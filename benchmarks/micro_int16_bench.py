@@ -10,8 +10,7 @@ largest difference in int16 steps of the output, from the nearer of LiteRT's ref
 optimized builtin kernels). The table
 `ops` says, per TFLite op, in which rows it ran (with the largest output difference of those
 rows) and in which it was refused; a refusal is `no_tflm_kernel`, `kernel_refuses_types` (TFLM's
-kernel does not take the op's int16 tensors) or `wrong_values` (TFLM runs it, and `convert`
-refuses it all the same).
+kernel does not take the op's int16 tensors).
 
 Run: .venv/bin/python benchmarks/micro_int16_bench.py [--rows Conv2D,Dense]
 (writes benchmarks/results/micro_int16.json; about 5 minutes on 2 cores)
@@ -34,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import keras  # noqa: E402
+import micro_coverage_bench  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tfcompress as tfc  # noqa: E402
@@ -42,20 +42,18 @@ from tfcompress.micro import ops as micro_ops  # noqa: E402
 CALIBRATION = 64
 HELD_OUT = 64
 _REFUSED = re.compile(
-    r"(does not run on|runs on) TensorFlow Lite Micro[^:]*: (?:op (\S+)(?: \(layer '([^']*)'\))?)?"
+    r"does not run on TensorFlow Lite Micro[^:]*: (?:op (\S+)(?: \(layer '([^']*)'\))?)?"
 )
 
 
-def refusal_reason(op: str, *, runs: bool) -> str:
-    """`wrong_values` (TFLM runs the op, `convert` refuses it), `no_tflm_kernel`, or
-    `kernel_refuses_types` (TFLM's kernel does not take the op's int16 tensors).
+def refusal_reason(op: str) -> str:
+    """`no_tflm_kernel`, or `kernel_refuses_types` (TFLM's kernel does not take the op's int16
+    tensors).
 
     Example:
-        >>> refusal_reason("TILE", runs=False), refusal_reason("REDUCE_MAX", runs=False)
+        >>> refusal_reason("TILE"), refusal_reason("REDUCE_MAX")
         ('no_tflm_kernel', 'kernel_refuses_types')
     """
-    if runs:
-        return "wrong_values"
     return "no_tflm_kernel" if micro_ops.resolver_method(op) is None else "kernel_refuses_types"
 
 
@@ -73,9 +71,9 @@ def run_one(model: keras.Model, x: np.ndarray, x_test: np.ndarray) -> dict[str, 
             return {"status": "no_int16x8", "detail": text.splitlines()[0][:300]}
         return {
             "status": "refused",
-            "why": refusal_reason(found.group(2) or "", runs=found.group(1) == "runs on"),
-            "op": found.group(2) or "",
-            "layer": found.group(3) or "",
+            "why": refusal_reason(found.group(1) or ""),
+            "op": found.group(1) or "",
+            "layer": found.group(2) or "",
             "message": text[:600],
         }
     except Exception as error:  # noqa: BLE001 - a crash of the conversion is a result too
@@ -94,25 +92,6 @@ def run_one(model: keras.Model, x: np.ndarray, x_test: np.ndarray) -> dict[str, 
         "output_types": [o.dtype for o in report.outputs],
         "seconds": round(time.perf_counter() - start, 1),
     }
-
-
-def coverage_rows(selected: set[str] | None) -> dict[str, dict]:
-    """Convert and check each selected coverage-matrix row."""
-    from tests.coverage.cases import all_cases
-    from tests.coverage.runner import _data
-
-    results = {}
-    for case in all_cases():
-        if selected is not None and case.layer not in selected and case.id not in selected:
-            continue
-        if case.input_kind != "float":
-            continue  # token ids: int32 inputs, no 16-bit activations to speak of
-        keras.utils.set_random_seed(0)
-        model = case.build()
-        x, _, x_test = _data(case, model)
-        results[case.id] = run_one(model, x[:CALIBRATION], x_test[:HELD_OUT])
-        print(f"{case.id:32s} {results[case.id]}", file=sys.stderr, flush=True)
-    return results
 
 
 def op_table(rows: dict[str, dict]) -> dict[str, dict]:
@@ -173,7 +152,7 @@ def main(argv: list[str]) -> None:
 
     selected = set(args.rows.split(",")) if args.rows else None
     start = time.perf_counter()
-    rows = coverage_rows(selected)
+    rows = micro_coverage_bench.coverage_rows(selected, run_one, float_only=True)
     payload = {
         "settings": {
             "mode": "int16x8",

@@ -10,9 +10,7 @@ speed.
 
 from __future__ import annotations
 
-import re
 import shutil
-import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -23,6 +21,7 @@ import pytest
 import tensorflow as tf
 
 import tfcompress as tfc
+from tests.test_docs import _python_blocks
 from tfcompress.data import Split, load_digits
 from tfcompress.models import build_digits_cnn, compile_classifier
 
@@ -30,16 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "keras_files"
 ROWS = 256  # training rows the pages' `x` and `y` hold: every `fit` in a page stays short
 HELD_OUT = 64
-
-
-def _python_blocks(path: Path) -> list[tuple[int, str]]:
-    """(line number, code) of every fenced python block of a markdown file."""
-    text = path.read_text()
-    blocks = []
-    for match in re.finditer(r"^([ \t]*)```python[^\n]*\n(.*?)^\1```", text, re.S | re.M):
-        line = text.count("\n", 0, match.start()) + 1
-        blocks.append((line, textwrap.dedent(match.group(2))))
-    return blocks
 
 
 PAGES = [

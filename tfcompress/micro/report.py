@@ -583,12 +583,12 @@ def _logit_gaps(
 def _litert_outputs(content: bytes, inputs: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
     """Raw outputs of LiteRT's reference kernels and of its optimized builtin kernels."""
     return {
-        REFERENCE_KERNELS: _reference_outputs(content, inputs, reference=True),
-        OPTIMIZED_KERNELS: _reference_outputs(content, inputs, reference=False),
+        REFERENCE_KERNELS: _litert_run(content, inputs, reference=True),
+        OPTIMIZED_KERNELS: _litert_run(content, inputs, reference=False),
     }
 
 
-def _reference_outputs(
+def _litert_run(
     content: bytes, inputs: list[np.ndarray], reference: bool = True
 ) -> list[np.ndarray]:
     """Raw outputs of LiteRT's reference kernels (BUILTIN_REF; else its optimized builtin
