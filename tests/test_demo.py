@@ -12,7 +12,7 @@ from tfcompress.export import MODES
 
 @pytest.mark.slow
 def test_demo_writes_files_reports_and_plot(tmp_path):
-    report = run_demo(tmp_path, epochs=1, log=lambda _: None)
+    report = run_demo(tmp_path, epochs=1, log=lambda _: None, fine_tune_epochs=1)
     names = {row["name"] for row in report["rows"]}
     assert {f"digits_{mode}" for mode in MODES} <= names
     makers = {"qat_int8", "qat_4bit_lsq_int8", "pruned_80_int8", "distilled_student_int8",

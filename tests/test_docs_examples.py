@@ -10,6 +10,7 @@ speed.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -79,35 +80,51 @@ class ResidualBlock(keras.layers.Layer):
         return self.add([x, self.conv(x)])
 
 
-def _namespace(split: Split, weights: dict, folder: Path) -> dict[str, Any]:
-    """The names the pages take from their reader, fresh for each page."""
+def _namespace(split: Split, weights: dict, folder: Path, code: str) -> dict[str, Any]:
+    """The names the pages take from their reader, fresh for each page.
+
+    The models a page does not name (`code` is the page's python) are not built: each costs a
+    build, a training step or a conversion.
+    """
 
     def trained(width: int, name: str, logits: bool = False) -> keras.Model:
         model = _classifier(width, name, logits)
         model.set_weights(weights[f"width{width}"])
         return model
 
+    def qat4() -> keras.Model:
+        qat = tfc.quantize_model(trained(8, "qat4"), weight_bits=4)
+        qat.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        qat.fit(x, y, epochs=1, verbose=0)
+        return qat
+
+    def clustered_int8() -> bytes:
+        clustered = tfc.strip_clustering(tfc.cluster_weights(trained(8, "clustered"), 16))
+        return tfc.convert(clustered, "int8", x[:128], per_channel=False)
+
     x, y = split.x_train[:ROWS], split.y_train[:ROWS]
     x_test, y_test = split.x_test[:HELD_OUT], split.y_test[:HELD_OUT]
     model = trained(8, "digits_cnn")
-    qat4 = tfc.quantize_model(trained(8, "qat4"), weight_bits=4)
-    qat4.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    qat4.fit(x, y, epochs=1, verbose=0)
-    clustered = tfc.strip_clustering(tfc.cluster_weights(trained(8, "clustered"), 16))
     keras.Model(model.input, model.output).save(folder / "checkpoint.keras")  # not compiled
     shutil.copy(FIXTURES / "keras2_mobilenet.h5", folder / "mobilenet_tf23.h5")
     shutil.copy(ROOT / "docs" / "example_recipe.yaml", folder / "recipe.yaml")
     legacy_shape = (16, 8, 8, 3)  # inputs of tests/fixtures/keras_files/keras2_mobilenet.h5
+    built_if_named: dict[str, Any] = {
+        "teacher": lambda: trained(16, "teacher", logits=True),
+        "student": lambda: trained(8, "student", logits=True),
+        "teacher_a": lambda: trained(16, "teacher_a", logits=True),
+        "teacher_b": lambda: trained(16, "teacher_b", logits=True),
+        "qat4": qat4,
+        "clustered_int8": clustered_int8,
+    }
+    named = set(re.findall(r"\w+", code))
     return {
         "keras": keras,
         "tf": tf,
         "np": np,
         "tfc": tfc,
         "model": model,
-        "teacher": trained(16, "teacher", logits=True),
-        "student": trained(8, "student", logits=True),
-        "teacher_a": trained(16, "teacher_a", logits=True),
-        "teacher_b": trained(16, "teacher_b", logits=True),
+        **{name: build() for name, build in built_if_named.items() if name in named},
         "build_model": lambda: _classifier(8, "built"),
         "loss": "sparse_categorical_crossentropy",
         "GLOBAL_BATCH": 64,
@@ -124,8 +141,6 @@ def _namespace(split: Split, weights: dict, folder: Path) -> dict[str, Any]:
         "x_cal": x[:128],
         "x_calib": x[:128],
         "split": split,
-        "qat4": qat4,
-        "clustered_int8": tfc.convert(clustered, "int8", x[:128], per_channel=False),
         "calibration_images": np.random.default_rng(0).uniform(size=legacy_shape).astype("float32"),
         "ResidualBlock": ResidualBlock,
     }
@@ -143,8 +158,9 @@ def test_page_examples_run_in_order(page, split, weights, tmp_path, monkeypatch)
     from tfcompress.pruning import latency
 
     monkeypatch.setattr(latency, "benchmark_tflite", _size_as_latency)
-    namespace = _namespace(split, weights, tmp_path)
-    for line, code in _python_blocks(page):
+    blocks = _python_blocks(page)
+    namespace = _namespace(split, weights, tmp_path, "\n".join(code for _, code in blocks))
+    for line, code in blocks:
         where = f"{page.relative_to(ROOT)}:{line}"
         try:
             exec(compile(code, where, "exec"), namespace)  # noqa: S102 - the docs are ours

@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="tflite_models", help="output folder (default: tflite_models)"
     )
     demo.add_argument("--epochs", type=int, default=15, help="training epochs of the float model")
+    demo.add_argument(
+        "--fine-tune-epochs",
+        type=int,
+        default=None,
+        help="training epochs of every compressed model (default: each method's own schedule)",
+    )
 
     conv = commands.add_parser("convert", help="convert a .keras file or SavedModel to .tflite")
     conv.add_argument("model", help="a .keras / .h5 file or a SavedModel directory")
@@ -183,7 +189,7 @@ def load_arrays(spec: str, test_split: bool = True) -> tuple[np.ndarray, np.ndar
 def _demo(args: argparse.Namespace) -> int:
     from tfcompress.demo import run_demo
 
-    run_demo(args.out, epochs=args.epochs)
+    run_demo(args.out, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs)
     return 0
 
 

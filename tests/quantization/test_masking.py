@@ -108,6 +108,7 @@ def masked_qat(masked_model, padded_digits):
         keras.optimizers.Adam(1e-4),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=False,
+        run_eagerly=True,  # one step: tracing the unrolled steps costs more than running them
     )
     qat.fit(x[:200], y[:200], epochs=1, batch_size=200, verbose=0)
     return qat

@@ -100,6 +100,7 @@ def test_qat_recurrent_model_converts_to_int8_without_float_ops(digits):
         keras.optimizers.Adam(1e-3),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=False,
+        run_eagerly=True,  # one step: tracing the unrolled steps costs more than running them
     )
     qat.fit(x[:200], digits.y_train[:200], epochs=1, batch_size=200, verbose=0)
     flatbuffer = tfc.convert(qat, "int8")
@@ -224,6 +225,7 @@ def test_masked_lstm_quantization_aware_int8_has_no_float_op_and_agrees(padded_l
         keras.optimizers.Adam(1e-4),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=False,
+        run_eagerly=True,  # one step: tracing the unrolled steps costs more than running them
     )
     qat.fit(x[:200], y[:200], epochs=1, batch_size=200, verbose=0)
     flatbuffer = tfc.convert(qat, "int8", x[:100])

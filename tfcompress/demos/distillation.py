@@ -12,8 +12,11 @@ from tfcompress.models import build_digits_cnn
 STUDENT_WIDTH, EPOCHS = 6, 15
 
 
-def make_rows(split: Split, float_model: keras.Model) -> list[tuple[str, keras.Model]]:
-    """One row: ("distilled student int8", the distilled width-6 student).
+def make_rows(
+    split: Split, float_model: keras.Model, epochs: int | None = None
+) -> list[tuple[str, keras.Model]]:
+    """One row: ("distilled student int8", the width-6 student distilled for `epochs` (or
+    `EPOCHS`)).
 
     The Distiller freezes its teacher, so the trained `float_model` is copied first and left as
     it was.
@@ -35,5 +38,5 @@ def make_rows(split: Split, float_model: keras.Model) -> list[tuple[str, keras.M
         alpha=0.5,
         temperature=2,
     )
-    distiller.fit(split.x_train, split.y_train, epochs=EPOCHS, batch_size=64, verbose=0)
+    distiller.fit(split.x_train, split.y_train, epochs=epochs or EPOCHS, batch_size=64, verbose=0)
     return [("distilled student int8", distiller.student)]

@@ -15,8 +15,11 @@ BATCH = 64
 LOW_BIT = {"weight_bits": 4, "learned_step": True}
 
 
-def make_rows(split: Split, float_model: keras.Model) -> list[tuple[str, keras.Model]]:
-    """("qat int8", ...) and ("qat 4bit lsq int8", ...) fine-tuned from clones of `float_model`.
+def make_rows(
+    split: Split, float_model: keras.Model, epochs: int | None = None
+) -> list[tuple[str, keras.Model]]:
+    """("qat int8", ...) and ("qat 4bit lsq int8", ...) fine-tuned from clones of `float_model`
+    (for `epochs`, or `EPOCHS`).
 
     Example (skipped by the docstring tests: tests/test_demo.py runs every row maker):
         >>> from tfcompress.data import load_digits
@@ -30,6 +33,6 @@ def make_rows(split: Split, float_model: keras.Model) -> list[tuple[str, keras.M
         keras.utils.set_random_seed(0)
         qat = quantize_model(clone_with_weights(float_model), **options)
         compile_classifier(qat, learning_rate=1e-3)
-        qat.fit(split.x_train, split.y_train, epochs=EPOCHS, batch_size=BATCH, verbose=0)
+        qat.fit(split.x_train, split.y_train, epochs=epochs or EPOCHS, batch_size=BATCH, verbose=0)
         rows.append((name, qat))
     return rows
