@@ -1191,6 +1191,7 @@ PRETRAINED_LABELS = {
     "tfc_int8+bias_correction": '+ `optimize=["bias_correction"]`',
     "tfc_int8+all_steps": "+ all four recovery steps",
     "tfc_int8+keep_float": "+ `keep_float` as `suggest_keep_float` picks it",
+    "tfc_int8+int16_layers": "+ `int16_layers`: the debugger's two worst layers 16-bit",
     "auto_quantize": "`tfc.auto_quantize` (1 pp)",
     "tfc_int16x8": '`tfc.convert(..., "int16x8")`',
     "ai_edge_quantizer_int8": "AI Edge Quantizer, static int8",
@@ -1217,6 +1218,8 @@ def _pretrained_note(runs: dict, cell: str) -> str:
             notes.append(f"seed {seed}: {row['error'].splitlines()[0][:160]}")
         elif "keep_float" in row:
             notes.append(f"seed {seed}: {len(row['keep_float'])} layers float")
+        elif "int16_layers" in row:
+            notes.append(f"seed {seed}: {', '.join(row['int16_layers'])} 16-bit")
         elif "choice" in row:
             notes.append(f"seed {seed}: {row['choice']}")
         elif "skipped" in row:

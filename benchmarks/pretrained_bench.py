@@ -9,6 +9,8 @@ on the held-out rows against the float Keras model:
 - `tfc_int8`: `tfc.convert(model, "int8", data)`;
 - `tfc_int8+STEP` for each recovery step (`optimize=[STEP]`) and `tfc_int8+all_steps`;
 - `tfc_int8+keep_float`: `keep_float` as `suggest_keep_float` picks it (1 pp target);
+- `tfc_int8+int16_layers`: 16-bit activations for the debugger's two worst layers inside the
+  int8 file (`int16_layers`, ranked on the calibration rows);
 - `auto_quantize`: `tfc.auto_quantize(..., max_accuracy_drop=0.01)`'s file;
 - `tfc_int16x8`: `tfc.convert(model, "int16x8", data)`;
 - `ai_edge_quantizer_int8`: AI Edge Quantizer's `static_wi8_ai8` recipe on the float file;
@@ -62,6 +64,7 @@ CELLS = (
     *(f"tfc_int8+{step}" for step in STEPS),
     "tfc_int8+all_steps",
     "tfc_int8+keep_float",
+    "tfc_int8+int16_layers",
     "auto_quantize",
     "tfc_int16x8",
     "ai_edge_quantizer_int8",
@@ -209,7 +212,11 @@ def build(cell: str, item: Pretrained, quick: bool) -> tuple[bytes, dict]:
         return tf_converter_int8(model, data), {}
     if cell == "tfc_int8":
         return tfc.convert(model, "int8", data), {}
-    if cell.startswith("tfc_int8+") and cell != "tfc_int8+keep_float":
+    if cell == "tfc_int8+int16_layers":
+        ranking = tfc.debug_quantization(model, data, "int8").ranking
+        layers = ranking[:2]
+        return tfc.convert(model, "int8", data, int16_layers=layers), {"int16_layers": layers}
+    if cell.startswith("tfc_int8+") and cell not in ("tfc_int8+keep_float",):
         steps = list(STEPS) if cell == "tfc_int8+all_steps" else [cell.split("+")[1]]
         info: dict[str, Any] = {"optimize": steps}
         if "adaround" in steps:

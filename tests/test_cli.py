@@ -74,6 +74,16 @@ def test_convert_with_builtin_digits_calibration(model_file, tmp_path, capsys):
     assert "accuracy" in capsys.readouterr().out
 
 
+def test_convert_keeps_the_named_layers_16_bit_inside_the_int8_file(model_file, tmp_path, capsys):
+    out = tmp_path / "mixed.tflite"
+    argv = ["convert", str(model_file), "--mode", "int8", "--calibration", "digits"]
+    assert main([*argv, "--int16-layers", "relu2", "-o", str(out)]) == 0
+    assert "0 float ops" in capsys.readouterr().out
+    assert main(["inspect", str(out), "--json"]) == 0
+    dtypes = {tensor["dtype"] for tensor in json.loads(capsys.readouterr().out)["tensors"]}
+    assert {"INT8", "INT16"} <= dtypes
+
+
 def test_existing_output_is_an_error_without_overwrite(model_file, tmp_path, capsys):
     out = tmp_path / "m.tflite"
     out.write_bytes(b"keep me")

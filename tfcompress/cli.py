@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LAYER",
         help="int8/edgetpu: Keras layers to keep in float inside the integer file",
     )
+    conv.add_argument(
+        "--int16-layers",
+        nargs="+",
+        metavar="LAYER",
+        help="int8: Keras layers whose outputs stay 16-bit inside the int8 file",
+    )
 
     insp = commands.add_parser(
         "inspect", help="ops, dtypes, quantization and sizes of a .tflite file"
@@ -209,6 +215,7 @@ def _convert(args: argparse.Namespace) -> int:
         safe_mode=not args.unsafe,
         progress=sys.stderr.isatty(),
         keep_float=args.keep_float,
+        int16_layers=args.int16_layers,
     )
     tfc.save_tflite(flatbuffer, output, overwrite=args.overwrite)
     report = tfc.inspect(flatbuffer)

@@ -57,6 +57,8 @@ from tfcompress.tflite.flatbuffer import inspect, name_outputs, read_model, shar
 from tfcompress.tflite.four_bit import four_bit_levels
 from tfcompress.tflite.int4 import pack_int4
 from tfcompress.tflite.isolation import DEFAULT_TIMEOUT_S
+from tfcompress.tflite.layer_map import map_layers
+from tfcompress.tflite.mixed import readers_of, widen_activations
 from tfcompress.tflite.requantize import fold_float_requantize, outputs_before_requantize
 from tfcompress.tflite.save import save_tflite
 from tfcompress.tflite.selective import (
@@ -93,6 +95,7 @@ def convert(
     timeout: float | None = DEFAULT_TIMEOUT_S,
     int4_weights: bool = False,
     keep_float: Sequence[str] | None = None,
+    int16_layers: Sequence[str] | None = None,
     optimize: Sequence[Any] | None = None,
     target: str = "phone",
     validation_data: Any = None,
@@ -138,6 +141,15 @@ def convert(
             inside the integer file (`DEQUANTIZE` before and `QUANTIZE` after their ops; the
             file's input and output stay integer). `tfcompress.ptq.suggest_keep_float` picks
             them for an accuracy target; an unknown name is an error listing the layers.
+        int16_layers: with `mode="int8"`, names of Keras layers whose outputs are kept in 16
+            bits inside the int8 file: their ops and the ops that read their outputs are those
+            of the int16x8 file (int16 activations, the same int8 weights), and a `QUANTIZE`
+            requantizes between int8 and int16 where they meet the int8 ops, in integer
+            arithmetic. The
+            precision of `mode="int16x8"` where the debugger finds the error, at nearly the int8
+            file's size elsewhere; runs on LiteRT and on TFLM (`target="micro"`), not on the
+            Edge TPU. Needs `representative_data` (the 16-bit ranges are calibrated);
+            `tfcompress.tflite.mixed` describes the file.
         optimize: with `mode="int8"` or `"edgetpu"`, PTQ recovery steps applied to a copy of a
             Keras model before converting, always in the order `"fold_bn"`, `"equalize"`,
             `"adaround"`, `"bias_correction"` (`tfcompress.recovery.STEPS`); an entry may be
@@ -216,6 +228,7 @@ def convert(
             f"mode={mode!r} does not calibrate: representative_data is ignored.", stacklevel=2
         )
     _check_int4_mode(int4_weights, mode)
+    _check_int16_layers(int16_layers, mode, keep_float, int4_weights, representative_data)
     reference, model = _reference_of(model, input_signature, safe_mode, custom_objects)
     source, representative_data, four_bit = prepared_source(
         model,
@@ -245,7 +258,7 @@ def convert(
     )
     if target == "micro":  # TFLM keeps a multiplier and a shift per channel of a per-channel FC
         compat.disable_per_channel_dense(converter)
-    if keep_float is None and mode in ("int8", "edgetpu"):
+    if keep_float is None and mode in ("int8", "edgetpu") and not int16_layers:
         keep_float = _float_by_default(source)
     calibrated = None
     if keep_float is not None:  # calibrate here, quantize with a denylist
@@ -262,6 +275,10 @@ def convert(
             timeout=timeout,
             legacy=compat.is_tf_keras(source.owner),
         )
+        if int16_layers:
+            flatbuffer = _with_16_bit_layers(
+                flatbuffer, source, int16_layers, representative_data, num_samples, isolate, timeout
+            )
     flatbuffer = byte_passes(
         flatbuffer,
         source.name,
@@ -896,6 +913,79 @@ def _without_fake_quant(
         )
     _log.info("QAT model '%s': int16x8 export of its baked-in weights.", source.name)
     return load_source(strip_quantization(source.owner), input_signature)
+
+
+def _check_int16_layers(
+    int16_layers: Sequence[str] | None,
+    mode: str,
+    keep_float: Sequence[str] | None,
+    int4_weights: bool,
+    representative_data: Any,
+) -> None:
+    """`int16_layers` mixes 16-bit activations into an int8 file of a calibrated model."""
+    if int16_layers is None:
+        return
+    if isinstance(int16_layers, str):
+        raise ConversionError(
+            f"int16_layers takes a list of layer names, got the string {int16_layers!r}: "
+            f"write int16_layers=[{int16_layers!r}]."
+        )
+    if mode != "int8":
+        raise ConversionError(
+            f"int16_layers needs mode='int8' (16-bit activations for some layers inside an int8 "
+            f"file); got mode={mode!r}. mode='int16x8' gives every layer 16-bit activations; the "
+            "Edge TPU runs int8 only."
+        )
+    if keep_float:
+        raise ConversionError(
+            "int16_layers and keep_float cannot be combined in one file: choose 16-bit "
+            "activations or float for the layers the debugger names."
+        )
+    if int4_weights:
+        raise ConversionError(
+            "int16_layers cannot be combined with int4_weights: LiteRT's INT4 filters take int8 "
+            "activations only."
+        )
+    if representative_data is None:
+        raise ConversionError(
+            "int16_layers needs representative_data: the 16-bit ranges of those layers are "
+            "calibrated on it."
+        )
+
+
+def _with_16_bit_layers(
+    int8_file: bytes,
+    source: TraceableModel,
+    layers: Sequence[str],
+    representative_data: Any,
+    num_samples: int,
+    isolate: bool,
+    timeout: float | None,
+) -> bytes:
+    """Stage of `int16_layers`: the int8 file with the ops of the named layers, and the ops that
+    read their outputs, from its int16x8 file."""
+    rows = map_layers(int8_file, source.owner)
+    check_layer_names(source.owner, layers, rows, argument="int16_layers")
+    named = {
+        index for row in rows if set(layers) & {*row.layers, *row.named} for index in row.op_indices
+    }
+    # a 16-bit output helps only where it is read in 16 bits: its readers run in int16x8 too
+    chosen = named | readers_of(int8_file, named)
+    converter = plain_converter(source, "int16x8", representative_data, num_samples=num_samples)
+    try:
+        int16x8_file = run_converter(
+            converter, source.name, "int16x8", isolate=isolate, timeout=timeout
+        )
+    except ConversionError as error:
+        reasons = sorted({line for line in str(error).splitlines() if "not yet supported" in line})
+        raise ConversionError(
+            f"int16_layers: the 16-bit ops are taken from the int16x8 conversion of "
+            f"'{source.name}', and TF's converter cannot quantize this graph in int16x8"
+            + (f" ({' '.join(reasons)})" if reasons else f": {str(error)[:300]}")
+            + ". Keep those layers float instead (keep_float=[...]), or convert the whole "
+            "model with mode='int16x8', which rewrites such layers for 16 bits."
+        ) from error
+    return widen_activations(int8_file, int16x8_file, chosen, source.name)
 
 
 def _float_by_default(source: TraceableModel) -> list[str] | None:

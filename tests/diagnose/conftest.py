@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from tfcompress.data import Split
-from tfcompress.diagnose.outliers import inject_weight_outlier, quietest_channel
+from tfcompress.diagnose.outliers import (
+    inject_activation_outlier,
+    inject_weight_outlier,
+    quietest_channel,
+)
 
 SENSITIVE_LAYER = "fc1"
 
@@ -18,6 +22,13 @@ def sensitive_cnn(trained_digits_cnn: keras.Model, digits: Split) -> keras.Model
     """Same float function as `trained_digits_cnn`; its int8 file loses about 13 pp."""
     channel = quietest_channel(trained_digits_cnn, SENSITIVE_LAYER, digits.x_train[:200])
     return inject_weight_outlier(trained_digits_cnn, SENSITIVE_LAYER, 300.0, channel)
+
+
+@pytest.fixture(scope="session")
+def wide_activation_cnn(trained_digits_cnn: keras.Model) -> keras.Model:
+    """Same float function as `trained_digits_cnn`; one channel of the tensor `conv3` reads is
+    300x wider than the others, so 8-bit steps round the others away."""
+    return inject_activation_outlier(trained_digits_cnn, "conv3", 300.0, 0)
 
 
 @pytest.fixture(scope="session")

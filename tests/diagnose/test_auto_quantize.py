@@ -106,3 +106,26 @@ def test_without_recovery_the_fewest_float_layers_meet_the_target(
     assert found.choice == "int8 with 1 of 7 ops float" and found.chosen.meets_target
     assert found.settings == {"keep_float": ["fc1"]}
     assert found.candidates[-1].latency_ms is None
+
+
+def test_16_bit_activations_for_the_worst_layers_meet_the_target_in_an_integer_file(
+    wide_activation_cnn, digits: Split
+) -> None:
+    found = auto_quantize(
+        wide_activation_cnn,
+        digits.x_test,
+        digits.y_test,
+        max_accuracy_drop=0.005,
+        representative_data=digits.x_train[:100],
+        recovery=False,
+        measure_latency=False,
+    )
+    assert not found.candidates[0].meets_target  # plain int8
+    sixteen = [c for c in found.candidates if c.name.endswith("16-bit")]
+    assert sixteen and sixteen[-1].meets_target, found.summary()
+    assert list(sixteen[-1].settings) == ["int16_layers"]
+    report = tfc.inspect(sixteen[-1].flatbuffer)
+    assert report.float_ops == [] and "INT16" in {t.dtype for t in report.tensors}
+    # the same int8 weights: about the int8 file's size, the smallest file meeting the target
+    assert sixteen[-1].size_bytes < 1.1 * found.candidates[0].size_bytes
+    assert found.choice == sixteen[-1].name

@@ -11,9 +11,12 @@ own (cross-layer equalization, bias correction: a step is kept only where it mea
 never assumed to help); AdaRound on top of the best of those; 4-bit (INT4) weights with
 AdaRound. When every layer at 4 bits misses the target but 8 bits meets it, the per-layer
 choice of 4 vs 8-bit weights (`tfcompress.diagnose.bit_widths`) gives a mixed file. When no
-8-bit candidate meets the target: 16-bit activations (`mode="int16x8"`, a whole-model choice
-in TF's converter) and the fewest layers kept float on top of the best 8-bit candidate
-(`suggest_keep_float`), named for what it is ("int8 with 3 of 9 ops float"). Every candidate
+8-bit candidate meets the target: 16-bit activations for the whole model (`mode="int16x8"`),
+the fewest layers kept float on top of the best 8-bit candidate (`suggest_keep_float`), named for
+what it is ("int8 with 3 of 9 ops float"), and 16-bit activations for the debugger's worst
+layers inside the int8 file (`convert(..., int16_layers=[...])`), added in its order until the
+target is met ("int8 with 2 layers 16-bit"): integer throughout, about the int8 file's size.
+Every candidate
 is a real file measured on the runtime asked for (LiteRT with XNNPACK by default): every
 output's figure, size and latency.
 
@@ -352,8 +355,9 @@ def auto_quantize(
         try_int4: also try 4-bit (INT4) weights with AdaRound (`mode="int8"` and `recovery`).
             INT4 files are the smallest but run on LiteRT's builtin kernels, not XNNPACK
             (see each candidate's `latency_ms`); pass False to prefer speed over size.
-        try_int16x8: when no 8-bit candidate meets the target, also try 16-bit activations
-            (`mode="int16x8"`; `mode="int8"` only).
+        try_int16x8: when no 8-bit candidate meets the target, also try 16-bit activations:
+            for the whole model (`mode="int16x8"`), and for the debugger's worst layers inside
+            the int8 file (`int16_layers`; `mode="int8"` only).
         measure_latency: time each file (`tfcompress.benchmark_tflite`, 1 thread).
         target: `"phone"` (LiteRT) or `"micro"`: every candidate is converted with
             `target="micro"` (static batch 1, refused when TFLM cannot run it), scored on
@@ -475,12 +479,14 @@ def auto_quantize(
         if try_int16x8 and mode == "int8":
             candidates.append(build("int16x8", {"mode": "int16x8"}))
         best = _best(eight_bit) or eight_bit[0]
-        fallback, fallback_notes = _keep_float_candidate(
+        fallback, fallback_notes, ranking = _keep_float_candidate(
             best, model, mode, calibration, search, measure, runtime, convert_options,
             build if target == "micro" else None,
         )  # fmt: skip
         candidates.append(fallback)
         notes += fallback_notes
+        if try_int16x8 and mode == "int8" and "int4_weights" not in best.settings:
+            candidates += _sixteen_bit_layer_candidates(best, ranking, build)
     if target == "micro" and max_flash is not None:
         candidates += _look_up_table_candidates(candidates, measure)
     chosen = _choose(candidates, max_flash, max_arena)
@@ -663,8 +669,9 @@ def _keep_float_candidate(
     runtime: str,
     convert_options: dict[str, Any],
     rebuild: Any = None,
-) -> tuple[Candidate, list[str]]:
-    """Float fallback for the fewest layers, on top of the best 8-bit candidate.
+) -> tuple[Candidate, list[str], list[str]]:
+    """Float fallback for the fewest layers, on top of the best 8-bit candidate, and the
+    debugger's ranking of the layers it searched (worst first; empty when the debugger failed).
 
     The layers are searched on the calibrated file; with `rebuild` (`target="micro"`) the
     chosen set is converted again for the target, and that file is measured.
@@ -686,7 +693,7 @@ def _keep_float_candidate(
                 calibrated, report.ranking, search.score, None
             )
     except Exception as error:  # noqa: BLE001
-        return Candidate(name, best.settings, error=f"{type(error).__name__}: {error}"), []
+        return Candidate(name, best.settings, error=f"{type(error).__name__}: {error}"), [], []
     settings = {**best.settings, "keep_float": keep}
     if rebuild is not None:
         settings.pop("target", None)
@@ -701,8 +708,27 @@ def _keep_float_candidate(
             "so the float fallback leaves them out."
         )
     if flatbuffer is None:
-        return rebuilt, notes
-    return measure(float_ops_name(best.name, flatbuffer), settings, flatbuffer), notes
+        return rebuilt, notes, report.ranking
+    candidate = measure(float_ops_name(best.name, flatbuffer), settings, flatbuffer)
+    return candidate, notes, report.ranking
+
+
+def _sixteen_bit_layer_candidates(
+    best: Candidate, ranking: list[str], build: Any, max_layers: int = 6
+) -> list[Candidate]:
+    """16-bit activations for the debugger's worst layers inside the best 8-bit candidate,
+    one more layer (in ranking order) per file until one meets the target."""
+    built: list[Candidate] = []
+    chosen: list[str] = []
+    for layer in ranking[:max_layers]:
+        chosen.append(layer)
+        settings = {**best.settings, "int16_layers": list(chosen)}
+        plural = "s" if len(chosen) > 1 else ""
+        candidate = build(f"{best.name} with {len(chosen)} layer{plural} 16-bit", settings)
+        built.append(candidate)
+        if candidate.error is not None or candidate.meets_target:
+            break
+    return built
 
 
 def _mixed_int4_candidates(

@@ -7,6 +7,11 @@ unchanged, but the layer now has one row of weights `factor` times larger than t
 per-output-channel int8 scales are set by that row and every other weight is rounded coarsely.
 It is the failure that the debugger must find (and that cross-layer equalization undoes): used
 by the tests and `benchmarks/debug_bench.py`.
+
+`inject_activation_outlier` is its mirror: the producer's output channel is multiplied by
+`factor` and the layer's weights that read it divided by it, so the tensor between them has one
+channel `factor` times wider than the rest and its int8 steps, sized for that channel, round the
+others away: the failure 16-bit activations (`convert(..., int16_layers=[...])`) repair.
 """
 
 from __future__ import annotations
@@ -70,10 +75,50 @@ def inject_weight_outlier(model: Any, layer: str, factor: float = 30.0, channel:
         >>> bool(np.allclose(model(x), sensitive(x), atol=1e-4))
         True
     """
-    import keras
-
     if factor <= 1:
         raise ValueError(f"factor must be > 1, got {factor!r}.")
+    return _rescale_channel(model, layer, factor, channel)
+
+
+def inject_activation_outlier(
+    model: Any, layer: str, factor: float = 100.0, channel: int = 0
+) -> Any:
+    """Return a copy of `model` whose input channel `channel` of `layer` is `factor` times wider.
+
+    The producer's output channel is multiplied by `factor` and the weights of `layer` that read
+    it are divided by it: the float outputs do not change, the tensor between them has one
+    channel `factor` times wider than the others.
+
+    Args:
+        model: a built Keras 3 functional model.
+        layer: a Dense/Conv1D/Conv2D layer whose input comes, through ReLU or pooling layers,
+            from a Dense/Conv/BatchNormalization layer (the producer).
+        factor: how much wider the outlier channel is (> 1).
+        channel: which input channel of `layer` is widened.
+
+    Returns:
+        A new model whose float outputs equal the original's (to rounding).
+
+    Example:
+        >>> import numpy as np
+        >>> from tfcompress.models import build_digits_cnn
+        >>> from tfcompress.diagnose.outliers import inject_activation_outlier
+        >>> model = build_digits_cnn()
+        >>> x = np.random.default_rng(0).random((4, 8, 8, 1), np.float32)
+        >>> wide = inject_activation_outlier(model, "logits", factor=30.0)
+        >>> bool(np.allclose(model(x), wide(x), atol=1e-4))
+        True
+    """
+    if factor <= 1:
+        raise ValueError(f"factor must be > 1, got {factor!r}.")
+    return _rescale_channel(model, layer, 1.0 / factor, channel)
+
+
+def _rescale_channel(model: Any, layer: str, factor: float, channel: int) -> Any:
+    """A copy of `model` with input channel `channel` of `layer` times `factor`, its producer's
+    output channel divided by it."""
+    import keras
+
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     target = copy.get_layer(layer)

@@ -65,6 +65,11 @@ class LayerOps:
         """The row's layer and the layers fused into it."""
         return [*self.fused, self.layer]
 
+    @property
+    def op_indices(self) -> list[int]:
+        """Indices of the row's ops in the file's main graph, in execution order."""
+        return sorted(self._op_indices)
+
 
 def top_level_layers(model: Any) -> list[Any]:
     """The model's own layers in topological order, its InputLayers left out."""

@@ -191,7 +191,9 @@ class CalibratedModel:
         )
 
 
-def check_layer_names(model: Any, names: Sequence[str], rows: Sequence[LayerOps]) -> None:
+def check_layer_names(
+    model: Any, names: Sequence[str], rows: Sequence[LayerOps], argument: str = "keep_float"
+) -> None:
     """Raise a `ConversionError` naming each unknown layer and listing the model's layers.
 
     Example:
@@ -205,23 +207,23 @@ def check_layer_names(model: Any, names: Sequence[str], rows: Sequence[LayerOps]
     """
     if isinstance(names, str):
         raise ConversionError(
-            f"keep_float takes a list of layer names, got the string {names!r}: "
-            f"write keep_float=[{names!r}]."
+            f"{argument} takes a list of layer names, got the string {names!r}: "
+            f"write {argument}=[{names!r}]."
         )
     valid = [layer.name for layer in top_level_layers(model)]
     unknown = [name for name in names if name not in valid]
     if unknown:
         raise ConversionError(
-            f"keep_float names layers that '{model.name}' does not have: {unknown}. Its layers "
+            f"{argument} names layers that '{model.name}' does not have: {unknown}. Its layers "
             f"are: {', '.join(valid)}."
         )
     placed = {name for row in rows for name in [*row.layers, *row.named]}
     missing = [name for name in names if rows and name not in placed]
     if missing:
         raise ConversionError(
-            f"keep_float: the layers {missing} of '{model.name}' leave no op in the converted "
-            f"file (removed or constant-folded by the converter), so there is nothing to keep "
-            f"float. Layers with ops: {', '.join(sorted(placed))}."
+            f"{argument}: the layers {missing} of '{model.name}' leave no op in the converted "
+            f"file (removed or constant-folded by the converter), so there is nothing to "
+            f"change. Layers with ops: {', '.join(sorted(placed))}."
         )
 
 
