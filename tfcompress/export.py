@@ -977,7 +977,9 @@ def _with_16_bit_layers(
             converter, source.name, "int16x8", isolate=isolate, timeout=timeout
         )
     except ConversionError as error:
-        reasons = sorted({line for line in str(error).splitlines() if "not yet supported" in line})
+        reasons = sorted(
+            {line.rstrip(".") for line in str(error).splitlines() if "not yet supported" in line}
+        )
         raise ConversionError(
             f"int16_layers: the 16-bit ops are taken from the int16x8 conversion of "
             f"'{source.name}', and TF's converter cannot quantize this graph in int16x8"
