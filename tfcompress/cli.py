@@ -352,12 +352,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tfcompress` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
     from tfcompress.tflite.errors import ConversionError, TFLiteFileError
+    from tfcompress.tflite.isolation import IsolatedCrash
 
     try:
         return _COMMANDS[args.command](args)
     except (
         ConversionError,
         TFLiteFileError,
+        IsolatedCrash,
         FileNotFoundError,
         FileExistsError,
         PermissionError,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import yaml
@@ -73,14 +74,52 @@ def test_non_empty_output_is_refused_then_replaced_with_overwrite(compressed, di
     data = tmp_path / "train.npz"  # x and y only: the recipe's holdout share is measured on
     np.savez(data, x=digits.x_train, y=digits.y_train)
     argv = [str(model_path), "--data", str(data), "--recipe", str(recipe), "-o", str(target)]
-    assert main(["compress", *argv]) == 2
+    assert main(["compress", *argv, "--in-process"]) == 2
     assert (target / "old.txt").exists()
-    assert main(["compress", *argv, "--overwrite"]) == 0
+    assert main(["compress", *argv, "--overwrite", "--in-process"]) == 0
     assert not (target / "old.txt").exists()
     assert tfc.inspect(target / "model.tflite").op_counts  # a real float16 file
     report_md = (target / "report.md").read_text()
     assert "float16" in report_md
     assert f"| held-out samples | {round(len(digits.y_train) * 0.2)} |" in report_md
+
+
+_CRASHING_LAYER = """
+import os
+import signal
+
+import keras
+
+
+@keras.saving.register_keras_serializable("crash_test")
+class CrashWhenTrained(keras.layers.Layer):
+    def call(self, x, training=False):
+        if training:  # a native crash inside a training step, as TensorFlow's kernels can have
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return x
+"""
+
+
+def test_a_crash_in_a_training_step_is_an_error_naming_the_step_and_writes_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    (tmp_path / "crashing_layers.py").write_text(_CRASHING_LAYER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import crashing_layers
+
+    inputs = keras.Input((8, 8, 1))
+    hidden = keras.layers.Flatten()(crashing_layers.CrashWhenTrained()(inputs))
+    model_path = tmp_path / "model.keras"
+    keras.Model(inputs, keras.layers.Dense(10)(hidden)).save(model_path)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("steps:\n  - prune: {epochs: 1}\n  - convert: {mode: float16}\n")
+    out = tmp_path / "out"
+    argv = [str(model_path), "--data", "digits", "--recipe", str(recipe), "-o", str(out)]
+    assert main(["compress", *argv, "--custom-objects", "crashing_layers"]) == 2  # we live on
+    error = capsys.readouterr().err
+    assert "tfcompress compress: error: the recipe's process died" in error
+    assert "(SIGSEGV) during '[1/2] prune" in error and "TF_ENABLE_ONEDNN_OPTS=0" in error
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name == "out"] == []
 
 
 def test_cli_reports_a_bad_recipe_with_its_line_before_loading(tmp_path, capsys):

@@ -290,7 +290,8 @@ def _timeout_message(name: str, mode: str, timeout: float | None) -> str:
 
 
 class IsolatedCrash(RuntimeError):
-    """Work run by `run_in_new_process` died (a signal, an exit without an answer, a timeout)."""
+    """Work run in a process of its own (`run_in_new_process`, `tfcompress compress`) died: a
+    signal, an exit without an answer, a timeout."""
 
 
 def run_in_new_process(
