@@ -59,6 +59,15 @@ def _initial_v(fraction: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p)).astype(np.float32)
 
 
+def _schedule(i: int, warmup: int, iterations: int, regularization: float) -> tuple[float, float]:
+    """Step `i`'s rounding-regulariser exponent and weight: none while warming up, then the
+    exponent annealed from high to low on a cosine."""
+    if i < warmup:
+        return _BETA[0], 0.0
+    progress = (i - warmup) / max(iterations - warmup, 1)
+    return _BETA[1] + 0.5 * (_BETA[0] - _BETA[1]) * (1 + np.cos(np.pi * progress)), regularization
+
+
 def round_layer(
     layer: Any,
     inputs: np.ndarray,
@@ -135,8 +144,7 @@ def round_layer(
     second_moment = tf.Variable(tf.zeros_like(v))
     count_t = tf.Variable(0.0)
 
-    @tf.function
-    def step(x: tf.Tensor, y: tf.Tensor, beta: tf.Tensor, weight: tf.Tensor) -> tf.Tensor:
+    def step(x: tf.Tensor, y: tf.Tensor, beta: tf.Tensor, weight: tf.Tensor) -> None:
         with tf.GradientTape() as tape:
             soft = scale_t * tf.clip_by_value(floor_t + _h(v), -limit, limit)
             error = tf.reduce_mean(tf.square(output(x, soft) - y)) / baseline
@@ -149,25 +157,23 @@ def round_layer(
         m_hat = first_moment / (1.0 - tf.pow(0.9, count_t))
         v_hat = second_moment / (1.0 - tf.pow(0.999, count_t))
         v.assign_sub(learning_rate * m_hat / (tf.sqrt(v_hat) + 1e-8))
-        return loss
+
+    @tf.function
+    def train(batches: tf.Tensor, betas: tf.Tensor, weights: tf.Tensor) -> None:
+        # every step in one graph: a Python loop of small steps costs ~2 ms a step in calls
+        for i in tf.range(iterations):
+            step(tf.gather(x_all, batches[i]), tf.gather(y_all, batches[i]), betas[i], weights[i])
 
     rng = np.random.default_rng(seed)
     count = len(inputs)
     warmup = int(_WARMUP * iterations)
-    for i in range(iterations):
-        index = rng.choice(count, size=min(batch_size, count), replace=False)
-        if i < warmup:
-            beta, weight = _BETA[0], 0.0
-        else:
-            progress = (i - warmup) / max(iterations - warmup, 1)
-            beta = _BETA[1] + 0.5 * (_BETA[0] - _BETA[1]) * (1 + np.cos(np.pi * progress))
-            weight = regularization
-        step(
-            tf.gather(x_all, index),
-            tf.gather(y_all, index),
-            tf.constant(beta, tf.float32),
-            tf.constant(weight, tf.float32),
-        )
+    batches = np.stack(
+        [rng.choice(count, size=min(batch_size, count), replace=False) for _ in range(iterations)]
+    )
+    schedule = [_schedule(i, warmup, iterations, regularization) for i in range(iterations)]
+    betas = np.asarray([beta for beta, _ in schedule], np.float32)
+    weights = np.asarray([weight for _, weight in schedule], np.float32)
+    train(tf.constant(batches), tf.constant(betas), tf.constant(weights))
     learned = np.clip(floor + (v.numpy() >= 0), -limit, limit)
     kernel_learned = (np.where(peak, nearest, learned) * scale).astype(np.float32)
     # 300 steps are few: keep round-to-nearest where the learned rounding did not beat it
