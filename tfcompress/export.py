@@ -488,7 +488,8 @@ def report_mismatch(fidelity: Fidelity, name: str, fixes: list[str], strict: boo
         f">= {limits.min_agreement}, SQNR >= {limits.min_sqnr_db} dB or relative error <= "
         f"{limits.max_relative_error}). {tried} Other fixes: "
         "the layers tfcompress.debug_quantization(model, data) ranks worst in float "
-        "(keep_float=[...]); quantization-aware training with data. "
+        "(keep_float=[...]) or, where a wide tensor is the cause, in 16 bits inside the int8 "
+        "file (int16_layers=[...]); quantization-aware training with data. "
         "strict=True raises instead of warning; thresholds=FidelityThresholds(...) sets the "
         "limits."
     )
