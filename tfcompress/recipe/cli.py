@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 
-from tfcompress.tflite.isolation import IsolatedCrash
+from tfcompress.tflite.isolation import IsolatedCrash, signal_name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,12 +101,9 @@ def _run_contained(args: argparse.Namespace) -> int:
 
 
 def _crash_message(number: int, step: str, output: str) -> str:
-    try:
-        name = signal.Signals(number).name
-    except ValueError:
-        name = f"signal {number}"
     return (
-        f"the recipe's process died inside TensorFlow or another native library ({name}) "
+        f"the recipe's process died inside TensorFlow or another native library "
+        f"({signal_name(number)}) "
         f"during '{step}'; nothing was written to '{output}' (it is written only when complete). "
         "A known cause: TensorFlow's oneDNN kernels crash on the gradient of some strided 1x1 "
         "convolutions; run again with TF_ENABLE_ONEDNN_OPTS=0 in the environment. "

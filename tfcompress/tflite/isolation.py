@@ -264,13 +264,17 @@ def _answer(payload: bytes, status: int, name: str, mode: str) -> Any:
     return value
 
 
-def _crash_message(name: str, mode: str, number: int) -> str:
+def signal_name(number: int) -> str:
+    """The name of signal `number` ("SIGSEGV"), or "signal N" for one Python does not name."""
     try:
-        signal_name = signal.Signals(number).name
+        return signal.Signals(number).name
     except ValueError:
-        signal_name = f"signal {number}"
+        return f"signal {number}"
+
+
+def _crash_message(name: str, mode: str, number: int) -> str:
     return (
-        f"TensorFlow's TFLite converter crashed with {signal_name} (signal {number}) while "
+        f"TensorFlow's TFLite converter crashed with {signal_name(number)} (signal {number}) while "
         f"converting '{name}' to mode={mode!r}. It ran in a child process, so your Python "
         "process is unharmed. This is a bug inside TensorFlow, not in your model. Try another "
         "mode (mode='dynamic' or 'float16' do not calibrate); for LSTM/GRU layers convert the "
@@ -495,10 +499,7 @@ def _new_process_main(task: str, answer: str) -> None:
 
 def _new_process_message(what: str, advice: str, status: int, printed: str) -> str:
     if status < 0:
-        try:
-            died = f"crashed with {signal.Signals(-status).name} (signal {-status})"
-        except ValueError:
-            died = f"was killed by signal {-status}"
+        died = f"crashed with {signal_name(-status)} (signal {-status})"
     else:
         died = f"exited (status {status}) without an answer"
     tail = "\n".join(printed.strip().splitlines()[-8:])
