@@ -697,6 +697,44 @@ def auto_quantize_int16_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def int16_layers_table(data: dict) -> str:
+    """int8, 16 bits for the debugger's k worst layers, int16x8: mean over the seeds (range)."""
+
+    def figure(entry: dict, key: str, digits: int) -> str:
+        low, high = entry[key]["range"]
+        text = f"{entry[key]['mean']:.{digits}f}"
+        return text + (f" ({low:.{digits}f}-{high:.{digits}f})" if low != high else "")
+
+    lines = [
+        "Each file against the float Keras model on held-out rows, on "
+        f"{data['runtime']}; the layers are ranked by `tfc.debug_quantization` on the "
+        "calibration rows. Mean over the seeds (range).",
+    ]
+    for name, cells in data["summary"].items():
+        seeds = len(data["runs"][name])
+        rows = data["runs"][name][0]["rows"]
+        lines += [
+            "",
+            f"**{name}** ({seeds} seeds, {rows} held-out rows)",
+            "",
+            "| file | agreement | SQNR (dB) | bytes |",
+            "|---|---:|---:|---:|",
+        ]
+        for cell, entry in cells.items():
+            if "[" in cell:
+                label = f"`int16_layers`: the {cell.split('[')[1][:-1]} worst layers"
+            else:
+                label = f'`convert(..., "{cell}")`'
+            if "error" in entry:
+                lines.append(f"| {label} | refused: {entry['error'][:120]} | | |")
+                continue
+            lines.append(
+                f"| {label} | {figure(entry, 'agreement', 3)} | {figure(entry, 'sqnr_db', 1)} "
+                f"| {entry['bytes']['mean']:,.0f} |"
+            )
+    return "\n".join(lines)
+
+
 def multiworker_table(data: dict) -> str:
     """Two workers against one process: largest absolute difference over all variables."""
     setup = data["setup"]
@@ -1401,9 +1439,14 @@ PAGES: list[tuple[str, str, str, list[Section]]] = [
             ),
             ("auto_quantize on the zoo", "auto_quantize_zoo", auto_quantize_table),
             (
-                "16-bit activations on chosen layers",
+                "16-bit activations on chosen layers (AI Edge Quantizer)",
                 "auto_quantize_int16",
                 auto_quantize_int16_table,
+            ),
+            (
+                "16-bit activations for the debugger's worst layers (`int16_layers`)",
+                "int16_layers",
+                int16_layers_table,
             ),
         ],
     ),
