@@ -10,6 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tfcompress.tflite.errors import ConversionError, TFLiteFileError
+from tfcompress.tflite.isolation import IsolatedCrash
+
 DESCRIPTION = """\
 Compress Keras models and deploy them as TFLite flatbuffers measured on the LiteRT interpreter.
 
@@ -351,9 +354,6 @@ _COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tfcompress` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
-    from tfcompress.tflite.errors import ConversionError, TFLiteFileError
-    from tfcompress.tflite.isolation import IsolatedCrash
-
     try:
         return _COMMANDS[args.command](args)
     except (

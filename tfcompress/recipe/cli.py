@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 
+from tfcompress.recipe.schema import load_recipe
 from tfcompress.tflite.isolation import IsolatedCrash, signal_name
 
 
@@ -55,8 +56,6 @@ def run(args: argparse.Namespace) -> int:
         from tfcompress.recipe.runner import run_from_cli
 
         return run_from_cli(args)
-    from tfcompress.recipe.schema import load_recipe
-
     load_recipe(args.recipe)  # a bad recipe fails here, before a process starts
     return _run_contained(args)
 
