@@ -516,6 +516,14 @@ def _output_names(model: Any, main: SubgraphReport) -> list[str]:
     return [names[index] for index in main.outputs]
 
 
+def op_name(model: Any, op: Any) -> str:
+    """The builtin name of `op` ("CONV_2D") in `model` (the schema's object API, `ModelT`); ""
+    for a custom op."""
+    code = model.operatorCodes[op.opcodeIndex]
+    names = _enum_names(compat.tflite_schema().BuiltinOperator)
+    return names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "")
+
+
 def _enum_names(enum: Any) -> dict[int, str]:
     return {value: name for name, value in vars(enum).items() if not name.startswith("_")}
 

@@ -23,9 +23,9 @@ import numpy as np
 
 from tfcompress.core import compat
 from tfcompress.tflite.errors import ConversionError
-from tfcompress.tflite.flatbuffer import pack, read_model
+from tfcompress.tflite.flatbuffer import op_name, pack, read_model
+from tfcompress.tflite.requantize import REQUANTIZE_VERSION
 
-_REQUANTIZE_VERSION = 2  # QUANTIZE with an integer input (LiteRT's op version rules)
 _INTEGER = ("INT8", "INT16")
 
 
@@ -82,7 +82,7 @@ def widen_activations(
         graph.tensors.append(tensor)
         return len(graph.tensors) - 1
 
-    requantize = _opcode(narrow, schema.BuiltinOperator.QUANTIZE, _REQUANTIZE_VERSION)
+    requantize = _opcode(narrow, schema.BuiltinOperator.QUANTIZE, REQUANTIZE_VERSION)
 
     def quantize_op(source: int, target: int) -> Any:
         op = schema.OperatorT()
@@ -236,7 +236,7 @@ def readers_of(flatbuffer: bytes, ops: Collection[int]) -> set[int]:
             if index not in found and written & {int(t) for t in _ints(op.inputs)}
         }
         found |= frontier
-        frontier = {index for index in frontier if _name(model, operators[index]) in _MOVES}
+        frontier = {index for index in frontier if op_name(model, operators[index]) in _MOVES}
     return found
 
 
@@ -259,8 +259,8 @@ def _check_correspondence(narrow: Any, wide: Any, chosen: set[int], origin: str)
             f"{len(ops16)}: they cannot be mixed. Use mode='int16x8' for the whole model."
         )
     for index, (op8, op16) in enumerate(zip(ops8, ops16, strict=True)):
-        name8 = _name(narrow, op8)
-        name16 = _name(wide, op16)
+        name8 = op_name(narrow, op8)
+        name16 = op_name(wide, op16)
         tensors8 = [narrow.subgraphs[0].tensors[int(t)].name for t in _ints(op8.outputs)]
         tensors16 = [wide.subgraphs[0].tensors[int(t)].name for t in _ints(op16.outputs)]
         if name8 != name16 or tensors8 != tensors16:
@@ -275,7 +275,7 @@ def _check_correspondence(narrow: Any, wide: Any, chosen: set[int], origin: str)
 def _not_integer(origin: str, index: int, graph: Any, op: Any, model: Any) -> ConversionError:
     tensor = graph.tensors[int(_ints(op.outputs)[0])].name
     return ConversionError(
-        f"int16_layers: op {index} ({_name(model, op)}, '{_text([tensor])}') of '{origin}' has "
+        f"int16_layers: op {index} ({op_name(model, op)}, '{_text([tensor])}') of '{origin}' has "
         "no 16-bit integer kernel in TF's converter (it stays float in mode='int16x8'): leave "
         "its layer out of int16_layers, or keep it float with keep_float."
     )
@@ -297,12 +297,6 @@ def _opcode(model: Any, builtin: int, version: int) -> int:
 
 def _builtin(code: Any) -> int:
     return max(code.builtinCode, code.deprecatedBuiltinCode)
-
-
-def _name(model: Any, op: Any) -> str:
-    schema = compat.tflite_schema()
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    return names.get(_builtin(model.operatorCodes[op.opcodeIndex]), "?")
 
 
 def _text(names: list[Any]) -> str:

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from tfcompress.core import compat
-from tfcompress.tflite.flatbuffer import pack, read_model
+from tfcompress.tflite.flatbuffer import op_name, pack, read_model
 
 _SAME_SCALE = 1e-6  # relative: float32 rounding of one scale computed in two places
 _INTEGER = {"INT8", "UINT8", "INT16"}
-_REQUANTIZE_VERSION = 2  # QUANTIZE with an integer input (LiteRT's op version rules)
+REQUANTIZE_VERSION = 2  # QUANTIZE with an integer input (LiteRT's op version rules)
 _RESHAPES = {"RESHAPE", "SQUEEZE", "EXPAND_DIMS"}  # copy their input's integers as they are
 
 
@@ -40,22 +40,17 @@ def fold_float_requantize(flatbuffer: bytes) -> tuple[bytes, int]:
     """
     schema = compat.tflite_schema()
     model = read_model(flatbuffer)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-
-    def op_name(op: Any) -> str:
-        code = model.operatorCodes[op.opcodeIndex]
-        return names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "")
 
     rewritten = 0
     for subgraph in model.subgraphs or []:
-        rewritten += _fold_subgraph(model, subgraph, op_name, types)
+        rewritten += _fold_subgraph(model, subgraph, lambda op: op_name(model, op), types)
     if rewritten == 0:
         return flatbuffer, 0
     return pack(model, len(flatbuffer) + 1024), rewritten
 
 
-def _fold_subgraph(model: Any, subgraph: Any, op_name: Any, types: dict) -> int:
+def _fold_subgraph(model: Any, subgraph: Any, name_of: Any, types: dict) -> int:
     operators = list(subgraph.operators or [])
     tensors = subgraph.tensors
     protected = set(_ints(subgraph.outputs))
@@ -64,13 +59,13 @@ def _fold_subgraph(model: Any, subgraph: Any, op_name: Any, types: dict) -> int:
         return [op for op in operators if index in _ints(op.inputs)]
 
     rewritten = 0
-    for dequantize in [op for op in operators if op_name(op) == "DEQUANTIZE"]:
+    for dequantize in [op for op in operators if name_of(op) == "DEQUANTIZE"]:
         source = int(_ints(dequantize.inputs)[0])
         middle = int(_ints(dequantize.outputs)[0])
         if types.get(tensors[source].type) not in _INTEGER or middle in protected:
             continue
         users = consumers(middle)
-        if not users or any(op_name(op) != "QUANTIZE" for op in users):
+        if not users or any(name_of(op) != "QUANTIZE" for op in users):
             continue
         for quantize in users:
             target = int(_ints(quantize.outputs)[0])
@@ -83,7 +78,7 @@ def _fold_subgraph(model: Any, subgraph: Any, op_name: Any, types: dict) -> int:
             else:  # one integer requantize instead of int -> float -> int
                 quantize.inputs = np.asarray([source], dtype=np.int32)
                 code = model.operatorCodes[quantize.opcodeIndex]
-                code.version = max(code.version, _REQUANTIZE_VERSION)
+                code.version = max(code.version, REQUANTIZE_VERSION)
             rewritten += 1
         else:
             operators.remove(dequantize)
@@ -140,7 +135,6 @@ def outputs_before_requantize(flatbuffer: bytes) -> tuple[bytes, int]:
     """
     schema = compat.tflite_schema()
     model = read_model(flatbuffer)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     changed = 0
     for number, subgraph in enumerate(model.subgraphs or []):
@@ -154,8 +148,7 @@ def outputs_before_requantize(flatbuffer: bytes) -> tuple[bytes, int]:
         tensors = subgraph.tensors
 
         def name_of(op: Any) -> str:
-            code = model.operatorCodes[op.opcodeIndex]
-            return names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "")
+            return op_name(model, op)
 
         for position, output in enumerate(outputs):
             # back from the output through reshapes, which copy their input's integers
