@@ -23,7 +23,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	scripts/ensure_chromium.sh
 	$(BIN)/ruff check tfcompress tests benchmarks
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=25 --nbmake tests notebooks
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=25 tests
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q
 
 lint: $(STAMP)

@@ -39,11 +39,11 @@ def rng() -> np.random.Generator:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The long tests first (those marked slow, the notebooks): with `pytest -n 2` the two
+    """The long tests first (those marked slow): with `pytest -n 2` the two
     workers then end together, filling the end with short tests, instead of one worker waiting
     for the other's last long test."""
 
     def long(item: pytest.Item) -> bool:
-        return item.get_closest_marker("slow") is not None or item.path.suffix == ".ipynb"
+        return item.get_closest_marker("slow") is not None
 
     items.sort(key=lambda item: not long(item))  # stable: the order within each part is kept
