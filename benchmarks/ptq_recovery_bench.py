@@ -59,7 +59,7 @@ if "--never-worse" in sys.argv:  # training a 1x1 stride-2 convolution crashes T
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from _common import write_results  # noqa: E402
+from _common import RESULTS, write_results  # noqa: E402
 
 import tfcompress as tfc  # noqa: E402
 from tfcompress.data import load_digits  # noqa: E402
@@ -71,6 +71,7 @@ from tfcompress.recovery import (  # noqa: E402
     fold_batch_norms,
     optimize_model,
 )
+from tfcompress.recovery.steps import not_worse  # noqa: E402
 from tfcompress.tflite.fidelity import measure_fidelity  # noqa: E402
 
 SIZE = 32
@@ -386,6 +387,8 @@ def never_worse_row(name: str, seed: int, per_channel: bool, epochs: int, iterat
     )
     score = lambda f: (f.get("agreement") or 0.0, f.get("sqnr_db", -1e9))  # noqa: E731
     row["checked_not_worse_than_plain"] = score(row["all_checked"]) >= score(row["plain"])
+    # on both figures, the rule the check itself applies (recovery.steps.not_worse)
+    row["checked_not_worse_on_both"] = not_worse(score(row["all_checked"]), score(row["plain"]))
     if "package" in case:
         row["package"] = case["package"]
     print(json.dumps(row), file=sys.stderr, flush=True)
@@ -397,6 +400,16 @@ def main_never_worse(args: argparse.Namespace) -> None:
     grids = [g == "per_channel" for g in args.grids.split(",")]
     crash = None
     rows, skipped = [], {}
+    kept: dict = {}
+    if args.keep_other_models:  # the rows of the models not run now, from the results file
+        previous = json.loads((RESULTS / "ptq_recovery_never_worse.json").read_text())
+        others = [row for row in previous["rows"] if row["model"] not in models]
+        kept = {
+            "models": sorted({row["model"] for row in others}),
+            "from_command": previous.get("command"),
+        }
+        crash = previous.get("onednn_crash_probe") if "fer_mini_xception" not in models else None
+        rows = others
     for seed in range(args.seeds):  # seed-major: a run cut short has every model's first seeds
         for name in models:
             if name in skipped:
@@ -420,6 +433,7 @@ def main_never_worse(args: argparse.Namespace) -> None:
                     "runtime": "LiteRT (XNNPACK)",
                     "onednn_crash_probe": crash,
                     "skipped": skipped,
+                    "rows_kept_from": kept or None,
                     "rows": rows,
                 },
             )
@@ -463,6 +477,11 @@ def main() -> None:
     parser.add_argument("--never-worse", action="store_true", help="each step against plain PTQ")
     parser.add_argument("--models", default=",".join(NEVER_WORSE_MODELS))
     parser.add_argument("--grids", default="per_channel", help="per_channel and/or per_tensor")
+    parser.add_argument(
+        "--keep-other-models",
+        action="store_true",
+        help="--never-worse: keep the results file's rows of the models not in --models",
+    )
     args = parser.parse_args()
     if args.dfq:
         main_dfq(args)
