@@ -18,6 +18,9 @@ import tensorflow as tf
 
 import tfcompress as tfc
 
+# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its fixtures run once
+pytestmark = pytest.mark.xdist_group("clustering-guides")
+
 tfmot = (
     tfc  # `import tensorflow_model_optimization as tfmot`: tfmot.clustering.keras -> tfc.clustering
 )

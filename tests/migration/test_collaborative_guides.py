@@ -21,6 +21,9 @@ import tfcompress as tfc
 from tfcompress.clustering import experimental as cluster  # guide: ...clustering.keras.experimental
 from tfcompress.converter import run_tflite
 
+# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its fixtures run once
+pytestmark = pytest.mark.xdist_group("collaborative-guides")
+
 _CLUSTERS = 8
 
 
