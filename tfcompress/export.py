@@ -151,11 +151,10 @@ def convert(
             bits inside the int8 file: their ops and the ops that read their outputs are those
             of the int16x8 file (int16 activations, the same int8 weights), and a `QUANTIZE`
             requantizes between int8 and int16 where they meet the int8 ops, in integer
-            arithmetic. The
-            precision of `mode="int16x8"` where the debugger finds the error, int8 activations
-            (half the memory, XNNPACK's kernels) elsewhere; runs on LiteRT and on TFLM
-            (`target="micro"`), not on the Edge TPU. Needs `representative_data` (the 16-bit ranges are calibrated);
-            `tfcompress.tflite.mixed` describes the file.
+            arithmetic. The precision of `mode="int16x8"` where the debugger finds the error,
+            int8 activations (half the memory, XNNPACK's kernels) elsewhere; runs on LiteRT and
+            on TFLM (`target="micro"`), not on the Edge TPU. Needs `representative_data` (the
+            16-bit ranges are calibrated); `tfcompress.tflite.mixed` describes the file.
         optimize: with `mode="int8"` or `"edgetpu"`, PTQ recovery steps applied to a copy of a
             Keras model before converting, always in the order `"fold_bn"`, `"equalize"`,
             `"adaround"`, `"bias_correction"` (`tfcompress.recovery.STEPS`); an entry may be
