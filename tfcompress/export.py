@@ -53,13 +53,7 @@ from tfcompress.tflite.fidelity import (
     keras_outputs,
     measure_fidelity,
 )
-from tfcompress.tflite.flatbuffer import (
-    drop_ranges,
-    inspect,
-    name_outputs,
-    read_model,
-    share_vectors,
-)
+from tfcompress.tflite.flatbuffer import inspect, name_outputs, read_model, share_vectors
 from tfcompress.tflite.four_bit import four_bit_levels
 from tfcompress.tflite.int4 import pack_int4
 from tfcompress.tflite.isolation import DEFAULT_TIMEOUT_S
@@ -818,7 +812,7 @@ def byte_passes(
     if output_names:  # the Keras model's output names, not the converter's Identity_N
         flatbuffer = name_outputs(flatbuffer, output_names)
     if mode != "edgetpu":  # the Edge TPU compiler gets the converter's own layout
-        flatbuffer = share_vectors(drop_ranges(flatbuffer))
+        flatbuffer = share_vectors(flatbuffer)
     read_model(flatbuffer, origin=f"the converted '{name}'")  # never hand back a broken file
     if mode in ("int8", "edgetpu") and warn_float_ops:
         _warn_if_float_ops_left(flatbuffer, name, synthetic=synthetic)

@@ -94,7 +94,8 @@ def pack(model: Any, size_hint: int = 1024) -> bytes:
 
 
 def share_vectors(flatbuffer: bytes) -> bytes:
-    """`flatbuffer` with each repeated vector (scales, zero points, shapes, data) stored once.
+    """`flatbuffer` with each repeated vector (scales, zero points, shapes, data) stored once, and
+    without the float ranges no runtime reads (`drop_ranges`).
 
     TF's converter gives every tensor its own copy: the unrolled steps of a recurrent layer all
     read one bias with the same per-channel quantization, stored once per step. Sharing makes the
@@ -109,7 +110,9 @@ def share_vectors(flatbuffer: bytes) -> bytes:
         >>> len(share_vectors(flat)) <= len(flat)
         True
     """
-    shared = pack(read_model(flatbuffer), len(flatbuffer))
+    model = read_model(flatbuffer)
+    _drop_ranges(model)
+    shared = pack(model, len(flatbuffer))
     return shared if len(shared) < len(flatbuffer) else flatbuffer
 
 
@@ -130,6 +133,11 @@ def drop_ranges(flatbuffer: bytes) -> bytes:
         True
     """
     model = read_model(flatbuffer)
+    return pack(model, len(flatbuffer)) if _drop_ranges(model) else flatbuffer
+
+
+def _drop_ranges(model: Any) -> bool:
+    """Remove every tensor's quantization `min`/`max` from a parsed model; whether any was there."""
     dropped = False
     for subgraph in model.subgraphs or []:
         for tensor in subgraph.tensors or []:
@@ -139,7 +147,7 @@ def drop_ranges(flatbuffer: bytes) -> bytes:
             ):
                 quantization.min = quantization.max = None
                 dropped = True
-    return pack(model, len(flatbuffer)) if dropped else flatbuffer
+    return dropped
 
 
 class _SharingBuilder(flatbuffers.Builder):
