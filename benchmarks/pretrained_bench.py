@@ -12,7 +12,8 @@ on the held-out rows against the float Keras model:
 - `tfc_int8+int16_layers`: 16-bit activations for the debugger's two worst layers inside the
   int8 file (`int16_layers`, ranked on the calibration rows);
 - `auto_quantize`: `tfc.auto_quantize(..., max_accuracy_drop=0.01)`'s file;
-- `tfc_int16x8`: `tfc.convert(model, "int16x8", data)`;
+- `tfc_int16x8`: `tfc.convert(model, "int16x8", data)`, and `tfc_int16x8+all_steps` with every
+  recovery step (`optimize=[...]`: in int16x8 the weights' rounding is most of the error);
 - `ai_edge_quantizer_int8`: AI Edge Quantizer's `static_wi8_ai8` recipe on the float file;
 - `authors_tflite`: the file the package ships, when it ships one.
 
@@ -67,6 +68,7 @@ CELLS = (
     "tfc_int8+int16_layers",
     "auto_quantize",
     "tfc_int16x8",
+    "tfc_int16x8+all_steps",
     "ai_edge_quantizer_int8",
     "authors_tflite",
 )
@@ -216,8 +218,9 @@ def build(cell: str, item: Pretrained, quick: bool) -> tuple[bytes, dict]:
         ranking = tfc.debug_quantization(model, data, "int8").ranking
         layers = ranking[:2]
         return tfc.convert(model, "int8", data, int16_layers=layers), {"int16_layers": layers}
-    if cell.startswith("tfc_int8+") and cell not in ("tfc_int8+keep_float",):
-        steps = list(STEPS) if cell == "tfc_int8+all_steps" else [cell.split("+")[1]]
+    if cell.split("+")[0] in ("tfc_int8", "tfc_int16x8") and cell != "tfc_int8+keep_float":
+        mode, step = cell.removeprefix("tfc_").split("+")
+        steps = list(STEPS) if step == "all_steps" else [step]
         info: dict[str, Any] = {"optimize": steps}
         if "adaround" in steps:
             # AdaRound's child process crashes in TensorFlow's oneDNN kernels on some
@@ -225,7 +228,7 @@ def build(cell: str, item: Pretrained, quick: bool) -> tuple[bytes, dict]:
             os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
             info["environment"] = "TF_ENABLE_ONEDNN_OPTS=0 (AdaRound's process)"
         try:
-            return tfc.convert(model, "int8", data, optimize=steps), info
+            return tfc.convert(model, mode, data, optimize=steps), info
         finally:
             os.environ.pop("TF_ENABLE_ONEDNN_OPTS", None)
     if cell == "tfc_int8+keep_float":

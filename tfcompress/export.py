@@ -36,6 +36,7 @@ from tfcompress.quantization.strip import (
     untrained_ranges,
 )
 from tfcompress.recovery.steps import prepare_for_convert
+from tfcompress.tflite.biases import narrow_biases
 from tfcompress.tflite.calibration import Sample, collect_samples
 from tfcompress.tflite.convert import (
     CALIBRATED_MODES,
@@ -811,6 +812,8 @@ def byte_passes(
         flatbuffer, _ = outputs_before_requantize(flatbuffer)
     if output_names:  # the Keras model's output names, not the converter's Identity_N
         flatbuffer = name_outputs(flatbuffer, output_names)
+    if mode == "int16x8":  # 32-bit biases where no accumulator can leave the int32 range
+        flatbuffer = narrow_biases(flatbuffer)
     if mode != "edgetpu":  # the Edge TPU compiler gets the converter's own layout
         flatbuffer = share_vectors(flatbuffer)
     read_model(flatbuffer, origin=f"the converted '{name}'")  # never hand back a broken file

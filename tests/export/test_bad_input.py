@@ -320,3 +320,11 @@ def test_weights_whose_zero_point_tflite_refuses_name_the_quantizer_setting():
     qat(np.random.default_rng(0).standard_normal((64, 20)).astype(np.float32), training=True)
     with pytest.raises(tfc.ConversionError, match="zero point of 0 only.*narrow_range=True"):
         tfc.convert(qat, "int8")
+
+
+def test_per_tensor_int16x8_depthwise_says_to_use_per_channel_weights(rng):
+    inputs = keras.Input((6, 6, 2))
+    model = keras.Model(inputs, keras.layers.DepthwiseConv2D(3)(inputs))
+    x = rng.random((16, 6, 6, 2)).astype("float32")
+    with pytest.raises(tfc.ConversionError, match=r"int16x8.*depthwise.*per_channel=True"):
+        tfc.convert(model, "int16x8", x, per_channel=False)

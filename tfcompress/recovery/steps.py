@@ -43,6 +43,9 @@ STEPS = ("fold_bn", "equalize", "adaround", "bias_correction")
 #: the steps checked against the file without them (folding BatchNorm is exact, and the
 #: converter folds it anyway)
 CHECKED_STEPS = ("equalize", "adaround", "bias_correction")
+#: the modes whose files the steps recover: in int16x8 files the weights' rounding is most of
+#: the error, which is what AdaRound and bias correction reduce
+INTEGER_MODES = ("int8", "int16x8", "edgetpu")
 #: share of the rows held out when the data has no rows beyond those calibration reads
 HELD_OUT_SHARE = 0.25
 #: fewest held-out rows worth a verdict; with fewer the steps run unchecked, and a warning says so
@@ -478,10 +481,10 @@ def prepare_for_convert(
         ((6, 4), True)
     """
     steps = parse_steps(optimize)
-    if mode not in ("int8", "edgetpu"):
+    if mode not in INTEGER_MODES:
         raise ConversionError(
-            f"optimize= recovers integer accuracy: use it with mode='int8' or 'edgetpu', not "
-            f"mode={mode!r}."
+            f"optimize= recovers integer accuracy: use it with mode='int8', 'int16x8' or "
+            f"'edgetpu', not mode={mode!r}."
         )
     if isinstance(model, str) or hasattr(model, "__fspath__"):
         model = load_model(model, custom_objects=custom_objects, safe_mode=safe_mode, compile=False)

@@ -173,6 +173,11 @@ def run_converter(
                 "ids an Embedding reads: convert this model with mode='int8' (full integer), "
                 "'float16' or 'dynamic'."
             )
+        if mode == "int16x8" and "Quantized dimension for tensor property" in str(error):
+            advice = (
+                "In int16x8, TF's quantizer needs per-channel weights for depthwise convolutions "
+                "(DepthwiseConv2D, SeparableConv2D): convert with per_channel=True (the default)."
+            )
         if "Unsupported filter quantization zero-point" in str(error):
             advice = (
                 "TFLite takes weights with a zero point of 0 only; a quantization-aware layer "
