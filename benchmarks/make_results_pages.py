@@ -1232,6 +1232,9 @@ PRETRAINED_LABELS = {
     "tfc_int8+int16_layers": "+ `int16_layers`: the debugger's two worst layers 16-bit",
     "auto_quantize": "`tfc.auto_quantize` (1 pp)",
     "tfc_int16x8": '`tfc.convert(..., "int16x8")`',
+    "tfc_int16x8+adaround": '+ `optimize=["adaround"]`, int16x8',
+    "tfc_int16x8+bias_correction": '+ `optimize=["bias_correction"]`, int16x8',
+    "tfc_int16x8+all_steps": "+ all four recovery steps, int16x8",
     "ai_edge_quantizer_int8": "AI Edge Quantizer, static int8",
     "authors_tflite": "the package's own `.tflite`",
 }

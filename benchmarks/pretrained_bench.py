@@ -12,8 +12,9 @@ on the held-out rows against the float Keras model:
 - `tfc_int8+int16_layers`: 16-bit activations for the debugger's two worst layers inside the
   int8 file (`int16_layers`, ranked on the calibration rows);
 - `auto_quantize`: `tfc.auto_quantize(..., max_accuracy_drop=0.01)`'s file;
-- `tfc_int16x8`: `tfc.convert(model, "int16x8", data)`, and `tfc_int16x8+all_steps` with every
-  recovery step (`optimize=[...]`: in int16x8 the weights' rounding is most of the error);
+- `tfc_int16x8`: `tfc.convert(model, "int16x8", data)`, and `tfc_int16x8+STEP` with AdaRound,
+  bias correction or every recovery step (`optimize=[...]`: in int16x8 the weights' rounding is
+  most of the error);
 - `ai_edge_quantizer_int8`: AI Edge Quantizer's `static_wi8_ai8` recipe on the float file;
 - `authors_tflite`: the file the package ships, when it ships one.
 
@@ -68,6 +69,8 @@ CELLS = (
     "tfc_int8+int16_layers",
     "auto_quantize",
     "tfc_int16x8",
+    "tfc_int16x8+adaround",
+    "tfc_int16x8+bias_correction",
     "tfc_int16x8+all_steps",
     "ai_edge_quantizer_int8",
     "authors_tflite",

@@ -150,12 +150,14 @@ def convert(
             int8 activations (half the memory, XNNPACK's kernels) elsewhere; runs on LiteRT and
             on TFLM (`target="micro"`), not on the Edge TPU. Needs `representative_data` (the
             16-bit ranges are calibrated); `tfcompress.tflite.mixed` describes the file.
-        optimize: with `mode="int8"` or `"edgetpu"`, PTQ recovery steps applied to a copy of a
-            Keras model before converting, always in the order `"fold_bn"`, `"equalize"`,
-            `"adaround"`, `"bias_correction"` (`tfcompress.recovery.STEPS`); an entry may be
-            `(name, options)`, e.g. `("equalize", {"relu6": "replace"})`. AdaRound and bias
-            correction use `representative_data` and the weight grid of `per_channel`; with
-            `int4_weights=True` AdaRound rounds to 4 bits and the file stores INT4.
+        optimize: with `mode="int8"`, `"int16x8"` or `"edgetpu"`, PTQ recovery steps applied
+            to a copy of a Keras model before converting, always in the order `"fold_bn"`,
+            `"equalize"`, `"adaround"`, `"bias_correction"` (`tfcompress.recovery.STEPS`); an
+            entry may be `(name, options)`, e.g. `("equalize", {"relu6": "replace"})`. AdaRound
+            and bias correction use `representative_data` and the weight grid of `per_channel`;
+            with `int4_weights=True` AdaRound rounds to 4 bits and the file stores INT4. In
+            int16x8 the weights' rounding is most of the error, which AdaRound and bias
+            correction reduce.
         target: where the file runs. `"phone"` (LiteRT: phones, desktops, Linux boards), or
             `"micro"` (TensorFlow Lite Micro on a microcontroller): a static batch-1 file in
             mode `"int8"`, `"int16x8"` or `"float32"`, with layers TFLM lacks ops for rewritten
@@ -279,6 +281,7 @@ def convert(
             flatbuffer = _with_16_bit_layers(
                 flatbuffer, source, int16_layers, representative_data, num_samples, isolate, timeout
             )
+            flatbuffer = narrow_biases(flatbuffer)  # the 16-bit ops' biases, as in int16x8
     flatbuffer = byte_passes(
         flatbuffer,
         source.name,

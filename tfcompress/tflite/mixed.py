@@ -7,6 +7,7 @@ can mix them. `widen_activations` builds that file from the two conversions of o
 chosen ops and their tensors come from the int16x8 file (16-bit activations, the same int8
 weights, int64 biases), every other op from the int8 file, and a `QUANTIZE` joins them wherever an
 int8 tensor feeds a chosen op or a chosen op's output feeds an int8 op or leaves the model.
+`convert` then stores the biases that fit in 32 bits (`tfcompress.tflite.biases`).
 
 The two conversions come from the same traced graph with the same calibration data, so their ops
 correspond one to one, in order, with the same output tensor names; where they do not (an op TF
