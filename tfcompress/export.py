@@ -741,6 +741,7 @@ def prepared_source(
             num_samples=num_samples,
             safe_mode=safe_mode,
             custom_objects=custom_objects,
+            rewrite=integer_friendly_source,
         )
     source = load_source(model, input_signature, safe_mode, custom_objects)
     _refuse_layers_tflite_lacks(source)

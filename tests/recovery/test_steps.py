@@ -118,3 +118,16 @@ def test_each_step_names_the_layers_it_leaves_alone() -> None:
     assert len(texts) == 3 and all("'up' (Conv2DTranspose" in text for text in texts)
     assert {"sep_depthwise", "sep_pointwise"} <= {layer.name for layer in optimized.layers}
     np.testing.assert_allclose(optimized(x), model(x), atol=0.05 * float(np.ptp(model(x))))
+
+
+def test_int16x8_steps_are_checked_on_the_file_convert_makes_of_a_prelu_net() -> None:
+    # TF's int16x8 quantizer has no PReLU: convert rewrites it, and so must the check's files
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.PReLU(shared_axes=[1, 2], name="prelu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, name="fc")(x))
+    x = np.random.default_rng(2).random((160, 8, 8, 1)).astype("float32")
+    flatbuffer = tfc.convert(model, "int16x8", x, num_samples=96, optimize=["bias_correction"])
+    assert "INT16" in {tensor.dtype for tensor in tfc.inspect(flatbuffer).tensors}

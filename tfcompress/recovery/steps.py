@@ -34,7 +34,7 @@ from tfcompress.tflite.errors import ConversionError
 from tfcompress.tflite.fidelity import Fidelity, measure_fidelity
 from tfcompress.tflite.four_bit import four_bit_levels
 from tfcompress.tflite.isolation import IsolatedCrash
-from tfcompress.tflite.source import load_source
+from tfcompress.tflite.source import TraceableModel, load_source
 
 #: the steps, in the order they always run: folding first (the others need folded kernels),
 #: equalization next (it rescales kernels), AdaRound (it fixes the kernels' integers), bias
@@ -53,6 +53,8 @@ MIN_HELD_OUT = 32
 #: most held-out rows used
 MAX_HELD_OUT = 1000
 _RUNTIME = "xnnpack"
+#: a stage that rewrites a traceable model for a mode (`integer_friendly_source`)
+Rewrite = Callable[[TraceableModel, str], TraceableModel]
 _PACKAGE = str(Path(__file__).resolve().parents[1])
 
 
@@ -170,8 +172,12 @@ def int8_file(
     per_channel: bool = True,
     num_samples: int = 200,
     four_bit: bool = False,
+    rewrite: Rewrite | None = None,
 ) -> bytes:
     """The plain PTQ file of `model` as the check measures it: TF's converter, calibrated on `data`.
+
+    `rewrite` is the stage that replaces layers without an integer kernel in `mode` (`convert`
+    passes its own, so a PReLU net is checked in int16x8 as it is converted).
 
     Example:
         >>> import numpy as np
@@ -181,6 +187,8 @@ def int8_file(
         True
     """
     source = load_source(model)
+    if rewrite is not None:
+        source = rewrite(source, mode)
     converter = plain_converter(
         source, mode, data, num_samples=num_samples, per_channel=per_channel
     )
@@ -456,6 +464,7 @@ def prepare_for_convert(
     safe_mode: bool = True,
     custom_objects: dict | None = None,
     check: bool = True,
+    rewrite: Rewrite | None = None,
 ) -> tuple[keras.Model, Any, bool]:
     """What `convert(..., optimize=...)` converts: the optimized model, its data, 4-bit or not.
 
@@ -539,6 +548,7 @@ def prepare_for_convert(
             per_channel=per_channel,
             num_samples=num_samples,
             four_bit=four_bit,
+            rewrite=rewrite,
         )
 
     try:
