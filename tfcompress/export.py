@@ -281,7 +281,6 @@ def convert(
             flatbuffer = _with_16_bit_layers(
                 flatbuffer, source, int16_layers, representative_data, num_samples, isolate, timeout
             )
-            flatbuffer = narrow_biases(flatbuffer)  # the 16-bit ops' biases, as in int16x8
     flatbuffer = byte_passes(
         flatbuffer,
         source.name,
@@ -291,6 +290,7 @@ def convert(
         synthetic=representative_data is None,
         four_bit=four_bit,
         int4_weights=int4_weights,
+        int16_ops=bool(int16_layers),
     )
     if target == "micro":
         _check_on_micro(flatbuffer, source.name, mode)
@@ -803,12 +803,14 @@ def byte_passes(
     synthetic: bool = False,
     four_bit: bool = False,
     int4_weights: bool = False,
+    int16_ops: bool = False,
 ) -> bytes:
     """Stage: the passes on the converted bytes, then a check that the file reads back.
 
-    Float requantize pairs become integer ops, repeated vectors are stored once (not for the
-    Edge TPU compiler, which gets the converter's layout), AdaRound's 4-bit levels and INT4
-    packing are applied when asked for.
+    Float requantize pairs become integer ops, the biases of 16-bit ops (an int16x8 file, or
+    `int16_ops`: an int8 file with 16-bit layers) are stored in 32 bits where they fit, repeated
+    vectors are stored once (not for the Edge TPU compiler, which gets the converter's layout),
+    AdaRound's 4-bit levels and INT4 packing are applied when asked for.
     """
     if mode in CALIBRATED_MODES:  # the converter's float requantize pairs become integer ops
         flatbuffer, _ = fold_float_requantize(flatbuffer)
@@ -816,7 +818,7 @@ def byte_passes(
         flatbuffer, _ = outputs_before_requantize(flatbuffer)
     if output_names:  # the Keras model's output names, not the converter's Identity_N
         flatbuffer = name_outputs(flatbuffer, output_names)
-    if mode == "int16x8":  # 32-bit biases where no accumulator can leave the int32 range
+    if mode == "int16x8" or int16_ops:  # 32-bit biases where no sum can leave the int32 range
         flatbuffer = narrow_biases(flatbuffer)
     if mode != "edgetpu":  # the Edge TPU compiler gets the converter's own layout
         flatbuffer = share_vectors(flatbuffer)

@@ -103,3 +103,12 @@ def test_convert_stores_int16x8_biases_narrow(net_and_rows):
     flatbuffer = tfc.convert(model, "int16x8", rows[:16], check=False)
     assert _bias_types(flatbuffer)["CONV_2D"] == "INT32"
     assert narrow_biases(flatbuffer) == flatbuffer
+
+
+def test_the_16_bit_ops_of_an_int8_file_get_narrow_biases_too(net_and_rows):
+    model, rows = net_and_rows
+    mixed = tfc.convert(model, "int8", rows[:16], int16_layers=["conv"], check=False)
+    dtypes = {tensor.dtype for tensor in tfc.inspect(mixed).tensors}
+    assert "INT16" in dtypes and "INT64" in dtypes  # the depthwise conv reads conv's 16 bits
+    assert _bias_types(mixed)["CONV_2D"] == "INT32"
+    assert narrow_biases(mixed) == mixed
