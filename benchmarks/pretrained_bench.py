@@ -221,7 +221,11 @@ def build(cell: str, item: Pretrained, quick: bool) -> tuple[bytes, dict]:
         ranking = tfc.debug_quantization(model, data, "int8").ranking
         layers = ranking[:2]
         return tfc.convert(model, "int8", data, int16_layers=layers), {"int16_layers": layers}
-    if cell.split("+")[0] in ("tfc_int8", "tfc_int16x8") and cell != "tfc_int8+keep_float":
+    if (
+        "+" in cell
+        and cell.split("+")[0] in ("tfc_int8", "tfc_int16x8")
+        and cell != "tfc_int8+keep_float"
+    ):
         mode, step = cell.removeprefix("tfc_").split("+")
         steps = list(STEPS) if step == "all_steps" else [step]
         info: dict[str, Any] = {"optimize": steps}

@@ -2,10 +2,11 @@
 
 A step is kept only when it does not make the file worse. When the data has rows to spare, some
 are held out (`split_held_out`: the rows after the ones calibration reads, else the last
-quarter), never used to calibrate, equalize, round or correct; each data-driven step's int8 file
-is compared with the file without it on those rows, against the float model (top-1 agreement for
-class outputs, then SQNR; `tfcompress.tflite.fidelity`, on LiteRT with XNNPACK), and a step that
-loses is dropped with a warning giving both figures.
+quarter), never used to calibrate, equalize, round or correct; each data-driven step's file is
+compared with the file without it on those rows, against the float model (top-1 agreement for
+class outputs and SQNR, neither may be lower; `tfcompress.tflite.fidelity`, on LiteRT with
+XNNPACK), and a step that loses is dropped with a warning giving both figures. Every step works
+on the BatchNorm-folded model, as TF's converter folds it.
 """
 
 from __future__ import annotations
@@ -337,8 +338,11 @@ def _run_steps(
     reference, model = model, split_separable(model)  # the file runs separable convs as two ops
     grid = {**grid, "layer_bits": _split_names(reference, grid["layer_bits"])}
     _warn_unhandled(model, [name for name in ("adaround", "bias_correction") if name in steps])
-    report.kept += ["fold_bn"] if "fold_bn" in steps else []
-    unrounded = fold_batch_norms(model) if ("fold_bn" in steps or "equalize" in steps) else model
+    # TF's converter folds BatchNorm into the kernels it quantizes, so every step works on the
+    # folded kernels, asked for or not: those are the integers to round and correct, and the
+    # file's tensors keep short names (the function is the same)
+    report.kept += ["fold_bn"] if steps else []
+    unrounded = fold_batch_norms(model) if steps else model
     rounded: keras.Model | None = None  # the model whose kernels lie on the grid, if any
 
     def nearest(candidate: keras.Model) -> keras.Model:
