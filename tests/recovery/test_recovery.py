@@ -250,3 +250,14 @@ def test_bias_correction_leaves_the_files_depthwise_bias_zero(trained) -> None:
     (depthwise,) = [op for op in graph.operators if op_name(parsed, op) == "DEPTHWISE_CONV_2D"]
     bias = graph.tensors[int(depthwise.inputs[2])]
     assert not np.any(np.asarray(parsed.buffers[bias.buffer].data))  # one shared zero vector
+
+
+def test_four_bit_rounding_in_an_int16x8_file_rescales_its_64_bit_biases(trained) -> None:
+    x = trained.x_calib[:96]  # too few rows to hold out: the step is not checked
+    nearest_4_bit = [("adaround", {"bits": 4, "iterations": 0})]
+    flatbuffer = tfc.convert(trained.model, "int16x8", x, check=False, optimize=nearest_4_bit)
+    rounded = adaround(fold_batch_norms(trained.model), x, bits=4, iterations=0)
+    expected = _float(rounded, trained.x_test)
+    got = run_tflite(flatbuffer, trained.x_test)
+    assert np.mean(got.argmax(-1) == expected.argmax(-1)) >= 0.95
+    assert np.abs(got - expected).max() < 0.1 * np.abs(expected).max()

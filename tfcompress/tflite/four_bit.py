@@ -139,7 +139,10 @@ def _rescale_bias(model: object, bias: object, channels: int) -> None:
     buffer = model.buffers[bias.buffer]
     if buffer.data is None or not len(buffer.data) or bias.quantization is None:
         return
-    values = np.asarray(buffer.data, dtype=np.uint8).view(np.int32).astype(np.float64)
-    buffer.data = np.round(values / _RATIO).astype(np.int32).view(np.uint8)
+    # int32, or int64 for an op with 16-bit activations
+    wide = bias.type == compat.tflite_schema().TensorType.INT64
+    dtype = np.int64 if wide else np.int32
+    values = np.asarray(buffer.data, dtype=np.uint8).view(dtype).astype(np.float64)
+    buffer.data = np.round(values / _RATIO).astype(dtype).view(np.uint8)
     scales = np.asarray(bias.quantization.scale, dtype=np.float64) * _RATIO
     bias.quantization.scale = scales.astype(np.float32).tolist()
