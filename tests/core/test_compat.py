@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tfcompress as tfc
 from tfcompress.core import compat
 from tfcompress.models import build_digits_cnn
 from tfcompress.quantization import QuantizeWrapper
-from tfcompress.tflite.runtime import run_tflite
+from tfcompress.tflite.runtime import make_interpreter, run_tflite
 
 
 def test_keras3_and_tf_keras_objects_are_told_apart():
@@ -99,3 +100,12 @@ def test_litert_interpreter_and_schema_are_found():
     interpreter_class = compat.litert_interpreter_class()
     assert hasattr(interpreter_class, "invoke")
     assert hasattr(compat.tflite_schema(), "ModelT")
+
+
+def test_litert_names_the_ops_a_delegate_took():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    x = np.random.default_rng(0).random((16, 4)).astype("float32")
+    int8 = make_interpreter(tfc.convert(model, "int8", x, check=False))
+    assert "DELEGATE" in compat.litert_op_names(int8)  # XNNPACK took the fully connected op
+    builtin = make_interpreter(tfc.convert(model, "int8", x, check=False), builtin_only=True)
+    assert compat.litert_op_names(builtin) == ["FULLY_CONNECTED"]

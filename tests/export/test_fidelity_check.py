@@ -64,6 +64,13 @@ def test_an_int8_file_comes_back_with_figures_on_held_out_rows(x):
     assert converted == tfc.convert(model, "int8", x, num_samples=100, check=False)
 
 
+def test_an_int16x8_file_is_said_to_run_on_the_builtin_kernels(x):
+    # XNNPACK has no 16-bit activation kernel: LiteRT's builtin kernels run every op
+    keras.utils.set_random_seed(0)
+    converted = tfc.convert(_two_heads(), "int16x8", x, num_samples=100)
+    assert converted.fidelity.runtime == "LiteRT (builtin kernels, no XNNPACK)"
+
+
 def test_without_rows_to_spare_the_file_is_checked_on_the_calibration_rows(x):
     converted = tfc.convert(_two_heads(), "int8", x[:50])
     assert not converted.fidelity.held_out and converted.fidelity.rows == 50

@@ -82,6 +82,12 @@ def litert_op_resolver(builtin_only: bool, reference: bool = False) -> Any:
     return OpResolverType.AUTO
 
 
+def litert_op_names(interpreter: Any) -> list[str]:
+    """The ops of an allocated LiteRT interpreter's plan, in order; `"DELEGATE"` for a node a
+    delegate (XNNPACK) took (LiteRT's private `_get_ops_details`)."""
+    return [str(op["op_name"]) for op in interpreter._get_ops_details()]
+
+
 def tflite_schema() -> Any:
     """The flatbuffer schema module of the TFLite format (object API)."""
     try:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from tfcompress.tflite.flatbuffer import TFLiteSource, inspect, load_bytes
-from tfcompress.tflite.runtime import run_tflite
+from tfcompress.tflite.runtime import run_tflite, xnnpack_takes_ops
 
 __all__ = [
     "RUNTIMES",
@@ -323,8 +323,10 @@ def measure_fidelity(
         flatbuffer: the `.tflite` bytes or path.
         model: the Keras model the file was converted from.
         x: inputs as `model.predict` takes them (an array, or a list of arrays).
-        runtime: "xnnpack" (LiteRT's default CPU path), "builtin" (its optimized builtin
-            kernels) or "reference" (its reference kernels, which TFLM's kernels follow).
+        runtime: "xnnpack" (LiteRT's default CPU path; a file XNNPACK takes no op of, such as
+            an int16x8 file, runs on the builtin kernels and is reported so), "builtin" (its
+            optimized builtin kernels) or "reference" (its reference kernels, which TFLM's
+            kernels follow).
         held_out: whether `x` was kept out of the calibration (reported, not checked).
         thresholds: what `passed` is judged with.
         kinds_from: the Keras model whose outputs and compile settings say what each output
@@ -350,6 +352,9 @@ def measure_fidelity(
     if outputs_of is not None:
         outputs = outputs_of(load_bytes(flatbuffer)[0], arrays)
     else:
+        # XNNPACK takes no op of an int16x8 file: the builtin kernels run it, and the figures say so
+        if runtime == "xnnpack" and not xnnpack_takes_ops(flatbuffer):
+            runtime = "builtin"
         outputs = file_outputs(flatbuffer, arrays, runtime)
     names = inspect(flatbuffer).output_names
     if len(names) != len(outputs):

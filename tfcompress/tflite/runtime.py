@@ -41,6 +41,23 @@ def make_interpreter(
     return interpreter
 
 
+def xnnpack_takes_ops(source: TFLiteSource) -> bool:
+    """Whether LiteRT's XNNPACK delegate runs any op of the file. When it runs none (an int16x8
+    file: XNNPACK has no 16-bit activation kernels), LiteRT's builtin kernels run every op.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> import tfcompress as tfc
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> x = np.random.rand(16, 4).astype("float32")
+        >>> xnnpack_takes_ops(tfc.convert(model, "int8", x, check=False))
+        True
+        >>> xnnpack_takes_ops(tfc.convert(model, "int16x8", x, check=False))
+        False
+    """
+    return "DELEGATE" in compat.litert_op_names(make_interpreter(source))
+
+
 @contextlib.contextmanager
 def _without_native_info_lines() -> Iterator[None]:
     """Drop LiteRT's native "INFO: Created ... delegate" lines; pass every other stderr line on.
