@@ -75,11 +75,9 @@ def _narrow(model: Any, schema: Any) -> bool:
 def _bias_readers(model: Any, subgraph: Any) -> dict[int, list[Any]]:
     """The tensors read only as the bias of `NARROWED_OPS`, with the ops that read them."""
     readers: dict[int, list[Any]] = {}
-    elsewhere: set[int] = {int(i) for i in subgraph.inputs if i is not None}
-    elsewhere |= {int(i) for i in subgraph.outputs if i is not None}
+    elsewhere = set(_indices(subgraph.inputs)) | set(_indices(subgraph.outputs))
     for op in subgraph.operators or []:
-        inputs = [int(i) for i in (op.inputs if op.inputs is not None else [])]
-        outputs = [int(i) for i in (op.outputs if op.outputs is not None else [])]
+        inputs, outputs = _indices(op.inputs), _indices(op.outputs)
         bias_slot = 2 if op_name(model, op) in NARROWED_OPS else None
         for slot, index in enumerate(inputs):
             if slot == bias_slot and index >= 0:
@@ -88,6 +86,10 @@ def _bias_readers(model: Any, subgraph: Any) -> dict[int, list[Any]]:
                 elsewhere.add(index)
         elsewhere.update(outputs)
     return {index: ops for index, ops in readers.items() if index not in elsewhere}
+
+
+def _indices(values: Any) -> list[int]:
+    return [] if values is None else [int(i) for i in values]
 
 
 def _own_buffer(model: Any, buffer_index: int) -> bool:
