@@ -6,9 +6,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import tfcompress as tfc
+from tests.tflite.tf_alone import int16x8_by_tf_alone
 from tfcompress.converter import run_tflite
 from tfcompress.micro.report import run_on_tflm
 from tfcompress.tflite.biases import narrow_biases
@@ -32,17 +32,6 @@ def _bias_types(flatbuffer: bytes) -> dict[str, str]:
     return found
 
 
-def _int16x8_by_tf_alone(model: keras.Model, rows: np.ndarray) -> bytes:
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([row[None]] for row in rows[:16])
-    converter.target_spec.supported_ops = [
-        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
-    ]
-    converter.inference_input_type = converter.inference_output_type = tf.int16
-    return converter.convert()
-
-
 @pytest.fixture(scope="module")
 def net_and_rows() -> tuple[keras.Model, np.ndarray]:
     keras.utils.set_random_seed(0)
@@ -63,7 +52,7 @@ def net_and_rows() -> tuple[keras.Model, np.ndarray]:
 
 def test_biases_that_fit_become_int32_and_the_file_computes_the_same_values(net_and_rows):
     model, rows = net_and_rows
-    wide = _int16x8_by_tf_alone(model, rows)
+    wide = int16x8_by_tf_alone(model, rows, int16_io=True)
     assert set(_bias_types(wide).values()) == {"INT64"}
     narrow = narrow_biases(wide)
     assert _bias_types(narrow) == {
@@ -94,7 +83,7 @@ def test_a_bias_whose_accumulator_could_overflow_int32_stays_int64():
     model = keras.Model(inputs, layer(inputs))
     layer.set_weights([np.full((1024, 2), 0.5, "float32"), np.ones(2, "float32")])
     rows = np.random.default_rng(0).random((24, 1024)).astype("float32")
-    narrow = narrow_biases(_int16x8_by_tf_alone(model, rows))
+    narrow = narrow_biases(int16x8_by_tf_alone(model, rows, int16_io=True))
     assert _bias_types(narrow) == {"FULLY_CONNECTED": "INT64"}
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import tfcompress as tfc
+from tests.tflite.tf_alone import int16x8_by_tf_alone
 from tfcompress.converter import run_tflite
 from tfcompress.micro.report import run_on_tflm
 from tfcompress.tflite.flatbuffer import drop_ranges, read_model
@@ -38,19 +38,9 @@ def cnn_and_rows() -> tuple[keras.Model, np.ndarray]:
     return model, rows
 
 
-def _int16x8_by_tf_alone(model: keras.Model, rows: np.ndarray) -> bytes:
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([row[None]] for row in rows[:16])
-    converter.target_spec.supported_ops = [
-        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
-    ]
-    return converter.convert()
-
-
 def test_int16x8_ranges_are_dropped_and_every_runtime_computes_the_same_values(cnn_and_rows):
     model, rows = cnn_and_rows
-    raw = _int16x8_by_tf_alone(model, rows)
+    raw = int16x8_by_tf_alone(model, rows)
     assert _ranged_tensors(raw) > 0  # TF's converter leaves them
     dropped = drop_ranges(raw)
     assert _ranged_tensors(dropped) == 0 and len(dropped) < len(raw)
