@@ -86,6 +86,13 @@ def test_given_file_is_compared_as_is(
     np.testing.assert_array_equal(run_tflite(own, x), run_tflite(flatbuffer, x))
 
 
+def test_a_given_int16x8_file_is_said_to_run_on_the_builtin_kernels(sensitive_cnn, digits) -> None:
+    flatbuffer = convert(sensitive_cnn, "int16x8", digits.x_train[:64], check=False)
+    given = debug_quantization(sensitive_cnn, digits.x_test[:16], tflite=flatbuffer, isolated=False)
+    assert given.runtime == "LiteRT (builtin kernels, no XNNPACK)"  # XNNPACK takes none of it
+    assert given.output_sqnr_db is not None
+
+
 @pytest.mark.slow
 def test_qat_model_is_compared_with_its_own_file(trained_digits_cnn, digits: Split) -> None:
     import tfcompress as tfc

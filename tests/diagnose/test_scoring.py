@@ -146,6 +146,15 @@ def test_micro_runs_the_file_and_is_named(sensitive_cnn, sensitive_calibrated, d
     assert score.runtime == "TensorFlow Lite Micro"
 
 
+def test_an_int16x8_candidate_is_said_to_run_on_the_builtin_kernels(sensitive_cnn, digits) -> None:
+    x = [digits.x_test[:12]]
+    scorer = Scorer(sensitive_cnn, x, [None])
+    int8 = convert(sensitive_cnn, "int8", digits.x_train[:64], check=False)
+    int16x8 = convert(sensitive_cnn, "int16x8", digits.x_train[:64], check=False)
+    assert scorer.score(int8).runtime == "LiteRT (XNNPACK)"
+    assert scorer.score(int16x8).runtime == "LiteRT (builtin kernels, no XNNPACK)"
+
+
 def test_output_kinds_can_be_given_and_real_labels_make_values(two_heads, digits) -> None:
     x = [digits.x_test[:30]]
     flatbuffer = convert(two_heads, "int8", digits.x_train[:60], keep_float=["size"])

@@ -49,7 +49,13 @@ from tfcompress.io import load_model
 from tfcompress.quantization.strip import is_quantization_aware
 from tfcompress.tflite.calibration import collect_samples
 from tfcompress.tflite.errors import ConversionError
-from tfcompress.tflite.fidelity import RUNTIMES, compare_outputs, keras_outputs, output_kinds
+from tfcompress.tflite.fidelity import (
+    RUNTIMES,
+    compare_outputs,
+    keras_outputs,
+    output_kinds,
+    runtime_of,
+)
 from tfcompress.tflite.flatbuffer import load_bytes
 from tfcompress.tflite.layer_map import map_layers
 from tfcompress.tflite.runtime import _dequantize, _quantize
@@ -457,6 +463,7 @@ def debug_quantization(
     reference = _keras_outputs(keras_model, [row.reference or row.layer for row in rows], x)
     values, outputs = _FileRunner(flatbuffer).run(x, [row.tensor for row in rows])
     model_outputs = keras_outputs(keras_model, x)
+    runtime = runtime_of(flatbuffer, runtime)  # XNNPACK takes no op of an int16x8 file
     if runtime != "reference":
         outputs = run_file(flatbuffer, x, runtime)
     per_output = _output_rows(keras_model, model_outputs, outputs, runtime)

@@ -45,6 +45,7 @@ from tfcompress.tflite.fidelity import (
     file_outputs,
     keras_outputs,
     output_kinds,
+    runtime_of,
 )
 
 #: every HELD_OUT_EVERY-th row (rows 2, 5, 8, ... for 3) is held out of the search
@@ -403,13 +404,14 @@ class Scorer:
 
     def score(self, flatbuffer: bytes) -> Score:
         """Run the file on the rows and score every output."""
-        outputs = run_file(flatbuffer, self.x, self.runtime)
+        runtime = runtime_of(flatbuffer, self.runtime)  # XNNPACK takes no int16x8 op
+        outputs = run_file(flatbuffer, self.x, runtime)
         if len(outputs) != len(self.reference):
             raise ValueError(
                 f"The file has {len(outputs)} outputs and the Keras model {len(self.reference)}."
             )
         fidelity = compare_outputs(
-            self.reference, outputs, self.names, self.kinds, self.runtime, self.held_out
+            self.reference, outputs, self.names, self.kinds, runtime, self.held_out
         )
         scores = [
             self._output_score(ref, np.asarray(out).reshape(ref.shape), labels, figures)
@@ -417,7 +419,7 @@ class Scorer:
                 self.reference, outputs, self.labels, fidelity.outputs, strict=True
             )
         ]
-        return Score(scores, len(self.x[0]), RUNTIMES[self.runtime], self.held_out)
+        return Score(scores, len(self.x[0]), RUNTIMES[runtime], self.held_out)
 
     def _output_score(
         self, ref: np.ndarray, out: np.ndarray, labels: np.ndarray | None, figures: Any

@@ -31,6 +31,7 @@ __all__ = [
     "keras_outputs",
     "measure_fidelity",
     "output_kinds",
+    "runtime_of",
 ]
 
 RUNTIMES = {
@@ -171,6 +172,15 @@ def keras_outputs(model: Any, x: Sequence[np.ndarray], batch_size: int = 256) ->
         values = model(batch[0] if len(batch) == 1 else batch, training=False)
         chunks.append([np.asarray(value, dtype=np.float32) for value in _as_list(values)])
     return [np.concatenate([chunk[i] for chunk in chunks]) for i in range(len(chunks[0]))]
+
+
+def runtime_of(flatbuffer: TFLiteSource, runtime: str) -> str:
+    """The LiteRT runtime that really runs `flatbuffer` when `runtime` is asked for: "builtin"
+    for "xnnpack" when XNNPACK takes none of the file's ops (an int16x8 file), so the figures
+    name the kernels that computed them; `runtime` otherwise."""
+    if runtime == "xnnpack" and not xnnpack_takes_ops(flatbuffer):
+        return "builtin"
+    return runtime
 
 
 def file_outputs(
@@ -352,9 +362,7 @@ def measure_fidelity(
     if outputs_of is not None:
         outputs = outputs_of(load_bytes(flatbuffer)[0], arrays)
     else:
-        # XNNPACK takes no op of an int16x8 file: the builtin kernels run it, and the figures say so
-        if runtime == "xnnpack" and not xnnpack_takes_ops(flatbuffer):
-            runtime = "builtin"
+        runtime = runtime_of(flatbuffer, runtime)
         outputs = file_outputs(flatbuffer, arrays, runtime)
     names = inspect(flatbuffer).output_names
     if len(names) != len(outputs):
