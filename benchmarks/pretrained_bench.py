@@ -86,7 +86,6 @@ QUICK_CELLS = (
     "authors_tflite",
 )
 XNNPACK = "LiteRT (XNNPACK)"
-BUILTIN = "LiteRT (builtin kernels, no XNNPACK)"
 REFERENCE = "LiteRT (reference kernels)"
 MICRO = "TFLite Micro (reference kernels)"
 CELL_TIMEOUT_S = 420
@@ -277,9 +276,9 @@ def micro_figures(flatbuffer: bytes, rows: np.ndarray) -> dict:
 def litert_runtime(flatbuffer: bytes) -> str:
     """What runs the file on LiteRT's default path: XNNPACK, or the builtin kernels where
     XNNPACK takes none of its ops (an int16x8 file)."""
-    from tfcompress.tflite.runtime import xnnpack_takes_ops
+    from tfcompress.tflite.fidelity import RUNTIMES, runtime_of
 
-    return XNNPACK if xnnpack_takes_ops(flatbuffer) else BUILTIN
+    return RUNTIMES[runtime_of(flatbuffer, "xnnpack")]
 
 
 def run_cell(cell: str, item: Pretrained, reference: list[np.ndarray], quick: bool) -> dict:
