@@ -15,6 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from tfcompress.core.catalog import is_depthwise
 from tfcompress.core.graph import call_count, check_model, clone_with_weights, consumers
 from tfcompress.recovery.weights import (
     as_batches,
@@ -24,8 +25,6 @@ from tfcompress.recovery.weights import (
     quantize_kernel,
     with_biases,
 )
-
-DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 
 
 def _mean_inputs(
@@ -136,7 +135,7 @@ def _pass_depthwise_biases_on(
     """
     outputs = {id(tensor) for tensor in model.outputs}
     for layer in model.layers:
-        if not isinstance(layer, DEPTHWISE) or not layer.use_bias or call_count(layer) != 1:
+        if not is_depthwise(layer) or not layer.use_bias or call_count(layer) != 1:
             continue
         readers = consumers(layer, unique=False)
         if len(readers) != 1 or id(layer.output) in outputs:

@@ -17,6 +17,7 @@ differ from the int64 file's by one int16 step; the error against the float mode
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -56,10 +57,16 @@ def narrow_biases(flatbuffer: bytes) -> bytes:
 def _narrow(model: Any, schema: Any) -> bool:
     """Narrow the eligible biases of a parsed model in place; whether any changed."""
     changed = False
+    holders = Counter(
+        tensor.buffer for subgraph in model.subgraphs or [] for tensor in subgraph.tensors or []
+    )
     for subgraph in model.subgraphs or []:
+        if not any(tensor.type == schema.TensorType.INT64 for tensor in subgraph.tensors or []):
+            continue  # no 64-bit bias: an int8 or float subgraph
         for bias_index, ops in _bias_readers(model, subgraph).items():
             bias = subgraph.tensors[bias_index]
-            if bias.type != schema.TensorType.INT64 or not _own_buffer(model, bias.buffer):
+            # only a buffer no other tensor holds can change type
+            if bias.type != schema.TensorType.INT64 or holders[bias.buffer] != 1:
                 continue
             if not all(_fits(model, subgraph, op, schema) for op in ops):
                 continue
@@ -90,17 +97,6 @@ def _bias_readers(model: Any, subgraph: Any) -> dict[int, list[Any]]:
 
 def _indices(values: Any) -> list[int]:
     return [] if values is None else [int(i) for i in values]
-
-
-def _own_buffer(model: Any, buffer_index: int) -> bool:
-    """Whether exactly one tensor of the model holds this buffer (then it can change type)."""
-    holders = sum(
-        1
-        for subgraph in model.subgraphs or []
-        for tensor in subgraph.tensors or []
-        if tensor.buffer == buffer_index
-    )
-    return holders == 1 and _has_data(model, buffer_index)
 
 
 def _fits(model: Any, subgraph: Any, op: Any, schema: Any) -> bool:
