@@ -131,3 +131,23 @@ def test_int16x8_steps_are_checked_on_the_file_convert_makes_of_a_prelu_net() ->
     x = np.random.default_rng(2).random((160, 8, 8, 1)).astype("float32")
     flatbuffer = tfc.convert(model, "int16x8", x, num_samples=96, optimize=["bias_correction"])
     assert "INT16" in {tensor.dtype for tensor in tfc.inspect(flatbuffer).tensors}
+
+
+def test_the_optimized_file_calibrates_on_the_rows_plain_ptq_calibrates_on(saturated) -> None:
+    from tfcompress.recovery.steps import prepare_for_convert
+
+    model, x = saturated  # 160 rows, fewer than num_samples: the last quarter is held out
+    options = {"mode": "int8", "per_channel": True, "int4_weights": False}
+    _, data, _ = prepare_for_convert(model, ["bias_correction"], x, num_samples=200, **options)
+    np.testing.assert_array_equal(data, x)  # the held-out quarter joins once the step is chosen
+    _, data, _ = prepare_for_convert(model, ["bias_correction"], x, num_samples=100, **options)
+    np.testing.assert_array_equal(data, x[:100])  # the rows after num_samples were held out
+
+
+def test_every_check_reports_the_gain_and_its_bound(saturated) -> None:
+    model, x = saturated
+    _, report = optimize_model(model, ["bias_correction"], x, return_report=True)
+    (check,) = report.checks
+    assert check.kept == (check.gain_low_db > 0 and check.score_with[0] >= check.score_without[0])
+    assert check.gain_low_db <= check.gain_db
+    assert check.gain_db == pytest.approx(check.score_with[1] - check.score_without[1], abs=0.01)

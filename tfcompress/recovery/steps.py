@@ -1,12 +1,15 @@
 """`optimize_model`: the recovery steps in their fixed order, as `convert(..., optimize=...)` runs them.
 
-A step is kept only when it does not make the file worse. When the data has rows to spare, some
-are held out (`split_held_out`: the rows after the ones calibration reads, else the last
-quarter), never used to calibrate, equalize, round or correct; each data-driven step's file is
-compared with the file without it on those rows, against the float model (top-1 agreement for
-class outputs and SQNR, neither may be lower; `tfcompress.tflite.fidelity`, on LiteRT with
-XNNPACK), and a step that loses is dropped with a warning giving both figures. Every step works
-on the BatchNorm-folded model, as TF's converter folds it.
+A step is kept only when held-out rows confirm that it makes the file better. When the data has
+rows to spare, some are held out (`split_held_out`: the rows after the ones calibration reads,
+else the last quarter), never used to calibrate, equalize, round or correct; each data-driven
+step's file is compared with the file without it on those rows, against the float model
+(`tfcompress.tflite.fidelity`, on LiteRT with XNNPACK): its top-1 agreement for class outputs may
+not be lower, and its SQNR gain must hold on `CONFIDENCE` of the bootstrap resamples of the rows
+(`fidelity.sqnr_gain`). A step the rows do not confirm is dropped with a warning giving both
+files' figures. Every step works on the BatchNorm-folded model, as TF's converter folds it; the
+final file calibrates on the rows plain PTQ calibrates on, held-out rows included once the steps
+are chosen.
 """
 
 from __future__ import annotations
@@ -32,7 +35,16 @@ from tfcompress.recovery.weights import SEPARABLE_LAYERS, split_separable, unhan
 from tfcompress.tflite.calibration import collect_samples
 from tfcompress.tflite.convert import plain_converter, run_converter
 from tfcompress.tflite.errors import ConversionError
-from tfcompress.tflite.fidelity import Fidelity, measure_fidelity
+from tfcompress.tflite.fidelity import (
+    Fidelity,
+    compare_outputs,
+    file_outputs,
+    keras_outputs,
+    output_kinds,
+    runtime_of,
+    sqnr_gain,
+)
+from tfcompress.tflite.flatbuffer import inspect as inspect_file
 from tfcompress.tflite.four_bit import four_bit_levels
 from tfcompress.tflite.isolation import IsolatedCrash
 from tfcompress.tflite.source import TraceableModel, load_source
@@ -53,6 +65,8 @@ HELD_OUT_SHARE = 0.25
 MIN_HELD_OUT = 32
 #: most held-out rows used
 MAX_HELD_OUT = 1000
+#: the share of bootstrap resamples of the held-out rows on which a step's SQNR gain must hold
+CONFIDENCE = 0.9
 _RUNTIME = "xnnpack"
 #: a stage that rewrites a traceable model for a mode (`integer_friendly_source`)
 Rewrite = Callable[[TraceableModel, str], TraceableModel]
@@ -94,11 +108,13 @@ class StepCheck:
 
     Attributes:
         step: the step's name.
-        kept: whether the step stayed (its file was not worse).
+        kept: whether the step stayed (the held-out rows confirmed it: `confirmed_better`).
         with_step: the figures of the file with the step (`Fidelity.summary`'s lines).
         without_step: the figures of the file without it.
         score_with: (top-1 agreement of the class outputs, mean SQNR in dB) with the step.
         score_without: the same without it.
+        gain_db: the step's SQNR gain, mean over the outputs (`fidelity.sqnr_gain`).
+        gain_low_db: its lower bound on `CONFIDENCE` of the resamples of the rows.
     """
 
     step: str
@@ -107,6 +123,8 @@ class StepCheck:
     without_step: str
     score_with: tuple[float, float]
     score_without: tuple[float, float]
+    gain_db: float = 0.0
+    gain_low_db: float = 0.0
 
 
 @dataclass
@@ -131,7 +149,7 @@ class RecoveryReport:
 
     @property
     def dropped(self) -> list[str]:
-        """The steps measured worse than the file without them, and left out."""
+        """The steps the held-out rows did not confirm, and left out."""
         return [check.step for check in self.checks if not check.kept]
 
 
@@ -208,19 +226,20 @@ def _score(fidelity: Fidelity) -> tuple[float, float]:
     return agreement, float(np.mean([o.sqnr_db for o in fidelity.outputs]))
 
 
-def not_worse(score_with: tuple[float, float], score_without: tuple[float, float]) -> bool:
-    """Whether a step's file is no worse than the file without it on both figures.
+def confirmed_better(agreement_with: float, agreement_without: float, gain_low_db: float) -> bool:
+    """Whether held-out rows confirm a step: the file with it agrees on no fewer rows (class
+    outputs) and its SQNR gain is above zero on `CONFIDENCE` of the resamples of the rows.
 
-    Both must hold: agreement alone moves by single rows on a few dozen held-out rows, so a step
-    that gains one row while it loses SQNR is noise that held-out data does not confirm.
+    A few dozen rows move agreement by single rows and SQNR by tenths of a dB, so a step that
+    wins by that little is as likely to lose on other rows: only a gain the rows confirm stays.
 
     Example:
-        >>> not_worse((0.975, 30.6), (0.971, 33.3))  # one more row agrees, 2.7 dB lost
+        >>> confirmed_better(0.975, 0.971, gain_low_db=-2.7)  # one more row agrees, dB lost
         False
-        >>> not_worse((1.0, 39.7), (1.0, 39.2))
+        >>> confirmed_better(1.0, 1.0, gain_low_db=0.4)
         True
     """
-    return score_with[0] >= score_without[0] and score_with[1] >= score_without[1]
+    return agreement_with >= agreement_without and gain_low_db > 0
 
 
 def _figures(fidelity: Fidelity) -> str:
@@ -243,10 +262,11 @@ def optimize_model(
 
     With `check` and data of at least `MIN_HELD_OUT / HELD_OUT_SHARE` rows, the last quarter of
     the rows is held out (`split_held_out`) and every data-driven step (`CHECKED_STEPS`) is kept
-    only if the int8 file of the model with it is not worse on those rows than the file
-    without it: top-1 agreement with `model` for class outputs, then SQNR
-    (`tfcompress.tflite.fidelity`, on LiteRT with XNNPACK). A dropped step is named in a
-    warning with both figures. With fewer rows the steps run unchecked, and a warning says so.
+    only if those rows confirm that the int8 file of the model with it is better than the file
+    without it (`confirmed_better`: no lower top-1 agreement with `model` for class outputs, an
+    SQNR gain on `CONFIDENCE` of the resamples of the rows; on LiteRT with XNNPACK). A dropped
+    step is named in a warning with both files' figures. With fewer rows the steps run
+    unchecked, and a warning says so.
 
     Args:
         model: a functional or Sequential Keras model.
@@ -258,7 +278,7 @@ def optimize_model(
         bits: weight width of the file (8, or 4 for INT4 weights).
         layer_bits: `{layer name: 4 or 8}` for the layers whose width differs from `bits`
             (AdaRound and bias correction round and emulate those layers at that width).
-        check: measure each step on held-out rows and drop those that lose.
+        check: measure each step on held-out rows and drop those the rows do not confirm.
         held_out: the rows to check on (a validation set): then all of `data` calibrates and
             optimizes. Default: the last quarter of `data`, as above.
         return_report: return a `Compressed` result: `.model` and `.report`, a `RecoveryReport`
@@ -351,30 +371,35 @@ def _run_steps(
             return candidate
         return adaround(candidate, data, **grid, iterations=0)
 
-    current = (
-        None if held_out is None else _measure(reference, nearest(unrounded), held_out, make_file)
+    judge = (
+        None if held_out is None or make_file is None else _Judge(reference, held_out, make_file)
     )
+    current = None if judge is None else judge.measure(nearest(unrounded))
     if current is not None:
-        report.held_out_rows, report.runtime = current.rows, current.runtime
-        report.plain = _figures(current)
+        report.held_out_rows, report.runtime = current.fidelity.rows, current.fidelity.runtime
+        report.plain = _figures(current.fidelity)
 
     def verdict(name: str, candidate: keras.Model) -> bool:
         nonlocal current
-        if current is None:
+        if judge is None or current is None:
             return True
-        measured = _measure(reference, candidate, held_out, make_file)
-        kept = not_worse(_score(measured), _score(current))
+        measured = judge.measure(candidate)
+        gain, low = sqnr_gain(
+            judge.expected, measured.outputs, current.outputs, confidence=CONFIDENCE
+        )
+        score, before = _score(measured.fidelity), _score(current.fidelity)
+        kept = confirmed_better(score[0], before[0], low)
+        with_step, without_step = _figures(measured.fidelity), _figures(current.fidelity)
         report.checks.append(
-            StepCheck(
-                name, kept, _figures(measured), _figures(current), _score(measured), _score(current)
-            )
+            StepCheck(name, kept, with_step, without_step, score, before, gain, low)
         )
         if not kept:
             _warn(
-                f"optimize: '{name}' dropped: it makes the file worse on {current.rows} held-out "
-                f"rows (measured on {current.runtime}, against the float model): with it "
-                f"{_figures(measured)}; without it {_figures(current)}. The file is made "
-                f"without '{name}'."
+                f"optimize: '{name}' dropped: {current.fidelity.rows} held-out rows do not "
+                f"confirm that it makes the file better (measured on {current.fidelity.runtime}, "
+                f"against the float model): with it {with_step}; without it {without_step}; "
+                f"SQNR gain {gain:+.2f} dB, {low:+.2f} dB or more on {CONFIDENCE:.0%} of "
+                f"resamples of the rows. The file is made without '{name}'."
             )
         else:
             current = measured
@@ -446,14 +471,39 @@ def _warn(message: str) -> None:
     warnings.warn(message, stacklevel=level)
 
 
-def _measure(
-    reference: keras.Model,
-    candidate: keras.Model,
-    held_out: np.ndarray,
-    make_file: Callable[[keras.Model], bytes] | None,
-) -> Fidelity:
-    assert make_file is not None
-    return measure_fidelity(make_file(candidate), reference, held_out, _RUNTIME, held_out=True)
+@dataclass(frozen=True)
+class _Measured:
+    """A candidate's file on the held-out rows: its figures and its outputs."""
+
+    fidelity: Fidelity
+    outputs: list[np.ndarray]
+
+
+class _Judge:
+    """Makes each candidate's file and runs it on the held-out rows beside the float model,
+    whose outputs are computed once."""
+
+    def __init__(
+        self,
+        reference: keras.Model,
+        held_out: np.ndarray,
+        make_file: Callable[[keras.Model], bytes],
+    ) -> None:
+        self.rows, self.make_file = [held_out], make_file
+        self.expected = keras_outputs(reference, self.rows)
+        self.kinds = output_kinds(reference)
+        if len(self.kinds) != len(self.expected):
+            self.kinds = ["values"] * len(self.expected)
+
+    def measure(self, candidate: keras.Model) -> _Measured:
+        flatbuffer = self.make_file(candidate)
+        runtime = runtime_of(flatbuffer, _RUNTIME)
+        outputs = file_outputs(flatbuffer, self.rows, runtime)
+        names = inspect_file(flatbuffer).output_names
+        if len(names) != len(outputs):
+            names = [f"output_{i}" for i in range(len(outputs))]
+        fidelity = compare_outputs(self.expected, outputs, names, self.kinds, runtime, True)
+        return _Measured(fidelity, outputs)
 
 
 def prepare_for_convert(
@@ -474,12 +524,15 @@ def prepare_for_convert(
 
     The data is split by `split_held_out` (the calibration rows stay the first `num_samples`
     when more rows are given); each data-driven step is checked on the held-out rows against the
-    file without it and dropped, with a warning, when it loses (see `optimize_model`). AdaRound
+    file without it and dropped, with a warning, when the rows do not confirm it (see
+    `optimize_model`). AdaRound
     runs in a separate process: a crash inside TensorFlow becomes a `ConversionError`.
     `check=False` runs the steps unchecked on the first `num_samples` rows (a caller that
     compares files itself, such as `auto_quantize`).
 
-    Returns `(model, data, four_bit)`; `data` holds the calibration rows only; with `four_bit`
+    Returns `(model, data, four_bit)`; `data` holds the rows the file calibrates on, the first
+    `num_samples` as without `optimize` (held-out rows among them join the calibration once the
+    steps are chosen); with `four_bit`
     the converted file's filters are turned into 4-bit levels (`four_bit_levels`) before any
     INT4 packing.
 
@@ -534,13 +587,14 @@ def prepare_for_convert(
     for name in ("adaround", "bias_correction"):
         if name in steps:
             steps[name].pop("bits", None)
-    held_out = None
+    held_out, calibration = None, None
     if data is not None:
         specs = [_tf_spec(tensor) for tensor in model.inputs]
         count = num_samples + (MAX_HELD_OUT if check else 0)
         samples = collect_samples(data, specs, count, model.name, inputs_rescaled(model))
         rows = np.concatenate([sample[0] for sample in samples])
         data, held_out = split_held_out(rows, num_samples) if check else (rows, None)
+        calibration = rows[:num_samples]  # the final file calibrates as plain PTQ does
     four_bit = "adaround" in steps and (bits == 4 or layer_bits is not None)
     grid = {"bits": bits, "per_channel": per_channel, "layer_bits": layer_bits}
 
@@ -561,7 +615,7 @@ def prepare_for_convert(
         raise ConversionError(f"optimize: step 'adaround' failed. {error}") from None
     except ValueError as error:
         raise ConversionError(str(error)) from error
-    return optimized, data, four_bit
+    return optimized, calibration, four_bit
 
 
 def _tf_spec(tensor: Any) -> Any:
