@@ -45,6 +45,7 @@ import tempfile
 import threading
 import time
 import traceback
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -235,9 +236,14 @@ def build(cell: str, item: Pretrained, quick: bool) -> tuple[bytes, dict]:
             os.environ["TF_ENABLE_ONEDNN_OPTS"] = "0"
             info["environment"] = "TF_ENABLE_ONEDNN_OPTS=0 (AdaRound's process)"
         try:
-            return tfc.convert(model, mode, data, optimize=steps), info
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                flatbuffer = tfc.convert(model, mode, data, optimize=steps)
         finally:
             os.environ.pop("TF_ENABLE_ONEDNN_OPTS", None)
+        said = [str(w.message) for w in caught]
+        info["dropped"] = [s for s in steps if any(f"'{s}' dropped" in m for m in said)]
+        return flatbuffer, info
     if cell == "tfc_int8+keep_float":
         suggestion = suggest_keep_float(model, data, max_accuracy_drop=0.01)
         keep = list(suggestion.keep_float)

@@ -285,7 +285,8 @@ def optimize_model(
             (steps kept, dropped, and their figures).
 
     Returns:
-        The float model to convert (and the report).
+        The float model to convert (and the report): `model` itself when the held-out rows
+        confirm none of the data-driven steps asked for.
 
     Example:
         >>> import keras, numpy as np
@@ -374,7 +375,11 @@ def _run_steps(
     judge = (
         None if held_out is None or make_file is None else _Judge(reference, held_out, make_file)
     )
-    current = None if judge is None else judge.measure(nearest(unrounded))
+    # the first step faces plain PTQ: the model as given (a 4-bit file needs its kernels on the
+    # 4-bit grid, so there the folded model rounded to nearest)
+    current = (
+        None if judge is None else judge.measure(nearest(unrounded) if four_bit else reference)
+    )
     if current is not None:
         report.held_out_rows, report.runtime = current.fidelity.rows, current.fidelity.runtime
         report.plain = _figures(current.fidelity)
@@ -433,6 +438,11 @@ def _run_steps(
         if verdict("bias_correction", candidate):
             rounded = candidate
             report.kept.append("bias_correction")
+    if judge is not None and checked and not four_bit and not any(c.kept for c in report.checks):
+        # no step confirmed: the file is plain PTQ's (folding alone changes nothing TF's
+        # converter does not do itself)
+        report.kept = []
+        return Compressed(reference, report)
     final = rounded if rounded is not None else nearest(unrounded)
     return Compressed(final, report)
 
