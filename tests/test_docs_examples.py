@@ -26,7 +26,7 @@ from tests.test_docs import _python_blocks
 from tfcompress.data import Split, load_digits
 from tfcompress.models import build_digits_cnn, compile_classifier
 
-# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its fixtures run once
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
 pytestmark = pytest.mark.xdist_group("docs-examples")
 
 ROOT = Path(__file__).resolve().parent.parent

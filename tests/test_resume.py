@@ -19,7 +19,7 @@ import pytest
 
 from tests.harness import resume as rb
 
-# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its fixtures run once
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("resume")]
 
 PRUNING_KILLED = rb.Scenario("pruning", 4, rb.STEPS_PER_EPOCH + 3)  # last: SIGKILL

@@ -19,7 +19,7 @@ PRUNABLE = [case for case in CASES if case.prunable]
 
 
 def _rows(cases: list) -> list:
-    # a row's checks share one worker (pytest -n 2 --dist loadgroup), so its model trains once
+    # a row's checks share one worker (pytest-xdist, --dist loadgroup), so its model trains once
     return [
         pytest.param(case, id=case.id, marks=pytest.mark.xdist_group(case.id)) for case in cases
     ]

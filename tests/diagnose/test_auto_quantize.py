@@ -12,7 +12,7 @@ from tfcompress.converter import run_tflite
 from tfcompress.data import Split
 from tfcompress.diagnose.auto import AutoQuantizeResult, auto_quantize, pareto_front
 
-# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its fixtures run once
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
 pytestmark = pytest.mark.xdist_group("auto-quantize")
 
 TARGET = 0.01

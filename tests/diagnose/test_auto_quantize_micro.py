@@ -9,7 +9,7 @@ import tfcompress as tfc
 from tfcompress.data import Split
 from tfcompress.diagnose.auto import AutoQuantizeResult, auto_quantize
 
-# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its fixtures run once
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
 pytestmark = pytest.mark.xdist_group("auto-quantize-micro")
 
 NO_LIMIT = 10**6  # a flash budget every file fits: it turns the look-up-table candidates on

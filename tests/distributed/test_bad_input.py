@@ -16,7 +16,7 @@ import pytest
 
 from tests.distributed.multiworker_scenarios import child_env
 
-# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its fixtures run once
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
 pytestmark = pytest.mark.xdist_group("distributed-bad-input")
 
 ROOT = Path(__file__).resolve().parents[2]

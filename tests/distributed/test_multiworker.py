@@ -16,7 +16,7 @@ import pytest
 
 from tests.distributed.multiworker_scenarios import EPOCHS, GLOBAL_BATCH, SAMPLES, SCENARIOS, launch
 
-# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its fixtures run once
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multiworker")]
 
 GLOBAL_STEPS = EPOCHS * SAMPLES // GLOBAL_BATCH

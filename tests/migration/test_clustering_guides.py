@@ -18,7 +18,7 @@ import tensorflow as tf
 
 import tfcompress as tfc
 
-# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its fixtures run once
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
 pytestmark = pytest.mark.xdist_group("clustering-guides")
 
 tfmot = (

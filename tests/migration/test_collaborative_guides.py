@@ -21,7 +21,7 @@ import tfcompress as tfc
 from tfcompress.clustering import experimental as cluster  # guide: ...clustering.keras.experimental
 from tfcompress.converter import run_tflite
 
-# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its fixtures run once
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
 pytestmark = pytest.mark.xdist_group("collaborative-guides")
 
 _CLUSTERS = 8

@@ -14,7 +14,7 @@ from keras import layers
 
 import tfcompress as tfc
 
-# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its fixtures run once
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
 pytestmark = pytest.mark.xdist_group("distillation-example")
 
 Distiller = tfc.Distiller  # the example defines `class Distiller(keras.Model)`; ours replaces it

@@ -20,7 +20,7 @@ import tfcompress as tfc
 from tfcompress.converter import run_tflite
 
 tfmot = tfc  # `import tensorflow_model_optimization as tfmot`: .quantization.keras -> .quantization
-# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its fixtures run once
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*input_shape.*:UserWarning"),
     pytest.mark.xdist_group("quantization-guides"),

@@ -12,7 +12,7 @@ from tests.recipe.conftest import RECIPE
 from tfcompress.cli import main
 from tfcompress.recipe import compress, load_recipe
 
-# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its fixtures run once
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
 pytestmark = pytest.mark.xdist_group("recipe-compress")
 
 

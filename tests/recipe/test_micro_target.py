@@ -8,7 +8,7 @@ import tfcompress as tfc
 from tfcompress.recipe import RecipeError, compress, load_recipe
 from tfcompress.recipe.runner import BudgetError
 
-# one worker runs the whole module (pytest -n 2 --dist loadgroup), so its fixtures run once
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
 pytestmark = pytest.mark.xdist_group("recipe-micro")
 
 MICRO = """\

@@ -31,6 +31,7 @@ from tfcompress.tflite.flatbuffer import (
     load_bytes,
     pack,
     read_model,
+    validate,
 )
 from tfcompress.tflite.runtime import _dequantize, make_interpreter
 from tfcompress.tflite.runtime import _quantize as _quantize_for
@@ -301,7 +302,7 @@ def check(
         raise ValueError(f"arena_margin must be a share between 0 and 10; got {arena_margin!r}.")
     tflm_runtime()  # a missing package says how to install it, before anything else runs
     content, origin = load_bytes(model_file)
-    read_model(content, origin)  # a damaged file stops here with a clear TFLiteFileError
+    validate(content, origin)  # a damaged file stops here with a clear TFLiteFileError
     info = inspect(content)
     inputs = _inputs_of(data, info) if data is not None else None
     counts = (len(info.inputs), len(info.outputs))

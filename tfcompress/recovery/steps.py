@@ -540,9 +540,9 @@ def prepare_for_convert(
     `check=False` runs the steps unchecked on the first `num_samples` rows (a caller that
     compares files itself, such as `auto_quantize`).
 
-    Returns `(model, data, four_bit)`; `data` holds the rows the file calibrates on, the first
-    `num_samples` as without `optimize` (held-out rows among them join the calibration once the
-    steps are chosen); with `four_bit`
+    Returns `(model, data, four_bit)`; `data` holds every row read, so the file calibrates on the
+    first `num_samples` as without `optimize` (held-out rows among them join the calibration once
+    the steps are chosen) and `convert` checks the file on the rows after them; with `four_bit`
     the converted file's filters are turned into 4-bit levels (`four_bit_levels`) before any
     INT4 packing.
 
@@ -554,7 +554,7 @@ def prepare_for_convert(
         ...     model, [("adaround", {"iterations": 0})], np.ones((8, 4)), mode="int8",
         ...     per_channel=True, int4_weights=True, num_samples=6)
         >>> data.shape, four_bit
-        ((6, 4), True)
+        ((8, 4), True)
     """
     steps = parse_steps(optimize)
     if mode not in INTEGER_MODES:
@@ -604,7 +604,7 @@ def prepare_for_convert(
         samples = collect_samples(data, specs, count, model.name, inputs_rescaled(model))
         rows = np.concatenate([sample[0] for sample in samples])
         data, held_out = split_held_out(rows, num_samples) if check else (rows, None)
-        calibration = rows[:num_samples]  # the final file calibrates as plain PTQ does
+        calibration = rows  # convert calibrates on the first num_samples, as without optimize=
     four_bit = "adaround" in steps and (bits == 4 or layer_bits is not None)
     grid = {"bits": bits, "per_channel": per_channel, "layer_bits": layer_bits}
 

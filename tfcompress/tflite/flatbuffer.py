@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,33 @@ def load_bytes(source: TFLiteSource) -> tuple[bytes, str]:
         ) from error
 
 
+#: digests of the byte strings `read_model` parsed completely, most recent last
+_VALID: OrderedDict[bytes, None] = OrderedDict()
+_VALID_KEPT = 256
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def validate(data: bytes, origin: str = "the TFLite model") -> None:
+    """Refuse bytes that are not a complete TFLite model, as `read_model` does, without the
+    parsed model: the bytes `read_model` accepted lately (the last 256) are not parsed again.
+
+    Raises:
+        TFLiteFileError: `data` is truncated, corrupted or not a TFLite flatbuffer.
+
+    Example:
+        >>> validate(b"not a model")
+        Traceback (most recent call last):
+        ...
+        tfcompress.tflite.errors.TFLiteFileError: the TFLite model is not a TFLite flatbuffer (it lacks the 'TFL3' identifier): pass a .tflite file written by tfcompress.convert / save_tflite.
+    """
+    if len(data) >= 8 and _digest(data) in _VALID:
+        return
+    read_model(data, origin)
+
+
 def read_model(data: bytes, origin: str = "the TFLite model") -> Any:
     """Parse a flatbuffer with the TFLite schema, refusing anything truncated, corrupted or foreign.
 
@@ -60,6 +89,9 @@ def read_model(data: bytes, origin: str = "the TFLite model") -> Any:
             f"{origin} is truncated or corrupted ({type(error).__name__}: {error}); convert the "
             "model again or copy the file again."
         ) from error
+    _VALID[_digest(bytes(data))] = None
+    if len(_VALID) > _VALID_KEPT:
+        _VALID.popitem(last=False)
     return model
 
 

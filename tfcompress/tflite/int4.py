@@ -35,7 +35,7 @@ import numpy as np
 
 from tfcompress.core import compat
 from tfcompress.tflite.errors import ConversionError
-from tfcompress.tflite.flatbuffer import pack, read_model
+from tfcompress.tflite.flatbuffer import pack, read_model, validate
 
 #: op -> (index of its filter input, op version whose kernel takes an INT4 filter)
 INT4_OPS: dict[str, tuple[int, int]] = {
@@ -167,7 +167,7 @@ def byte_breakdown(flatbuffer: bytes) -> dict[str, int]:
         >>> sum(parts.values()) == len(flat), parts["data INT8"] > 0
         (True, True)
     """
-    read_model(flatbuffer, origin="the file given to byte_breakdown")  # refuses a bad file
+    validate(flatbuffer, origin="the file given to byte_breakdown")  # refuses a bad file
     schema = compat.tflite_schema()
     types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     model = schema.Model.GetRootAs(flatbuffer, 0)

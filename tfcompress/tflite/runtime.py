@@ -15,7 +15,7 @@ import numpy as np
 
 from tfcompress.core import compat
 from tfcompress.tflite.errors import TFLiteFileError
-from tfcompress.tflite.flatbuffer import TFLiteSource, inspect, load_bytes, read_model
+from tfcompress.tflite.flatbuffer import TFLiteSource, inspect, load_bytes, validate
 
 _METRICS = ("accuracy", "mae", "mse")
 
@@ -26,7 +26,7 @@ def make_interpreter(
     """A LiteRT interpreter for a validated flatbuffer: XNNPACK, unless `builtin_only` (LiteRT's
     optimized builtin kernels) or `reference` (its reference kernels, which TFLM's follow)."""
     data, origin = load_bytes(source)
-    read_model(data, origin)  # a corrupted file gets a clear error, never a crash of the process
+    validate(data, origin)  # a corrupted file gets a clear error, never a crash of the process
     interpreter_class = compat.litert_interpreter_class()
     try:
         with _without_native_info_lines():

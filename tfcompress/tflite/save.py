@@ -8,7 +8,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from tfcompress.tflite.flatbuffer import read_model
+from tfcompress.tflite.flatbuffer import validate
 
 
 def _default_file_mode() -> int:
@@ -62,7 +62,7 @@ def save_tflite(flatbuffer: bytes, path: str | os.PathLike, overwrite: bool = Fa
         raise TypeError(
             f"save_tflite expects the bytes returned by convert(); got {type(flatbuffer).__name__}."
         )
-    read_model(bytes(flatbuffer), origin="the bytes given to save_tflite")
+    validate(bytes(flatbuffer), origin="the bytes given to save_tflite")
     target = Path(path)
     if target.is_dir():
         raise IsADirectoryError(
