@@ -53,6 +53,19 @@ def test_too_few_rows_to_hold_out_is_said_not_hidden(saturated) -> None:
         optimize_model(model, ["fold_bn", "bias_correction"], x[:64])
 
 
+def test_equalization_is_checked_on_the_calibration_rows_when_none_can_be_held_out(saturated):
+    model, x = saturated  # 64 rows: too few to hold out 32
+    harmful = [("equalize", {"relu6": "replace"}), "bias_correction"]
+    with pytest.warns(UserWarning) as got:
+        optimized, report = optimize_model(model, harmful, x[:64], return_report=True)
+    said = [str(w.message) for w in got]
+    assert any("'equalize' dropped: 64 calibration rows" in m for m in said), said
+    assert any("'bias_correction' not checked" in m for m in said), said  # it fits the rows
+    assert not any("'equalize' not checked" in m for m in said), said
+    assert report.dropped == ["equalize"] and report.held_out_rows == 0
+    assert report.kept == ["fold_bn", "bias_correction"] and optimized is not model
+
+
 @pytest.mark.skipif(os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0", reason="oneDNN is off")
 def test_adaround_crash_inside_tensorflow_is_a_conversion_error_and_the_process_lives_on():
     # TF 2.21's oneDNN filter gradient of this 1x1 stride-2 convolution segfaults

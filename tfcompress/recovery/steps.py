@@ -306,7 +306,7 @@ def optimize_model(
         data, held_out = split_held_out(rows, len(rows))
     grid = {"bits": bits, "per_channel": per_channel, "layer_bits": layer_bits}
     make_file = None
-    if held_out is not None:
+    if check and rows is not None:
         four_bit = "adaround" in steps and (bits == 4 or layer_bits is not None)
 
         def make_file(candidate: keras.Model) -> bytes:
@@ -347,14 +347,22 @@ def _run_steps(
         )
     report = RecoveryReport(steps=list(steps))
     checked = [name for name in steps if name in CHECKED_STEPS]
-    if check and checked and data is not None and (held_out is None or make_file is None):
+    # equalization fits nothing on the rows, so without held-out rows the calibration rows judge
+    # it fairly; the steps that fit the rows need rows they did not see
+    in_sample = (
+        check
+        and held_out is None
+        and make_file is not None
+        and data is not None
+        and "equalize" in steps
+    )
+    unchecked = [name for name in checked if not (in_sample and name == "equalize")]
+    if check and unchecked and data is not None and (held_out is None or make_file is None):
         _warn(
-            f"optimize: {', '.join(repr(n) for n in checked)} not checked against plain PTQ: "
+            f"optimize: {', '.join(repr(n) for n in unchecked)} not checked against plain PTQ: "
             f"the data leaves fewer than {MIN_HELD_OUT} rows to hold out (pass at least "
             f"{int(MIN_HELD_OUT / HELD_OUT_SHARE)} rows, or more rows than num_samples)."
         )
-    if held_out is None or make_file is None:
-        held_out = None  # nothing to measure on: the steps run as asked
     four_bit = "adaround" in steps and (grid["bits"] == 4 or grid["layer_bits"] is not None)
     reference, model = model, split_separable(model)  # the file runs separable convs as two ops
     grid = {**grid, "layer_bits": _split_names(reference, grid["layer_bits"])}
@@ -372,17 +380,19 @@ def _run_steps(
             return candidate
         return adaround(candidate, data, **grid, iterations=0)
 
-    judge = (
-        None if held_out is None or make_file is None else _Judge(reference, held_out, make_file)
-    )
+    judge = None
+    if make_file is not None and held_out is not None:
+        judge = _Judge(reference, held_out, make_file, "held-out rows")
+    elif in_sample and make_file is not None:
+        judge = _Judge(reference, data, make_file, "calibration rows (equalization fits none)")
     # the first step faces plain PTQ: the model as given (a 4-bit file needs its kernels on the
     # 4-bit grid, so there the folded model rounded to nearest)
     current = (
         None if judge is None else judge.measure(nearest(unrounded) if four_bit else reference)
     )
     if current is not None:
-        report.held_out_rows, report.runtime = current.fidelity.rows, current.fidelity.runtime
-        report.plain = _figures(current.fidelity)
+        report.runtime, report.plain = current.fidelity.runtime, _figures(current.fidelity)
+        report.held_out_rows = 0 if in_sample else current.fidelity.rows
 
     def verdict(name: str, candidate: keras.Model) -> bool:
         nonlocal current
@@ -400,7 +410,7 @@ def _run_steps(
         )
         if not kept:
             _warn(
-                f"optimize: '{name}' dropped: {current.fidelity.rows} held-out rows do not "
+                f"optimize: '{name}' dropped: {current.fidelity.rows} {judge.rows_are} do not "
                 f"confirm that it makes the file better (measured on {current.fidelity.runtime}, "
                 f"against the float model): with it {with_step}; without it {without_step}; "
                 f"SQNR gain {gain:+.2f} dB, {low:+.2f} dB or more on {CONFIDENCE:.0%} of "
@@ -426,6 +436,8 @@ def _run_steps(
             if verdict("equalize", nearest(equalized)):
                 unrounded = equalized
                 report.kept.append("equalize")
+    if in_sample:  # the steps that fit the rows run unchecked, as the warning above says
+        judge = None
     if "adaround" in steps:
         candidate = adaround(unrounded, data, **{**grid, **steps["adaround"]})
         if verdict("adaround", candidate):
@@ -438,7 +450,13 @@ def _run_steps(
         if verdict("bias_correction", candidate):
             rounded = candidate
             report.kept.append("bias_correction")
-    if judge is not None and checked and not four_bit and not any(c.kept for c in report.checks):
+    judged = {check.step for check in report.checks}
+    if (
+        checked
+        and set(checked) <= judged
+        and not four_bit
+        and not any(c.kept for c in report.checks)
+    ):
         # no step confirmed: the file is plain PTQ's (folding alone changes nothing TF's
         # converter does not do itself)
         report.kept = []
@@ -496,10 +514,11 @@ class _Judge:
     def __init__(
         self,
         reference: keras.Model,
-        held_out: np.ndarray,
+        rows: np.ndarray,
         make_file: Callable[[keras.Model], bytes],
+        rows_are: str,
     ) -> None:
-        self.rows, self.make_file = [held_out], make_file
+        self.rows, self.make_file, self.rows_are = [rows], make_file, rows_are
         self.expected = keras_outputs(reference, self.rows)
         self.kinds = output_kinds(reference)
         if len(self.kinds) != len(self.expected):
