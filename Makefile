@@ -20,11 +20,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tfcompress demo
 
-# three test workers on two cores keep both busy while one waits (docs/dev/decisions/2026-12-07-suite-time.md)
 test: $(STAMP)
 	scripts/ensure_chromium.sh
 	$(BIN)/ruff check tfcompress tests benchmarks
-	$(BIN)/python -m pytest -q -n 3 --dist loadgroup --durations=25 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=25 tests
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q
 
 lint: $(STAMP)

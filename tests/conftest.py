@@ -39,9 +39,9 @@ def rng() -> np.random.Generator:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The long tests first (those marked slow): with `pytest -n 3` the
-    workers then end together, filling the end with short tests, instead of two workers waiting
-    for the third's last long test."""
+    """The long tests first (those marked slow): with `pytest -n 2` the two
+    workers then end together, filling the end with short tests, instead of one worker waiting
+    for the other's last long test."""
 
     def long(item: pytest.Item) -> bool:
         return item.get_closest_marker("slow") is not None

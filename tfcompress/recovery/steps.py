@@ -265,8 +265,9 @@ def optimize_model(
     only if those rows confirm that the int8 file of the model with it is better than the file
     without it (`confirmed_better`: no lower top-1 agreement with `model` for class outputs, an
     SQNR gain on `CONFIDENCE` of the resamples of the rows; on LiteRT with XNNPACK). A dropped
-    step is named in a warning with both files' figures. With fewer rows the steps run
-    unchecked, and a warning says so.
+    step is named in a warning with both files' figures. With fewer rows, equalization (which
+    fits nothing on the rows) is judged on the calibration rows, and the steps that fit the rows
+    run unchecked, with a warning.
 
     Args:
         model: a functional or Sequential Keras model.
@@ -501,15 +502,16 @@ def _warn(message: str) -> None:
 
 @dataclass(frozen=True)
 class _Measured:
-    """A candidate's file on the held-out rows: its figures and its outputs."""
+    """A candidate's file on the judging rows: its figures and its outputs."""
 
     fidelity: Fidelity
     outputs: list[np.ndarray]
 
 
 class _Judge:
-    """Makes each candidate's file and runs it on the held-out rows beside the float model,
-    whose outputs are computed once."""
+    """Makes each candidate's file and runs it on the rows that judge the steps (held-out rows,
+    or the calibration rows for equalization alone) beside the float model, whose outputs are
+    computed once."""
 
     def __init__(
         self,
@@ -521,8 +523,10 @@ class _Judge:
         self.rows, self.make_file, self.rows_are = [rows], make_file, rows_are
         self.expected = keras_outputs(reference, self.rows)
         self.kinds = output_kinds(reference)
-        if len(self.kinds) != len(self.expected):
-            self.kinds = ["values"] * len(self.expected)
+        if len(self.kinds) != len(self.expected):  # no graph to read: by shape, as measured
+            self.kinds = [
+                "classes" if r.ndim > 1 and r.shape[-1] > 1 else "values" for r in self.expected
+            ]
 
     def measure(self, candidate: keras.Model) -> _Measured:
         flatbuffer = self.make_file(candidate)
@@ -554,8 +558,8 @@ def prepare_for_convert(
     The data is split by `split_held_out` (the calibration rows stay the first `num_samples`
     when more rows are given); each data-driven step is checked on the held-out rows against the
     file without it and dropped, with a warning, when the rows do not confirm it (see
-    `optimize_model`). AdaRound
-    runs in a separate process: a crash inside TensorFlow becomes a `ConversionError`.
+    `optimize_model`). AdaRound runs in a separate process: a crash inside TensorFlow becomes a
+    `ConversionError`.
     `check=False` runs the steps unchecked on the first `num_samples` rows (a caller that
     compares files itself, such as `auto_quantize`).
 
