@@ -40,6 +40,9 @@ def test_a_step_that_makes_the_file_worse_is_dropped_with_both_figures(saturated
         flatbuffer = tfc.convert(model, "int8", x, num_samples=128, optimize=harmful)
     message = next(str(w.message) for w in got if "dropped" in str(w.message))
     assert message.count("top-1 agreement") == 2  # with the step and without it
+    assert optimized is model and report.kept == []  # no step confirmed: the model as given
+    plain = tfc.convert(model, "int8", x, num_samples=128)
+    assert bytes(flatbuffer) == bytes(plain)  # plain PTQ's file, byte for byte
     kept = measure_fidelity(flatbuffer, model, x[128:]).outputs[0]
     forced = optimize_model(model, harmful, check=False)
     forced_file = tfc.convert(forced, "int8", x[:128], num_samples=128)
