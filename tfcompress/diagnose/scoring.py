@@ -44,7 +44,7 @@ from tfcompress.tflite.fidelity import (
     compare_outputs,
     file_outputs,
     keras_outputs,
-    output_kinds,
+    kinds_of,
     runtime_of,
 )
 
@@ -385,11 +385,7 @@ class Scorer:
         self.names = output_names(model)
         if len(self.names) != len(self.reference):
             self.names = [f"output_{i}" for i in range(len(self.reference))]
-        guessed = output_kinds(model)
-        if len(guessed) != len(self.reference):
-            guessed = [
-                "classes" if r.ndim > 1 and r.shape[-1] > 1 else "values" for r in self.reference
-            ]
+        guessed = kinds_of(model, self.reference)
         chosen = chosen_kinds(guessed, self.names, labels, kinds)
         self.kinds = [
             kind if kind == "values" or (ref.ndim > 1 and ref.shape[-1] > 1) else "values"

@@ -37,14 +37,11 @@ from tfcompress.tflite.convert import plain_converter, run_converter
 from tfcompress.tflite.errors import ConversionError
 from tfcompress.tflite.fidelity import (
     Fidelity,
-    compare_outputs,
-    file_outputs,
+    file_fidelity,
     keras_outputs,
-    output_kinds,
-    runtime_of,
+    kinds_of,
     sqnr_gain,
 )
-from tfcompress.tflite.flatbuffer import inspect as inspect_file
 from tfcompress.tflite.four_bit import four_bit_levels
 from tfcompress.tflite.isolation import IsolatedCrash
 from tfcompress.tflite.source import TraceableModel, load_source
@@ -522,20 +519,13 @@ class _Judge:
     ) -> None:
         self.rows, self.make_file, self.rows_are = [rows], make_file, rows_are
         self.expected = keras_outputs(reference, self.rows)
-        self.kinds = output_kinds(reference)
-        if len(self.kinds) != len(self.expected):  # no graph to read: by shape, as measured
-            self.kinds = [
-                "classes" if r.ndim > 1 and r.shape[-1] > 1 else "values" for r in self.expected
-            ]
+        self.kinds = kinds_of(reference, self.expected)
 
     def measure(self, candidate: keras.Model) -> _Measured:
         flatbuffer = self.make_file(candidate)
-        runtime = runtime_of(flatbuffer, _RUNTIME)
-        outputs = file_outputs(flatbuffer, self.rows, runtime)
-        names = inspect_file(flatbuffer).output_names
-        if len(names) != len(outputs):
-            names = [f"output_{i}" for i in range(len(outputs))]
-        fidelity = compare_outputs(self.expected, outputs, names, self.kinds, runtime, True)
+        fidelity, outputs = file_fidelity(
+            flatbuffer, self.expected, self.rows, self.kinds, _RUNTIME
+        )
         return _Measured(fidelity, outputs)
 
 

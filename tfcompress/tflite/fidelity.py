@@ -27,8 +27,10 @@ __all__ = [
     "FidelityThresholds",
     "OutputFidelity",
     "compare_outputs",
+    "file_fidelity",
     "file_outputs",
     "keras_outputs",
+    "kinds_of",
     "measure_fidelity",
     "output_kinds",
     "runtime_of",
@@ -415,18 +417,44 @@ def measure_fidelity(
     """
     arrays = list(x) if isinstance(x, list | tuple) else [x]
     reference = keras_outputs(model, arrays)
+    kinds = kinds_of(model if kinds_from is None else kinds_from, reference)
+    fidelity, _ = file_fidelity(
+        flatbuffer, reference, arrays, kinds, runtime, held_out, thresholds, outputs_of
+    )
+    return fidelity
+
+
+def kinds_of(model: Any, reference: Sequence[np.ndarray]) -> list[str]:
+    """`output_kinds(model)`, or by the shape of its outputs `reference` when the model has no
+    graph to read (a subclassed model): several values per row are classes."""
+    kinds = output_kinds(model)
+    if len(kinds) != len(reference):
+        kinds = ["classes" if r.ndim > 1 and r.shape[-1] > 1 else "values" for r in reference]
+    return kinds
+
+
+def file_fidelity(
+    flatbuffer: TFLiteSource,
+    reference: Sequence[np.ndarray],
+    x: Sequence[np.ndarray],
+    kinds: Sequence[str],
+    runtime: str = "xnnpack",
+    held_out: bool = True,
+    thresholds: FidelityThresholds | None = None,
+    outputs_of: Any = None,
+) -> tuple[Fidelity, list[np.ndarray]]:
+    """Run a file on `x` and compare it with the Keras outputs `reference` already computed on
+    the same rows: its `Fidelity` and its outputs (arguments as for `measure_fidelity`)."""
     if outputs_of is not None:
-        outputs = outputs_of(load_bytes(flatbuffer)[0], arrays)
+        outputs = list(outputs_of(load_bytes(flatbuffer)[0], list(x)))
     else:
         runtime = runtime_of(flatbuffer, runtime)
-        outputs = file_outputs(flatbuffer, arrays, runtime)
+        outputs = file_outputs(flatbuffer, x, runtime)
     names = inspect(flatbuffer).output_names
     if len(names) != len(outputs):
         names = [f"output_{i}" for i in range(len(outputs))]
-    kinds = output_kinds(model if kinds_from is None else kinds_from)
-    if len(kinds) != len(reference):  # no graph to read (a subclassed model): by shape
-        kinds = ["classes" if r.ndim > 1 and r.shape[-1] > 1 else "values" for r in reference]
-    return compare_outputs(reference, outputs, names, kinds, runtime, held_out, thresholds)
+    fidelity = compare_outputs(reference, outputs, names, kinds, runtime, held_out, thresholds)
+    return fidelity, outputs
 
 
 class ConvertedFile(bytes):
