@@ -206,6 +206,7 @@ PUBLIC_API = {
     "tfcompress.recipe": [
         "BudgetError",
         "CompressResult",
+        "IsolatedCrash",
         "OutputResult",
         "Recipe",
         "RecipeError",

@@ -11,6 +11,7 @@ import tfcompress as tfc
 from tests.recipe.conftest import RECIPE
 from tfcompress.cli import main
 from tfcompress.recipe import compress, load_recipe
+from tfcompress.tflite.isolation import IsolatedCrash
 
 # one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
 pytestmark = pytest.mark.xdist_group("recipe-compress")
@@ -120,6 +121,50 @@ def test_a_crash_in_a_training_step_is_an_error_naming_the_step_and_writes_nothi
     assert "tfcompress compress: error: the recipe's process died" in error
     assert "(SIGSEGV) during '[1/2] prune" in error and "TF_ENABLE_ONEDNN_OPTS=0" in error
     assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name == "out"] == []
+
+
+def test_a_crash_from_python_is_an_isolated_crash_naming_the_step_and_this_process_lives(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "crashing_layers_py.py").write_text(_CRASHING_LAYER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import crashing_layers_py
+
+    inputs = keras.Input((8, 8, 1))
+    hidden = keras.layers.Flatten()(crashing_layers_py.CrashWhenTrained()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10)(hidden))
+    recipe = {"steps": [{"prune": {"epochs": 1}}, {"convert": {"mode": "float16"}}]}
+    out = tmp_path / "out"
+    lines: list[str] = []
+    with pytest.raises(IsolatedCrash, match=r"\(SIGSEGV\) during '\[1/2\] prune") as caught:
+        compress(model, "digits", recipe, out, log=lines.append)
+    assert "nothing was written" in str(caught.value) and "isolate=False" in str(caught.value)
+    assert lines[0].startswith("input model") and lines[-1].startswith("[1/2] prune")
+    assert not out.exists()
+    assert np.isfinite(model.predict(np.ones((1, 8, 8, 1)), verbose=0)).all()  # we live on
+
+
+def test_the_recipe_process_writes_the_bytes_this_process_writes(trained_digits_cnn, tmp_path):
+    recipe = {"steps": [{"convert": {"mode": "float16"}}]}
+    isolated = compress(trained_digits_cnn, "digits", recipe, tmp_path / "a", log=None)
+    here = compress(trained_digits_cnn, "digits", recipe, tmp_path / "b", log=None, isolate=False)
+    assert isolated.tflite_path.read_bytes() == here.tflite_path.read_bytes()
+    assert isolated.scores == here.scores
+
+
+def test_a_model_whose_layer_no_module_defines_runs_here_and_the_user_is_told(tmp_path):
+    class LocalDouble(keras.layers.Layer):  # defined in a function: no other process imports it
+        def call(self, x):
+            return 2.0 * x
+
+    inputs = keras.Input((8, 8, 1))
+    hidden = keras.layers.Flatten()(LocalDouble()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10)(hidden), name="local")
+    recipe = {"steps": [{"convert": {"mode": "float16"}}]}
+    warning = r"runs the recipe in this process: model 'local'.*LocalDouble is defined .*function"
+    with pytest.warns(UserWarning, match=warning):
+        result = compress(model, "digits", recipe, tmp_path / "out", log=None)
+    assert result.tflite_path.stat().st_size > 0
 
 
 def test_cli_reports_a_bad_recipe_with_its_line_before_loading(tmp_path, capsys):

@@ -18,6 +18,7 @@ from tfcompress.tflite.convert import run_converter as _run_converter
 from tfcompress.tflite.isolation import (
     IsolatedCrash,
     isolation_available,
+    report_progress,
     run_in_child,
     run_in_new_process,
 )
@@ -152,3 +153,41 @@ def test_the_separate_interpreter_is_kept_for_the_next_call_and_replaced_when_it
         run_in_new_process(time.sleep, 30, what="sleeping", advice="", timeout=1)
     after = run_in_new_process(os.getpid, what="pid", advice="", timeout=60)
     assert after not in (first, os.getpid())  # a new interpreter after the stopped one
+
+
+def _say_three_lines(count: int) -> int:
+    for number in range(count):
+        report_progress(f"line {number}")
+    return os.getpid()
+
+
+def test_progress_lines_of_the_work_arrive_in_order_while_it_runs():
+    lines: list[str] = []
+    pid = run_in_new_process(
+        _say_three_lines, 3, what="talking", advice="", timeout=60, progress=lines.append
+    )
+    assert pid != os.getpid()
+    assert lines == ["line 0", "line 1", "line 2"]
+
+
+def _raise_file_error() -> None:
+    raise tfc.ModelFileError("m.keras", "'Double' named in its config cannot be found", "Fix it.")
+
+
+def test_an_error_whose_class_takes_other_arguments_comes_back_as_itself():
+    # ModelFileError(path, reason, advice) is not rebuilt from its message alone
+    with pytest.raises(tfc.ModelFileError, match="Cannot load 'm.keras': 'Double'") as caught:
+        run_in_new_process(_raise_file_error, what="loading", advice="", timeout=60)
+    assert (caught.value.path, caught.value.reason) == (
+        "m.keras",
+        "'Double' named in its config cannot be found",
+    )
+
+
+def test_the_worker_learns_import_paths_added_after_it_started(tmp_path, monkeypatch):
+    run_in_new_process(os.getpid, what="pid", advice="", timeout=60)  # a worker is up
+    (tmp_path / "added_later.py").write_text("def answer():\n    return 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import added_later
+
+    assert run_in_new_process(added_later.answer, what="answer", advice="", timeout=60) == 42

@@ -17,10 +17,12 @@ from __future__ import annotations
 from typing import Any
 
 from tfcompress.recipe.schema import Recipe, RecipeError, Step, load_recipe, parse_recipe
+from tfcompress.tflite.isolation import IsolatedCrash
 
 __all__ = [
     "BudgetError",
     "CompressResult",
+    "IsolatedCrash",
     "OutputResult",
     "Recipe",
     "RecipeError",

@@ -2,21 +2,19 @@
 
 The recipe trains (pruning, clustering, distillation, QAT) and converts inside TensorFlow, whose
 native kernels can crash the process (a segmentation fault in a gradient kernel). The command
-therefore runs the recipe in a child Python process and relays its progress: a crash there
-becomes a clear error naming the step it happened in, the output folder is left as it was (it
-is written only when complete), and the calling process lives on. `--in-process` runs it in
-this process instead (for a debugger).
+therefore runs the recipe in a Python process of its own (`recipe.isolated`) and relays its
+progress: a crash there becomes a clear error naming the step it happened in, the output folder
+is left as it was (it is written only when complete), and the calling process lives on.
+`--in-process` runs it in this process instead (for a debugger).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 
+from tfcompress.recipe.isolated import call_runner, run_isolated
 from tfcompress.recipe.schema import load_recipe
-from tfcompress.tflite.isolation import IsolatedCrash, signal_name
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,59 +50,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the recipe named by `args` (see `add_arguments`); returns the exit status."""
+    load_recipe(args.recipe)  # a bad recipe fails here, before any process starts
     if args.in_process:
-        from tfcompress.recipe.runner import run_from_cli
-
-        return run_from_cli(args)
-    load_recipe(args.recipe)  # a bad recipe fails here, before a process starts
-    return _run_contained(args)
-
-
-def _child_argv(args: argparse.Namespace) -> list[str]:
-    argv = ["compress", str(args.model), "--data", str(args.data), "--recipe", str(args.recipe)]
-    argv += ["-o", str(args.output), "--in-process"]
-    argv += ["--overwrite"] * args.overwrite + ["--unsafe"] * args.unsafe
-    if args.custom_objects:
-        argv += ["--custom-objects", args.custom_objects]
-    return argv
-
-
-def _run_contained(args: argparse.Namespace) -> int:
-    """The recipe in a child process, its progress relayed line by line; a crash is an error."""
-    environment = dict(os.environ)
-    # the child imports what this process can: its custom-objects module, for one
-    paths = [path for path in sys.path if path and os.path.isdir(path)]
-    if environment.get("PYTHONPATH"):
-        paths.append(environment["PYTHONPATH"])
-    environment["PYTHONPATH"] = os.pathsep.join(paths)
-    command = [sys.executable, "-m", "tfcompress.cli", *_child_argv(args)]
-    step = "loading the model and data"
-    with subprocess.Popen(
-        command,
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        bufsize=1,
-    ) as child:
-        assert child.stdout is not None
-        for line in child.stdout:
-            sys.stderr.write(line)
-            sys.stderr.flush()
-            if line.startswith("["):  # "[2/3] qat {...}": the step running now
-                step = line.strip()
-        status = child.wait()
-    if status >= 0:
-        return status
-    raise IsolatedCrash(_crash_message(-status, step, args.output))
-
-
-def _crash_message(number: int, step: str, output: str) -> str:
-    return (
-        f"the recipe's process died inside TensorFlow or another native library "
-        f"({signal_name(number)}) "
-        f"during '{step}'; nothing was written to '{output}' (it is written only when complete). "
-        "A known cause: TensorFlow's oneDNN kernels crash on the gradient of some strided 1x1 "
-        "convolutions; run again with TF_ENABLE_ONEDNN_OPTS=0 in the environment. "
-        "--in-process runs the recipe in this process, for a debugger."
+        return call_runner("run_from_cli", args, log=_stderr)
+    return run_isolated(
+        "run_from_cli",
+        args,
+        output=args.output,
+        log=_stderr,
+        in_process_hint="--in-process runs the recipe in this process, for a debugger.",
     )
+
+
+def _stderr(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()

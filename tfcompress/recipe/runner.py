@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import pickle
 import shutil
 import sys
 import tempfile
@@ -20,9 +21,10 @@ import numpy as np
 
 import tfcompress as tfc
 from tfcompress import legacy
-from tfcompress.core.compat import is_tf_keras
+from tfcompress.core.compat import is_library_layer, is_tf_keras, nested_layers
 from tfcompress.core.graph import clone_with_weights, needs_tracing, traced_model
 from tfcompress.diagnose.auto import over_budget
+from tfcompress.recipe.isolated import run_isolated
 from tfcompress.recipe.report import write_reports
 from tfcompress.recipe.schema import Recipe, Step, load_recipe
 from tfcompress.tflite.fidelity import Fidelity
@@ -143,11 +145,20 @@ def compress(
     log: Log | None = print,
     safe_mode: bool = True,
     custom_objects: dict | None = None,
+    isolate: bool = True,
 ) -> CompressResult:
     """Apply a recipe (prune / cluster / distill / qat steps, then convert) and write a report.
 
     The recipe is validated before anything is loaded or trained. The output folder is written
     atomically: it appears complete, or (on any error) not at all.
+
+    The recipe runs in a Python process of its own (like `convert`'s converter and AdaRound):
+    its progress lines reach `log` as they happen, and a crash inside TensorFlow's native
+    kernels (a segmentation fault in a training step) becomes an `IsolatedCrash` naming the
+    step, with nothing written and your process unharmed. A model object is sent there as
+    Keras pickles it; a model whose custom layer no module defines (a class defined in
+    `__main__` or inside a function) cannot be, and runs here, with a warning saying so.
+    `isolate=False` runs the recipe in this process.
 
     With `target: micro` in the convert step, the file is converted for TensorFlow Lite Micro
     (`tfc.convert(..., target="micro")`), optionally stored as TFLM look-up tables
@@ -177,6 +188,7 @@ def compress(
         log: called with one line per progress message; `None` is silent.
         safe_mode: load a `.keras` file with Keras's safe mode (refuses Lambda layers' code).
         custom_objects: classes the `.keras` file needs (custom layers), by name.
+        isolate: run the recipe in a Python process of its own (True), or in this one.
 
     Returns:
         A `CompressResult` with the file's path and the measured figures.
@@ -187,6 +199,8 @@ def compress(
             on TensorFlow Lite Micro than the convert step's `max_flash` or `max_arena` (the
             message names the budget and the measured figure); nothing is written.
         FileExistsError: `output_dir` is not empty and `overwrite` is False.
+        IsolatedCrash: the recipe's process died inside TensorFlow or another native library;
+            the message names the step (`tfc.recipe.IsolatedCrash`).
         ValueError: an output the recipe cannot train or score (labels missing or of the
             wrong shape, several inputs, distill on a model that is not a classifier); the
             message names the output and what to set instead.
@@ -204,6 +218,29 @@ def compress(
     recipe = load_recipe(recipe)  # before any loading or training
     output = Path(output_dir)
     _check_output(output, overwrite)
+    portable = _portable(model, safe_mode, custom_objects) if isolate else None
+    if isinstance(portable, str):  # the reason it cannot go to a process of its own
+        warnings.warn(
+            f"compress runs the recipe in this process: model '{getattr(model, 'name', model)}' "
+            f"cannot be sent to a process of its own ({portable}). A crash inside TensorFlow "
+            "would end this process; define the model's custom layers in a module to run the "
+            "recipe in a process of its own, or pass isolate=False to silence this.",
+            stacklevel=2,
+        )
+    elif isolate:
+        return run_isolated(
+            "_compress_in_child",
+            portable,
+            data,
+            recipe,
+            str(output),
+            output=output,
+            log=log,
+            in_process_hint="compress(..., isolate=False) runs the recipe in this process.",
+            overwrite=overwrite,
+            safe_mode=safe_mode,
+            custom_objects=custom_objects,
+        )
     x_train, y_train, x_test, y_test = _load_data(data, recipe.training)
     float_model = _functional(_load_model(model, safe_mode, custom_objects))
     y_train = _labels_by_output(float_model, y_train)
@@ -347,8 +384,9 @@ def _check_micro_budgets(flatbuffer: bytes, step: Step, output: Path, say: Log) 
     return report
 
 
-def run_from_cli(args: argparse.Namespace) -> int:
-    """`tfcompress compress MODEL --data DATA --recipe RECIPE -o OUT [--overwrite]`."""
+def run_from_cli(args: argparse.Namespace, log: Log | None = None) -> int:
+    """`tfcompress compress MODEL --data DATA --recipe RECIPE -o OUT [--overwrite]`, in this
+    process (the command runs it in a process of its own: `recipe.isolated`)."""
     recipe = load_recipe(args.recipe)  # a bad recipe fails before the model is read
     compress(
         args.model,
@@ -356,11 +394,61 @@ def run_from_cli(args: argparse.Namespace) -> int:
         recipe,
         args.output,
         overwrite=args.overwrite,
-        log=lambda line: print(line, file=sys.stderr, flush=True),
+        log=log or (lambda line: print(line, file=sys.stderr, flush=True)),
         safe_mode=not args.unsafe,
         custom_objects=custom_objects_of(args.custom_objects),
+        isolate=False,
     )
     return 0
+
+
+@dataclass
+class _PickledModel:
+    """A Keras model on its way to the recipe's process: Keras's own pickled form, and the
+    classes of its custom layers (pickled by reference: loading them imports their modules)."""
+
+    data: bytes
+    classes: dict[str, Any]
+
+    def load(self) -> keras.Model:
+        with keras.saving.custom_object_scope(self.classes):
+            return pickle.loads(self.data)  # noqa: S301 - the caller's own model
+
+
+def _portable(model: Any, safe_mode: bool, custom_objects: dict | None) -> Any:
+    """The model as the recipe's process can receive it (a path as is, a model pickled), or
+    the reason it cannot go there, as a string: a custom class no module defines."""
+    if isinstance(model, (str, os.PathLike)):
+        return model
+    model = _load_model(model, safe_mode, custom_objects)  # a tf_keras model: rebuilt here
+    own = {type(layer) for layer in [model, *nested_layers(model)] if not is_library_layer(layer)}
+    homeless = sorted(
+        cls.__qualname__
+        for cls in own | {c for c in (custom_objects or {}).values() if isinstance(c, type)}
+        if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__
+    )
+    if homeless:
+        where = "in __main__ or inside a function"
+        return f"{', '.join(homeless)} is defined {where}, so no other process can import it"
+    classes = dict(custom_objects or {})
+    for cls in own:
+        classes.setdefault(keras.saving.get_registered_name(cls), cls)
+        classes.setdefault(cls.__name__, cls)
+    try:
+        pickle.dumps(classes)  # by reference: their modules are imported there
+        return _PickledModel(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL), classes)
+    except Exception as error:  # noqa: BLE001 - whatever Keras or pickle cannot send
+        return f"it cannot be pickled ({type(error).__name__}: {error})"
+
+
+def _compress_in_child(
+    model: Any, data: Any, recipe: Recipe, output_dir: str, **options: Any
+) -> CompressResult:
+    """`compress` in the recipe's process (`recipe.isolated`): the model unpickled with the
+    caller's custom objects, every other argument as given."""
+    if isinstance(model, _PickledModel):
+        model = model.load()
+    return compress(model, data, recipe, output_dir, isolate=False, **options)
 
 
 def custom_objects_of(module_name: str | None) -> dict | None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import gc
+import json
 import os
 import pickle
 import select
@@ -37,7 +38,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from tfcompress.tflite.errors import ConversionError
 
@@ -201,12 +202,34 @@ def _child_main(fn: Callable[[], Any], write_end: int) -> None:
         os._exit(code)
 
 
-def _picklable(error: BaseException) -> BaseException:
-    try:
-        pickle.loads(pickle.dumps(error))
+def _picklable(error: BaseException) -> Any:
+    """The error as it can travel to the parent: itself, or its class, arguments and attributes
+    when its class cannot be rebuilt from its arguments (an `__init__` taking other ones), or,
+    failing that, a `RuntimeError` carrying its text. `_reraise` raises what this gives."""
+    for candidate in (error, _ErrorParts(type(error), error.args, dict(vars(error)))):
+        try:
+            pickle.loads(pickle.dumps(candidate))
+            return candidate
+        except Exception:  # noqa: BLE001, S112 - try the next form
+            continue
+    return RuntimeError(f"{type(error).__name__}: {error}")
+
+
+class _ErrorParts:
+    """An exception's class, arguments and attributes, rebuilt by `_reraise` without `__init__`."""
+
+    def __init__(self, cls: type, args: tuple, state: dict) -> None:
+        self.cls, self.args, self.state = cls, args, state
+
+    def rebuild(self) -> BaseException:
+        error = self.cls.__new__(self.cls)
+        error.args = self.args
+        error.__dict__.update(self.state)
         return error
-    except Exception:  # noqa: BLE001 - fall back to the text
-        return RuntimeError(f"{type(error).__name__}: {error}")
+
+
+def _reraise(value: Any) -> NoReturn:
+    raise value.rebuild() if isinstance(value, _ErrorParts) else value
 
 
 def _warning_record(w: warnings.WarningMessage) -> tuple:
@@ -260,7 +283,7 @@ def _answer(payload: bytes, status: int, name: str, mode: str) -> Any:
     for text, category, filename, lineno in caught:
         warnings.warn_explicit(text, category, filename, lineno)
     if kind == "error":
-        raise value
+        _reraise(value)
     return value
 
 
@@ -295,7 +318,10 @@ def _timeout_message(name: str, mode: str, timeout: float | None) -> str:
 
 class IsolatedCrash(RuntimeError):
     """Work run in a process of its own (`run_in_new_process`, `tfcompress compress`) died: a
-    signal, an exit without an answer, a timeout."""
+    signal, an exit without an answer, a timeout. `signal_number` is the signal that killed it
+    (None: it exited, or ran past its timeout)."""
+
+    signal_number: int | None = None
 
 
 def run_in_new_process(
@@ -304,17 +330,20 @@ def run_in_new_process(
     what: str,
     advice: str,
     timeout: float | None = DEFAULT_TIMEOUT_S,
+    progress: Callable[[str], None] | None = None,
     **kwargs: Any,
 ) -> T:
     """`fn(*args, **kwargs)` in a separate Python interpreter; its result (or exception) comes back.
 
     The interpreter is started afresh (not forked), so TensorFlow works there; it sees this
-    process's `sys.path` and environment (`TF_ENABLE_ONEDNN_OPTS=0` set by the user applies).
+    process's `sys.path` (as it is at each call) and environment (`TF_ENABLE_ONEDNN_OPTS=0` set
+    by the user applies).
     It stays up for the next call (TensorFlow is imported once, not per call); when a call kills
     it (a crash inside TensorFlow, a timeout), the error is raised here and the next call starts
     a new one. `fn` must be importable by name (a module-level function), and the arguments and
     result picklable. Warnings the child emits are re-emitted here, an exception it raises is
-    re-raised here; what it prints is kept and shown only when it dies.
+    re-raised here; what it prints is kept and shown only when it dies. A line the work passes
+    to `report_progress` there reaches `progress` here as it happens.
 
     Args:
         fn: a module-level function.
@@ -322,13 +351,15 @@ def run_in_new_process(
         what: the work, for error messages ("AdaRound (optimize step 'adaround')").
         advice: what the user can do when the child dies.
         timeout: seconds the child may run; `None` waits for ever.
+        progress: called here with each line the work reports with `report_progress`.
 
     Returns:
         What `fn` returned.
 
     Raises:
         IsolatedCrash: the child was killed by a signal, exited without an answer or ran past
-            `timeout`; the message names `what`, the signal and `advice`.
+            `timeout`; the message names `what`, the signal and `advice` (and its
+            `signal_number` is the signal's).
         ValueError: `fn` or its arguments cannot be sent to a new process, or it cannot load
             them (a class it cannot import).
 
@@ -343,7 +374,9 @@ def run_in_new_process(
     with tempfile.TemporaryDirectory(prefix="tfcompress-child-") as folder:
         task, answer = (Path(folder) / name for name in ("task", "answer"))
         try:
-            task.write_bytes(pickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL))
+            # this process's import path first: a worker started earlier learns its new entries
+            work = pickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+            task.write_bytes(pickle.dumps(list(sys.path)) + work)
         except Exception as error:  # noqa: BLE001 - anything unpicklable
             raise ValueError(
                 f"{what} runs in a separate process, and its input cannot be sent there "
@@ -352,11 +385,13 @@ def run_in_new_process(
         with _WORKER_LOCK:
             for attempt in range(2):
                 worker = _worker()
-                status = worker.run(task, answer, timeout, what, advice)
+                status = worker.run(task, answer, timeout, what, advice, progress)
                 if status is not None or not answer.exists():
-                    raise IsolatedCrash(
+                    crash = IsolatedCrash(
                         _new_process_message(what, advice, status or 0, worker.printed())
                     )
+                    crash.signal_number = -status if status is not None and status < 0 else None
+                    raise crash
                 kind, value, caught = pickle.loads(answer.read_bytes())
                 if kind != "unloadable" or attempt == 1:
                     break
@@ -373,18 +408,36 @@ def run_in_new_process(
     for text, category, filename, lineno in caught:
         warnings.warn_explicit(text, category, filename, lineno)
     if kind == "error":
-        raise value
+        _reraise(value)
     return value
 
 
 _SERVER_CODE = "from tfcompress.tflite.isolation import _serve; _serve()"
+_PROTOCOL: list[Any] = []  # in a worker: the stream its answers and progress lines go to
+
+
+def report_progress(line: str) -> None:
+    """Send one line of progress to the process that runs this work (`run_in_new_process`'s
+    `progress`); outside such a worker, print it to stderr.
+
+    Example:
+        >>> from tfcompress.tflite.isolation import report_progress
+        >>> report_progress("[1/2] prune")  # here: printed to stderr
+    """
+    if not _PROTOCOL:
+        print(line, file=sys.stderr, flush=True)
+        return
+    _PROTOCOL[0].write(f"say {json.dumps(str(line))}\n")
+    _PROTOCOL[0].flush()
 
 
 def _serve() -> None:
     """The worker of `run_in_new_process`: one task per line of its input (the task and answer
-    paths), "done" on its own output after each; what the tasks print goes to its log."""
+    paths), progress lines ("say ...") and "done" on its own output after each; what the tasks
+    print goes to its log."""
     protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # prints of the tasks go where stderr goes: the log, never the protocol
+    _PROTOCOL[:] = [protocol]
     for line in sys.stdin:
         task, answer = line.rstrip("\n").split("\t")
         _new_process_main(task, answer)
@@ -417,7 +470,13 @@ class _Worker:
         return self.pid == os.getpid() and self.process.poll() is None
 
     def run(
-        self, task: Path, answer: Path, timeout: float | None, what: str, advice: str
+        self,
+        task: Path,
+        answer: Path,
+        timeout: float | None,
+        what: str,
+        advice: str,
+        progress: Callable[[str], None] | None = None,
     ) -> int | None:
         """Run one task; None when it answered, else the worker's exit status (it died)."""
         assert self.process.stdin is not None and self.process.stdout is not None
@@ -426,6 +485,20 @@ class _Worker:
             self.process.stdin.flush()
         except BrokenPipeError:
             return self.process.wait()
+        try:
+            return self._wait(timeout, what, advice, progress)
+        except BaseException:  # an interrupt here: do not leave the task running
+            self.stop()
+            raise
+
+    def _wait(
+        self,
+        timeout: float | None,
+        what: str,
+        advice: str,
+        progress: Callable[[str], None] | None,
+    ) -> int | None:
+        assert self.process.stdout is not None
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
@@ -441,6 +514,8 @@ class _Worker:
                 return None
             if not line:  # it died
                 return self.process.wait()
+            if line.startswith("say ") and progress is not None:
+                progress(json.loads(line[4:]))
 
     def printed(self) -> str:
         self.log.flush()
@@ -480,7 +555,10 @@ def _stop_worker() -> None:
 def _new_process_main(task: str, answer: str) -> None:
     """The child of `run_in_new_process`: run the task, write the answer file atomically."""
     try:
-        fn, args, kwargs = pickle.loads(Path(task).read_bytes())
+        with open(task, "rb") as stream:
+            paths = pickle.load(stream)
+            sys.path.extend(path or os.getcwd() for path in paths if path not in sys.path)
+            fn, args, kwargs = pickle.load(stream)
     except Exception as error:  # noqa: BLE001 - a class this interpreter cannot import
         message: tuple = ("unloadable", f"{type(error).__name__}: {error}", [])
         Path(answer).write_bytes(pickle.dumps(message))
