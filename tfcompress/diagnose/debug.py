@@ -53,7 +53,7 @@ from tfcompress.tflite.fidelity import (
     RUNTIMES,
     compare_outputs,
     keras_outputs,
-    output_kinds,
+    kinds_of,
     runtime_of,
 )
 from tfcompress.tflite.flatbuffer import load_bytes
@@ -503,11 +503,9 @@ def _output_rows(
 ) -> list[dict[str, Any]]:
     """Name, kind, SQNR (dB, capped) and top-1 agreement of every model output in the file."""
     names = output_names(model)
-    kinds = output_kinds(model)
-    if len(names) != len(reference) or len(kinds) != len(reference):
+    if len(names) != len(reference):
         names = [f"output_{i}" for i in range(len(reference))]
-        kinds = ["classes" if r.ndim > 1 and r.shape[-1] > 1 else "values" for r in reference]
-    fidelity = compare_outputs(reference, outputs, names, kinds, runtime)
+    fidelity = compare_outputs(reference, outputs, names, kinds_of(model, reference), runtime)
     return [
         {
             "name": row.name,
