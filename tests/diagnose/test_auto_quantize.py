@@ -10,7 +10,13 @@ import pytest
 import tfcompress as tfc
 from tfcompress.converter import run_tflite
 from tfcompress.data import Split
-from tfcompress.diagnose.auto import AutoQuantizeResult, auto_quantize, pareto_front
+from tfcompress.diagnose.auto import (
+    AutoQuantizeResult,
+    Candidate,
+    _choose,
+    auto_quantize,
+    pareto_front,
+)
 
 # one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
 pytestmark = pytest.mark.xdist_group("auto-quantize")
@@ -131,3 +137,16 @@ def test_16_bit_activations_for_the_worst_layers_meet_the_target_in_an_integer_f
     # the smallest file meeting the target is chosen (int16x8 files are about as small)
     meeting = [c for c in found.candidates if c.meets_target]
     assert found.choice == min(meeting, key=lambda c: c.size_bytes).name
+
+
+def _met(name: str, size: int) -> Candidate:
+    return Candidate(name, {}, size_bytes=size, meets_target=True)
+
+
+def test_an_int4_file_is_chosen_only_when_it_saves_more_than_two_percent():
+    # an INT4 file gives up XNNPACK and TFLM: 0.3 % fewer bytes are not worth it
+    plain, tiny_saving = _met("int8", 37_200), _met("int4+adaround", 37_100)
+    assert _choose([plain, tiny_saving]).name == "int8"
+    real_saving = _met("int4+adaround", 25_700)
+    assert _choose([plain, real_saving]).name == "int4+adaround"
+    assert _choose([_met("int8+adaround", 37_300), tiny_saving]).name == "int8+adaround"

@@ -354,7 +354,9 @@ def auto_quantize(
             steps refuse).
         try_int4: also try 4-bit (INT4) weights with AdaRound (`mode="int8"` and `recovery`).
             INT4 files are the smallest but run on LiteRT's builtin kernels, not XNNPACK
-            (see each candidate's `latency_ms`); pass False to prefer speed over size.
+            (see each candidate's `latency_ms`), nor on TFLM; one is chosen only when it is
+            more than 2 % smaller than every 8-bit file that meets the target. Pass False to
+            prefer speed over size.
         try_int16x8: when no 8-bit candidate meets the target, also try 16-bit activations:
             for the whole model (`mode="int16x8"`), and for the debugger's worst layers inside
             the int8 file (`int16_layers`; `mode="int8"` only).
@@ -771,6 +773,10 @@ def _mixed_int4_candidates(
     return built
 
 
+#: an INT4 file is chosen over an 8-bit one meeting the target only when it is this much smaller
+INT4_MIN_SAVING = 0.02
+
+
 def _choose(
     candidates: list[Candidate], max_flash: int | None = None, max_arena: int | None = None
 ) -> Candidate | None:
@@ -779,7 +785,13 @@ def _choose(
         return None
     meeting = [c for c in built if c.eligible]
     if meeting:  # the smallest file; among equal sizes the one with more margin
-        return min(meeting, key=lambda c: (c.size_bytes, -c.slack))
+        smallest = min(meeting, key=lambda c: (c.size_bytes, -c.slack))
+        eight_bit = [c for c in meeting if "int4" not in c.name]
+        if "int4" in smallest.name and eight_bit:  # INT4 gives up XNNPACK and TFLM: for a saving
+            plain = min(eight_bit, key=lambda c: (c.size_bytes, -c.slack))
+            if plain.size_bytes <= (smallest.size_bytes or 0) * (1 + INT4_MIN_SAVING):
+                return plain
+        return smallest
     fitting = [c for c in built if not c.over_budget]
     if fitting:  # the best margin within the budgets
         return max(fitting, key=lambda c: (c.slack, -(c.size_bytes or 0)))
