@@ -457,7 +457,8 @@ def file_size_table(data: dict) -> str:
 
 
 def isolation_table(data: dict) -> str:
-    """Cost of running the converter in a forked child process."""
+    """Cost of running the converter in a forked child process, and the recipe in a process of
+    its own."""
     lines = [
         f"{data['model']}, {data['calibration_samples']} calibration samples, best of "
         f"{data['rounds']} rounds:",
@@ -479,6 +480,23 @@ def isolation_table(data: dict) -> str:
             + ", ".join(f"{k} {v:.2f} s" for k, v in stress["longest_s"].items())
             + f", {stress['total_s']:.1f} s in all."
         )
+    recipe = data.get("recipe")
+    if recipe:
+        lines += [
+            "",
+            f"`tfc.recipe.compress` in a Python process of its own (`isolate=True`) or in-process: "
+            f"{recipe['model']} on {recipe['data']}, recipe `{recipe['recipe']}`, two runs in one "
+            "process (the first isolated run starts the recipe's process), best of "
+            f"{data['rounds']} rounds:",
+            "",
+            "| run | isolated s | in-process s | isolated / in-process | extra s |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for run, row in recipe["runs"].items():
+            lines.append(
+                f"| {run} | {row['isolated_s']:.2f} | {row['in_process_s']:.2f} | "
+                f"{row['isolated_over_in_process']:.3f}x | {row['extra_s']:.2f} |"
+            )
     return "\n".join(lines)
 
 
@@ -1574,6 +1592,14 @@ def _command(data: dict) -> str:
     return data.get("measured_by") or data.get("command", "")
 
 
+def _earlier(data: dict) -> str:
+    """The commands that measured the cells an `--update` run kept."""
+    earlier = data.get("earlier_commands") or []
+    if not earlier:
+        return ""
+    return " The other cells come from earlier runs: " + "; ".join(f"`{c}`" for c in earlier) + "."
+
+
 def _environment(data: dict) -> str:
     env = data.get("environment", {})
     return (
@@ -1590,7 +1616,8 @@ def page_text(title: str, intro: str, sections: list[Section]) -> str:
             "",
             f"## {heading}",
             "",
-            f"Command: `{_command(data)}` (`benchmarks/results/{stem}.json`; {_environment(data)}).",
+            f"Command: `{_command(data)}` (`benchmarks/results/{stem}.json`; {_environment(data)})."
+            + _earlier(data),
             "",
             formatter(data),
         ]

@@ -8,10 +8,13 @@ on the held-out rows against the float Keras model:
 - `tf_converter_int8`: TensorFlow's own converter, full int8 (int8 input and output);
 - `tfc_int8`: `tfc.convert(model, "int8", data)`;
 - `tfc_int8+STEP` for each recovery step (`optimize=[STEP]`) and `tfc_int8+all_steps`;
-- `tfc_int8+keep_float`: `keep_float` as `suggest_keep_float` picks it (1 pp target);
+- `tfc_int8+keep_float`: `keep_float` as `suggest_keep_float` picks it (1 pp target; the kinds
+  of the outputs given as `kinds=`, as below);
 - `tfc_int8+int16_layers`: 16-bit activations for the debugger's two worst layers inside the
   int8 file (`int16_layers`, ranked on the calibration rows);
-- `auto_quantize`: `tfc.auto_quantize(..., max_accuracy_drop=0.01)`'s file;
+- `auto_quantize`: `tfc.auto_quantize(..., max_accuracy_drop=0.01)`'s file, told the kind of
+  each output (`kinds=`: MTCNN's box and landmark coordinates and basic-pitch's frames are
+  values, which the tools would take for logits without a compiled loss);
 - `tfc_int16x8`: `tfc.convert(model, "int16x8", data)`, and `tfc_int16x8+STEP` with AdaRound,
   bias correction or every recovery step (`optimize=[...]`: in int16x8 the weights' rounding is
   most of the error);
@@ -208,6 +211,16 @@ def ai_edge_quantizer_int8(model: Any, calibration: np.ndarray) -> bytes:
     return bytes(worker.quantize(calibrated).quantized_model)
 
 
+def tool_kinds(item: Pretrained) -> dict[str, str]:
+    """The kinds the searches judge each output by, as a user of the model tells them: box and
+    landmark coordinates (linear outputs without a compiled loss, which the tools would take
+    for logits) and note frames are values, not classes."""
+    return {
+        name: "classes" if kind == "class" else "values"
+        for name, kind in zip(item.outputs, item.kinds, strict=True)
+    }
+
+
 def build(cell: str, item: Pretrained, quick: bool) -> tuple[bytes, dict]:
     """The flatbuffer of one cell and what the tool reported about it."""
     import tfcompress as tfc
@@ -245,13 +258,18 @@ def build(cell: str, item: Pretrained, quick: bool) -> tuple[bytes, dict]:
         info["dropped"] = [s for s in steps if any(f"'{s}' dropped" in m for m in said)]
         return flatbuffer, info
     if cell == "tfc_int8+keep_float":
-        suggestion = suggest_keep_float(model, data, max_accuracy_drop=0.01)
+        suggestion = suggest_keep_float(model, data, max_accuracy_drop=0.01, kinds=tool_kinds(item))
         keep = list(suggestion.keep_float)
         info = {"keep_float": keep, "target_met_on_calibration": bool(suggestion.target_met)}
         return tfc.convert(model, "int8", data, keep_float=keep or None), info
     if cell == "auto_quantize":
         result = tfc.auto_quantize(
-            model, data, max_accuracy_drop=0.01, measure_latency=False, try_int4=not quick
+            model,
+            data,
+            max_accuracy_drop=0.01,
+            measure_latency=False,
+            try_int4=not quick,
+            kinds=tool_kinds(item),
         )
         info = {"choice": result.choice, "target_met_on_calibration": bool(result.target_met)}
         return result.flatbuffer, info
@@ -492,8 +510,15 @@ def main() -> None:
                 for seed, cells in by_seed.items():
                     merged.setdefault(name, {}).setdefault(seed, {}).update(cells)
             ordered = merged
-            models.update({k: v for k, v in saved["models"].items() if k not in models})
-            extra = {"updated": {"models": sorted(runs), "cells": sorted(only or CELLS)}}
+            order = [*saved["models"], *(k for k in models if k not in saved["models"])]
+            fresh = {**saved["models"], **models}
+            models.clear()  # in the saved order, so the results page keeps its order
+            models.update({k: fresh[k] for k in order})
+            extra = {
+                "updated": {"models": sorted(runs), "cells": sorted(only or CELLS)},
+                # the commands that measured the cells kept from the saved file
+                "earlier_commands": [*saved.get("earlier_commands", []), saved["command"]],
+            }
         write_results(
             "pretrained" + ("_quick" if args.quick else ""),
             {

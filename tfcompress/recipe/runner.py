@@ -218,11 +218,11 @@ def compress(
     recipe = load_recipe(recipe)  # before any loading or training
     output = Path(output_dir)
     _check_output(output, overwrite)
-    portable = _portable(model, safe_mode, custom_objects) if isolate else None
-    if isinstance(portable, str):  # the reason it cannot go to a process of its own
+    portable, why_not = _portable(model, safe_mode, custom_objects) if isolate else (None, None)
+    if why_not is not None:
         warnings.warn(
             f"compress runs the recipe in this process: model '{getattr(model, 'name', model)}' "
-            f"cannot be sent to a process of its own ({portable}). A crash inside TensorFlow "
+            f"cannot be sent to a process of its own ({why_not}). A crash inside TensorFlow "
             "would end this process; define the model's custom layers in a module to run the "
             "recipe in a process of its own, or pass isolate=False to silence this.",
             stacklevel=2,
@@ -415,30 +415,34 @@ class _PickledModel:
             return pickle.loads(self.data)  # noqa: S301 - the caller's own model
 
 
-def _portable(model: Any, safe_mode: bool, custom_objects: dict | None) -> Any:
-    """The model as the recipe's process can receive it (a path as is, a model pickled), or
-    the reason it cannot go there, as a string: a custom class no module defines."""
-    if isinstance(model, (str, os.PathLike)):
-        return model
-    model = _load_model(model, safe_mode, custom_objects)  # a tf_keras model: rebuilt here
-    own = {type(layer) for layer in [model, *nested_layers(model)] if not is_library_layer(layer)}
+def _portable(model: Any, safe_mode: bool, custom_objects: dict | None) -> tuple[Any, str | None]:
+    """The model as the recipe's process can receive it (a path as is, a model pickled), and
+    None; or None and the reason it cannot go there (a class no module defines)."""
+    given = {c for c in (custom_objects or {}).values() if isinstance(c, type)}
+    own: set[type] = set()
+    if not isinstance(model, (str, os.PathLike)):
+        model = _load_model(model, safe_mode, custom_objects)  # a tf_keras model: rebuilt here
+        layers = [model, *nested_layers(model)]
+        own = {type(layer) for layer in layers if not is_library_layer(layer)}
     homeless = sorted(
         cls.__qualname__
-        for cls in own | {c for c in (custom_objects or {}).values() if isinstance(c, type)}
+        for cls in own | given
         if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__
     )
     if homeless:
         where = "in __main__ or inside a function"
-        return f"{', '.join(homeless)} is defined {where}, so no other process can import it"
+        return None, f"{', '.join(homeless)} is defined {where}, so no other process imports it"
+    if isinstance(model, (str, os.PathLike)):
+        return model, None
     classes = dict(custom_objects or {})
     for cls in own:
         classes.setdefault(keras.saving.get_registered_name(cls), cls)
         classes.setdefault(cls.__name__, cls)
     try:
         pickle.dumps(classes)  # by reference: their modules are imported there
-        return _PickledModel(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL), classes)
+        return _PickledModel(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL), classes), None
     except Exception as error:  # noqa: BLE001 - whatever Keras or pickle cannot send
-        return f"it cannot be pickled ({type(error).__name__}: {error})"
+        return None, f"it cannot be pickled ({type(error).__name__}: {error})"
 
 
 def _compress_in_child(
