@@ -1,10 +1,15 @@
-"""Cost of running TF's calibration and quantization in a forked child (convert(isolate=True)).
+"""Cost of containing TensorFlow's crashes: the converter in a forked child, the recipe in a
+Python process of its own.
 
 MobileNetV2 (alpha 0.35, 96x96, weights=None) converted to float32 and to int8 (100 random
 calibration samples), isolated and in-process. Each timing round is a fresh process per side,
 the sides alternating (`_common.alternating_best`); each process keeps its best of 2
 conversions after one warm-up. `--stress N` also converts MobileNetV2 and the digits CNN to int8
 N times each in one process, isolated, with a timeout: a fork that deadlocked would show there.
+
+The recipe (`tfc.recipe.compress`, `isolate=True` or `False`): the digits CNN through one epoch
+of QAT and an int8 conversion, run twice in each timing process: the first run of an isolated
+process starts the recipe's Python process (TensorFlow imported there), the second finds it up.
 
 Run: .venv/bin/python benchmarks/isolation_bench.py   (writes benchmarks/results/isolation.json)
 """
@@ -55,6 +60,7 @@ def timing(side: str, repeats: int) -> dict[str, float]:
             tfc.convert(model, mode, calibration, isolate=isolate)
             best = min(best, time.perf_counter() - start)
         times[f"{mode}_s"] = best
+    times.update(_recipe_times(isolate))
     if isolate:  # the fork, pipe and pickle round trip alone, with this process's memory
         from tfcompress.tflite.isolation import run_in_child
 
@@ -65,6 +71,27 @@ def timing(side: str, repeats: int) -> dict[str, float]:
             run_in_child(lambda: flatbuffer, name="bench", mode="int8", timeout=60)
             best = min(best, time.perf_counter() - start)
         times["fork_round_trip_s"] = best
+    return times
+
+
+RECIPE = {"steps": [{"qat": {"epochs": 1}}, {"convert": {"mode": "int8"}}]}
+
+
+def _recipe_times(isolate: bool) -> dict[str, float]:
+    """Seconds of two runs of RECIPE on the digits CNN: the first, then the second."""
+    import tempfile
+
+    import tfcompress as tfc
+    from tfcompress.models import build_digits_cnn, compile_classifier
+
+    model = compile_classifier(build_digits_cnn())
+    times = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for run in ("first", "second"):
+            start = time.perf_counter()
+            out = Path(folder) / run
+            tfc.recipe.compress(model, "digits", RECIPE, out, log=None, isolate=isolate)
+            times[f"recipe_{run}_s"] = time.perf_counter() - start
     return times
 
 
@@ -115,9 +142,24 @@ def main() -> None:
         }
         for mode in MODES
     }
+    recipe_runs = {
+        run: {
+            "isolated_s": isolated[f"recipe_{run}_s"],
+            "in_process_s": in_process[f"recipe_{run}_s"],
+            "isolated_over_in_process": isolated[f"recipe_{run}_s"] / in_process[f"recipe_{run}_s"],
+            "extra_s": isolated[f"recipe_{run}_s"] - in_process[f"recipe_{run}_s"],
+        }
+        for run in ("first", "second")
+    }
     payload = {
         "model": "MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), weights=None)",
         "calibration_samples": 100,
+        "recipe": {
+            "model": "build_digits_cnn()",
+            "data": "digits",
+            "recipe": RECIPE,
+            "runs": recipe_runs,
+        },
         "rounds": args.rounds,
         "repeats_per_process": REPEATS,
         "modes": rows,
