@@ -133,24 +133,17 @@ def main() -> None:
     script = str(Path(__file__).resolve())
     best = alternating_best(script, SIDES, args.rounds)
     isolated, in_process = best["isolated"], best["in_process"]
-    rows = {
-        mode: {
-            "isolated_s": isolated[f"{mode}_s"],
-            "in_process_s": in_process[f"{mode}_s"],
-            "isolated_over_in_process": isolated[f"{mode}_s"] / in_process[f"{mode}_s"],
-            "extra_s": isolated[f"{mode}_s"] - in_process[f"{mode}_s"],
+
+    def row(key: str) -> dict[str, float]:
+        return {
+            "isolated_s": isolated[key],
+            "in_process_s": in_process[key],
+            "isolated_over_in_process": isolated[key] / in_process[key],
+            "extra_s": isolated[key] - in_process[key],
         }
-        for mode in MODES
-    }
-    recipe_runs = {
-        run: {
-            "isolated_s": isolated[f"recipe_{run}_s"],
-            "in_process_s": in_process[f"recipe_{run}_s"],
-            "isolated_over_in_process": isolated[f"recipe_{run}_s"] / in_process[f"recipe_{run}_s"],
-            "extra_s": isolated[f"recipe_{run}_s"] - in_process[f"recipe_{run}_s"],
-        }
-        for run in ("first", "second")
-    }
+
+    rows = {mode: row(f"{mode}_s") for mode in MODES}
+    recipe_runs = {run: row(f"recipe_{run}_s") for run in ("first", "second")}
     payload = {
         "model": "MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), weights=None)",
         "calibration_samples": 100,
