@@ -13,8 +13,8 @@ on the held-out rows against the float Keras model:
 - `tfc_int8+int16_layers`: 16-bit activations for the debugger's two worst layers inside the
   int8 file (`int16_layers`, ranked on the calibration rows);
 - `auto_quantize`: `tfc.auto_quantize(..., max_accuracy_drop=0.01)`'s file, told the kind of
-  each output (`kinds=`: MTCNN's box and landmark coordinates and basic-pitch's frames are
-  values, which the tools would take for logits without a compiled loss);
+  each output as the benchmark scores it (`kinds=`: MTCNN's box and landmark coordinates and
+  basic-pitch's note frames are values);
 - `tfc_int16x8`: `tfc.convert(model, "int16x8", data)`, and `tfc_int16x8+STEP` with AdaRound,
   bias correction or every recovery step (`optimize=[...]`: in int16x8 the weights' rounding is
   most of the error);
@@ -212,9 +212,10 @@ def ai_edge_quantizer_int8(model: Any, calibration: np.ndarray) -> bytes:
 
 
 def tool_kinds(item: Pretrained) -> dict[str, str]:
-    """The kinds the searches judge each output by, as a user of the model tells them: box and
-    landmark coordinates (linear outputs without a compiled loss, which the tools would take
-    for logits) and note frames are values, not classes."""
+    """The kinds the searches judge each output by, as the benchmark scores it: MTCNN's box and
+    landmark coordinates are values (the tools' own guess too: linear outputs beside a
+    softmax), and so are basic-pitch's note frames (sigmoid posteriors, which the tools would
+    take for classes)."""
     return {
         name: "classes" if kind == "class" else "values"
         for name, kind in zip(item.outputs, item.kinds, strict=True)

@@ -1,11 +1,13 @@
-"""`fidelity.sqnr_gain`: a file's SQNR gain over another, and whether the rows confirm it."""
+"""`fidelity.sqnr_gain`: a file's SQNR gain over another, and whether the rows confirm it;
+`fidelity.output_kinds`: how each output of a model is judged."""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
-from tfcompress.tflite.fidelity import sqnr_gain
+from tfcompress.tflite.fidelity import output_kinds, sqnr_gain
 
 
 def _rows(count: int = 64) -> np.ndarray:
@@ -53,3 +55,35 @@ def test_a_confidence_outside_zero_and_one_is_refused():
     reference = _rows()
     with pytest.raises(ValueError, match="confidence must be between 0 and 1"):
         sqnr_gain([reference], [reference], [reference], confidence=1.5)
+
+
+def _detector(compiled: bool = False) -> keras.Model:
+    """A face detector's three heads, as MTCNN's ONet: class scores, box and landmarks."""
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(16, activation="relu")(inputs)
+    face = keras.layers.Softmax(name="face")(keras.layers.Dense(2)(hidden))
+    box = keras.layers.Dense(4, name="box")(hidden)
+    landmarks = keras.layers.Dense(10, name="landmarks")(hidden)
+    model = keras.Model(inputs, [box, landmarks, face])
+    if compiled:  # losses say otherwise: the box is trained as classes here
+        model.compile(loss=["categorical_crossentropy", "mse", "categorical_crossentropy"])
+    return model
+
+
+def test_linear_heads_beside_a_probability_head_are_values():
+    assert output_kinds(_detector()) == ["values", "values", "classes"]
+
+
+def test_a_compiled_loss_decides_over_the_guess():
+    assert output_kinds(_detector(compiled=True)) == ["classes", "values", "classes"]
+
+
+def test_linear_outputs_without_a_probability_head_are_logits():
+    inputs = keras.Input((8,))
+    two_tasks = keras.Model(inputs, [keras.layers.Dense(5)(inputs), keras.layers.Dense(3)(inputs)])
+    assert output_kinds(two_tasks) == ["classes", "classes"]
+    sigmoid = keras.layers.Dense(3, activation="sigmoid")(inputs)
+    assert output_kinds(keras.Model(inputs, [keras.layers.Dense(4)(inputs), sigmoid])) == [
+        "values",
+        "classes",
+    ]

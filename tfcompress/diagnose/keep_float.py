@@ -270,10 +270,11 @@ def suggest_keep_float(
             calibrate and only rows 1, 4, 7, ... are searched (never the same rows).
         validation_data: held-out inputs (or an `(inputs, labels)` pair); then all of `data`
             is searched.
-        kinds: `{output name: "classes" or "values"}` where the guess is wrong (an output
-            of box coordinates with a linear activation and no compiled loss is taken for
-            logits); without it, an output whose labels hold real values is "values", else
-            `tfcompress.tflite.fidelity.output_kinds` decides.
+        kinds: `{output name: "classes" or "values"}` where the guess is wrong (a lone
+            linear output of coordinates with no compiled loss is taken for logits); without
+            it, an output whose labels hold real values is "values", else
+            `tfcompress.tflite.fidelity.output_kinds` decides (a linear output beside a
+            softmax or sigmoid output is "values").
         runtime: what runs the files: `"xnnpack"` (LiteRT with XNNPACK, the default: what
             phones run), `"reference"` (LiteRT's reference kernels) or `"micro"` (TensorFlow
             Lite Micro).

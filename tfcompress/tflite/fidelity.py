@@ -15,8 +15,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import keras
 import numpy as np
 
+from tfcompress.core.graph import producer_of
 from tfcompress.tflite.flatbuffer import TFLiteSource, inspect, load_bytes
 from tfcompress.tflite.runtime import run_tflite, xnnpack_takes_ops
 
@@ -209,26 +211,31 @@ def output_kinds(model: Any) -> list[str]:
     """'classes' or 'values' for each output of a Keras model, in the file's order.
 
     An output is "values" when it has one value per row (or per pixel) or when its loss in the
-    model's compile settings is a regression loss; otherwise (a classification loss, or several
-    values per row and no loss that says otherwise: logits, softmax, sigmoid) it is "classes".
-    Several regression values of an uncompiled model are taken for classes: compile it, or
-    judge them with the SQNR that every output reports.
+    model's compile settings is a regression loss; a classification loss makes it "classes".
+    Without a loss, several values per row are "classes" (logits, softmax, sigmoid), except a
+    linear output beside an output of probabilities (softmax or sigmoid): a detector's box or
+    landmark coordinates next to its class scores are "values". Where the guess is wrong,
+    compile the model with its losses, or tell the tools (`kinds=` of `auto_quantize` and
+    `suggest_keep_float`).
 
     Example:
         >>> import keras
         >>> inputs = keras.Input((4,))
         >>> model = keras.Model(inputs, {"p": keras.layers.Dense(3, activation="softmax")(inputs),
-        ...                              "v": keras.layers.Dense(1)(inputs)})
+        ...                              "v": keras.layers.Dense(1)(inputs),
+        ...                              "box": keras.layers.Dense(4)(inputs)})
         >>> output_kinds(model)
-        ['classes', 'values']
+        ['values', 'classes', 'values']
     """
     outputs = getattr(model, "outputs", None) or []
     structure = getattr(model, "output", None)
     names = sorted(structure) if isinstance(structure, dict) else [None] * len(outputs)
     tensors = [structure[name] for name in names] if isinstance(structure, dict) else outputs
     losses = _losses_by_output(model, names)
+    activations = [_activation_of(tensor) for tensor in tensors]
+    beside_probabilities = any(a in _PROBABILITIES for a in activations)
     kinds = []
-    for tensor, loss in zip(tensors, losses, strict=True):
+    for tensor, loss, activation in zip(tensors, losses, activations, strict=True):
         width = tensor.shape[-1] if tensor.shape else 1
         if width == 1:
             kinds.append("values")
@@ -236,9 +243,28 @@ def output_kinds(model: Any) -> list[str]:
             kinds.append("values")
         elif loss and any(word in loss for word in _CLASS_LOSSES):
             kinds.append("classes")
+        elif not loss and activation == "linear" and beside_probabilities:
+            kinds.append("values")
         else:
             kinds.append("classes")
     return kinds
+
+
+_PROBABILITIES = ("softmax", "sigmoid")
+
+
+def _activation_of(tensor: Any) -> str | None:
+    """The activation that made a symbolic output: "softmax", "sigmoid", "linear" (a Dense or
+    convolution without one), another name, or None when the producer does not say."""
+    layer = producer_of(tensor)
+    if layer is None:
+        return None
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return None
+    return str(getattr(activation, "__name__", activation)).lower()
 
 
 def _losses_by_output(model: Any, names: list[str | None]) -> list[str | None]:
