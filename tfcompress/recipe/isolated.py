@@ -91,9 +91,8 @@ def _crash_message(crash: IsolatedCrash, step: str, output: Any, in_process_hint
         if number is None
         else f"died inside TensorFlow or another native library ({signal_name(number)})"
     )
-    printed = str(crash).partition("\nThe last lines it printed:")[2]
     return (
         f"the recipe's process {died} during '{step}'; nothing was written to '{output}' (it is "
         f"written only when complete), and this process lives on. {ADVICE} {in_process_hint}"
-        + (f"\nThe last lines it printed:{printed}" if printed else "")
+        + (f"\nThe last lines it printed:\n{crash.printed}" if crash.printed else "")
     )

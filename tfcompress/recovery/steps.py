@@ -381,7 +381,7 @@ def _run_steps(
     judge = None
     if make_file is not None and held_out is not None:
         judge = _Judge(reference, held_out, make_file, "held-out rows")
-    elif in_sample and make_file is not None:
+    elif in_sample:
         judge = _Judge(reference, data, make_file, "calibration rows (equalization fits none)")
     # the first step faces plain PTQ: the model as given (a 4-bit file needs its kernels on the
     # 4-bit grid, so there the folded model rounded to nearest)

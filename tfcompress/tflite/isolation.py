@@ -319,9 +319,10 @@ def _timeout_message(name: str, mode: str, timeout: float | None) -> str:
 class IsolatedCrash(RuntimeError):
     """Work run in a process of its own (`run_in_new_process`, `tfcompress compress`) died: a
     signal, an exit without an answer, a timeout. `signal_number` is the signal that killed it
-    (None: it exited, or ran past its timeout)."""
+    (None: it exited, or ran past its timeout); `printed` the last lines it printed."""
 
     signal_number: int | None = None
+    printed: str = ""
 
 
 def run_in_new_process(
@@ -387,10 +388,10 @@ def run_in_new_process(
                 worker = _worker()
                 status = worker.run(task, answer, timeout, what, advice, progress)
                 if status is not None or not answer.exists():
-                    crash = IsolatedCrash(
-                        _new_process_message(what, advice, status or 0, worker.printed())
-                    )
+                    tail = "\n".join(worker.printed().strip().splitlines()[-8:])
+                    crash = IsolatedCrash(_new_process_message(what, advice, status or 0, tail))
                     crash.signal_number = -status if status is not None and status < 0 else None
+                    crash.printed = tail
                     raise crash
                 kind, value, caught = pickle.loads(answer.read_bytes())
                 if kind != "unloadable" or attempt == 1:
@@ -575,12 +576,11 @@ def _new_process_main(task: str, answer: str) -> None:
     partial.rename(answer)
 
 
-def _new_process_message(what: str, advice: str, status: int, printed: str) -> str:
+def _new_process_message(what: str, advice: str, status: int, tail: str) -> str:
     if status < 0:
         died = f"crashed with {signal_name(-status)} (signal {-status})"
     else:
         died = f"exited (status {status}) without an answer"
-    tail = "\n".join(printed.strip().splitlines()[-8:])
     return (
         f"{what} {died} inside TensorFlow. It ran in a separate process, so your Python process "
         f"is unharmed. {advice}" + (f"\nThe last lines it printed:\n{tail}" if tail else "")
