@@ -10,6 +10,7 @@ depends on the machine's speed.
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 from pathlib import Path
@@ -163,6 +164,8 @@ def test_page_examples_run_in_order(page, split, weights, tmp_path, monkeypatch)
 
     monkeypatch.setattr(latency, "benchmark_tflite", _size_as_latency)
     blocks = _python_blocks(page)
+    if page.name == "README.md":
+        blocks = _not_run_by_a_guide(blocks)
     namespace = _namespace(split, weights, tmp_path, "\n".join(code for _, code in blocks))
     for line, code in blocks:
         where = f"{page.relative_to(ROOT)}:{line}"
@@ -172,6 +175,51 @@ def test_page_examples_run_in_order(page, split, weights, tmp_path, monkeypatch)
             pytest.fail(f"the example at {where} failed: {type(error).__name__}: {error}")
     if page.name == "README.md":  # the tour's file
         assert (tmp_path / "tflite_models" / "digits_int8.tflite").stat().st_size > 0
+
+
+def _statements(code: str) -> list[str]:
+    """The statements of a block, each as its syntax tree: formatting and comments aside."""
+    return [ast.dump(statement) for statement in ast.parse(code).body]
+
+
+def _not_run_by_a_guide(blocks: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The README blocks to run: a block whose every statement a guide's block also holds runs
+    with that guide (the same call on the same names), unless a later block uses a name it sets.
+    """
+    in_guides = {
+        statement
+        for guide in PAGES
+        if guide.name != "README.md"
+        for _, code in _python_blocks(guide)
+        for statement in _statements(code)
+    }
+    kept: list[tuple[int, str]] = []
+    for index, (line, code) in enumerate(blocks):
+        set_here = {
+            node.id
+            for node in ast.walk(ast.parse(code))
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
+        }
+        used_later = {
+            node.id
+            for _, later in blocks[index + 1 :]
+            for node in ast.walk(ast.parse(later))
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+        }
+        if not set(_statements(code)) <= in_guides or set_here & used_later:
+            kept.append((line, code))
+    return kept
+
+
+def test_readme_blocks_a_guide_runs_are_left_to_it():
+    readme = _python_blocks(ROOT / "README.md")
+    kept = _not_run_by_a_guide(readme)
+    assert readme[0] in kept, "the tour runs with the README (it writes the file checked there)"
+    left = [(line, code) for line, code in readme if (line, code) not in kept]
+    assert left, "no README block is a guide's: nothing is left to the guides"
+    guides = "\n".join(code for page in PAGES[1:] for _, code in _python_blocks(page))
+    for line, code in left:  # each statement runs in a guide, as it is written here
+        assert set(_statements(code)) <= set(_statements(guides)), f"README.md:{line}"
 
 
 def _tour(path: Path) -> str:

@@ -49,6 +49,17 @@ def test_measured_arena_is_the_smallest_that_allocates_and_invokes(digits_int8):
     assert too_small.crashed or "allocate" in too_small.log + too_small.message
 
 
+def test_a_file_checked_again_is_not_bisected_again_and_gets_the_same_arena(digits_int8):
+    first = tfc.micro.check(digits_int8)
+    again = tfc.micro.check(digits_int8)
+
+    assert again.arena_bytes == first.arena_bytes
+    assert again.probes == 1  # the load that checks it runs; the bisection is not repeated
+    changed = bytearray(digits_int8)  # other bytes: measured afresh
+    changed[-1] ^= 1
+    assert tfc.micro.check(bytes(changed)).probes > 1
+
+
 def test_upsampling_file_is_reported_not_running_at_tile_with_the_resizing_advice(
     upsampling_int8,
 ):

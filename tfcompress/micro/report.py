@@ -139,7 +139,8 @@ class MicroReport:
         outputs: one `OutputDifference` per output, when `data` was given and the file runs.
         tflm_version: the `tflite-micro` package that ran the file.
         sha256: the file's SHA-256 (`export` checks a report against its file with it).
-        probes: how many child processes the check ran (one interpreter each).
+        probes: how many child processes the check ran (one interpreter each); a file whose
+            arena this process measured before is not bisected again.
         notes: anything else worth knowing (a LiteRT failure on the reference side, ...).
         compressed_tensors: how many constant tensors the file stores compressed (look-up
             tables or zero masks that TFLM's `TFLM_DECODE` op expands, `tfc.micro.compress`);
@@ -256,9 +257,10 @@ def check(
     what its `RecordingMicroAllocator` reports after allocation can leave out the memory
     planner's scratch. So `check` bisects: each probe loads the file on a fresh interpreter
     with a given arena and invokes it; `arena_bytes` is an arena seen to work, and one byte
-    less was seen to fail. It is exact for TFLM's Python interpreter on this 64-bit host and an
-    upper bound for firmware with the reference kernels
-    (docs/dev/decisions/2026-12-06-tflm-arena.md). Optimized kernels (CMSIS-NN, ESP-NN) may ask for
+    less was seen to fail (once per file and process: the same bytes are not bisected again,
+    so `convert(..., target="micro")` followed by `check` bisects once). It is exact for TFLM's
+    Python interpreter on this 64-bit host and an upper bound for firmware with the reference
+    kernels (docs/dev/decisions/2026-12-06-tflm-arena.md). Optimized kernels (CMSIS-NN, ESP-NN) may ask for
     scratch buffers the reference kernels do not: `recommended_arena_bytes` adds
     `arena_margin` for that.
 
@@ -339,14 +341,29 @@ def check(
         report.failing_op = _failing_op(loaded, info)
         return report
     report.runs = True
-    measured, probes = smallest_arena(content, arena, loaded.recorded, timeout=timeout)
-    report.probes += probes
+    measured = _MEASURED_ARENAS.get(report.sha256)
+    if measured is None:
+        measured, probes = smallest_arena(content, arena, loaded.recorded, timeout=timeout)
+        report.probes += probes
+        _remember_arena(report.sha256, measured)
     report.arena_bytes = measured
     report.recommended_arena_bytes = recommended_arena(measured, arena_margin)
     if inputs is not None:
         report.outputs, notes = _differences(content, info, inputs, loaded.outputs, arena)
         report.notes.extend(notes)
     return report
+
+
+#: the smallest arena of each file bisected in this process, by SHA-256: the same bytes need the
+#: same arena (`tfc.convert(..., target="micro")` checks a file that the caller checks again)
+_MEASURED_ARENAS: dict[str, int] = {}
+_MEASURED_MOST = 64
+
+
+def _remember_arena(sha256: str, arena: int) -> None:
+    if len(_MEASURED_ARENAS) >= _MEASURED_MOST:
+        del _MEASURED_ARENAS[next(iter(_MEASURED_ARENAS))]  # the oldest
+    _MEASURED_ARENAS[sha256] = arena
 
 
 def _from_layer(op: FailingOp) -> str:
