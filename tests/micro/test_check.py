@@ -15,7 +15,8 @@ import tensorflow as tf
 import tfcompress as tfc
 from tfcompress.converter import run_tflite
 from tfcompress.micro import MicroError, MicroUnavailableError
-from tfcompress.micro.runner import attempt
+from tfcompress.micro.runner import attempt, smallest_arena
+from tfcompress.models import build_digits_cnn
 from tfcompress.tflite.flatbuffer import pack, read_model
 from tfcompress.tflite.runtime import make_interpreter
 
@@ -47,6 +48,17 @@ def test_measured_arena_is_the_smallest_that_allocates_and_invokes(digits_int8):
     too_small = attempt(digits_int8, arena - 1)
     assert not too_small.ok
     assert too_small.crashed or "allocate" in too_small.log + too_small.message
+
+
+def test_an_arena_below_the_recorded_use_is_found_exactly_in_a_few_probes(digits):
+    model = build_digits_cnn(width=4)
+    flatbuffer = tfc.convert(model, "int16x8", digits.x_train[:64], check=False)
+    recorded = attempt(flatbuffer, 1 << 20, record=True).recorded
+    arena, probes = smallest_arena(flatbuffer, 1 << 20, recorded)
+
+    assert arena < recorded  # the int16x8 digits file needs a little less than recorded
+    assert attempt(flatbuffer, arena).ok and not attempt(flatbuffer, arena - 1).ok
+    assert probes <= 8  # stepping down from the recorded use, not up from zero
 
 
 def test_a_file_checked_again_is_not_bisected_again_and_gets_the_same_arena(digits_int8):

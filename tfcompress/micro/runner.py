@@ -31,6 +31,7 @@ from tfcompress.tflite.isolation import run_in_child
 DEFAULT_TIMEOUT_S = 120.0
 MAX_ARENA = 1 << 30  # 1 GiB: far past any microcontroller; an arena that big is a failure
 _FIRST_GAP = 256  # bytes above the recorded use tried first (the planner's scratch is small)
+_ALIGNMENT = 16  # bytes below the recorded use tried first when it works (TFLM's alignment)
 _RECORDED = re.compile(r"\[RecordingMicroAllocator\] Arena allocation total (\d+) bytes")
 
 
@@ -193,9 +194,10 @@ def smallest_arena(
 
     Bisection between an arena known to fail and one known to work (`works_at`), each probe a
     fresh interpreter in a child process (a too-small arena may crash TFLM, not only fail). The
-    search starts just below `recorded` (the use the recording allocator reports, which no
-    working arena is below) and doubles a gap above it until an arena works. The answer `n` is
-    exact in that an arena of `n` bytes was seen to work and one of `n - 1` bytes to fail.
+    search starts just below `recorded` (the use the recording allocator reports) and doubles a
+    gap above it until an arena works, or, where an arena just below it works too, a gap below it
+    until one fails. The answer `n` is exact in that an arena of `n` bytes was seen to work and
+    one of `n - 1` bytes to fail.
 
     Returns:
         (smallest arena in bytes, number of child processes run).
@@ -222,8 +224,18 @@ def smallest_arena(
 
     high = works_at
     low = max((recorded or 0) - 1, 0)  # known to fail once probed; 0 always fails
-    if low and works(low):  # never seen, but then the answer lies below the recorded use
-        high, low = low, 0
+    if low and works(low):  # the answer lies a little below the recorded use: step down
+        high = low
+        gap = _ALIGNMENT
+        while True:
+            below = high - gap
+            if below <= 0:
+                low = 0
+                break
+            if not works(below):
+                low = below
+                break
+            high, gap = below, gap * 2
     gap = _FIRST_GAP
     while low + gap < high:
         if works(low + gap):
