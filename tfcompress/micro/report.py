@@ -260,8 +260,8 @@ def check(
     less was seen to fail (once per file and process: the same bytes are not bisected again,
     so `convert(..., target="micro")` followed by `check` bisects once). It is exact for TFLM's
     Python interpreter on this 64-bit host and an upper bound for firmware with the reference
-    kernels (docs/dev/decisions/2026-12-06-tflm-arena.md). Optimized kernels (CMSIS-NN, ESP-NN) may ask for
-    scratch buffers the reference kernels do not: `recommended_arena_bytes` adds
+    kernels (docs/dev/decisions/2026-12-06-tflm-arena.md). Optimized kernels (CMSIS-NN, ESP-NN)
+    may ask for scratch buffers the reference kernels do not: `recommended_arena_bytes` adds
     `arena_margin` for that.
 
     Args:
