@@ -194,22 +194,20 @@ def _not_run_by_a_guide(blocks: list[tuple[int, str]]) -> list[tuple[int, str]]:
         for _, code in _python_blocks(guide)
         for statement in _statements(code)
     }
+    names = [_names(code) for _, code in blocks]
     kept: list[tuple[int, str]] = []
     for index, (line, code) in enumerate(blocks):
-        set_here = {
-            node.id
-            for node in ast.walk(ast.parse(code))
-            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)
-        }
-        used_later = {
-            node.id
-            for _, later in blocks[index + 1 :]
-            for node in ast.walk(ast.parse(later))
-            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
-        }
-        if not set(_statements(code)) <= in_guides or set_here & used_later:
+        used_later = set().union(*(loaded for _, loaded in names[index + 1 :]))
+        if not set(_statements(code)) <= in_guides or names[index][0] & used_later:
             kept.append((line, code))
     return kept
+
+
+def _names(code: str) -> tuple[set[str], set[str]]:
+    """(names a block sets, names it reads)."""
+    nodes = [node for node in ast.walk(ast.parse(code)) if isinstance(node, ast.Name)]
+    stored = {node.id for node in nodes if isinstance(node.ctx, ast.Store)}
+    return stored, {node.id for node in nodes if isinstance(node.ctx, ast.Load)}
 
 
 def test_readme_blocks_a_guide_runs_are_left_to_it():

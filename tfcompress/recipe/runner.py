@@ -218,7 +218,9 @@ def compress(
     recipe = load_recipe(recipe)  # before any loading or training
     output = Path(output_dir)
     _check_output(output, overwrite)
-    portable, why_not = _portable(model, safe_mode, custom_objects) if isolate else (None, None)
+    if isolate and not isinstance(model, (str, os.PathLike)):
+        model = _load_model(model, safe_mode, custom_objects)  # a tf_keras model: rebuilt once
+    portable, why_not = _portable(model, custom_objects) if isolate else (None, None)
     if why_not is not None:
         warnings.warn(
             f"compress runs the recipe in this process: model '{getattr(model, 'name', model)}' "
@@ -415,13 +417,14 @@ class _PickledModel:
             return pickle.loads(self.data)  # noqa: S301 - the caller's own model
 
 
-def _portable(model: Any, safe_mode: bool, custom_objects: dict | None) -> tuple[Any, str | None]:
-    """The model as the recipe's process can receive it (a path as is, a model pickled), and
-    None; or None and the reason it cannot go there (a class no module defines)."""
+def _portable(
+    model: keras.Model | str | os.PathLike, custom_objects: dict | None
+) -> tuple[Any, str | None]:
+    """The model as the recipe's process can receive it (a path as is, a Keras model pickled),
+    and None; or None and the reason it cannot go there (a class no module defines)."""
     given = {c for c in (custom_objects or {}).values() if isinstance(c, type)}
     own: set[type] = set()
     if not isinstance(model, (str, os.PathLike)):
-        model = _load_model(model, safe_mode, custom_objects)  # a tf_keras model: rebuilt here
         layers = [model, *nested_layers(model)]
         own = {type(layer) for layer in layers if not is_library_layer(layer)}
     homeless = sorted(
