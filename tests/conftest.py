@@ -15,6 +15,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from tests.fixtures.pretrained import pretrained  # noqa: E402
 from tfcompress.data import Split, load_digits  # noqa: E402
 from tfcompress.models import build_digits_cnn, compile_classifier  # noqa: E402
 
@@ -29,8 +30,11 @@ def trained_digits_cnn(digits: Split) -> keras.Model:
     """A digits CNN trained for a few epochs (about 97% test accuracy). Do not mutate it in tests."""
     keras.utils.set_random_seed(0)
     model = compile_classifier(build_digits_cnn(width=16))
-    model.fit(digits.x_train, digits.y_train, epochs=8, batch_size=64, verbose=0)
-    return model
+
+    def train() -> None:
+        model.fit(digits.x_train, digits.y_train, epochs=8, batch_size=64, verbose=0)
+
+    return pretrained("digits-cnn-16", model, train)
 
 
 @pytest.fixture()

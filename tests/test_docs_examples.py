@@ -24,6 +24,7 @@ import pytest
 import tensorflow as tf
 
 import tfcompress as tfc
+from tests.fixtures.pretrained import pretrained
 from tests.test_docs import _python_blocks
 from tfcompress.data import Split, load_digits
 from tfcompress.models import build_digits_cnn, compile_classifier
@@ -68,9 +69,12 @@ def weights(split: Split) -> dict[str, list[np.ndarray]]:
     for width in (8, 16):
         keras.utils.set_random_seed(width)
         model = _classifier(width)
-        # about 85 % accurate: the tools' examples work on a model that has learned something
-        model.fit(split.x_train[:ROWS], split.y_train[:ROWS], epochs=20, verbose=0)
-        found[f"width{width}"] = model.get_weights()
+
+        def train(model: keras.Model = model) -> None:
+            # about 85 % accurate: the tools' examples work on a model that has learned something
+            model.fit(split.x_train[:ROWS], split.y_train[:ROWS], epochs=20, verbose=0)
+
+        found[f"width{width}"] = pretrained(f"docs-digits-cnn-{width}", model, train).get_weights()
     return found
 
 

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 
+from tests.fixtures.pretrained import pretrained
 from tfcompress.data import Split
 from tfcompress.diagnose.outliers import (
     inject_activation_outlier,
@@ -60,8 +61,12 @@ def two_heads(digits: Split) -> keras.Model:
         "adam",
         {"digit": keras.losses.SparseCategoricalCrossentropy(from_logits=True), "size": "mse"},
     )
-    model.fit(digits.x_train, {"digit": digits.y_train, "size": size_targets(digits.x_train)},
-              epochs=4, batch_size=64, verbose=0)  # fmt: skip
+
+    def train() -> None:
+        model.fit(digits.x_train, {"digit": digits.y_train, "size": size_targets(digits.x_train)},
+                  epochs=4, batch_size=64, verbose=0)  # fmt: skip
+
+    pretrained("diagnose-two-heads", model, train)
     channel = quietest_channel(model, "size", digits.x_train[:200])
     return inject_weight_outlier(model, "size", 300.0, channel)
 

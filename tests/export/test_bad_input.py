@@ -9,6 +9,9 @@ import pytest
 import tfcompress as tfc
 from tfcompress.converter import TFLiteFileError, run_tflite
 
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
+pytestmark = pytest.mark.xdist_group("export-bad-input")
+
 
 @pytest.fixture(scope="session")
 def int8_bytes(trained_digits_cnn, digits):

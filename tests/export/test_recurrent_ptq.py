@@ -7,8 +7,12 @@ import numpy as np
 import pytest
 
 import tfcompress as tfc
+from tests.fixtures.pretrained import pretrained
 from tests.outputs import inference
 from tfcompress.converter import run_tflite
+
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
+pytestmark = pytest.mark.xdist_group("recurrent-ptq")
 
 L = keras.layers
 # Below the 0.99 the issue aims at: these small, briefly trained models (3 epochs on 600 digits)
@@ -44,8 +48,11 @@ def trained(digits, sequences):
                 keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 jit_compile=False,
             )
-            model.fit(sequences[0][:600], digits.y_train[:600], epochs=3, verbose=0)
-            models[kind] = model
+
+            def train() -> None:
+                model.fit(sequences[0][:600], digits.y_train[:600], epochs=3, verbose=0)
+
+            models[kind] = pretrained(f"recurrent-ptq-{kind.lower()}", model, train)
         return models[kind]
 
     return get

@@ -24,6 +24,9 @@ from tfcompress.micro.firmware import registered_ops
 from tfcompress.micro.runner import attempt
 from tfcompress.tflite.errors import TFLiteFileError
 
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
+pytestmark = pytest.mark.xdist_group("micro-compress")
+
 RNG = np.random.default_rng(0)
 X = RNG.random((16, 8, 8, 2), dtype=np.float32)
 

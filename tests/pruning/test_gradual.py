@@ -11,6 +11,9 @@ from tfcompress.converter import run_tflite
 from tfcompress.pruning import ConstantSparsity, PolynomialDecay
 from tfcompress.pruning.gradual import StructuredPruning, strip_channels
 
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
+pytestmark = pytest.mark.xdist_group("structured-gradual")
+
 
 def _se_residual_net() -> keras.Model:
     """BN, depthwise, a residual add, a squeeze-excite multiply and a Keras op (`x * 0.5`)."""

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import tfcompress as tfc
+from tests.fixtures.pretrained import pretrained
 from tests.outputs import inference
 from tfcompress.converter import run_tflite
 from tfcompress.quantization.integer_friendly import integer_friendly
@@ -52,8 +53,11 @@ def masked_model(padded_digits):
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=False,
     )
-    model.fit(x, y, epochs=8, batch_size=64, verbose=0)
-    return model
+
+    def train() -> None:
+        model.fit(x, y, epochs=8, batch_size=64, verbose=0)
+
+    return pretrained("masking-pooled-mlp", model, train)
 
 
 def _agreement(expected: np.ndarray, got: np.ndarray) -> float:

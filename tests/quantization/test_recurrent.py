@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import tfcompress as tfc
+from tests.fixtures.pretrained import pretrained
 from tests.outputs import inference
 from tfcompress.converter import run_tflite
 from tfcompress.quantization.recurrent import (
@@ -16,6 +17,9 @@ from tfcompress.quantization.recurrent import (
     unroll_recurrent,
     unrolled_layer,
 )
+
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
+pytestmark = pytest.mark.xdist_group("recurrent-qat")
 
 L = keras.layers
 # Below the 0.99 the issue aims at: these small models (12 units, 3 epochs on 600 digits) keep an
@@ -70,16 +74,22 @@ def _build() -> keras.Model:
     return keras.Model(inputs, L.Dense(10)(hidden), name="stacked_bidirectional_sum")
 
 
-def _trained(x, y, epochs: int = 3, learning_rate: float = 1e-2) -> keras.Model:
+@pytest.fixture(scope="session")
+def stacked_bidirectional(digits) -> keras.Model:
+    """`_build()` trained a few epochs on 600 digits rows, read as 8 steps of 8 values."""
+    x, _ = _sequences(digits)
     keras.utils.set_random_seed(0)
     model = _build()
     model.compile(
-        keras.optimizers.Adam(learning_rate),
+        keras.optimizers.Adam(1e-2),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=False,
     )
-    model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
-    return model
+
+    def train() -> None:
+        model.fit(x[:600], digits.y_train[:600], epochs=3, batch_size=64, verbose=0)
+
+    return pretrained("recurrent-stacked-bidirectional", model, train)
 
 
 def _agreement(model, flatbuffer, x) -> float:
@@ -90,10 +100,9 @@ def _agreement(model, flatbuffer, x) -> float:
 # The plain LSTM, GRU, SimpleRNN, return_sequences and Bidirectional(concat) cases are rows of the
 # coverage matrix (tests/coverage); this model has the configurations it does not have.
 @pytest.mark.slow
-def test_qat_recurrent_model_converts_to_int8_without_float_ops(digits):
+def test_qat_recurrent_model_converts_to_int8_without_float_ops(digits, stacked_bidirectional):
     x, x_test = _sequences(digits)
-    model = _trained(x[:600], digits.y_train[:600])
-    qat = tfc.quantize_model(model)
+    qat = tfc.quantize_model(stacked_bidirectional)
     assert not any(isinstance(layer, L.RNN | L.Bidirectional) for layer in qat.layers)
     assert any(isinstance(layer, UnrolledBidirectional) for layer in qat.layers)
     qat.compile(
@@ -205,7 +214,11 @@ def padded_lstm(digits):
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=False,
     )
-    model.fit(x, digits.y_train[:600], epochs=5, batch_size=64, verbose=0)
+
+    def train() -> None:
+        model.fit(x, digits.y_train[:600], epochs=5, batch_size=64, verbose=0)
+
+    pretrained("recurrent-padded-lstm", model, train)
     return model, x, digits.y_train[:600], x_test
 
 

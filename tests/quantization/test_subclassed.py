@@ -23,6 +23,9 @@ from tfcompress.quantization import (
 )
 from tfcompress.tflite.runtime import run_tflite
 
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
+pytestmark = pytest.mark.xdist_group("subclassed-qat")
+
 
 @pytest.fixture(scope="session")
 def subclassed_qat(digits: Split) -> keras.Model:

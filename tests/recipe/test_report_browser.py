@@ -8,6 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
+# the worker that runs test_compress.py runs this module too (pytest-xdist, --dist loadgroup):
+# the recipe's `compressed` fixture then runs once
+pytestmark = pytest.mark.xdist_group("recipe-compress")
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
     "--headless",

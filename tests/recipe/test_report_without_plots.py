@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import html
 
+import pytest
+
 from tfcompress.recipe import load_recipe
 from tfcompress.recipe.report import NO_PLOTS, write_reports
+
+# the worker that runs test_compress.py runs this module too (pytest-xdist, --dist loadgroup):
+# the recipe's `compressed` fixture then runs once
+pytestmark = pytest.mark.xdist_group("recipe-compress")
 
 
 def test_the_report_is_written_without_plots_and_says_how_to_get_them(

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import keras
 import pytest
 
+from tests.fixtures.pretrained import pretrained
 from tfcompress.data import load_digits
 
 
@@ -49,7 +50,11 @@ def trained() -> SimpleNamespace:
     model.compile(
         keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     )
-    model.fit(split.x_train, split.y_train, epochs=6, batch_size=64, verbose=0)
+
+    def train() -> None:
+        model.fit(split.x_train, split.y_train, epochs=6, batch_size=64, verbose=0)
+
+    pretrained("recovery-dwsep", model, train)
     imbalance(model)
     return SimpleNamespace(
         model=model,

@@ -25,6 +25,9 @@ from tfcompress.tflite.flatbuffer import op_name, read_model
 
 from .conftest import build_dwsep
 
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
+pytestmark = pytest.mark.xdist_group("recovery")
+
 
 def _float(model: keras.Model, x: np.ndarray) -> np.ndarray:
     return np.asarray(model(x, training=False))

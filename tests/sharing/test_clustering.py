@@ -14,6 +14,9 @@ import tfcompress as tfc
 from tfcompress.models import compile_classifier
 from tfcompress.sharing import ClusterWeights
 
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
+pytestmark = pytest.mark.xdist_group("sharing-clustering")
+
 
 def _clone(model: keras.Model) -> keras.Model:
     copy = keras.models.clone_model(model)

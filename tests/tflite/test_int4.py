@@ -12,6 +12,9 @@ from tfcompress.models import build_digits_cnn
 from tfcompress.tflite.errors import ConversionError
 from tfcompress.tflite.int4 import byte_breakdown, pack_int4, pack_nibbles
 
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
+pytestmark = pytest.mark.xdist_group("int4-files")
+
 
 @pytest.fixture(scope="session")
 def digits() -> tuple[np.ndarray, np.ndarray]:

@@ -10,6 +10,9 @@ import tfcompress as tfc
 from tfcompress.converter import run_tflite
 from tfcompress.tflite.requantize import fold_float_requantize
 
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
+pytestmark = pytest.mark.xdist_group("requantize")
+
 
 @pytest.fixture(scope="session")
 def qat_with_rescaling_first():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import tfcompress as tfc
+from tests.fixtures.pretrained import pretrained
 from tfcompress.converter import run_tflite
 
 
@@ -115,9 +116,17 @@ def two_head_model(digits):
     parity = keras.layers.Dense(2, name="parity")(hidden)
     model = keras.Model(inputs, [digit, parity])
     model.compile("adam", [keras.losses.SparseCategoricalCrossentropy(from_logits=True)] * 2)
-    model.fit(
-        digits.x_train, [digits.y_train, digits.y_train % 2], epochs=10, batch_size=32, verbose=0
-    )
+
+    def train() -> None:
+        model.fit(
+            digits.x_train,
+            [digits.y_train, digits.y_train % 2],
+            epochs=10,
+            batch_size=32,
+            verbose=0,
+        )
+
+    pretrained("runtime-two-heads", model, train)
     return model, tfc.convert(model, "float32")
 
 
