@@ -16,6 +16,8 @@ from tfcompress.pruning import (
 )
 
 quantization = pytest.importorskip("tfcompress.quantization")
+# one worker runs the whole module (pytest-xdist, --dist loadgroup), so its fixtures run once
+pytestmark = pytest.mark.xdist_group("preserve-sparsity")
 
 
 def _pruned(model: keras.Model, digits, sparsity: float) -> keras.Model:
@@ -40,10 +42,16 @@ def _assert_int8_kernels_are_70_percent_zeros(flatbuffer: bytes) -> None:
         assert np.mean(kernel == 0) == pytest.approx(0.7, abs=0.01)
 
 
-@pytest.mark.slow
-def test_qat_of_a_pruned_model_keeps_its_zeros_in_the_int8_file(digits, trained_digits_cnn) -> None:
+@pytest.fixture(scope="session")
+def sparse(digits, trained_digits_cnn) -> keras.Model:
+    """The trained CNN pruned to 70 % and stripped. Do not mutate it in tests."""
     keras.utils.set_random_seed(8)
-    sparse = _pruned(trained_digits_cnn, digits, 0.7)
+    return _pruned(trained_digits_cnn, digits, 0.7)
+
+
+@pytest.mark.slow
+def test_qat_of_a_pruned_model_keeps_its_zeros_in_the_int8_file(digits, sparse) -> None:
+    keras.utils.set_random_seed(8)
     sparse_accuracy = compile_classifier(sparse).evaluate(digits.x_test, digits.y_test, verbose=0)[
         1
     ]
@@ -59,9 +67,8 @@ def test_qat_of_a_pruned_model_keeps_its_zeros_in_the_int8_file(digits, trained_
 
 
 @pytest.mark.slow
-def test_quantize_model_alone_keeps_the_zeros_of_a_pruned_model(digits, trained_digits_cnn) -> None:
+def test_quantize_model_alone_keeps_the_zeros_of_a_pruned_model(digits, sparse) -> None:
     keras.utils.set_random_seed(9)
-    sparse = _pruned(trained_digits_cnn, digits, 0.7)
     qat = compile_classifier(quantization.quantize_model(sparse), 1e-3)
     qat.fit(digits.x_train, digits.y_train, batch_size=64, epochs=1, verbose=0)  # no callback
     flatbuffer = tfc.convert(qat, mode="int8")
