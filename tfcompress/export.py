@@ -36,7 +36,7 @@ from tfcompress.quantization.strip import (
     untrained_ranges,
 )
 from tfcompress.recovery.steps import prepare_for_convert
-from tfcompress.tflite.biases import narrow_biases
+from tfcompress.tflite.biases import narrow_biases_in_place
 from tfcompress.tflite.calibration import Sample, collect_samples
 from tfcompress.tflite.convert import (
     CALIBRATED_MODES,
@@ -54,13 +54,23 @@ from tfcompress.tflite.fidelity import (
     keras_outputs,
     measure_fidelity,
 )
-from tfcompress.tflite.flatbuffer import inspect, name_outputs, read_model, share_vectors
+from tfcompress.tflite.flatbuffer import (
+    drop_ranges_in_place,
+    inspect,
+    name_outputs_in_place,
+    pack,
+    read_model,
+    validate,
+)
 from tfcompress.tflite.four_bit import four_bit_levels
 from tfcompress.tflite.int4 import pack_int4
 from tfcompress.tflite.isolation import DEFAULT_TIMEOUT_S
 from tfcompress.tflite.layer_map import map_layers
 from tfcompress.tflite.mixed import readers_of, widen_activations
-from tfcompress.tflite.requantize import fold_float_requantize, outputs_before_requantize
+from tfcompress.tflite.requantize import (
+    fold_float_requantize_in_place,
+    outputs_before_requantize_in_place,
+)
 from tfcompress.tflite.save import save_tflite
 from tfcompress.tflite.selective import (
     CalibratedModel,
@@ -812,17 +822,26 @@ def byte_passes(
     vectors are stored once (not for the Edge TPU compiler, which gets the converter's layout),
     AdaRound's 4-bit levels and INT4 packing are applied when asked for.
     """
+    origin = f"the converted '{name}'"
+    model = read_model(flatbuffer, origin)  # parsed once; the passes rewrite it in place
+    changed = False
     if mode in CALIBRATED_MODES:  # the converter's float requantize pairs become integer ops
-        flatbuffer, _ = fold_float_requantize(flatbuffer)
+        changed |= fold_float_requantize_in_place(model) > 0
     if mode in ("int8", "int16x8"):  # an output at its own scale, not a later op's
-        flatbuffer, _ = outputs_before_requantize(flatbuffer)
+        changed |= outputs_before_requantize_in_place(model) > 0
     if output_names:  # the Keras model's output names, not the converter's Identity_N
-        flatbuffer = name_outputs(flatbuffer, output_names)
+        name_outputs_in_place(model, output_names)
+        changed = True
     if mode == "int16x8" or int16_ops:  # 32-bit biases where no sum can leave the int32 range
-        flatbuffer = narrow_biases(flatbuffer)
-    if mode != "edgetpu":  # the Edge TPU compiler gets the converter's own layout
-        flatbuffer = share_vectors(flatbuffer)
-    read_model(flatbuffer, origin=f"the converted '{name}'")  # never hand back a broken file
+        changed |= narrow_biases_in_place(model)
+    if mode != "edgetpu":  # each repeated vector once, without ranges (`share_vectors`)
+        drop_ranges_in_place(model)
+        shared = pack(model, len(flatbuffer))
+        if changed or len(shared) < len(flatbuffer):
+            flatbuffer = shared
+    elif changed:  # the Edge TPU compiler gets the converter's own layout otherwise
+        flatbuffer = pack(model, len(flatbuffer))
+    validate(flatbuffer, origin)  # never hand back a broken file
     if mode in ("int8", "edgetpu") and warn_float_ops:
         _warn_if_float_ops_left(flatbuffer, name, synthetic=synthetic)
     if four_bit:  # AdaRound's 4-bit grid, which the converter stored as int8 values

@@ -48,10 +48,14 @@ def narrow_biases(flatbuffer: bytes) -> bytes:
         True
     """
     model = read_model(flatbuffer, origin="the file given to narrow_biases")
-    schema = compat.tflite_schema()
-    if _narrow(model, schema):
+    if narrow_biases_in_place(model):
         return pack(model, len(flatbuffer))
     return flatbuffer
+
+
+def narrow_biases_in_place(model: Any) -> bool:
+    """`narrow_biases` on a parsed model (`read_model`), in place: whether any bias changed."""
+    return _narrow(model, compat.tflite_schema())
 
 
 def _narrow(model: Any, schema: Any) -> bool:

@@ -143,7 +143,7 @@ def share_vectors(flatbuffer: bytes) -> bytes:
         True
     """
     model = read_model(flatbuffer)
-    _drop_ranges(model)
+    drop_ranges_in_place(model)
     shared = pack(model, len(flatbuffer))
     return shared if len(shared) < len(flatbuffer) else flatbuffer
 
@@ -165,11 +165,11 @@ def drop_ranges(flatbuffer: bytes) -> bytes:
         True
     """
     model = read_model(flatbuffer)
-    return pack(model, len(flatbuffer)) if _drop_ranges(model) else flatbuffer
+    return pack(model, len(flatbuffer)) if drop_ranges_in_place(model) else flatbuffer
 
 
-def _drop_ranges(model: Any) -> bool:
-    """Remove every tensor's quantization `min`/`max` from a parsed model; whether any was there."""
+def drop_ranges_in_place(model: Any) -> bool:
+    """`drop_ranges` on a parsed model (`read_model`), in place: whether any range was there."""
     dropped = False
     for subgraph in model.subgraphs or []:
         for tensor in subgraph.tensors or []:
@@ -768,6 +768,12 @@ def name_outputs(flatbuffer: bytes, names: list[str]) -> bytes:
         ['score']
     """
     model = read_model(flatbuffer)
+    name_outputs_in_place(model, names)
+    return pack(model, len(flatbuffer))
+
+
+def name_outputs_in_place(model: Any, names: list[str]) -> None:
+    """`name_outputs` on a parsed model (`read_model`), in place."""
     main = model.subgraphs[0]
     if len(names) != len(main.outputs):
         raise ValueError(f"{len(names)} names for {len(main.outputs)} outputs of the file.")
@@ -779,4 +785,3 @@ def name_outputs(flatbuffer: bytes, names: list[str]) -> bytes:
         for entry in signature.outputs or []:
             if entry.tensorIndex in main.outputs:
                 entry.name = names[list(main.outputs).index(entry.tensorIndex)].encode()
-    return pack(model, len(flatbuffer))

@@ -38,16 +38,21 @@ def fold_float_requantize(flatbuffer: bytes) -> tuple[bytes, int]:
         >>> fold_float_requantize(flat)[1]
         0
     """
-    schema = compat.tflite_schema()
     model = read_model(flatbuffer)
-    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-
-    rewritten = 0
-    for subgraph in model.subgraphs or []:
-        rewritten += _fold_subgraph(model, subgraph, lambda op: op_name(model, op), types)
+    rewritten = fold_float_requantize_in_place(model)
     if rewritten == 0:
         return flatbuffer, 0
     return pack(model, len(flatbuffer) + 1024), rewritten
+
+
+def fold_float_requantize_in_place(model: Any) -> int:
+    """`fold_float_requantize` on a parsed model (`read_model`), in place: the pairs rewritten."""
+    schema = compat.tflite_schema()
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    rewritten = 0
+    for subgraph in model.subgraphs or []:
+        rewritten += _fold_subgraph(model, subgraph, lambda op: op_name(model, op), types)
+    return rewritten
 
 
 def _fold_subgraph(model: Any, subgraph: Any, name_of: Any, types: dict) -> int:
@@ -133,8 +138,17 @@ def outputs_before_requantize(flatbuffer: bytes) -> tuple[bytes, int]:
         >>> report.tensors[report.outputs[0]].quantization.scale[0] == 1 / 256
         True
     """
-    schema = compat.tflite_schema()
     model = read_model(flatbuffer)
+    changed = outputs_before_requantize_in_place(model)
+    if changed == 0:
+        return flatbuffer, 0
+    return pack(model, len(flatbuffer) + 1024), changed
+
+
+def outputs_before_requantize_in_place(model: Any) -> int:
+    """`outputs_before_requantize` on a parsed model (`read_model`), in place: the outputs
+    changed."""
+    schema = compat.tflite_schema()
     types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     changed = 0
     for number, subgraph in enumerate(model.subgraphs or []):
@@ -186,6 +200,4 @@ def outputs_before_requantize(flatbuffer: bytes) -> tuple[bytes, int]:
                             entry.tensorIndex = source
             changed += 1
         subgraph.outputs = np.asarray(outputs, dtype=np.int32)
-    if changed == 0:
-        return flatbuffer, 0
-    return pack(model, len(flatbuffer) + 1024), changed
+    return changed
