@@ -55,11 +55,11 @@ from tfcompress.tflite.fidelity import (
     measure_fidelity,
 )
 from tfcompress.tflite.flatbuffer import (
-    drop_ranges_in_place,
     inspect,
     name_outputs_in_place,
     pack,
     read_model,
+    share_vectors_of,
     validate,
 )
 from tfcompress.tflite.four_bit import four_bit_levels
@@ -834,11 +834,8 @@ def byte_passes(
         changed = True
     if mode == "int16x8" or int16_ops:  # 32-bit biases where no sum can leave the int32 range
         changed |= narrow_biases_in_place(model)
-    if mode != "edgetpu":  # each repeated vector once, without ranges (`share_vectors`)
-        drop_ranges_in_place(model)
-        shared = pack(model, len(flatbuffer))
-        if changed or len(shared) < len(flatbuffer):
-            flatbuffer = shared
+    if mode != "edgetpu":  # each repeated vector once, without float ranges
+        flatbuffer = share_vectors_of(model, flatbuffer, rewritten=changed)
     elif changed:  # the Edge TPU compiler gets the converter's own layout otherwise
         flatbuffer = pack(model, len(flatbuffer))
     validate(flatbuffer, origin)  # never hand back a broken file

@@ -15,6 +15,7 @@ import numpy as np
 
 import tfcompress as tfc
 from tests.coverage.cases import Case
+from tests.fixtures.pretrained import architecture, read_weights
 from tests.outputs import inference
 from tfcompress.converter import run_tflite
 
@@ -81,21 +82,12 @@ WEIGHTS = Path(__file__).resolve().parent.parent / "fixtures" / "coverage_weight
 
 def weights_key(case: Case, model: keras.Model) -> str:
     """What the saved weights of a row must match: its layer classes and weight shapes."""
-    layers = ",".join(type(layer).__name__ for layer in model.layers)
-    shapes = ",".join("x".join(map(str, w.shape)) for w in model.weights)
-    return f"{case.id}|{layers}|{shapes}"
+    return f"{case.id}|{architecture(model)}"
 
 
 def saved_weights(case: Case, model: keras.Model) -> list[np.ndarray] | None:
     """The row's trained weights from the fixture, or None when it has none for this model."""
-    if not WEIGHTS.exists():
-        return None
-    with np.load(WEIGHTS) as saved:
-        if f"{case.id}/key" not in saved or str(saved[f"{case.id}/key"]) != weights_key(
-            case, model
-        ):
-            return None
-        return [saved[f"{case.id}/{i}"] for i in range(len(model.weights))]
+    return read_weights(WEIGHTS, case.id, weights_key(case, model), len(model.weights))
 
 
 def pretrain(case: Case, model: keras.Model, x: np.ndarray, y: np.ndarray) -> None:
@@ -121,11 +113,16 @@ def trained_model(case: Case) -> tuple[keras.Model, np.ndarray, np.ndarray, np.n
         _TRAINED[case.id] = weights
     model.set_weights(_TRAINED[case.id])
     # compiled as pretraining leaves it, whether the weights were trained here or read
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-2),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
+    _compile(model, 1e-2, eager=False)
     return model, x, y, x_test
+
+
+def _compile(model: keras.Model, learning_rate: float, eager: bool) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        run_eagerly=eager,
+    )
 
 
 def _train(
@@ -138,16 +135,14 @@ def _train(
     learning_rate: float = 1e-3,
     eager: bool = False,
 ) -> None:
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        run_eagerly=eager,
-    )
-    if not callbacks and epochs == 1 and batch >= len(x):
-        # one step on one batch: Keras's own train step, without fit's dataset and callbacks
-        model.train_on_batch(x, y)
-        return
+    _compile(model, learning_rate, eager)
     model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=list(callbacks))
+
+
+def _one_step(model: keras.Model, x: np.ndarray, y: np.ndarray, learning_rate: float) -> None:
+    """One training step on all of `x`: Keras's own train step, without fit's dataset."""
+    _compile(model, learning_rate, _ONE_STEP_EAGERLY)
+    model.train_on_batch(x, y)
 
 
 def _integer_outcome(
@@ -193,7 +188,7 @@ def run_qat(case: Case) -> Outcome:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             qat = tfc.quantize_model(model)
-            _train(qat, x, y, learning_rate=1e-4, eager=_ONE_STEP_EAGERLY)  # one step
+            _one_step(qat, x, y, learning_rate=1e-4)
             flatbuffer = tfc.convert(qat, "int8", x[:64], check=False)
         return _integer_outcome(qat, flatbuffer, x_test, caught, AGREEMENT, MAX_QAT_STEPS)
     except Exception as error:  # noqa: BLE001 - a row reports its failure, the matrix goes on
@@ -278,7 +273,7 @@ def run_clustering(case: Case) -> Outcome:
     model, x, y, _ = trained_model(case)
     try:
         clustered = tfc.cluster_weights(model, number_of_clusters=CLUSTERS)
-        _train(clustered, x, y, eager=_ONE_STEP_EAGERLY)
+        _one_step(clustered, x, y, learning_rate=1e-3)
         plain = tfc.strip_clustering(clustered)
         flatbuffer = tfc.convert(plain, "int8", x[:64], per_channel=False, check=False)
         counts = [len(np.unique(w)) for w in _weight_tensors(flatbuffer)]

@@ -142,10 +142,16 @@ def share_vectors(flatbuffer: bytes) -> bytes:
         >>> len(share_vectors(flat)) <= len(flat)
         True
     """
-    model = read_model(flatbuffer)
+    return share_vectors_of(read_model(flatbuffer), flatbuffer)
+
+
+def share_vectors_of(model: Any, flatbuffer: bytes, rewritten: bool = False) -> bytes:
+    """`share_vectors` of `model`, parsed from `flatbuffer` (`read_model`) and maybe rewritten
+    in place since: its bytes, shared and without ranges; `flatbuffer` itself when the model was
+    not `rewritten` and sharing saves nothing."""
     drop_ranges_in_place(model)
     shared = pack(model, len(flatbuffer))
-    return shared if len(shared) < len(flatbuffer) else flatbuffer
+    return shared if rewritten or len(shared) < len(flatbuffer) else flatbuffer
 
 
 def drop_ranges(flatbuffer: bytes) -> bytes:
